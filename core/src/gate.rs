@@ -1,0 +1,277 @@
+//! The request gate: a tower layer in front of every service that counts data
+//! calls in flight (until their response body ends, so streams count too),
+//! rejects new ones with `UNAVAILABLE` once draining starts, and records
+//! per-method metrics by final gRPC status.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::Notify;
+use tonic::body::Body;
+
+use crate::metrics::{Metrics, RpcLabels};
+
+/// Services that are never gated: the control plane itself must keep answering
+/// while data calls drain.
+const CONTROL_PREFIXES: &[&str] = &[
+    "/prism.interfaces.LifecycleInterface/",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+];
+
+/// Counts of a finished drain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Calls that were in flight when draining began and finished in time.
+    pub drained: i64,
+    /// Calls still in flight when the timeout expired.
+    pub aborted: i64,
+}
+
+/// Shared gate state; cloning shares it.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    inner: Arc<GateInner>,
+}
+
+struct GateInner {
+    open: AtomicBool,
+    in_flight: AtomicI64,
+    idle: Notify,
+    metrics: Metrics,
+    known_services: Vec<String>,
+}
+
+impl Gate {
+    pub(crate) fn new(metrics: Metrics, known_services: Vec<String>) -> Self {
+        Gate {
+            inner: Arc::new(GateInner {
+                open: AtomicBool::new(true),
+                in_flight: AtomicI64::new(0),
+                idle: Notify::new(),
+                metrics,
+                known_services,
+            }),
+        }
+    }
+
+    /// Data calls in flight now.
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// True while new data calls are accepted.
+    pub(crate) fn is_open(&self) -> bool {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// Re-opens intake (a re-Initialize after a Drain).
+    pub(crate) fn open(&self) {
+        self.inner.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes intake and waits up to `timeout` for in-flight calls to finish.
+    pub(crate) async fn drain(&self, timeout: Duration) -> DrainOutcome {
+        self.inner.open.store(false, Ordering::SeqCst);
+        let at_start = self.in_flight();
+        let wait = async {
+            loop {
+                let idle = self.inner.idle.notified();
+                if self.in_flight() <= 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let aborted = match tokio::time::timeout(timeout, wait).await {
+            Ok(()) => 0,
+            Err(_) => self.in_flight().max(0),
+        };
+        DrainOutcome {
+            drained: (at_start - aborted).max(0),
+            aborted,
+        }
+    }
+
+    fn method_label(&self, path: &str) -> String {
+        let known = self.inner.known_services.iter().any(|svc| {
+            path.len() > svc.len() + 1 && path[1..].starts_with(svc.as_str()) && path.as_bytes()[svc.len() + 1] == b'/'
+        });
+        if known {
+            path.to_string()
+        } else {
+            // Bounded label cardinality: arbitrary paths all count as one.
+            "unknown".to_string()
+        }
+    }
+}
+
+/// Tower layer installing the gate.
+#[derive(Clone)]
+pub(crate) struct GateLayer {
+    gate: Gate,
+}
+
+impl GateLayer {
+    pub(crate) fn new(gate: Gate) -> Self {
+        GateLayer { gate }
+    }
+}
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = GateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GateService {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service produced by [`GateLayer`].
+#[derive(Clone)]
+pub(crate) struct GateService<S> {
+    inner: S,
+    gate: Gate,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for GateService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let path = req.uri().path();
+        let is_data = !CONTROL_PREFIXES.iter().any(|p| path.starts_with(p));
+        let mut guard = CallGuard {
+            gate: self.gate.clone(),
+            method: self.gate.method_label(path),
+            started: Instant::now(),
+            counted: false,
+            code: None,
+        };
+        if is_data {
+            if !self.gate.is_open() {
+                guard.code = Some(tonic::Code::Unavailable as i32);
+                drop(guard);
+                let status = tonic::Status::unavailable(
+                    "plugin is draining and accepts no new calls; retry against another instance",
+                );
+                return Box::pin(async move { Ok(status.into_http::<Body>()) });
+            }
+            guard.counted = true;
+            self.gate.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+            self.gate.inner.metrics.in_flight.inc();
+        }
+        // Take the service that was driven to readiness, leave a fresh clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            // Trailers-only responses (errors) carry grpc-status in the headers.
+            if let Some(code) = grpc_status(response.headers()) {
+                guard.code = Some(code);
+            }
+            Ok(response.map(|body| Body::new(GateBody { inner: body, guard })))
+        })
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Lives as long as the call: decrements in-flight and records metrics on drop.
+struct CallGuard {
+    gate: Gate,
+    method: String,
+    started: Instant,
+    counted: bool,
+    code: Option<i32>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let inner = &self.gate.inner;
+        if self.counted && inner.in_flight.fetch_sub(1, Ordering::SeqCst) <= 1 {
+            inner.idle.notify_waiters();
+        }
+        if self.counted {
+            inner.metrics.in_flight.dec();
+        }
+        // A body dropped before its trailers means the client went away.
+        let code = tonic::Code::from_i32(self.code.unwrap_or(tonic::Code::Cancelled as i32));
+        let labels = RpcLabels {
+            method: std::mem::take(&mut self.method),
+            code: format!("{code:?}"),
+        };
+        inner
+            .metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        inner.metrics.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// Response body wrapper that watches for the grpc-status trailer.
+struct GateBody {
+    inner: Body,
+    guard: CallGuard,
+}
+
+impl HttpBody for GateBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(code) = grpc_status(trailers)
+        {
+            this.guard.code = Some(code);
+        }
+        if let Poll::Ready(None) = &polled
+            && this.guard.code.is_none()
+        {
+            this.guard.code = Some(tonic::Code::Ok as i32);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

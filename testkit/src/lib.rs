@@ -1,0 +1,36 @@
+//! Test harness for the Prism plugins: starts REAL servers (PostgreSQL, Redis, a
+//! Kafka-protocol broker, an OpenBao/Vault API server) on free 127.0.0.1 ports in
+//! private temp dirs, spawns plugin binaries with captured output, and polls gRPC
+//! health. Nothing is mocked; every handle tears its server down on `Drop`.
+//!
+//! Binaries come from `scripts/install-deps.sh` (Debian packages plus a Python
+//! venv); a missing one is reported by name with a hint to run that script.
+//!
+//! ```no_run
+//! # async fn demo() -> prism_testkit::Result<()> {
+//! let pg = prism_testkit::Postgres::start().await?;
+//! assert_eq!(pg.psql("SELECT 1").await?, "1");
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod health;
+mod kafka;
+mod paths;
+mod plugin;
+mod ports;
+mod postgres;
+mod probe;
+mod process;
+mod redis;
+mod vault;
+
+pub use error::{Error, Result};
+pub use health::{ServingStatus, connect, health_status, wait_for_health};
+pub use kafka::Kafka;
+pub use paths::{grpcurl, tool, venv_dir, workspace_root};
+pub use plugin::{PluginProcess, SCRUBBED_ENV};
+pub use ports::free_port;
+pub use postgres::{POSTGRES_DB, POSTGRES_PASSWORD, POSTGRES_USER, Postgres};
+pub use redis::Redis;
+pub use vault::{VAULT_ROOT_TOKEN, Vault};

@@ -1,0 +1,270 @@
+//! [`PluginProcess`]: spawns a plugin binary under test with a hermetic environment,
+//! captures its stdout and stderr into a shared in-memory buffer (echoed to the
+//! test's stderr, prefixed with the binary name), and offers signal / exit / log
+//! assertions. The child is killed when the handle is dropped.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::process::{describe, send_signal, tail};
+
+/// Conventional configuration variables removed from the inherited environment
+/// (in addition to every `PRISM_*` variable) so plugin tests are hermetic.
+pub const SCRUBBED_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "POSTGRES_POOL_SIZE",
+    "KAFKA_BROKERS",
+    "KAFKA_TOPIC",
+    "KAFKA_CONSUMER_GROUP",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "REDIS_ADDRESS",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+];
+
+/// How long [`PluginProcess::wait_exit`] waits for the output pipes to drain after
+/// the process exited (a grandchild may keep them open).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many log lines timeout errors quote.
+const TAIL_LINES: usize = 40;
+
+/// Output captured from the child, shared with the reader tasks.
+#[derive(Debug, Default)]
+struct Captured {
+    text: Mutex<String>,
+    open_streams: AtomicUsize,
+    changed: Notify,
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        self.text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn contains(&self, needle: &str) -> bool {
+        self.text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(needle)
+    }
+
+    fn drained(&self) -> bool {
+        self.open_streams.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// A running plugin binary with captured output.
+#[derive(Debug)]
+pub struct PluginProcess {
+    name: String,
+    pid: u32,
+    child: Child,
+    captured: Arc<Captured>,
+}
+
+impl PluginProcess {
+    /// Spawns `path` with `args`. The inherited environment is kept except every
+    /// `PRISM_*` variable and the names in [`SCRUBBED_ENV`]; then `envs` is applied.
+    /// stdin is closed; stdout and stderr are captured (see [`logs`](Self::logs)).
+    pub async fn spawn(
+        path: impl AsRef<Path>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+
+        let mut cmd = Command::new(path);
+        cmd.args(args);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PRISM_") {
+                cmd.env_remove(key);
+            }
+        }
+        for key in SCRUBBED_ENV {
+            cmd.env_remove(key);
+        }
+        cmd.envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("spawning {}", describe(&cmd)), e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::NotRunning(name.clone()))?;
+        let captured = Arc::new(Captured::default());
+        if let Some(stdout) = child.stdout.take() {
+            spawn_reader(stdout, name.clone(), Arc::clone(&captured));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            spawn_reader(stderr, name.clone(), Arc::clone(&captured));
+        }
+        Ok(Self {
+            name,
+            pid,
+            child,
+            captured,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The binary's file name (the prefix of echoed log lines).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Everything captured from stdout and stderr so far, interleaved by line in
+    /// arrival order.
+    pub fn logs(&self) -> String {
+        self.captured.text()
+    }
+
+    /// Waits until the captured output contains `needle`. Fails with the log tail
+    /// on timeout, or early if the process closed its output without logging it.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.captured.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.captured.contains(needle) {
+                return Ok(());
+            }
+            if self.captured.drained() {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{} to log {needle:?}; it closed its output first. Last lines:\n{}",
+                        self.name,
+                        tail(&self.logs(), TAIL_LINES)
+                    ),
+                    timeout,
+                });
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || tokio::time::timeout(remaining, notified).await.is_err() {
+                if self.captured.contains(needle) {
+                    return Ok(());
+                }
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{} to log {needle:?}. Last lines:\n{}",
+                        self.name,
+                        tail(&self.logs(), TAIL_LINES)
+                    ),
+                    timeout,
+                });
+            }
+        }
+    }
+
+    /// Sends `signal` to the process; fails with [`Error::NotRunning`] if it has
+    /// already exited (so a recycled pid is never signalled).
+    pub fn signal(&mut self, signal: Signal) -> Result<()> {
+        if self.try_status()?.is_some() {
+            return Err(Error::NotRunning(self.name.clone()));
+        }
+        send_signal(self.pid, signal)
+    }
+
+    /// Sends `SIGTERM` (graceful shutdown request).
+    pub fn sigterm(&mut self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status; the
+    /// output pipes are then drained (briefly) so [`logs`](Self::logs) is complete.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => {
+                status.map_err(|e| Error::io(format!("waiting for {}", self.name), e))?
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{} (pid {}) to exit. Last lines:\n{}",
+                        self.name,
+                        self.pid,
+                        tail(&self.logs(), TAIL_LINES)
+                    ),
+                    timeout,
+                });
+            }
+        };
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.captured.drained() && Instant::now() < deadline {
+            let notified = self.captured.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.captured.drained() {
+                break;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(remaining, notified).await;
+        }
+        Ok(status)
+    }
+
+    /// The exit status if the process has exited, else `None` (never blocks).
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
+        self.child
+            .try_wait()
+            .map_err(|e| Error::io(format!("polling {}", self.name), e))
+    }
+}
+
+/// Reads `stream` line by line into `captured`, echoing each line to stderr.
+fn spawn_reader<R>(stream: R, name: String, captured: Arc<Captured>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    captured.open_streams.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&raw);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    eprintln!("[{name}] {line}");
+                    {
+                        let mut text = captured.text.lock().unwrap_or_else(PoisonError::into_inner);
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                    captured.changed.notify_waiters();
+                }
+            }
+        }
+        captured.open_streams.fetch_sub(1, Ordering::SeqCst);
+        captured.changed.notify_waiters();
+    });
+}

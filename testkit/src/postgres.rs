@@ -1,0 +1,278 @@
+//! A real PostgreSQL server for tests: `initdb` into a temp dir, `postgres` on a
+//! free 127.0.0.1 port with password (scram-sha-256) auth, outage simulation via
+//! [`Postgres::stop`] / [`Postgres::start_again`], and a `psql` helper.
+//!
+//! `initdb` refuses to run as root, so when the tests run as uid 0 both `initdb`
+//! and `postgres` run as the Debian `postgres` system user (the temp dir is chowned
+//! to it); the testkit itself stays root and talks to the server over TCP only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Uid, User, chown};
+use tokio::process::Command;
+
+use crate::error::{Error, Result};
+use crate::paths::tool;
+use crate::ports::free_port;
+use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+
+/// The superuser the test cluster is initialised with.
+pub const POSTGRES_USER: &str = "prism";
+/// The password of [`POSTGRES_USER`].
+pub const POSTGRES_PASSWORD: &str = "prism-test-password";
+/// The database created for tests.
+pub const POSTGRES_DB: &str = "prism";
+/// The system user servers run as when the tests run as root.
+const SYSTEM_USER: &str = "postgres";
+
+/// A running (or deliberately stopped) PostgreSQL server owning its temp dir.
+///
+/// Dropping it shuts the server down immediately (`SIGQUIT`, like
+/// `pg_ctl stop -m immediate`) and removes the data directory.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    postgres_bin: PathBuf,
+    psql_bin: PathBuf,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    run_as: Option<(Uid, Gid)>,
+    process: ServerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// Initialises a fresh cluster (superuser [`POSTGRES_USER`], database
+    /// [`POSTGRES_DB`]) and starts it on a free port.
+    pub async fn start() -> Result<Self> {
+        let initdb = tool("initdb")?;
+        let postgres_bin = tool("postgres")?;
+        let psql_bin = tool("psql")?;
+        let run_as = system_user()?;
+
+        let dir = temp_dir_for(run_as)?;
+        let root = dir.path().to_path_buf();
+        let data_dir = root.join("data");
+        let socket_dir = root.join("sock");
+        let pwfile = root.join("pwfile");
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| Error::io(format!("creating {}", socket_dir.display()), e))?;
+        std::fs::write(&pwfile, POSTGRES_PASSWORD)
+            .map_err(|e| Error::io(format!("writing {}", pwfile.display()), e))?;
+        if let Some((uid, gid)) = run_as {
+            for path in [&root, &socket_dir, &pwfile] {
+                chown(path, Some(uid), Some(gid)).map_err(|e| {
+                    Error::io(format!("chown {} to {SYSTEM_USER}", path.display()), e.into())
+                })?;
+            }
+        }
+
+        let mut cmd = Command::new(&initdb);
+        cmd.arg("-D")
+            .arg(&data_dir)
+            .args(["-U", POSTGRES_USER, "-A", "scram-sha-256", "-E", "UTF8"])
+            .args(["--locale=C", "--no-sync", "--no-instructions"])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        as_user(&mut cmd, run_as);
+        process::run_output(cmd).await?;
+        // The password file has done its job; failing to delete it is harmless.
+        let _ = std::fs::remove_file(&pwfile);
+
+        let mut pg = Self {
+            port: free_port(),
+            postgres_bin,
+            psql_bin,
+            data_dir,
+            socket_dir,
+            run_as,
+            process: ServerProcess::new("postgres", root.join("postgres.log")),
+            dir,
+        };
+        pg.launch().await?;
+        pg.psql_in("postgres", &format!("CREATE DATABASE {POSTGRES_DB}"))
+            .await?;
+        Ok(pg)
+    }
+
+    /// Spawns `postgres` on the data dir and waits until it accepts connections.
+    async fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.postgres_bin);
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.socket_dir.display()
+            ))
+            .args(["-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=200"]);
+        as_user(&mut cmd, self.run_as);
+        self.process.spawn(cmd)?;
+        let pid_file = self.data_dir.join("postmaster.pid");
+        self.process
+            .wait_ready(self.port, START_TIMEOUT, || {
+                let ready = postmaster_ready(&pid_file);
+                async move { ready }
+            })
+            .await
+    }
+
+    /// Fast shutdown (`SIGINT`, like `pg_ctl stop -m fast`): disconnects clients,
+    /// checkpoints and exits. The data directory and port are kept for
+    /// [`start_again`](Self::start_again).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Signal::SIGINT, STOP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Restarts a stopped server on the same port with the same data.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.launch().await
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user name ([`POSTGRES_USER`]).
+    pub fn user(&self) -> &str {
+        POSTGRES_USER
+    }
+
+    /// The password ([`POSTGRES_PASSWORD`]).
+    pub fn password(&self) -> &str {
+        POSTGRES_PASSWORD
+    }
+
+    /// The test database name ([`POSTGRES_DB`]).
+    pub fn database(&self) -> &str {
+        POSTGRES_DB
+    }
+
+    /// `postgres://prism:prism-test-password@127.0.0.1:PORT/prism`.
+    pub fn url(&self) -> String {
+        self.url_for(POSTGRES_DB)
+    }
+
+    /// The superuser connection URL for the `postgres` maintenance database (for
+    /// `CREATE DATABASE`, `pg_terminate_backend`, ...). [`POSTGRES_USER`] is itself a
+    /// superuser, so only the database differs from [`url`](Self::url).
+    pub fn superuser_url(&self) -> String {
+        self.url_for("postgres")
+    }
+
+    /// A connection URL for another database on this server.
+    pub fn url_for(&self, database: &str) -> String {
+        format!(
+            "postgres://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The temp dir holding data, sockets and the server log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.process.log_contents()
+    }
+
+    /// Runs `sql` with `psql` over TCP with password auth against the test
+    /// database; returns stdout in unaligned, tuples-only form (`-At`, `|` between
+    /// columns, one row per line) without the trailing newline.
+    pub async fn psql(&self, sql: &str) -> Result<String> {
+        self.psql_in(POSTGRES_DB, sql).await
+    }
+
+    /// Like [`psql`](Self::psql) against another database.
+    pub async fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
+        let mut cmd = Command::new(&self.psql_bin);
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url_for(database))
+            .arg("-c")
+            .arg(sql)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGSERVICE")
+            .env_remove("PGSSLMODE")
+            .env_remove("PGOPTIONS");
+        let out = process::run_output(cmd).await?;
+        Ok(out.trim_end_matches('\n').to_owned())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGQUIT = immediate shutdown; wait so the temp dir is removed afterwards.
+        self.process
+            .shutdown_blocking(Signal::SIGQUIT, Duration::from_secs(5));
+    }
+}
+
+/// `Some((uid, gid))` of the `postgres` system user when running as root.
+fn system_user() -> Result<Option<(Uid, Gid)>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    match User::from_name(SYSTEM_USER) {
+        Ok(Some(user)) => Ok(Some((user.uid, user.gid))),
+        _ => Err(Error::MissingUser(SYSTEM_USER.to_owned())),
+    }
+}
+
+/// A temp dir the server user can reach: the system temp dir, unless running as
+/// another user and that dir is not world-traversable, then `/tmp`.
+fn temp_dir_for(run_as: Option<(Uid, Gid)>) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir();
+    let traversable = std::fs::metadata(&base)
+        .map(|m| m.permissions().mode() & 0o001 != 0)
+        .unwrap_or(false);
+    if run_as.is_none() || traversable {
+        process::temp_dir("pg")
+    } else {
+        tempfile::Builder::new()
+            .prefix("prism-pg-")
+            .tempdir_in("/tmp")
+            .map_err(|e| Error::io("creating temp dir for pg in /tmp", e))
+    }
+}
+
+/// Makes `cmd` run as `run_as` (if set).
+fn as_user(cmd: &mut Command, run_as: Option<(Uid, Gid)>) {
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+}
+
+/// Whether `postmaster.pid` says the server accepts connections (its 8th line
+/// is `ready`, PostgreSQL 10+).
+fn postmaster_ready(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .map(|s| s.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+        .unwrap_or(false)
+}

