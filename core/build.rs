@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Debian's protoc does not bundle google/protobuf/*.proto; libprotobuf-dev
     // installs them here (scripts/install-deps.sh installs it).
     for dir in ["/usr/include", "/usr/local/include"] {
-        if PathBuf::from(dir).join("google/protobuf/struct.proto").exists() {
+        if PathBuf::from(dir)
+            .join("google/protobuf/struct.proto")
+            .exists()
+        {
             includes.push(PathBuf::from(dir));
         }
     }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::providers::{Format, Serialized, Yaml};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -189,7 +189,7 @@ pub fn layered<B: Serialize>(
     if let Some(file) = file {
         figment = figment.merge(Yaml::file_exact(file));
     }
-    figment = figment.merge(environment(env_aliases));
+    figment = figment.merge(environment(defaults, env_aliases));
     if let Some(port) = flags.grpc_port {
         figment = figment.merge(Named::new(
             "command-line flag --grpc-port",
@@ -205,20 +205,71 @@ pub fn layered<B: Serialize>(
     figment
 }
 
-/// The environment layer: `PRISM_<SECTION>__<KEY>` (only names containing
-/// `__`, so unrelated `PRISM_*` variables such as Kubernetes service links are
-/// not mistaken for settings) plus the conventional aliases.
-pub fn environment(aliases: &[(&str, &str)]) -> Figment {
-    let nested = Env::prefixed("PRISM_")
-        .filter(|key| key.as_str().contains("__"))
-        .split("__");
-    let mut figment = Figment::from(nested);
-    for (name, key) in CORE_ENV_ALIASES.iter().chain(aliases) {
-        let key = key.to_string();
-        let name = name.to_string();
-        figment = figment.merge(Env::raw().only(&[name.as_str()]).map(move |_| key.clone().into()));
+/// The environment layer, read from the process environment.
+pub fn environment<B: Serialize>(defaults: &Config<B>, aliases: &[(&str, &str)]) -> Figment {
+    environment_from(defaults, aliases, std::env::vars())
+}
+
+/// The environment layer from explicit variables: `PRISM_<SECTION>__<KEY>`
+/// (only names containing `__`, so unrelated `PRISM_*` variables such as
+/// Kubernetes service links are not mistaken for settings) over the
+/// conventional aliases. Each variable is its own provider, so an error names
+/// the exact variable. A value is kept as a string where the key's default is
+/// a string (a password `123456` stays a string); otherwise it is parsed as a
+/// YAML scalar or list (`20`, `true`, `[a, b]`).
+pub fn environment_from<B: Serialize>(
+    defaults: &Config<B>,
+    aliases: &[(&str, &str)],
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Figment {
+    let defaults = serde_json::to_value(defaults).unwrap_or_default();
+    let mut aliased = Vec::new();
+    let mut nested = Vec::new();
+    for (name, raw) in vars {
+        if let Some(rest) = name.strip_prefix("PRISM_").filter(|r| r.contains("__")) {
+            let key = rest
+                .to_ascii_lowercase()
+                .split("__")
+                .collect::<Vec<_>>()
+                .join(".");
+            nested.push((name, key, raw));
+        } else if let Some((_, key)) = CORE_ENV_ALIASES
+            .iter()
+            .chain(aliases)
+            .find(|(alias, _)| *alias == name)
+        {
+            aliased.push((name, key.to_string(), raw));
+        }
     }
-    figment
+    aliased.sort();
+    nested.sort();
+    aliased
+        .into_iter()
+        .chain(nested)
+        .fold(Figment::new(), |figment, (name, key, raw)| {
+            let value = typed_env_value(&defaults, &key, raw);
+            figment.merge(Named::new(
+                format!("environment variable {name}"),
+                nest(&key, value),
+            ))
+        })
+}
+
+fn typed_env_value(defaults: &serde_json::Value, key: &str, raw: String) -> serde_json::Value {
+    let default = key.split('.').try_fold(defaults, |v, part| v.get(part));
+    match default {
+        Some(serde_json::Value::String(_)) => serde_json::Value::String(raw),
+        _ => serde_yaml::from_str::<serde_json::Value>(&raw)
+            .ok()
+            .filter(|v| !v.is_null() || raw.trim().is_empty())
+            .unwrap_or(serde_json::Value::String(raw)),
+    }
+}
+
+fn nest(key: &str, value: serde_json::Value) -> serde_json::Value {
+    key.rsplit('.').fold(value, |inner, part| {
+        serde_json::Value::Object([(part.to_string(), inner)].into_iter().collect())
+    })
 }
 
 /// Adds the gateway's Initialize Struct on top: its fields override `backend` keys.
@@ -246,10 +297,11 @@ pub fn extract<B: DeserializeOwned>(figment: &Figment) -> Result<Config<B>, Erro
 
 fn describe_figment_error(figment: &Figment, e: &figment::Error) -> String {
     use figment::error::Kind;
+    // For UnknownField figment's path already ends with the field; for
+    // MissingField it names the parent.
     let mut path = e.path.clone();
     let what = match &e.kind {
-        Kind::UnknownField(field, expected) => {
-            path.push(field.clone());
+        Kind::UnknownField(_, expected) => {
             format!("unknown key (expected one of: {})", expected.join(", "))
         }
         Kind::MissingField(field) => {
@@ -263,15 +315,9 @@ fn describe_figment_error(figment: &Figment, e: &figment::Error) -> String {
         .metadata
         .as_ref()
         .or_else(|| figment.find_metadata(&key))
-        .map(|md| {
-            let profile = e.profile.clone().unwrap_or_default();
-            let native = md.interpolate(&profile, &path);
-            match &md.source {
-                Some(figment::Source::File(file)) => {
-                    format!("{} `{native}` in {}", md.name, file.display())
-                }
-                _ => format!("{} (`{native}`)", md.name),
-            }
+        .map(|md| match &md.source {
+            Some(figment::Source::File(file)) => format!("{} {}", md.name, file.display()),
+            _ => md.name.to_string(),
         })
         .unwrap_or_else(|| "unknown source".to_string());
     format!("`{key}`: {what}; set by {source}")
@@ -280,14 +326,14 @@ fn describe_figment_error(figment: &Figment, e: &figment::Error) -> String {
 /// A provider with a readable name for error messages (figment's `Serialized`
 /// would be reported only as "Serialized").
 struct Named {
-    name: &'static str,
+    name: String,
     value: serde_json::Value,
 }
 
 impl Named {
-    fn new<T: Serialize>(name: &'static str, value: T) -> Self {
+    fn new<T: Serialize>(name: impl Into<String>, value: T) -> Self {
         Named {
-            name,
+            name: name.into(),
             value: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
         }
     }
@@ -295,7 +341,7 @@ impl Named {
 
 impl Provider for Named {
     fn metadata(&self) -> Metadata {
-        Metadata::named(self.name)
+        Metadata::named(self.name.clone())
     }
 
     fn data(&self) -> figment::Result<figment::value::Map<Profile, figment::value::Dict>> {
@@ -432,11 +478,10 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order() {
-        let figment = yaml("backend: { pool_size: 7, address: 'a:1' }\ncontrol_plane: { port: 1 }")
-            .merge(Named::new(
-                "flags",
-                serde_json::json!({"control_plane": {"port": 2}}),
-            ));
+        let figment =
+            yaml("backend: { pool_size: 7, address: 'a:1' }\ncontrol_plane: { port: 1 }").merge(
+                Named::new("flags", serde_json::json!({"control_plane": {"port": 2}})),
+            );
         let figment = with_initialize_overrides(figment, serde_json::json!({"pool_size": 9}));
         let config: Config<Backend> = extract(&figment).unwrap();
         assert_eq!(config.backend.pool_size, 9, "Initialize Struct wins");
@@ -459,6 +504,51 @@ mod tests {
         let err = extract::<Backend>(&yaml("backend: { pool_size: lots }")).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("`backend.pool_size`"), "{text}");
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Figment {
+        yaml("").merge(environment_from(
+            &defaults(),
+            &[("TEST_ADDRESS", "backend.address")],
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        ))
+    }
+
+    #[test]
+    fn env_values_follow_the_key_type() {
+        let config: Config<Backend> = extract(&env(&[
+            ("PRISM_BACKEND__PASSWORD", "123456"),
+            ("PRISM_BACKEND__POOL_SIZE", "20"),
+            ("PRISM_LOG_LEVEL", "debug"),
+            ("PRISM_METRICS_PORT", "9100"),
+            ("PRISM_POSTGRES_SERVICE_PORT", "tcp://10.0.0.1:9090"),
+        ]))
+        .unwrap();
+        assert_eq!(config.backend.password, "123456");
+        assert_eq!(config.backend.pool_size, 20);
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.metrics.port, Some(9100));
+    }
+
+    #[test]
+    fn prism_names_beat_conventional_aliases() {
+        let config: Config<Backend> = extract(&env(&[
+            ("TEST_ADDRESS", "alias:1"),
+            ("PRISM_BACKEND__ADDRESS", "nested:2"),
+        ]))
+        .unwrap();
+        assert_eq!(config.backend.address, "nested:2");
+    }
+
+    #[test]
+    fn misspelt_env_key_names_the_variable() {
+        let err = extract::<Backend>(&env(&[("PRISM_BACKEND__POOL_SISE", "3")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`backend.pool_sise`"), "{text}");
+        assert!(
+            text.contains("environment variable PRISM_BACKEND__POOL_SISE"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -492,7 +582,10 @@ mod tests {
         });
         let text = redact(&v).to_string();
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("postgres://app:<redacted>@db:5432/x"), "{text}");
+        assert!(
+            text.contains("postgres://app:<redacted>@db:5432/x"),
+            "{text}"
+        );
         assert!(text.contains("/var/run/token"), "{text}");
     }
 }

@@ -99,7 +99,9 @@ impl Gate {
 
     fn method_label(&self, path: &str) -> String {
         let known = self.inner.known_services.iter().any(|svc| {
-            path.len() > svc.len() + 1 && path[1..].starts_with(svc.as_str()) && path.as_bytes()[svc.len() + 1] == b'/'
+            path.len() > svc.len() + 1
+                && path[1..].starts_with(svc.as_str())
+                && path.as_bytes()[svc.len() + 1] == b'/'
         });
         if known {
             path.to_string()

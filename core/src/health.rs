@@ -40,7 +40,11 @@ impl Health {
         plugin_name: &str,
         data_services: &[&str],
     ) -> Self {
-        let mut ready_services = vec![String::new(), READINESS.to_string(), plugin_name.to_string()];
+        let mut ready_services = vec![
+            String::new(),
+            READINESS.to_string(),
+            plugin_name.to_string(),
+        ];
         ready_services.extend(data_services.iter().map(|s| s.to_string()));
         reporter
             .set_service_status(LIVENESS, ServingStatus::Serving)

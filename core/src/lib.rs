@@ -6,8 +6,8 @@
 //! gate that drains on SIGTERM or the Drain RPC, the health loop, and metrics.
 #![forbid(unsafe_code)]
 
-pub mod config;
 mod cli;
+pub mod config;
 mod error;
 mod gate;
 mod health;
@@ -23,9 +23,7 @@ pub use cli::Cli;
 pub use error::Error;
 pub use gate::DrainOutcome;
 pub use health::{LIVENESS, READINESS};
-pub use plugin::{
-    Context, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry, Slot,
-};
+pub use plugin::{Context, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry, Slot};
 pub use server::{EXIT_CONFIG, EXIT_FAILURE, run, run_with};
 
 /// Re-exported so plugins implement `Plugin` without naming async-trait.

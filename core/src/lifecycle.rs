@@ -142,8 +142,14 @@ impl<P: Plugin> LifecycleInterface for LifecycleService<P> {
         };
         let mut details: std::collections::HashMap<String, String> =
             report.details.into_iter().collect();
-        details.insert("in_flight".into(), self.runtime.gate.in_flight().to_string());
-        details.insert("draining".into(), (!self.runtime.gate.is_open()).to_string());
+        details.insert(
+            "in_flight".into(),
+            self.runtime.gate.in_flight().to_string(),
+        );
+        details.insert(
+            "draining".into(),
+            (!self.runtime.gate.is_open()).to_string(),
+        );
         Ok(Response::new(pb::HealthCheckResponse {
             status: status as i32,
             message: report.message,

@@ -85,7 +85,10 @@ impl<P: Plugin> Runtime<P> {
 
     /// Loads config (with optional Initialize overrides), validates it, and
     /// (re)connects the plugin's backend. On failure the previous backend stays.
-    pub(crate) async fn initialize(&self, overrides: Option<serde_json::Value>) -> Result<(), Error> {
+    pub(crate) async fn initialize(
+        &self,
+        overrides: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
         let _serialised = self.init_lock.lock().await;
         let figment = match overrides {
             Some(v) => config::with_initialize_overrides(self.base.clone(), v),
@@ -168,7 +171,10 @@ impl<P: Plugin> Runtime<P> {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .unwrap_or_else(|| "initializing".to_string());
-            return HealthReport::new(HealthStatus::Unhealthy, format!("not initialized: {reason}"));
+            return HealthReport::new(
+                HealthStatus::Unhealthy,
+                format!("not initialized: {reason}"),
+            );
         }
         match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, self.plugin.health()).await {
             Ok(report) => report,
@@ -193,9 +199,9 @@ impl<P: Plugin> Runtime<P> {
             self.health.set_backend_ok(ok).await;
             if last != Some(ok) {
                 if ok {
-                    tracing::info!(status = ?report.status, message = %report.message, "backend healthy");
+                    tracing::info!(status = ?report.status, detail = %report.message, "backend healthy");
                 } else if last.is_some() || self.is_initialized() {
-                    tracing::warn!(message = %report.message, "backend unhealthy");
+                    tracing::warn!(reason = %report.message, "backend unhealthy");
                 }
                 last = Some(ok);
             }
@@ -212,7 +218,11 @@ impl<P: Plugin> Runtime<P> {
     pub(crate) async fn drain(&self, timeout: Duration) -> DrainOutcome {
         self.health.set_draining(true).await;
         let in_flight = self.gate.in_flight();
-        tracing::info!(in_flight, timeout_ms = timeout.as_millis() as u64, "draining");
+        tracing::info!(
+            in_flight,
+            timeout_ms = timeout.as_millis() as u64,
+            "draining"
+        );
         let outcome = self.gate.drain(timeout).await;
         if outcome.aborted > 0 {
             tracing::warn!(

@@ -78,7 +78,10 @@ where
         let value = serde_json::to_value(&config).unwrap_or_default();
         match serde_yaml::to_string(&config::redact(&value)) {
             Ok(yaml) => {
-                println!("# effective configuration of prism-{} (secrets redacted)", P::NAME);
+                println!(
+                    "# effective configuration of prism-{} (secrets redacted)",
+                    P::NAME
+                );
                 print!("{yaml}");
                 return ExitCode::SUCCESS;
             }
@@ -160,7 +163,9 @@ async fn bind(address: &str, port: u16) -> Result<tokio::net::TcpListener, Error
                 .await
                 .map_err(|e| Error::Server(format!("cannot bind port {port}: {e}")))
         }
-        Err(err) => Err(Error::Server(format!("cannot bind {ip} port {port}: {err}"))),
+        Err(err) => Err(Error::Server(format!(
+            "cannot bind {ip} port {port}: {err}"
+        ))),
     }
 }
 
@@ -183,7 +188,8 @@ async fn serve<P: Plugin>(
     plugin.register(&mut registry);
     let health = Health::new(reporter, P::NAME, &registry.names).await;
 
-    let lifecycle_name = <LifecycleInterfaceServer<LifecycleService<P>> as tonic::server::NamedService>::NAME;
+    let lifecycle_name =
+        <LifecycleInterfaceServer<LifecycleService<P>> as tonic::server::NamedService>::NAME;
     let mut known: Vec<String> = registry.names.iter().map(|s| s.to_string()).collect();
     known.extend(
         [
@@ -194,7 +200,7 @@ async fn serve<P: Plugin>(
         ]
         .map(String::from),
     );
-    let gate = Gate::new(metrics.clone(), known);
+    let gate = Gate::new(metrics.clone(), known.clone());
 
     // One cancellation tree: `root` ends every background task.
     let root = CancellationToken::new();
@@ -213,15 +219,21 @@ async fn serve<P: Plugin>(
         endpoint,
     ));
 
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection lists exactly the services this port serves (not every
+    // service in the compiled protos), under both protocol versions.
+    let reflection = |other_version: &'static [u8]| {
+        known.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(other_version),
+            |builder, name| builder.with_service_name(name.clone()),
+        )
     };
-    let reflection_v1 = reflection()
+    let reflection_v1 = reflection(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Server(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection()
+    let reflection_v1alpha = reflection(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| Error::Server(format!("reflection: {e}")))?;
     let lifecycle = LifecycleInterfaceServer::new(LifecycleService::new(runtime.clone()))
@@ -272,7 +284,10 @@ async fn serve<P: Plugin>(
             }
         });
     }
-    tasks.spawn(watch_signals(runtime.shutdown_requested.clone(), root.clone()));
+    tasks.spawn(watch_signals(
+        runtime.shutdown_requested.clone(),
+        root.clone(),
+    ));
 
     let mut outcome = Ok(());
     tokio::select! {
@@ -296,7 +311,10 @@ async fn serve<P: Plugin>(
     }
     root.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("background tasks did not finish in time");
     }
     tracing::info!("exiting");
@@ -320,7 +338,10 @@ async fn watch_signals(shutdown: CancellationToken, root: CancellationToken) {
             _ = root.cancelled() => return,
         };
         if round == 0 {
-            tracing::info!(signal = name, "shutting down gracefully (send again to exit at once)");
+            tracing::info!(
+                signal = name,
+                "shutting down gracefully (send again to exit at once)"
+            );
             shutdown.cancel();
         } else {
             tracing::warn!(signal = name, "second signal: exiting immediately");
