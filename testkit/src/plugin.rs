@@ -3,6 +3,7 @@
 //! test's stderr, prefixed with the binary name), and offers signal / exit / log
 //! assertions. The child is killed when the handle is dropped.
 
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,28 +93,11 @@ impl PluginProcess {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
 
-        let mut cmd = Command::new(path);
-        cmd.args(args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PRISM_") {
-                cmd.env_remove(key);
-            }
-        }
-        for key in SCRUBBED_ENV {
-            cmd.env_remove(key);
-        }
-        cmd.envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-
+        let mut cmd = hermetic_command(path, args, envs, std::env::vars_os().map(|(k, _)| k));
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("spawning {}", describe(&cmd)), e))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::NotRunning(name.clone()))?;
+        let pid = child.id().ok_or_else(|| Error::NotRunning(name.clone()))?;
         let captured = Arc::new(Captured::default());
         if let Some(stdout) = child.stdout.take() {
             spawn_reader(stdout, name.clone(), Arc::clone(&captured));
@@ -201,9 +185,7 @@ impl PluginProcess {
     /// output pipes are then drained (briefly) so [`logs`](Self::logs) is complete.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(status) => {
-                status.map_err(|e| Error::io(format!("waiting for {}", self.name), e))?
-            }
+            Ok(status) => status.map_err(|e| Error::io(format!("waiting for {}", self.name), e))?,
             Err(_) => {
                 return Err(Error::Timeout {
                     what: format!(
@@ -238,6 +220,36 @@ impl PluginProcess {
     }
 }
 
+/// Whether an inherited variable is removed before spawning a plugin.
+fn is_scrubbed(key: &OsStr) -> bool {
+    let key = key.to_string_lossy();
+    key.starts_with("PRISM_") || SCRUBBED_ENV.contains(&key.as_ref())
+}
+
+/// The command for a plugin: inherited variables named in `inherited` that are
+/// scrubbed are removed, then `envs` is applied; stdio is set up for capture.
+fn hermetic_command(
+    path: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    inherited: impl Iterator<Item = OsString>,
+) -> Command {
+    let mut cmd = Command::new(path);
+    cmd.args(args);
+    for key in inherited.filter(|k| is_scrubbed(k)) {
+        cmd.env_remove(key);
+    }
+    for key in SCRUBBED_ENV {
+        cmd.env_remove(key);
+    }
+    cmd.envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Reads `stream` line by line into `captured`, echoing each line to stderr.
 fn spawn_reader<R>(stream: R, name: String, captured: Arc<Captured>)
 where
@@ -267,4 +279,48 @@ where
         captured.open_streams.fetch_sub(1, Ordering::SeqCst);
         captured.changed.notify_waiters();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubs_prism_and_conventional_vars_then_applies_envs() {
+        let inherited = ["PRISM_LISTEN", "PRISM_X", "HOME", "PATH", "REDIS_PASSWORD"]
+            .into_iter()
+            .map(OsString::from);
+        let cmd = hermetic_command(
+            Path::new("/bin/true"),
+            &[],
+            &[("PRISM_LISTEN", "127.0.0.1:1"), ("X", "1")],
+            inherited,
+        );
+        let envs: Vec<(String, Option<String>)> = cmd
+            .as_std()
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let get = |name: &str| envs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("PRISM_LISTEN"),
+            Some(Some("127.0.0.1:1".into())),
+            "explicit wins"
+        );
+        assert_eq!(get("X"), Some(Some("1".into())));
+        assert_eq!(get("PRISM_X"), Some(None), "removed");
+        assert_eq!(get("REDIS_PASSWORD"), Some(None), "removed");
+        assert_eq!(
+            get("DATABASE_URL"),
+            Some(None),
+            "removed even if not inherited"
+        );
+        assert_eq!(get("HOME"), None, "inherited untouched");
+        assert_eq!(get("PATH"), None, "inherited untouched");
+    }
 }

@@ -49,14 +49,14 @@ pub(crate) async fn kafka_api_versions(port: u16) -> bool {
 
     let reply = round_trip(port, &request, |buf| {
         buf.len() >= 4
-            && buf.len() >= 4 + usize::try_from(i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])).unwrap_or(0)
+            && buf.len()
+                >= 4 + usize::try_from(i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]))
+                    .unwrap_or(0)
     })
     .await;
     // Response: length, correlation id, error code (int16), api array.
     match reply {
-        Some(r) if r.len() >= 10 => {
-            r[4..8] == CORRELATION_ID.to_be_bytes() && r[8..10] == [0, 0]
-        }
+        Some(r) if r.len() >= 10 => r[4..8] == CORRELATION_ID.to_be_bytes() && r[8..10] == [0, 0],
         _ => false,
     }
 }
@@ -76,7 +76,11 @@ pub(crate) async fn http_get_status(port: u16, path: &str) -> Option<u16> {
 
 /// Connects, sends `request` and reads until `complete` says the reply is whole,
 /// EOF, or [`PROBE_TIMEOUT`].
-async fn round_trip(port: u16, request: &[u8], complete: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+async fn round_trip(
+    port: u16,
+    request: &[u8],
+    complete: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
         stream.write_all(request).await.ok()?;
@@ -94,5 +98,8 @@ async fn round_trip(port: u16, request: &[u8], complete: impl Fn(&[u8]) -> bool)
         }
         Some(reply)
     };
-    tokio::time::timeout(PROBE_TIMEOUT, exchange).await.ok().flatten()
+    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
 }

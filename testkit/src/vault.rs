@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::paths::tool;
 use crate::ports::free_port_pair;
 use crate::probe;
@@ -148,15 +148,14 @@ impl Vault {
         Ok(out.trim_end_matches('\n').to_owned())
     }
 
-    /// Runs `bao <args> -format=json`-style commands and parses stdout as JSON;
-    /// include `-format=json` in `args` yourself where the subcommand needs it
-    /// (e.g. `["kv", "get", "-format=json", "secret/app"]`).
+    /// Like [`bao`](Self::bao), parsing stdout as JSON; put `-format=json` in
+    /// `args` (e.g. `["kv", "get", "-format=json", "secret/app"]`).
     pub async fn bao_json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let out = self.bao(args).await?;
-        serde_json::from_str(&out).map_err(|e| crate::Error::io(
-            format!("parsing `bao {}` output as JSON: {out}", args.join(" ")),
-            e.into(),
-        ))
+        serde_json::from_str(&out).map_err(|source| Error::Json {
+            context: format!("`bao {}` printed: {out}", args.join(" ")),
+            source,
+        })
     }
 }
 

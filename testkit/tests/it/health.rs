@@ -28,7 +28,9 @@ async fn reports_status_and_waits_for_transitions() {
 
     let channel = connect(port, WAIT).await.expect("connect");
     assert_eq!(
-        health_status(&channel, "prism.Plugin").await.expect("status"),
+        health_status(&channel, "prism.Plugin")
+            .await
+            .expect("status"),
         ServingStatus::NotServing
     );
     assert_eq!(
@@ -40,11 +42,19 @@ async fn reports_status_and_waits_for_transitions() {
         ServingStatus::ServiceUnknown
     );
 
-    let err = wait_for_health(port, "prism.Plugin", ServingStatus::Serving, Duration::from_millis(200))
-        .await
-        .expect_err("still NOT_SERVING");
+    let err = wait_for_health(
+        port,
+        "prism.Plugin",
+        ServingStatus::Serving,
+        Duration::from_millis(500),
+    )
+    .await
+    .expect_err("still NOT_SERVING");
     let msg = err.to_string();
-    assert!(msg.contains("prism.Plugin") && msg.contains("last seen: NOT_SERVING"), "{msg}");
+    assert!(
+        msg.contains("prism.Plugin") && msg.contains("last seen: NOT_SERVING"),
+        "{msg}"
+    );
 
     let flip = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;

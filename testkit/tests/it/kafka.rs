@@ -10,7 +10,12 @@ use crate::timed;
 async fn kcat_metadata(kafka: &Kafka) -> std::process::Output {
     Command::new(tool("kcat").expect("kcat installed"))
         .args(["-b", &kafka.bootstrap(), "-L", "-m", "5"])
-        .args(["-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0"])
+        .args([
+            "-X",
+            "api.version.request=false",
+            "-X",
+            "broker.version.fallback=0.9.0",
+        ])
         .output()
         .await
         .expect("run kcat")

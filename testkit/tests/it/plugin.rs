@@ -27,7 +27,10 @@ async fn captures_output_and_handles_sigterm() {
     let logs = plugin.logs();
     assert!(logs.contains("out-line"), "{logs}");
     assert!(logs.contains("err-line"), "{logs}");
-    assert!(logs.contains("X=1 PATH_SET=yes"), "env applied, not cleared: {logs}");
+    assert!(
+        logs.contains("X=1 PATH_SET=yes"),
+        "env applied, not cleared: {logs}"
+    );
     assert!(plugin.try_status().expect("status").is_none());
 
     plugin.sigterm().expect("sigterm");
@@ -65,7 +68,10 @@ async fn wait_for_log_fails_fast_when_output_closes() {
         .await
         .expect_err("process exits without logging it");
     let msg = err.to_string();
-    assert!(msg.contains("closed its output") && msg.contains("bye"), "{msg}");
+    assert!(
+        msg.contains("closed its output") && msg.contains("bye"),
+        "{msg}"
+    );
     assert_eq!(plugin.wait_exit(WAIT).await.expect("exit").code(), Some(7));
 }
 

@@ -17,15 +17,14 @@ async fn starts_answers_and_survives_restart() {
     assert!(pg.superuser_url().ends_with(&format!(":{port}/postgres")));
     assert_eq!(pg.psql("SELECT 1").await.expect("select"), "1");
     assert_eq!(
-        pg.psql("SELECT current_user || '|' || current_database() || '|' || current_setting('fsync')")
-            .await
-            .expect("settings"),
+        pg.psql(
+            "SELECT current_user || '|' || current_database() || '|' || current_setting('fsync')"
+        )
+        .await
+        .expect("settings"),
         "prism|prism|off"
     );
-    assert_eq!(
-        pg.psql("SHOW max_connections").await.expect("show"),
-        "200"
-    );
+    assert_eq!(pg.psql("SHOW max_connections").await.expect("show"), "200");
     pg.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (42)")
         .await
         .expect("write");
@@ -46,7 +45,10 @@ async fn starts_answers_and_survives_restart() {
 #[tokio::test]
 async fn wrong_password_is_rejected() {
     let pg = Postgres::start().await.expect("postgres starts");
-    let url = format!("postgres://{POSTGRES_USER}:nope@127.0.0.1:{}/prism", pg.port());
+    let url = format!(
+        "postgres://{POSTGRES_USER}:nope@127.0.0.1:{}/prism",
+        pg.port()
+    );
     let out = tokio::process::Command::new(prism_testkit::tool("psql").expect("psql"))
         .args(["-X", "-At", "-d", &url, "-c", "SELECT 1"])
         .output()
@@ -69,7 +71,9 @@ async fn two_instances_run_at_once() {
     let (a, b) = (a.expect("first"), b.expect("second"));
     assert_ne!(a.port(), b.port());
     assert_ne!(a.data_dir(), b.data_dir());
-    a.psql("CREATE TABLE only_in_a (v int)").await.expect("create");
+    a.psql("CREATE TABLE only_in_a (v int)")
+        .await
+        .expect("create");
     assert_eq!(
         a.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'")
             .await

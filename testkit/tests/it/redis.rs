@@ -24,7 +24,11 @@ async fn starts_answers_and_survives_restart() {
         .await
         .expect("restart");
     assert_eq!(redis.port(), port);
-    assert_eq!(redis.cli(&["GET", "k"]).await.expect("get"), "", "no persistence");
+    assert_eq!(
+        redis.cli(&["GET", "k"]).await.expect("get"),
+        "",
+        "no persistence"
+    );
     assert_eq!(redis.cli(&["PING"]).await.expect("ping"), "PONG");
 }
 
@@ -70,7 +74,10 @@ async fn cluster_mode_via_args() {
     .await
     .expect("cluster-mode redis starts");
     let info = redis.cli(&["CLUSTER", "INFO"]).await.expect("cluster info");
-    assert!(info.contains("cluster_enabled:1") || info.contains("cluster_state"), "{info}");
+    assert!(
+        info.contains("cluster_enabled:1") || info.contains("cluster_state"),
+        "{info}"
+    );
     assert!(redis.dir().join("nodes.conf").exists());
 }
 
@@ -86,4 +93,18 @@ async fn two_instances_run_at_once() {
     b.cli(&["SET", "k", "b"]).await.expect("set b");
     assert_eq!(a.cli(&["GET", "k"]).await.expect("get a"), "a");
     assert_eq!(b.cli(&["GET", "k"]).await.expect("get b"), "b");
+}
+
+#[tokio::test]
+async fn start_failure_reports_log_tail() {
+    let err = Redis::start_with_args(&["--no-such-directive", "1"])
+        .await
+        .expect_err("bad config must fail");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, prism_testkit::Error::ExitedEarly { .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("redis-server exited during startup"), "{msg}");
+    assert!(msg.contains("no-such-directive"), "log tail quoted: {msg}");
 }

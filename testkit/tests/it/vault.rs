@@ -40,7 +40,10 @@ async fn starts_answers_and_survives_restart() {
         .expect("restart");
     assert_eq!(vault.port(), port);
     let status = vault.bao(&["status"]).await.expect("status");
-    assert!(status.contains("Sealed") && status.contains("false"), "{status}");
+    assert!(
+        status.contains("Sealed") && status.contains("false"),
+        "{status}"
+    );
     assert!(
         vault.bao(&["kv", "get", "secret/app"]).await.is_err(),
         "dev mode is in-memory: secrets are gone after a restart"
@@ -59,14 +62,22 @@ async fn two_instances_run_at_once() {
     .await;
     let (a, b) = (a.expect("first"), b.expect("second"));
     assert_ne!(a.port(), b.port());
-    a.bao(&["kv", "put", "secret/x", "who=a"]).await.expect("put a");
-    b.bao(&["kv", "put", "secret/x", "who=b"]).await.expect("put b");
+    a.bao(&["kv", "put", "secret/x", "who=a"])
+        .await
+        .expect("put a");
+    b.bao(&["kv", "put", "secret/x", "who=b"])
+        .await
+        .expect("put b");
     assert_eq!(
-        a.bao(&["kv", "get", "-field=who", "secret/x"]).await.expect("a"),
+        a.bao(&["kv", "get", "-field=who", "secret/x"])
+            .await
+            .expect("a"),
         "a"
     );
     assert_eq!(
-        b.bao(&["kv", "get", "-field=who", "secret/x"]).await.expect("b"),
+        b.bao(&["kv", "get", "-field=who", "secret/x"])
+            .await
+            .expect("b"),
         "b"
     );
 }
