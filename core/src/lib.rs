@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod gate;
 mod health;
+pub mod kv;
 mod lifecycle;
 pub mod metrics;
 mod plugin;

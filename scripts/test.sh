@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test in the workspace against real servers (the harness starts
+# them). Uses cargo-nextest when present (one process per test, parallel),
+# else cargo test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Examples are test fixtures (core's tests spawn examples/test_plugin).
+cargo build --workspace --all-targets --quiet
+
+if cargo nextest --version >/dev/null 2>&1; then
+    exec cargo nextest run --workspace --no-fail-fast --failure-output final
+else
+    exec cargo test --workspace --no-fail-fast
+fi
