@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "prism/interfaces/keyvalue/keyvalue_ttl.proto",
     "prism/interfaces/keyvalue/keyvalue_scan.proto",
     "prism/interfaces/pubsub/pubsub_basic.proto",
+    "prism/interfaces/pubsub/stream.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -58,6 +58,7 @@ pub const KEYVALUE_TTL_PROTO: ProtoFile =
 pub const KEYVALUE_SCAN_PROTO: ProtoFile =
     proto_file!("prism/interfaces/keyvalue/keyvalue_scan.proto");
 pub const PUBSUB_BASIC_PROTO: ProtoFile = proto_file!("prism/interfaces/pubsub/pubsub_basic.proto");
+pub const PUBSUB_STREAM_PROTO: ProtoFile = proto_file!("prism/interfaces/pubsub/stream.proto");
 
 impl ProtoFile {
     /// Hex sha-256 of the file's bytes (`InterfaceDeclaration.proto_hash`).
