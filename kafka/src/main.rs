@@ -1,1 +1,15 @@
-fn main() {}
+//! `prism-kafka`: the Prism pub/sub and streaming plugin backed by Apache Kafka
+//! (or any Kafka-protocol broker).
+//!
+//! Everything process-level (flags, config, gRPC server, health, drain) lives in
+//! `prism-plugin-core`; this binary only supplies the Kafka plugin.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod config;
+mod error;
+mod plugin;
+
+fn main() -> std::process::ExitCode {
+    prism_plugin_core::run(plugin::KafkaPlugin::default())
+}

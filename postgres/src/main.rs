@@ -1,1 +1,14 @@
-fn main() {}
+//! `prism-postgres`: the Prism key-value plugin backed by PostgreSQL.
+//!
+//! Everything process-level (flags, config, gRPC server, health, drain) lives in
+//! `prism-plugin-core`; this binary only supplies the PostgreSQL plugin.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod config;
+mod error;
+mod plugin;
+
+fn main() -> std::process::ExitCode {
+    prism_plugin_core::run(plugin::PostgresPlugin::default())
+}

@@ -1,1 +1,14 @@
-fn main() {}
+//! `prism-redis`: the Prism cache plugin backed by Redis.
+//!
+//! Everything process-level (flags, config, gRPC server, health, drain) lives in
+//! `prism-plugin-core`; this binary only supplies the Redis plugin.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod config;
+mod error;
+mod plugin;
+
+fn main() -> std::process::ExitCode {
+    prism_plugin_core::run(plugin::RedisPlugin::default())
+}

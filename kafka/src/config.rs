@@ -1,0 +1,451 @@
+//! The `backend:` section of `prism-kafka`'s configuration, its defaults and its
+//! pure validation (no I/O).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// Kafka's limit on topic name length.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// How the client talks to the brokers (`security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SecurityProtocol {
+    /// No TLS, no authentication.
+    #[default]
+    Plaintext,
+    /// TLS without SASL.
+    Ssl,
+    /// SASL authentication without TLS.
+    SaslPlaintext,
+    /// SASL authentication over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The config-file spelling.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// `backend:` for Kafka. Every key has a default, so a partial file works.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KafkaConfig {
+    /// Bootstrap brokers as `host:port`: a list, or one comma-separated string
+    /// (`KAFKA_BROKERS`).
+    #[serde(default = "default_brokers", deserialize_with = "string_or_list")]
+    pub(crate) brokers: Vec<String>,
+    /// Default topic for requests that name none; empty means requests must name one (`KAFKA_TOPIC`).
+    #[serde(default)]
+    pub(crate) topic: String,
+    /// Consumer group of subscriptions (`KAFKA_CONSUMER_GROUP`).
+    #[serde(default = "default_consumer_group")]
+    pub(crate) consumer_group: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`; this build supports
+    /// only `plaintext` (librdkafka is built without TLS and SASL).
+    #[serde(default)]
+    pub(crate) security_protocol: SecurityProtocol,
+    /// SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[serde(default = "default_sasl_mechanism")]
+    pub(crate) sasl_mechanism: String,
+    /// SASL user name (`KAFKA_SASL_USERNAME`).
+    #[serde(default)]
+    pub(crate) sasl_username: String,
+    /// SASL password (`KAFKA_SASL_PASSWORD`). Never logged.
+    #[serde(default)]
+    pub(crate) sasl_password: String,
+    /// `client.id` the brokers see in their logs and quotas.
+    #[serde(default = "default_client_id")]
+    pub(crate) client_id: String,
+    /// Producer acknowledgements: `all` (or `-1`), `1` or `0`. Only `all` keeps
+    /// the producer idempotent (no duplicates on retry).
+    #[serde(default = "default_acks", deserialize_with = "string_or_number")]
+    pub(crate) acks: String,
+    /// Consumer group session timeout. Keep it short: some brokers (tansu) hold
+    /// a JoinGroup reply for half of it, delaying every new subscriber.
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub(crate) session_timeout: Duration,
+    /// Create a missing topic on first use.
+    #[serde(default = "default_auto_create_topics")]
+    pub(crate) auto_create_topics: bool,
+    /// Partitions of topics the plugin creates.
+    #[serde(default = "default_partitions")]
+    pub(crate) default_partitions: i32,
+    /// Replication factor of topics the plugin creates.
+    #[serde(default = "default_replication_factor")]
+    pub(crate) replication_factor: i16,
+    /// Longest wait for cluster metadata when connecting; health checks use at
+    /// most 1s of it so they stay inside core's 1.5 s limit.
+    #[serde(default = "default_metadata_timeout", with = "humantime_serde")]
+    pub(crate) metadata_timeout: Duration,
+    /// Health is DEGRADED when a metadata round trip takes longer than this.
+    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    pub(crate) degraded_latency: Duration,
+}
+
+fn default_brokers() -> Vec<String> {
+    vec!["localhost:9092".to_string()]
+}
+fn default_consumer_group() -> String {
+    "prism".to_string()
+}
+fn default_sasl_mechanism() -> String {
+    "SCRAM-SHA-512".to_string()
+}
+fn default_client_id() -> String {
+    "prism-kafka".to_string()
+}
+fn default_acks() -> String {
+    "all".to_string()
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(6)
+}
+fn default_auto_create_topics() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication_factor() -> i16 {
+    1
+}
+fn default_metadata_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_degraded_latency() -> Duration {
+    Duration::from_millis(200)
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            topic: String::new(),
+            consumer_group: default_consumer_group(),
+            security_protocol: SecurityProtocol::default(),
+            sasl_mechanism: default_sasl_mechanism(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            client_id: default_client_id(),
+            acks: default_acks(),
+            session_timeout: default_session_timeout(),
+            auto_create_topics: default_auto_create_topics(),
+            default_partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+            metadata_timeout: default_metadata_timeout(),
+            degraded_latency: default_degraded_latency(),
+        }
+    }
+}
+
+/// Hand-written so the SASL password can never reach a log line through `{:?}`.
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.sasl_password.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("consumer_group", &self.consumer_group)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &password)
+            .field("client_id", &self.client_id)
+            .field("acks", &self.acks)
+            .field("session_timeout", &self.session_timeout)
+            .field("auto_create_topics", &self.auto_create_topics)
+            .field("default_partitions", &self.default_partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("metadata_timeout", &self.metadata_timeout)
+            .field("degraded_latency", &self.degraded_latency)
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    /// Every problem with this config, each starting with its key. Pure: no I/O.
+    pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.brokers.is_empty() {
+            problems.push("`backend.brokers`: name at least one `host:port`".to_string());
+        }
+        for (i, broker) in self.brokers.iter().enumerate() {
+            if let Err(problem) = check_broker(broker) {
+                problems.push(format!("`backend.brokers[{i}]`: {problem}"));
+            }
+        }
+        if !self.topic.is_empty()
+            && let Err(problem) = check_topic(&self.topic)
+        {
+            problems.push(format!("`backend.topic`: {problem}"));
+        }
+        if self.consumer_group.trim().is_empty() {
+            problems.push("`backend.consumer_group`: must not be empty".to_string());
+        }
+        if self.security_protocol != SecurityProtocol::Plaintext {
+            problems.push(format!(
+                "`backend.security_protocol`: {} is not supported by this build \
+                 (librdkafka is built without SSL and SASL yet); use plaintext",
+                self.security_protocol.as_str()
+            ));
+        }
+        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&self.sasl_mechanism.as_str()) {
+            problems.push(format!(
+                "`backend.sasl_mechanism`: {:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+                self.sasl_mechanism
+            ));
+        }
+        if self.client_id.is_empty() || !self.client_id.chars().all(|c| c.is_ascii_graphic()) {
+            problems.push(
+                "`backend.client_id`: must be non-empty printable ASCII without spaces".to_string(),
+            );
+        }
+        if !["all", "-1", "0", "1"].contains(&self.acks.as_str()) {
+            problems.push(format!(
+                "`backend.acks`: {:?} is not one of all, -1, 1, 0",
+                self.acks
+            ));
+        }
+        if self.session_timeout < Duration::from_millis(1)
+            || self.session_timeout > Duration::from_secs(3600)
+        {
+            problems.push("`backend.session_timeout`: must be between 1ms and 1h".to_string());
+        }
+        if self.default_partitions < 1 {
+            problems.push("`backend.default_partitions`: must be at least 1".to_string());
+        }
+        if self.replication_factor < 1 {
+            problems.push("`backend.replication_factor`: must be at least 1".to_string());
+        }
+        for (key, value) in [
+            ("metadata_timeout", self.metadata_timeout),
+            ("degraded_latency", self.degraded_latency),
+        ] {
+            if value < Duration::from_millis(1) {
+                problems.push(format!("`backend.{key}`: must be at least 1ms"));
+            }
+        }
+        problems
+    }
+
+    /// True when the producer can be idempotent: librdkafka requires `acks=all`.
+    pub(crate) fn idempotent(&self) -> bool {
+        matches!(self.acks.as_str(), "all" | "-1")
+    }
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535.
+fn check_broker(broker: &str) -> Result<(), String> {
+    let Some((host, port)) = broker.rsplit_once(':') else {
+        return Err(format!("{broker:?} is not `host:port`"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "/@,".contains(c)) {
+        return Err(format!("{broker:?} is not `host:port`"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("{broker:?}: port must be a number from 1 to 65535")),
+    }
+}
+
+/// Kafka's topic name rules: 1-249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn check_topic(topic: &str) -> Result<(), String> {
+    let legal = topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !legal || topic == "." || topic == ".." || topic.len() > MAX_TOPIC_LEN {
+        Err(format!(
+            "{topic:?} is not a valid topic name (1-{MAX_TOPIC_LEN} of [A-Za-z0-9._-], not `.` or `..`)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Splits `a:1, b:2` into trimmed, non-empty entries.
+fn split_brokers(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
+}
+
+/// `brokers` as a list (`[a:1, b:2]`) or as the comma-separated string the
+/// `KAFKA_BROKERS` convention uses (`a:1,b:2`).
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct BrokersVisitor;
+
+    impl<'de> Visitor<'de> for BrokersVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of `host:port` strings or one comma-separated string")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(split_brokers(s).collect())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut brokers = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                brokers.extend(split_brokers(&item));
+            }
+            Ok(brokers)
+        }
+    }
+
+    deserializer.deserialize_any(BrokersVisitor)
+}
+
+/// `acks` as a string or a bare number (`acks: 1` in YAML is an integer).
+fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct AcksVisitor;
+
+    impl Visitor<'_> for AcksVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("`all`, -1, 1 or 0")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(s.trim().to_ascii_lowercase())
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            Ok(n.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(n.to_string())
+        }
+    }
+
+    deserializer.deserialize_any(AcksVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL_EXAMPLE: &str = r#"
+brokers: ["kafka-0.kafka:9092", "kafka-1.kafka:9092"]
+topic: events
+consumer_group: billing
+security_protocol: plaintext
+sasl_mechanism: SCRAM-SHA-256
+sasl_username: prism
+sasl_password: s3cret
+client_id: prism-kafka-eu
+acks: 1
+session_timeout: 10s
+auto_create_topics: false
+default_partitions: 6
+replication_factor: 3
+metadata_timeout: 2s
+degraded_latency: 100ms
+"#;
+
+    #[test]
+    fn parses_a_full_example() {
+        let config: KafkaConfig = serde_yaml::from_str(FULL_EXAMPLE).expect("parses");
+        assert_eq!(config.brokers, ["kafka-0.kafka:9092", "kafka-1.kafka:9092"]);
+        assert_eq!(config.topic, "events");
+        assert_eq!(config.consumer_group, "billing");
+        assert_eq!(config.security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(config.acks, "1");
+        assert!(!config.idempotent());
+        assert_eq!(config.session_timeout, Duration::from_secs(10));
+        assert!(!config.auto_create_topics);
+        assert_eq!(config.default_partitions, 6);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(config.metadata_timeout, Duration::from_secs(2));
+        assert_eq!(config.degraded_latency, Duration::from_millis(100));
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+    }
+
+    #[test]
+    fn partial_yaml_gets_defaults() {
+        let config: KafkaConfig = serde_yaml::from_str("topic: t").expect("parses");
+        assert_eq!(config.brokers, ["localhost:9092"]);
+        assert_eq!(config.acks, "all");
+        assert!(config.idempotent());
+        assert_eq!(config.session_timeout, Duration::from_secs(6));
+        assert!(config.validate().is_empty());
+    }
+
+    #[test]
+    fn brokers_accept_a_comma_separated_string() {
+        let config: KafkaConfig = serde_yaml::from_str("brokers: 'a:1, b:2,,'").expect("parses");
+        assert_eq!(config.brokers, ["a:1", "b:2"]);
+        assert!(config.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = serde_yaml::from_str::<KafkaConfig>("broker: x:1").expect_err("rejected");
+        assert!(err.to_string().contains("broker"), "{err}");
+    }
+
+    #[test]
+    fn unknown_security_protocol_is_a_type_error() {
+        assert!(serde_yaml::from_str::<KafkaConfig>("security_protocol: tls").is_err());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let config = KafkaConfig {
+            brokers: vec!["nohost".into()],
+            topic: "bad topic".into(),
+            security_protocol: SecurityProtocol::SaslSsl,
+            acks: "most".into(),
+            default_partitions: 0,
+            metadata_timeout: Duration::ZERO,
+            ..KafkaConfig::default()
+        };
+        let problems = config.validate();
+        let keys = [
+            "`backend.brokers[0]`",
+            "`backend.topic`",
+            "`backend.security_protocol`",
+            "`backend.acks`",
+            "`backend.default_partitions`",
+            "`backend.metadata_timeout`",
+        ];
+        assert_eq!(problems.len(), keys.len(), "{problems:?}");
+        for (problem, key) in problems.iter().zip(keys) {
+            assert!(problem.starts_with(key), "{problem}");
+        }
+        assert!(
+            problems[2].contains("not supported by this build"),
+            "{}",
+            problems[2]
+        );
+    }
+
+    #[test]
+    fn password_never_reaches_debug_output() {
+        let config = KafkaConfig {
+            sasl_password: "kafka-secret".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("kafka-secret"));
+    }
+}

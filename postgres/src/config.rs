@@ -1,0 +1,368 @@
+//! The `backend:` section of `prism-postgres`'s configuration, its defaults and
+//! its pure validation (no I/O).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// PostgreSQL limits a `bytea` (and any field) to 1 GiB.
+const POSTGRES_MAX_FIELD: usize = 1024 * 1024 * 1024;
+/// PostgreSQL truncates identifiers to 63 bytes (`NAMEDATALEN - 1`).
+const MAX_IDENTIFIER: usize = 63;
+/// Query parameters sqlx understands in a connection URL; anything else would be
+/// ignored by the driver (and logged with its value), so it is rejected here.
+const KNOWN_URL_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `backend:` for PostgreSQL. Every key has a default, so a partial file works.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostgresConfig {
+    /// Connection URL `postgres://user[:password]@host[:port]/database[?sslmode=...]`
+    /// (`DATABASE_URL`). The password is never logged.
+    #[serde(default = "default_database_url")]
+    pub(crate) database_url: String,
+    /// Most connections the pool opens (`POSTGRES_POOL_SIZE`).
+    #[serde(default = "default_pool_size")]
+    pub(crate) pool_size: u32,
+    /// Connections the pool keeps open even when idle.
+    #[serde(default)]
+    pub(crate) min_connections: u32,
+    /// Longest time one connection attempt may take.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    /// Longest time a request waits for a free pooled connection.
+    #[serde(default = "default_acquire_timeout", with = "humantime_serde")]
+    pub(crate) acquire_timeout: Duration,
+    /// Server-side `statement_timeout` for every session; `0s` disables it.
+    #[serde(default = "default_statement_timeout", with = "humantime_serde")]
+    pub(crate) statement_timeout: Duration,
+    /// Table holding the key-value items.
+    #[serde(default = "default_table")]
+    pub(crate) table: String,
+    /// Schema the table lives in.
+    #[serde(default = "default_schema")]
+    pub(crate) schema: String,
+    /// Largest key accepted, in bytes.
+    #[serde(default = "default_max_key_bytes")]
+    pub(crate) max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    #[serde(default = "default_max_value_bytes")]
+    pub(crate) max_value_bytes: usize,
+    /// How often expired items are deleted.
+    #[serde(default = "default_reaper_interval", with = "humantime_serde")]
+    pub(crate) reaper_interval: Duration,
+    /// Largest page a Scan may ask for; bigger limits are clamped to it.
+    #[serde(default = "default_scan_max_limit")]
+    pub(crate) scan_max_limit: u32,
+    /// Health is DEGRADED when a `SELECT 1` round trip takes longer than this.
+    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    pub(crate) degraded_latency: Duration,
+}
+
+fn default_database_url() -> String {
+    "postgres://prism@localhost:5432/prism".to_string()
+}
+fn default_pool_size() -> u32 {
+    10
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_acquire_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_table() -> String {
+    "prism_kv".to_string()
+}
+fn default_schema() -> String {
+    "public".to_string()
+}
+fn default_max_key_bytes() -> usize {
+    4096
+}
+fn default_max_value_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_reaper_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_scan_max_limit() -> u32 {
+    1000
+}
+fn default_degraded_latency() -> Duration {
+    Duration::from_millis(100)
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            database_url: default_database_url(),
+            pool_size: default_pool_size(),
+            min_connections: 0,
+            connect_timeout: default_connect_timeout(),
+            acquire_timeout: default_acquire_timeout(),
+            statement_timeout: default_statement_timeout(),
+            table: default_table(),
+            schema: default_schema(),
+            max_key_bytes: default_max_key_bytes(),
+            max_value_bytes: default_max_value_bytes(),
+            reaper_interval: default_reaper_interval(),
+            scan_max_limit: default_scan_max_limit(),
+            degraded_latency: default_degraded_latency(),
+        }
+    }
+}
+
+/// Hand-written so the password inside `database_url` can never reach a log
+/// line through `{:?}`.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("database_url", &redacted_url(&self.database_url))
+            .field("pool_size", &self.pool_size)
+            .field("min_connections", &self.min_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("table", &self.table)
+            .field("schema", &self.schema)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("reaper_interval", &self.reaper_interval)
+            .field("scan_max_limit", &self.scan_max_limit)
+            .field("degraded_latency", &self.degraded_latency)
+            .finish()
+    }
+}
+
+/// The URL with the userinfo password masked and the query dropped (a
+/// `?password=` parameter would otherwise survive `redact_url`).
+pub(crate) fn redacted_url(url: &str) -> String {
+    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
+    prism_plugin_core::config::redact_url(without_query)
+}
+
+impl PostgresConfig {
+    /// Every problem with this config, each starting with its key. Pure: no I/O.
+    pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(problem) = check_url(&self.database_url) {
+            problems.push(format!("`backend.database_url`: {problem}"));
+        }
+        if self.pool_size == 0 {
+            problems.push("`backend.pool_size`: must be at least 1".to_string());
+        }
+        if self.min_connections > self.pool_size {
+            problems.push(format!(
+                "`backend.min_connections`: {} is more than `backend.pool_size` ({})",
+                self.min_connections, self.pool_size
+            ));
+        }
+        for (key, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("acquire_timeout", self.acquire_timeout),
+            ("reaper_interval", self.reaper_interval),
+            ("degraded_latency", self.degraded_latency),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("`backend.{key}`: must be greater than 0"));
+            }
+        }
+        if !self.statement_timeout.is_zero() && self.statement_timeout < Duration::from_millis(1) {
+            problems
+                .push("`backend.statement_timeout`: must be 0 (off) or at least 1ms".to_string());
+        }
+        for (key, value) in [("table", &self.table), ("schema", &self.schema)] {
+            if let Err(problem) = check_identifier(value) {
+                problems.push(format!("`backend.{key}`: {problem}"));
+            }
+        }
+        for (key, value) in [
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+        ] {
+            if value == 0 {
+                problems.push(format!("`backend.{key}`: must be at least 1"));
+            } else if value > POSTGRES_MAX_FIELD {
+                problems.push(format!(
+                    "`backend.{key}`: {value} exceeds PostgreSQL's 1 GiB field limit"
+                ));
+            }
+        }
+        if self.scan_max_limit == 0 {
+            problems.push("`backend.scan_max_limit`: must be at least 1".to_string());
+        }
+        problems
+    }
+}
+
+/// Shallow, pure URL check (scheme and known parameters); the driver parses it
+/// fully in `initialize` (a missing host defaults to `$PGHOST` or localhost, as
+/// libpq does). Messages never include the URL itself.
+fn check_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected `postgres://user[:password]@host[:port]/database`".to_string());
+    };
+    if scheme != "postgres" && scheme != "postgresql" {
+        return Err(format!(
+            "unsupported scheme {scheme:?}; use `postgres://` or `postgresql://`"
+        ));
+    }
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let known =
+            KNOWN_URL_PARAMS.contains(&key) || (key.starts_with("options[") && key.ends_with(']'));
+        if !known {
+            return Err(format!(
+                "unknown connection parameter {key:?} (expected one of: {})",
+                KNOWN_URL_PARAMS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Table and schema names are put into SQL unquoted, so only plain identifiers.
+fn check_identifier(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !starts_well || !rest_ok {
+        Err(format!(
+            "{name:?} must be a lowercase identifier: a letter or `_`, then letters, digits or `_`"
+        ))
+    } else if name.len() > MAX_IDENTIFIER {
+        Err(format!("{name:?} is longer than {MAX_IDENTIFIER} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL_EXAMPLE: &str = r#"
+database_url: postgres://app:secret@db.internal:5433/kv?sslmode=disable
+pool_size: 20
+min_connections: 2
+connect_timeout: 3s
+acquire_timeout: 2s
+statement_timeout: 10s
+table: items
+schema: prism
+max_key_bytes: 1024
+max_value_bytes: 1048576
+reaper_interval: 1m
+scan_max_limit: 500
+degraded_latency: 50ms
+"#;
+
+    #[test]
+    fn parses_a_full_example() {
+        let config: PostgresConfig = serde_yaml::from_str(FULL_EXAMPLE).expect("parses");
+        assert_eq!(config.pool_size, 20);
+        assert_eq!(config.min_connections, 2);
+        assert_eq!(config.connect_timeout, Duration::from_secs(3));
+        assert_eq!(config.statement_timeout, Duration::from_secs(10));
+        assert_eq!(config.reaper_interval, Duration::from_secs(60));
+        assert_eq!(config.degraded_latency, Duration::from_millis(50));
+        assert_eq!(config.table, "items");
+        assert_eq!(config.schema, "prism");
+        assert_eq!(config.scan_max_limit, 500);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+    }
+
+    #[test]
+    fn partial_yaml_gets_defaults() {
+        let config: PostgresConfig = serde_yaml::from_str("pool_size: 3").expect("parses");
+        assert_eq!(config.pool_size, 3);
+        assert_eq!(config.database_url, "postgres://prism@localhost:5432/prism");
+        assert_eq!(config.table, "prism_kv");
+        assert_eq!(config.max_value_bytes, 16 * 1024 * 1024);
+        assert!(config.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = serde_yaml::from_str::<PostgresConfig>("pool_sise: 3").expect_err("rejected");
+        assert!(err.to_string().contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let config = PostgresConfig {
+            database_url: "mysql://x".into(),
+            pool_size: 0,
+            min_connections: 1,
+            acquire_timeout: Duration::ZERO,
+            table: "Robert'); DROP TABLE x;--".into(),
+            max_value_bytes: 0,
+            scan_max_limit: 0,
+            ..PostgresConfig::default()
+        };
+        let problems = config.validate();
+        let keys = [
+            "`backend.database_url`",
+            "`backend.pool_size`",
+            "`backend.min_connections`",
+            "`backend.acquire_timeout`",
+            "`backend.table`",
+            "`backend.max_value_bytes`",
+            "`backend.scan_max_limit`",
+        ];
+        assert_eq!(problems.len(), keys.len(), "{problems:?}");
+        for (problem, key) in problems.iter().zip(keys) {
+            assert!(problem.starts_with(key), "{problem}");
+        }
+    }
+
+    #[test]
+    fn url_checks() {
+        assert!(check_url("postgresql://u:p@h/db?sslmode=require&options[search_path]=x").is_ok());
+        assert!(check_url("postgres:///db?host=/run/postgresql").is_ok());
+        assert!(check_url("postgres:///db").is_ok(), "host from $PGHOST");
+        assert!(check_url("localhost:5432").is_err());
+        let err = check_url("postgres://h/db?passwd=hunter2").expect_err("unknown param");
+        assert!(err.contains("passwd") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_reach_debug_output_or_errors() {
+        let config = PostgresConfig {
+            database_url: "postgres://app:url-secret@db/kv?password=query-secret".into(),
+            ..PostgresConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("url-secret") && !debug.contains("query-secret"),
+            "{debug}"
+        );
+    }
+}

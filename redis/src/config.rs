@@ -1,0 +1,395 @@
+//! The `backend:` section of `prism-redis`'s configuration, its defaults and its
+//! pure validation (no I/O), plus the translation of `address` and credentials
+//! into the Redis client's connection info.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use serde::{Deserialize, Serialize};
+
+/// Port used when `address` names only a host.
+const DEFAULT_REDIS_PORT: u16 = 6379;
+/// Redis refuses strings above 512 MiB (`proto-max-bulk-len`).
+const REDIS_MAX_BULK: usize = 512 * 1024 * 1024;
+
+/// `backend:` for Redis. Every key has a default, so a partial file works.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisConfig {
+    /// Server as `host:port`, `[v6addr]:port`, or a `redis://[user[:password]@]host[:port][/db]`
+    /// URL (`REDIS_ADDRESS`). `rediss://` (TLS) is not built in yet.
+    #[serde(default = "default_address")]
+    pub(crate) address: String,
+    /// ACL user name; empty means the default user or the one in the URL (`REDIS_USERNAME`).
+    #[serde(default)]
+    pub(crate) username: String,
+    /// Password; empty means none or the one in the URL (`REDIS_PASSWORD`). Never logged.
+    #[serde(default)]
+    pub(crate) password: String,
+    /// Logical database number (`SELECT`); a database in the URL path is used when this is 0.
+    #[serde(default)]
+    pub(crate) database: u32,
+    /// Prefix put in front of every key the plugin writes, isolating it from other users.
+    #[serde(default = "default_key_prefix")]
+    pub(crate) key_prefix: String,
+    /// Redis Cluster seed nodes as `host:port`; accepted and checked, but cluster
+    /// mode is not implemented yet (the plugin connects to `address`).
+    #[serde(default)]
+    pub(crate) cluster_nodes: Vec<String>,
+    /// Longest time one connection attempt may take.
+    #[serde(default = "default_connection_timeout", with = "humantime_serde")]
+    pub(crate) connection_timeout: Duration,
+    /// Longest time to wait for the reply to one command.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub(crate) response_timeout: Duration,
+    /// Largest value accepted, in bytes.
+    #[serde(default = "default_max_value_bytes")]
+    pub(crate) max_value_bytes: usize,
+    /// Largest key accepted (before the prefix), in bytes.
+    #[serde(default = "default_max_key_bytes")]
+    pub(crate) max_key_bytes: usize,
+    /// Health is DEGRADED when a `PING` round trip takes longer than this.
+    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    pub(crate) degraded_latency: Duration,
+}
+
+fn default_address() -> String {
+    "127.0.0.1:6379".to_string()
+}
+fn default_key_prefix() -> String {
+    "prism:".to_string()
+}
+fn default_connection_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_max_value_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_key_bytes() -> usize {
+    4096
+}
+fn default_degraded_latency() -> Duration {
+    Duration::from_millis(100)
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            address: default_address(),
+            username: String::new(),
+            password: String::new(),
+            database: 0,
+            key_prefix: default_key_prefix(),
+            cluster_nodes: Vec::new(),
+            connection_timeout: default_connection_timeout(),
+            response_timeout: default_response_timeout(),
+            max_value_bytes: default_max_value_bytes(),
+            max_key_bytes: default_max_key_bytes(),
+            degraded_latency: default_degraded_latency(),
+        }
+    }
+}
+
+/// Hand-written so the password (in its own key or inside a URL) can never reach
+/// a log line through `{:?}`.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.password.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("RedisConfig")
+            .field(
+                "address",
+                &prism_plugin_core::config::redact_url(&self.address),
+            )
+            .field("username", &self.username)
+            .field("password", &password)
+            .field("database", &self.database)
+            .field("key_prefix", &self.key_prefix)
+            .field("cluster_nodes", &self.cluster_nodes)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("degraded_latency", &self.degraded_latency)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Every problem with this config, each starting with its key. Pure: no I/O.
+    pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err((key, problem)) = self.connection_info() {
+            problems.push(format!("`backend.{key}`: {problem}"));
+        }
+        for (i, node) in self.cluster_nodes.iter().enumerate() {
+            if let Err(problem) = split_host_port(node) {
+                problems.push(format!("`backend.cluster_nodes[{i}]`: {problem}"));
+            }
+        }
+        for (key, value) in [
+            ("connection_timeout", self.connection_timeout),
+            ("response_timeout", self.response_timeout),
+            ("degraded_latency", self.degraded_latency),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("`backend.{key}`: must be greater than 0"));
+            }
+        }
+        for (key, value) in [
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_key_bytes", self.max_key_bytes),
+        ] {
+            if value == 0 {
+                problems.push(format!("`backend.{key}`: must be at least 1"));
+            } else if value > REDIS_MAX_BULK {
+                problems.push(format!(
+                    "`backend.{key}`: {value} exceeds Redis's 512 MiB string limit"
+                ));
+            }
+        }
+        if self.key_prefix.len() > 1024 {
+            problems.push("`backend.key_prefix`: must be at most 1024 bytes".to_string());
+        }
+        problems
+    }
+
+    /// The Redis client's connection info: address, credentials and database.
+    /// Pure parsing; the error is the key at fault and the problem, and never
+    /// contains the password.
+    pub(crate) fn connection_info(&self) -> Result<ConnectionInfo, (&'static str, String)> {
+        let address = self.address.trim();
+        let (info, url_db) = if address.contains("://") {
+            let scheme = address.split("://").next().unwrap_or_default();
+            match scheme {
+                "redis" => {}
+                "rediss" => {
+                    return Err((
+                        "address",
+                        "TLS (`rediss://`) is not built into this plugin yet; \
+                         use `redis://` or `host:port`"
+                            .to_string(),
+                    ));
+                }
+                other => {
+                    return Err((
+                        "address",
+                        format!(
+                            "unsupported scheme {other:?}; use `redis://host:port` or `host:port`"
+                        ),
+                    ));
+                }
+            }
+            // The client's own parser (pure); its messages never echo the URL.
+            let info = address.into_connection_info().map_err(|e| {
+                (
+                    "address",
+                    format!(
+                        "{:?} is not a valid Redis URL: {e}",
+                        prism_plugin_core::config::redact_url(address)
+                    ),
+                )
+            })?;
+            let db = info.redis_settings().db();
+            (info, db)
+        } else {
+            let (host, port) = split_host_port(address).map_err(|p| ("address", p))?;
+            let info = ConnectionAddr::Tcp(host, port)
+                .into_connection_info()
+                .map_err(|e| ("address", e.to_string()))?;
+            (info, 0)
+        };
+
+        let db = match (url_db, i64::from(self.database)) {
+            (url, 0) => url,
+            (0, configured) => configured,
+            (url, configured) if url == configured => url,
+            (url, configured) => {
+                return Err((
+                    "database",
+                    format!(
+                        "{configured} conflicts with database {url} in `backend.address`; set only one"
+                    ),
+                ));
+            }
+        };
+        let mut redis: RedisConnectionInfo = info.redis_settings().clone().set_db(db);
+        if !self.username.is_empty() {
+            redis = redis.set_username(&self.username);
+        }
+        if !self.password.is_empty() {
+            redis = redis.set_password(&self.password);
+        }
+        Ok(info.set_redis_settings(redis))
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` or `[v6]` (default port 6379).
+fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!("{s:?}: missing `]` after the IPv6 address"));
+        };
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("{s:?}: expected `:port` after `]`")),
+            },
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err(format!(
+                    "{s:?}: write IPv6 addresses in brackets, e.g. `[::1]:6379`"
+                ));
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "/@?#".contains(c)) {
+        return Err(format!("{s:?} is not `host:port`"));
+    }
+    let port = match port {
+        None => DEFAULT_REDIS_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port != 0 => port,
+            _ => return Err(format!("{s:?}: port must be a number from 1 to 65535")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL_EXAMPLE: &str = r#"
+address: redis.internal:6380
+username: prism
+password: s3cret
+database: 2
+key_prefix: "app:"
+cluster_nodes: ["10.0.0.1:7000", "10.0.0.2:7000"]
+connection_timeout: 3s
+response_timeout: 500ms
+max_value_bytes: 1048576
+max_key_bytes: 1024
+degraded_latency: 50ms
+"#;
+
+    #[test]
+    fn parses_a_full_example() {
+        let config: RedisConfig = serde_yaml::from_str(FULL_EXAMPLE).expect("parses");
+        assert_eq!(config.address, "redis.internal:6380");
+        assert_eq!(config.database, 2);
+        assert_eq!(config.cluster_nodes.len(), 2);
+        assert_eq!(config.connection_timeout, Duration::from_secs(3));
+        assert_eq!(config.response_timeout, Duration::from_millis(500));
+        assert_eq!(config.degraded_latency, Duration::from_millis(50));
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let info = config.connection_info().expect("valid");
+        assert_eq!(info.addr().to_string(), "redis.internal:6380");
+        assert_eq!(info.redis_settings().db(), 2);
+        assert_eq!(info.redis_settings().username(), Some("prism"));
+        assert_eq!(info.redis_settings().password(), Some("s3cret"));
+    }
+
+    #[test]
+    fn partial_yaml_gets_defaults() {
+        let config: RedisConfig = serde_yaml::from_str("database: 1").expect("parses");
+        assert_eq!(config.address, "127.0.0.1:6379");
+        assert_eq!(config.key_prefix, "prism:");
+        assert_eq!(config.max_value_bytes, 16 * 1024 * 1024);
+        assert!(config.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = serde_yaml::from_str::<RedisConfig>("adress: x").expect_err("rejected");
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn url_address_with_credentials_and_database() {
+        let config = RedisConfig {
+            address: "redis://bob:pw@cache:6390/3".into(),
+            ..RedisConfig::default()
+        };
+        let info = config.connection_info().expect("valid");
+        assert_eq!(info.addr().to_string(), "cache:6390");
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(info.redis_settings().username(), Some("bob"));
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("[::1]:7000").unwrap(), ("::1".into(), 7000));
+        assert_eq!(split_host_port("cache").unwrap(), ("cache".into(), 6379));
+        assert!(split_host_port("::1:7000").is_err());
+        assert!(split_host_port("cache:0").is_err());
+        assert!(split_host_port("cache:http").is_err());
+        assert!(split_host_port(":6379").is_err());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let config = RedisConfig {
+            address: "rediss://cache:6380".into(),
+            cluster_nodes: vec!["nope:x".into()],
+            response_timeout: Duration::ZERO,
+            max_value_bytes: 0,
+            ..RedisConfig::default()
+        };
+        let problems = config.validate();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (problem, key) in problems.iter().zip([
+            "`backend.address`",
+            "`backend.cluster_nodes[0]`",
+            "`backend.response_timeout`",
+            "`backend.max_value_bytes`",
+        ]) {
+            assert!(problem.starts_with(key), "{problem}");
+        }
+    }
+
+    #[test]
+    fn conflicting_databases_are_rejected() {
+        let config = RedisConfig {
+            address: "redis://cache/3".into(),
+            database: 4,
+            ..RedisConfig::default()
+        };
+        let problems = config.validate();
+        assert!(
+            problems[0].starts_with("`backend.database`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_reach_debug_output_or_errors() {
+        let config = RedisConfig {
+            address: "redis://bob:url-secret@cache:notaport".into(),
+            password: "key-secret".into(),
+            ..RedisConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("url-secret") && !debug.contains("key-secret"),
+            "{debug}"
+        );
+        let problems = config.validate().join("\n");
+        assert!(!problems.contains("url-secret"), "{problems}");
+    }
+}
