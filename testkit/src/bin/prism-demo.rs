@@ -67,10 +67,11 @@ async fn main() -> anyhow::Result<()> {
     println!("   Redis      {}", redis.addr());
     println!("   Kafka      {}", kafka.bootstrap());
 
-    let specs: [(&str, u16, Vec<(&str, String)>); 3] = [
-        ("postgres", 9090, vec![("DATABASE_URL", pg.url())]),
-        ("kafka", 9091, vec![("KAFKA_BROKERS", kafka.bootstrap())]),
-        ("redis", 9092, vec![("REDIS_ADDRESS", redis.addr())]),
+    // (plugin, port, the conventional env var naming its backend)
+    let specs = [
+        ("postgres", 9090, ("DATABASE_URL", pg.url())),
+        ("kafka", 9091, ("KAFKA_BROKERS", kafka.bootstrap())),
+        ("redis", 9092, ("REDIS_ADDRESS", redis.addr())),
     ];
     println!("== starting plugins");
     let mut plugins = Vec::new();
@@ -79,9 +80,11 @@ async fn main() -> anyhow::Result<()> {
         if !path.exists() {
             bail!("{} not built: run `cargo build --bins`", path.display());
         }
-        let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        envs.push(("PRISM_LOG_FORMAT", "text"));
-        envs.push(("PRISM_LOG_LEVEL", "warn"));
+        let envs = [
+            (env.0, env.1.as_str()),
+            ("PRISM_LOG_FORMAT", "text"),
+            ("PRISM_LOG_LEVEL", "warn"),
+        ];
         let port_arg = port.to_string();
         let process = PluginProcess::spawn(&path, &["--grpc-port", &port_arg], &envs).await?;
         plugins.push(Plugin {
