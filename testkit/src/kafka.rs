@@ -86,6 +86,17 @@ impl Kafka {
         self.launch().await
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is
+    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
+    pub fn pause(&mut self) -> Result<()> {
+        self.process.signal(Signal::SIGSTOP)
+    }
+
+    /// Resumes a paused broker (SIGCONT).
+    pub fn resume(&mut self) -> Result<()> {
+        self.process.signal(Signal::SIGCONT)
+    }
+
     /// Whether the broker process is running.
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()

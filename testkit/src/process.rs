@@ -141,6 +141,16 @@ impl ServerProcess {
         self.child.is_some() && matches!(self.try_status(), Ok(None))
     }
 
+    /// Sends `signal` without waiting (SIGSTOP/SIGCONT to simulate a stall).
+    pub(crate) fn signal(&mut self, signal: Signal) -> Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .ok_or_else(|| Error::NotRunning(self.name.to_owned()))?;
+        send_signal(pid, signal)
+    }
+
     /// Sends `signal` and waits for the process to exit; kills it if it is still
     /// running after `timeout`.
     pub(crate) async fn stop(&mut self, signal: Signal, timeout: Duration) -> Result<ExitStatus> {

@@ -97,6 +97,17 @@ impl Vault {
         self.launch().await
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
+    pub fn pause(&mut self) -> Result<()> {
+        self.process.signal(Signal::SIGSTOP)
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&mut self) -> Result<()> {
+        self.process.signal(Signal::SIGCONT)
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
