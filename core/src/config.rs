@@ -36,6 +36,9 @@ pub struct Config<B> {
     /// Prometheus metrics and HTTP health endpoints.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Backend credentials from Vault/OpenBao (used when `vault.secret` is set).
+    #[serde(default)]
+    pub vault: crate::vault::VaultConfig,
 }
 
 /// `plugin:` — identity.
@@ -225,6 +228,10 @@ pub fn environment_from<B: Serialize>(
     let defaults = serde_json::to_value(defaults).unwrap_or_default();
     let mut aliased = Vec::new();
     let mut nested = Vec::new();
+    let core_aliases = CORE_ENV_ALIASES
+        .iter()
+        .chain(crate::vault::VAULT_ENV_ALIASES);
+    let core_aliases: Vec<&(&str, &str)> = core_aliases.collect();
     for (name, raw) in vars {
         if let Some(rest) = name.strip_prefix("PRISM_").filter(|r| r.contains("__")) {
             let key = rest
@@ -233,8 +240,9 @@ pub fn environment_from<B: Serialize>(
                 .collect::<Vec<_>>()
                 .join(".");
             nested.push((name, key, raw));
-        } else if let Some((_, key)) = CORE_ENV_ALIASES
+        } else if let Some((_, key)) = core_aliases
             .iter()
+            .copied()
             .chain(aliases)
             .find(|(alias, _)| *alias == name)
         {
@@ -467,6 +475,7 @@ mod tests {
             },
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            vault: Default::default(),
         }
     }
 

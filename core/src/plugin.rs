@@ -172,6 +172,9 @@ pub struct Context {
     /// Cancelled at shutdown; background tasks of the plugin select on it.
     pub shutdown: CancellationToken,
     pub(crate) health_changed: Arc<tokio::sync::Notify>,
+    /// The `vault:` section in force for this initialize; credentials come
+    /// from Vault when `vault.enabled()`.
+    pub vault: crate::vault::VaultConfig,
 }
 
 impl Context {

@@ -96,10 +96,11 @@ impl<P: Plugin> Runtime<P> {
         };
         let config: Config<P::Config> = config::extract(&figment)?;
         validate::<P>(&config)?;
-        let result = self
-            .plugin
-            .initialize(config.backend.clone(), &self.ctx)
-            .await;
+        let ctx = Context {
+            vault: config.vault.clone(),
+            ..self.ctx.clone()
+        };
+        let result = self.plugin.initialize(config.backend.clone(), &ctx).await;
         match result {
             Ok(()) => {
                 *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
@@ -315,6 +316,7 @@ pub(crate) fn validate<P: Plugin>(config: &Config<P::Config>) -> Result<(), Erro
     if config.metrics.port.is_some_and(|p| p != 0 && p == cp.port) {
         problems.push("`metrics.port`: must differ from `control_plane.port`".to_string());
     }
+    problems.extend(config.vault.validate());
     problems.extend(P::validate(&config.backend));
     if problems.is_empty() {
         Ok(())

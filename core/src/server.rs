@@ -138,6 +138,7 @@ fn load<P: Plugin>(cli: &Cli) -> Result<(figment::Figment, Config<P::Config>), E
         backend: P::default_config(),
         log: Default::default(),
         metrics: Default::default(),
+        vault: Default::default(),
     };
     let file = config::config_path(cli.config.as_deref())?;
     let flags = FlagOverrides {
@@ -207,6 +208,7 @@ async fn serve<P: Plugin>(
     let ctx = Context {
         shutdown: root.child_token(),
         health_changed: Arc::new(tokio::sync::Notify::new()),
+        vault: config.vault.clone(),
     };
     let runtime = Arc::new(Runtime::new(
         plugin.clone(),
