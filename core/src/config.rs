@@ -73,6 +73,13 @@ pub struct ControlPlane {
     /// How often the backend's health is re-checked.
     #[serde(default = "default_health_interval", with = "humantime_serde")]
     pub health_interval: Duration,
+    /// TLS (and mTLS with `client_ca_file`) on the plugin port; unset = plaintext h2c.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Extra plaintext port serving only `grpc.health.v1` (for Kubernetes
+    /// probes, which cannot present client certificates); unset = off.
+    #[serde(default)]
+    pub probe_port: Option<u16>,
 }
 
 fn default_bind_address() -> String {
@@ -96,6 +103,8 @@ impl Default for ControlPlane {
             drain_timeout: default_drain_timeout(),
             max_message_bytes: default_max_message_bytes(),
             health_interval: default_health_interval(),
+            tls: None,
+            probe_port: None,
         }
     }
 }

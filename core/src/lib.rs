@@ -19,6 +19,7 @@ pub mod proto;
 mod runtime;
 mod server;
 mod telemetry;
+pub mod tls;
 pub mod vault;
 
 pub use cli::Cli;

@@ -313,6 +313,13 @@ pub(crate) fn validate<P: Plugin>(config: &Config<P::Config>) -> Result<(), Erro
             cp.bind_address
         ));
     }
+    if let Some(tls) = &cp.tls {
+        problems.extend(tls.validate());
+    }
+    if cp.probe_port.is_some_and(|p| p != 0 && p == cp.port) {
+        problems
+            .push("`control_plane.probe_port`: must differ from `control_plane.port`".to_string());
+    }
     if config.metrics.port.is_some_and(|p| p != 0 && p == cp.port) {
         problems.push("`metrics.port`: must differ from `control_plane.port`".to_string());
     }

@@ -177,6 +177,11 @@ async fn serve<P: Plugin>(
 ) -> Result<(), Error> {
     let plugin = Arc::new(plugin);
     let cp = config.control_plane.clone();
+    // Bad certificate files are a configuration error (exit 64), found before binding.
+    let tls = match &cp.tls {
+        Some(tls) => Some((tls.clone(), tls.load()?)),
+        None => None,
+    };
     let listener = bind(&cp.bind_address, cp.port).await?;
     let local = listener
         .local_addr()
@@ -187,6 +192,9 @@ async fn serve<P: Plugin>(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut registry = ServiceRegistry::new(cp.max_message_bytes);
     plugin.register(&mut registry);
+    let probe_health = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+    );
     let health = Health::new(reporter, P::NAME, &registry.names).await;
 
     let lifecycle_name =
@@ -250,18 +258,48 @@ async fn serve<P: Plugin>(
 
     let tasks = TaskTracker::new();
     let server_stop = CancellationToken::new();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(GateLayer::new(gate.clone()))
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
+        .add_routes(routes.routes());
+    let stop_signal = server_stop.clone().cancelled_owned();
+    type ServeFuture = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    >;
+    let server: ServeFuture = match tls {
+        Some((tls, loaded)) => {
+            let incoming = crate::tls::incoming(listener, tls, loaded, &tasks, server_stop.clone());
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
+        }
+    };
     let server_task = tasks.spawn(server);
     tracing::info!(
         plugin = P::NAME,
         version = P::VERSION,
         address = %local,
+        tls = cp.tls.is_some(),
+        mtls = cp.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
         "serving gRPC (lifecycle, health, reflection, data services)"
     );
+
+    if let Some(port) = cp.probe_port.filter(|p| *p != 0) {
+        let listener = bind(&cp.bind_address, port).await?;
+        tracing::info!(port, "serving plaintext grpc.health.v1 for probes");
+        let probe = tonic::transport::Server::builder()
+            .add_service(probe_health)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                server_stop.clone().cancelled_owned(),
+            );
+        tasks.spawn(async move {
+            if let Err(err) = probe.await {
+                tracing::error!(error = %err, "probe port failed");
+            }
+        });
+    }
 
     if let Some(port) = config.metrics.port.filter(|p| *p != 0) {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(local.ip(), port))

@@ -113,6 +113,10 @@ pub enum Error {
         source: nix::errno::Errno,
     },
 
+    /// Generating a test certificate failed.
+    #[error("test certificate: {0}")]
+    Pki(#[from] rcgen::Error),
+
     /// No free loopback port could be found.
     #[error("no free port on 127.0.0.1 after {0} attempts")]
     NoFreePort(u32),
