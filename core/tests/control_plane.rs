@@ -624,3 +624,68 @@ async fn http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn dual_stack_port_and_16_mib_values() {
+    let r = start(&[], &[]).await;
+    // The port is bound on [::]: IPv6 and IPv4 loopback clients both reach it.
+    let v6 = tonic::transport::Endpoint::from_shared(format!("http://[::1]:{}", r.port))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(v6) = v6 {
+        assert_eq!(
+            health_status(&v6, "liveness").await.unwrap(),
+            ServingStatus::Serving
+        );
+    } else {
+        eprintln!("no IPv6 loopback on this machine; IPv4 checked only");
+    }
+
+    // A 16 MiB value fits the default message limit, both ways.
+    let value = bytes::Bytes::from(vec![0xA5u8; 16 * 1024 * 1024]);
+    let mut client = kv(&r)
+        .max_decoding_message_size(128 * 1024 * 1024)
+        .max_encoding_message_size(128 * 1024 * 1024);
+    client
+        .set(SetRequest {
+            key: "big".into(),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = client
+        .get(GetRequest { key: "big".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.value.len(), value.len());
+    assert!(got.value == value);
+
+    // Over the configured limit: a clean error, and the server keeps serving.
+    let too_big = bytes::Bytes::from(vec![0u8; 65 * 1024 * 1024]);
+    let err = client
+        .set(SetRequest {
+            key: "huge".into(),
+            value: too_big,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{err:?}"
+    );
+    assert!(
+        kv(&r)
+            .get(GetRequest {
+                key: "small".into()
+            })
+            .await
+            .is_ok()
+    );
+}
