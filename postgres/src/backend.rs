@@ -1,19 +1,82 @@
-//! The PostgreSQL connection pool: the initial connect, the `SELECT 1` health
-//! probe and pool statistics. Knows nothing about gRPC.
+//! The PostgreSQL connection pool and every query: connect (and create the
+//! table), the `SELECT 1` health probe with pool statistics, the key-value
+//! operations and the expiry sweep. Knows nothing about gRPC.
+//!
+//! Failing fast during an outage: the pool would retry a refused connection
+//! until `acquire_timeout` for every call. Instead the backend keeps a "link"
+//! state — down from the moment a health probe fails or a statement loses its
+//! connection, up again at the next successful probe (core probes every
+//! 500 ms, and at once when told the health changed). While it is down, calls
+//! fail with [`Error::Unreachable`] without touching the pool, and calls
+//! already waiting for a connection give up as soon as it goes down. So data
+//! calls fail fast exactly when readiness is NOT_SERVING.
+//!
+//! Deadlines: a call carrying the client's deadline is bounded by it; when it
+//! passes, the statement's future is dropped and its connection is closed
+//! (Terminate + FIN) instead of returned to the pool. On PostgreSQL 14+ the
+//! sessions run with `client_connection_check_interval`, so the server notices
+//! the closed socket within a second and aborts the statement (lock waits
+//! included); older servers run it to completion or `statement_timeout`.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use prism_plugin_core::Context;
+use prism_plugin_core::kv::Limits;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Postgres, Row};
+use tokio::sync::watch;
 
 use crate::config::PostgresConfig;
-use crate::error::Error;
+use crate::error::{Error, Kind};
+use crate::schema::{self, Statements, scan_index};
 
 /// Longest a health `SELECT 1` may take: core gives the whole health check 1.5 s.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// `application_name` of every session, so DBAs see who holds connections.
 const APPLICATION_NAME: &str = "prism-postgres";
+/// How often a server (14+) checks that the client of a running statement is
+/// still there; this is what turns a closed connection into a cancelled query.
+const CLIENT_CHECK_INTERVAL: &str = "1000";
+
+/// When a call must be answered by (from the client's `grpc-timeout`).
+pub(crate) type Deadline = Option<tokio::time::Instant>;
+
+/// One item of a batch write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Item<'a> {
+    /// The key (already validated).
+    pub(crate) key: &'a str,
+    /// The value (may be empty).
+    pub(crate) value: &'a [u8],
+    /// Seconds until expiry; 0 = never.
+    pub(crate) ttl_seconds: i64,
+}
+
+/// One page of a prefix scan.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    /// Keys in byte order with their values (empty when keys only).
+    pub(crate) items: Vec<(String, Bytes)>,
+    /// More keys follow the last one.
+    pub(crate) has_more: bool,
+}
+
+/// Per-backend request limits (from config; replaced with the backend).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// Key and value size limits.
+    pub(crate) limits: Limits,
+    /// Largest scan page.
+    pub(crate) scan_max_limit: u32,
+    /// How often the reaper runs.
+    pub(crate) reaper_interval: Duration,
+}
 
 /// One configured database and the pool connected to it.
 pub(crate) struct Backend {
@@ -21,6 +84,17 @@ pub(crate) struct Backend {
     /// `host:port/database`, for messages (never with credentials).
     target: String,
     degraded_latency: Duration,
+    sql: Statements,
+    settings: Settings,
+    link: Link,
+    ctx: Context,
+}
+
+/// Whether the server is reachable, as last seen (see the module docs).
+struct Link {
+    up: watch::Sender<bool>,
+    /// Why it is down (free of secrets), for error messages.
+    reason: Mutex<String>,
 }
 
 /// A snapshot of the pool's connections.
@@ -48,9 +122,10 @@ impl PoolStats {
 
 impl Backend {
     /// Parses the URL, checks the database accepts a login within
-    /// `connect_timeout`, and builds the pool. `Error::Config` for a URL the
-    /// driver rejects; anything else is retriable.
-    pub(crate) async fn connect(config: &PostgresConfig) -> Result<Self, Error> {
+    /// `connect_timeout`, creates the table if needed, and builds the pool.
+    /// `Error::Config` for a URL the driver rejects or a foreign table;
+    /// anything else is retriable.
+    pub(crate) async fn connect(config: &PostgresConfig, ctx: &Context) -> Result<Self, Error> {
         let mut options =
             PgConnectOptions::from_str(&config.database_url).map_err(|e| Error::Config {
                 key: "database_url",
@@ -71,17 +146,49 @@ impl Backend {
         // the operator the real reason (refused, bad password, no database).
         let probe =
             tokio::time::timeout(config.connect_timeout, PgConnection::connect_with(&options));
-        match probe.await {
-            Ok(Ok(conn)) => {
-                // Best effort: the session ends when the socket closes anyway.
-                let _ = conn.close().await;
-            }
+        let mut conn = match probe.await {
+            Ok(Ok(conn)) => conn,
             Ok(Err(source)) => return Err(Error::Postgres { target, source }),
             Err(_) => {
                 return Err(Error::Timeout {
                     target,
                     what: "connect",
                     timeout: config.connect_timeout,
+                });
+            }
+        };
+        if conn.server_version_num().unwrap_or(0) >= 140_000 {
+            // Unknown before 14, where it would make every connection fail.
+            options =
+                options.options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL)]);
+        }
+        let encoding: Result<String, _> =
+            sqlx::query_scalar("SELECT current_setting('server_encoding')")
+                .fetch_one(&mut conn)
+                .await;
+        match encoding {
+            Ok(encoding) if encoding != "UTF8" => tracing::warn!(
+                target = %target,
+                encoding = %encoding,
+                "database encoding is not UTF8; keys outside it will be rejected"
+            ),
+            Ok(_) => {}
+            Err(source) => return Err(Error::Postgres { target, source }),
+        }
+        let created = tokio::time::timeout(
+            config.connect_timeout.max(config.statement_timeout),
+            schema::ensure(&mut conn, &config.schema, &config.table, &target),
+        )
+        .await;
+        // Best effort: the session ends when the socket closes anyway.
+        let _ = conn.close().await;
+        match created {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    target,
+                    what: "creating the table",
+                    timeout: config.connect_timeout.max(config.statement_timeout),
                 });
             }
         }
@@ -94,17 +201,41 @@ impl Backend {
             // (restart, idle timeout) are replaced instead of failing a request.
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        tracing::info!(target = %target, pool_size = config.pool_size, "connected to postgres");
+        tracing::info!(
+            target = %target,
+            table = %format!("{}.{}", config.schema, config.table),
+            pool_size = config.pool_size,
+            "connected to postgres"
+        );
         Ok(Backend {
             pool,
             target,
             degraded_latency: config.degraded_latency,
+            sql: Statements::new(&config.schema, &config.table),
+            settings: Settings {
+                limits: Limits {
+                    max_key_bytes: config.max_key_bytes,
+                    max_value_bytes: config.max_value_bytes,
+                },
+                scan_max_limit: config.scan_max_limit,
+                reaper_interval: config.reaper_interval,
+            },
+            link: Link {
+                up: watch::Sender::new(true),
+                reason: Mutex::new(String::new()),
+            },
+            ctx: ctx.clone(),
         })
     }
 
     /// `host:port/database` of the server.
     pub(crate) fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Request limits of this backend's configuration.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Round trips slower than this make health DEGRADED.
@@ -121,12 +252,18 @@ impl Backend {
         }
     }
 
+    /// True while the server is believed reachable.
+    pub(crate) fn is_up(&self) -> bool {
+        *self.link.up.borrow()
+    }
+
     /// Health probe: one `SELECT 1` through the pool (so it also proves a
-    /// connection can be had), bounded well inside core's limit.
+    /// connection can be had), bounded well inside core's limit. Its verdict
+    /// sets the link state data calls fail fast on.
     pub(crate) async fn ping(&self) -> Result<Duration, Error> {
         let started = Instant::now();
         let query = sqlx::query("SELECT 1").execute(&self.pool);
-        match tokio::time::timeout(HEALTH_TIMEOUT, query).await {
+        let result = match tokio::time::timeout(HEALTH_TIMEOUT, query).await {
             Ok(Ok(_)) => Ok(started.elapsed()),
             Ok(Err(source)) => Err(Error::Postgres {
                 target: self.target.clone(),
@@ -134,16 +271,401 @@ impl Backend {
             }),
             Err(_) => Err(Error::Timeout {
                 target: self.target.clone(),
-                what: "SELECT 1",
+                what: "the health probe",
                 timeout: HEALTH_TIMEOUT,
             }),
+        };
+        match &result {
+            Ok(_) => self.mark_up(),
+            Err(err) => self.mark_down(err),
         }
+        result
     }
 
     /// Closes the pool: waits for borrowed connections to come back, closes idle ones.
     pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Stores `value` under `key` (insert or overwrite) in one upsert.
+    pub(crate) async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl_seconds: i64,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query(&self.sql.set)
+            .bind(ns)
+            .bind(key)
+            .bind(value)
+            .bind(ttl_seconds);
+        let done = within(deadline, query.execute(&mut *conn)).await;
+        self.settle(conn, done).map(drop)
+    }
+
+    /// The live value of `key`, if any.
+    pub(crate) async fn get(
+        &self,
+        ns: &str,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Option<Bytes>, Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query_scalar::<_, Vec<u8>>(&self.sql.get)
+            .bind(ns)
+            .bind(key);
+        let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+        Ok(self.settle(conn, done)?.map(Bytes::from))
+    }
+
+    /// Whether `key` holds a live value.
+    pub(crate) async fn exists(
+        &self,
+        ns: &str,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<bool, Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query(&self.sql.exists).bind(ns).bind(key);
+        let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+        Ok(self.settle(conn, done)?.is_some())
+    }
+
+    /// Deletes `key`; deleting a missing key is not an error.
+    pub(crate) async fn delete(
+        &self,
+        ns: &str,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query(&self.sql.delete).bind(ns).bind(key);
+        let done = within(deadline, query.execute(&mut *conn)).await;
+        self.settle(conn, done).map(drop)
+    }
+
+    /// Upserts every item in one statement. A key given twice keeps its last
+    /// value (one statement may not update a row twice, so earlier
+    /// duplicates are dropped here).
+    pub(crate) async fn batch_set(
+        &self,
+        ns: &str,
+        items: &[Item<'_>],
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut seen = HashSet::with_capacity(items.len());
+        let mut keys = Vec::with_capacity(items.len());
+        let mut values = Vec::with_capacity(items.len());
+        let mut ttls = Vec::with_capacity(items.len());
+        for item in items.iter().rev() {
+            if seen.insert(item.key) {
+                keys.push(item.key);
+                values.push(item.value);
+                ttls.push(item.ttl_seconds);
+            }
+        }
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query(&self.sql.batch_set)
+            .bind(ns)
+            .bind(keys)
+            .bind(values)
+            .bind(ttls);
+        let done = within(deadline, query.execute(&mut *conn)).await;
+        self.settle(conn, done).map(drop)
+    }
+
+    /// The live values of `keys`, in the order asked (duplicates included),
+    /// in one statement.
+    pub(crate) async fn batch_get(
+        &self,
+        ns: &str,
+        keys: &[String],
+        deadline: Deadline,
+    ) -> Result<Vec<Option<Bytes>>, Error> {
+        let mut found = vec![None; keys.len()];
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query_as::<_, (i64, Vec<u8>)>(&self.sql.batch_get)
+            .bind(ns)
+            .bind(keys);
+        let done = within(deadline, query.fetch_all(&mut *conn)).await;
+        for (ordinal, value) in self.settle(conn, done)? {
+            // WITH ORDINALITY counts from 1; anything else cannot come back.
+            let slot = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|i| found.get_mut(i));
+            if let Some(slot) = slot {
+                *slot = Some(Bytes::from(value));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes every key in one statement; missing keys are fine.
+    pub(crate) async fn batch_delete(
+        &self,
+        ns: &str,
+        keys: &[String],
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query(&self.sql.batch_delete).bind(ns).bind(keys);
+        let done = within(deadline, query.execute(&mut *conn)).await;
+        self.settle(conn, done).map(drop)
+    }
+
+    /// Sets a live key to expire `ttl_seconds` from now (0 = remove it now);
+    /// returns whether a live key existed.
+    pub(crate) async fn expire(
+        &self,
+        ns: &str,
+        key: &str,
+        ttl_seconds: i64,
+        deadline: Deadline,
+    ) -> Result<bool, Error> {
+        let mut conn = self.acquire(deadline).await?;
+        if ttl_seconds == 0 {
+            // Expiring now is deleting: the row would be invisible anyway, and
+            // this spares the reaper. An already-expired row is removed but
+            // did not "exist".
+            let query = sqlx::query_scalar::<_, bool>(&self.sql.expire_now)
+                .bind(ns)
+                .bind(key);
+            let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+            return Ok(self.settle(conn, done)?.unwrap_or(false));
+        }
+        let query = sqlx::query(&self.sql.expire)
+            .bind(ns)
+            .bind(key)
+            .bind(ttl_seconds);
+        let done = within(deadline, query.execute(&mut *conn)).await;
+        Ok(self.settle(conn, done)?.rows_affected() > 0)
+    }
+
+    /// Remaining seconds to live (rounded up): -1 = no expiry, -2 = no such key.
+    pub(crate) async fn ttl(&self, ns: &str, key: &str, deadline: Deadline) -> Result<i64, Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query_scalar::<_, i64>(&self.sql.get_ttl)
+            .bind(ns)
+            .bind(key);
+        let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+        Ok(self.settle(conn, done)?.unwrap_or(-2))
+    }
+
+    /// Removes the expiry of a live key; returns whether it had one.
+    pub(crate) async fn persist(
+        &self,
+        ns: &str,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<bool, Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let query = sqlx::query(&self.sql.persist).bind(ns).bind(key);
+        let done = within(deadline, query.execute(&mut *conn)).await;
+        Ok(self.settle(conn, done)?.rows_affected() > 0)
+    }
+
+    /// One page of live keys starting with `prefix`, in byte order, strictly
+    /// after `after` when given (the cursor's key, which starts with `prefix`).
+    pub(crate) async fn scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+        keys_only: bool,
+        deadline: Deadline,
+    ) -> Result<Page, Error> {
+        let upper = prefix_successor(prefix);
+        let sql = &self.sql.scan[scan_index(keys_only, after.is_some(), upper.is_some())];
+        let mut conn = self.acquire(deadline).await?;
+        // Unnamed statement: planned with the actual bounds each time. A cached
+        // generic plan cannot see how narrow the range is and may sort every
+        // key under the prefix instead of walking the index.
+        let query = sqlx::query(sql)
+            .persistent(false)
+            .bind(ns)
+            .bind(after.unwrap_or(prefix))
+            .bind(upper.as_deref().unwrap_or(""))
+            // One more than asked, to learn whether more follow.
+            .bind(i64::from(limit) + 1);
+        let done = within(deadline, query.fetch_all(&mut *conn)).await;
+        let rows = self.settle(conn, done)?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let has_more = rows.len() > limit;
+        let mut items = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.into_iter().take(limit) {
+            let key: String = row.try_get(0).map_err(|e| self.fail(e))?;
+            let value = if keys_only {
+                Bytes::new()
+            } else {
+                Bytes::from(row.try_get::<Vec<u8>, _>(1).map_err(|e| self.fail(e))?)
+            };
+            items.push((key, value));
+        }
+        Ok(Page { items, has_more })
+    }
+
+    /// Deletes up to `batch` expired rows (oldest first); returns how many.
+    pub(crate) async fn reap(&self, batch: i64) -> Result<u64, Error> {
+        let done = sqlx::query(&self.sql.reap)
+            .bind(batch)
+            .execute(&self.pool)
+            .await;
+        match done {
+            Ok(result) => Ok(result.rows_affected()),
+            Err(err) => Err(self.fail(err)),
+        }
+    }
+
+    /// A pooled connection, unless the server is known to be down, goes down
+    /// while waiting, or the deadline passes first.
+    async fn acquire(&self, deadline: Deadline) -> Result<PoolConnection<Postgres>, Error> {
+        let mut link = self.link.up.subscribe();
+        if !*link.borrow_and_update() {
+            return Err(self.unreachable());
+        }
+        let went_down = async {
+            // The sender lives in `self`, so this only ends when the link drops.
+            let _ = link.wait_for(|up| !*up).await;
+        };
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            conn = self.pool.acquire() => conn.map_err(|e| self.fail(e)),
+            () = went_down => Err(self.unreachable()),
+            () = expired => Err(Error::Deadline {
+                target: self.target.clone(),
+                what: "waiting for a connection",
+            }),
+        }
+    }
+
+    /// Turns a bounded statement's outcome into the result; a statement cut
+    /// off by the deadline takes its connection with it (closing it is what
+    /// cancels the statement on the server).
+    fn settle<T>(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        done: Option<Result<T, sqlx::Error>>,
+    ) -> Result<T, Error> {
+        match done {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(err)) => Err(self.fail(err)),
+            None => {
+                conn.close_on_drop();
+                Err(Error::Deadline {
+                    target: self.target.clone(),
+                    what: "the statement",
+                })
+            }
+        }
+    }
+
+    /// Wraps a driver error; a lost connection marks the link down and asks
+    /// core for an immediate health check.
+    fn fail(&self, source: sqlx::Error) -> Error {
+        let err = Error::Postgres {
+            target: self.target.clone(),
+            source,
+        };
+        if err.kind() == Kind::Connection {
+            self.mark_down(&err);
+            self.ctx.health_changed();
+        }
+        err
+    }
+
+    fn unreachable(&self) -> Error {
+        let reason = self
+            .link
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Error::Unreachable {
+            target: self.target.clone(),
+            reason,
+        }
+    }
+
+    fn mark_down(&self, err: &Error) {
+        let reason = match err {
+            // The message already names the target; keep only the cause.
+            Error::Postgres { source, .. } => source.to_string(),
+            Error::Timeout { what, timeout, .. } => {
+                format!("no answer to {what} within {} ms", timeout.as_millis())
+            }
+            other => other.to_string(),
+        };
+        *self.link.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        if self.set_link(false) {
+            tracing::warn!(target = %self.target, error = %err, "lost postgres; failing calls fast until it answers");
+        }
+    }
+
+    /// Sets the link state; true when it changed (only then are waiters woken).
+    fn set_link(&self, up: bool) -> bool {
+        self.link.up.send_if_modified(|state| {
+            let changed = *state != up;
+            *state = up;
+            changed
+        })
+    }
+
+    fn mark_up(&self) {
+        if self.set_link(true) {
+            tracing::info!(target = %self.target, "postgres answers again");
+        }
+    }
+}
+
+/// Runs `fut` until `deadline`; `None` when the deadline passed first (the
+/// future, and with it the statement's I/O, is dropped).
+async fn within<T>(
+    deadline: Deadline,
+    fut: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Option<Result<T, sqlx::Error>> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`, in
+/// byte (= code point) order: the last character that can be incremented is,
+/// and everything after it dropped. `None` when there is none (empty prefix,
+/// or only U+10FFFF characters): then the range has no upper bound.
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) {
+            // Skip the surrogate gap, which no `char` can hold.
+            0xD7FF => Some('\u{E000}'),
+            code => char::from_u32(code + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// `host:port/database` (or the socket path) for messages.
@@ -154,5 +676,27 @@ fn describe(options: &PgConnectOptions) -> String {
     match options.get_socket() {
         Some(socket) => format!("{}/{database}", socket.display()),
         None => format!("{}:{}/{database}", options.get_host(), options.get_port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_bounds_exactly_the_keys_with_the_prefix() {
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("abc").as_deref(), Some("abd"));
+        assert_eq!(prefix_successor("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
+        assert_eq!(prefix_successor("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
+        // Byte order of UTF-8 is code point order, so the bound holds bytewise.
+        let upper = prefix_successor("ab\u{7F}").unwrap_or_default();
+        for key in ["ab\u{7F}", "ab\u{7F}\u{10FFFF}", "ab\u{7F}zzz"] {
+            assert!(key.as_bytes() < upper.as_bytes(), "{key:?}");
+        }
+        assert!("ab\u{80}".as_bytes() >= upper.as_bytes());
     }
 }

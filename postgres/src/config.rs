@@ -50,16 +50,18 @@ pub(crate) struct PostgresConfig {
     /// Longest time one connection attempt may take.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub(crate) connect_timeout: Duration,
-    /// Longest time a request waits for a free pooled connection.
+    /// Longest time a request waits for a free pooled connection. While the
+    /// server is known to be down calls fail at once instead (see README).
     #[serde(default = "default_acquire_timeout", with = "humantime_serde")]
     pub(crate) acquire_timeout: Duration,
     /// Server-side `statement_timeout` for every session; `0s` disables it.
     #[serde(default = "default_statement_timeout", with = "humantime_serde")]
     pub(crate) statement_timeout: Duration,
-    /// Table holding the key-value items.
+    /// Table holding the key-value items (created at initialize if missing;
+    /// at most 56 bytes, as index names append a suffix).
     #[serde(default = "default_table")]
     pub(crate) table: String,
-    /// Schema the table lives in.
+    /// Schema the table lives in (created if missing).
     #[serde(default = "default_schema")]
     pub(crate) schema: String,
     /// Largest key accepted, in bytes.
@@ -68,7 +70,8 @@ pub(crate) struct PostgresConfig {
     /// Largest value accepted, in bytes.
     #[serde(default = "default_max_value_bytes")]
     pub(crate) max_value_bytes: usize,
-    /// How often expired items are deleted.
+    /// How often expired items are deleted (in batches of 1000). Expired
+    /// items are invisible to reads at once, whatever this is.
     #[serde(default = "default_reaper_interval", with = "humantime_serde")]
     pub(crate) reaper_interval: Duration,
     /// Largest page a Scan may ask for; bigger limits are clamped to it.
@@ -200,6 +203,17 @@ impl PostgresConfig {
                 problems.push(format!("`backend.{key}`: {problem}"));
             }
         }
+        // Index names are the table name plus a suffix; PostgreSQL would
+        // silently truncate a longer one, and two tables could then collide.
+        let longest_table = MAX_IDENTIFIER - crate::schema::INDEX_SUFFIX_MAX;
+        if check_identifier(&self.table).is_ok() && self.table.len() > longest_table {
+            problems.push(format!(
+                "`backend.table`: {:?} is longer than {longest_table} bytes \
+                 (index names append up to {} characters)",
+                self.table,
+                crate::schema::INDEX_SUFFIX_MAX
+            ));
+        }
         for (key, value) in [
             ("max_key_bytes", self.max_key_bytes),
             ("max_value_bytes", self.max_value_bytes),
@@ -246,7 +260,7 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Table and schema names are put into SQL unquoted, so only plain identifiers.
+/// Table and schema names are put into SQL (quoted), so only plain identifiers.
 fn check_identifier(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let starts_well = chars

@@ -8,6 +8,9 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
+mod reaper;
+mod schema;
+mod service;
 
 fn main() -> std::process::ExitCode {
     prism_plugin_core::run(plugin::PostgresPlugin::default())

@@ -1,25 +1,35 @@
-//! The `Plugin` implementation: wires the PostgreSQL backend into core's
-//! lifecycle (initialize, health, stop). Data services come later.
+//! The `Plugin` implementation: wires the PostgreSQL backend, its four
+//! KeyValue services and the expiry reaper into core's lifecycle
+//! (initialize, health, stop).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterfaceServer;
+use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
+use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
+use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry,
-    Slot,
+    Slot, proto,
 };
 
 use crate::backend::Backend;
 use crate::config::PostgresConfig;
+use crate::reaper::Reaper;
+use crate::service::KvService;
 
 /// How long closing a pool waits for borrowed connections (statements are
 /// bounded by `statement_timeout`, but a stop must not hang on one).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The PostgreSQL plugin: the current backend in a [`Slot`] that `initialize` replaces.
+/// The PostgreSQL plugin: the current backend in a [`Slot`] that `initialize`
+/// replaces (shared with the services), and the reaper sweeping it.
 #[derive(Default)]
 pub(crate) struct PostgresPlugin {
-    backend: Slot<Backend>,
+    backend: Arc<Slot<Backend>>,
+    /// Serialises reaper swaps; `None` before the first initialize and after stop.
+    reaper: tokio::sync::Mutex<Option<Reaper>>,
 }
 
 #[prism_plugin_core::async_trait]
@@ -43,14 +53,59 @@ impl Plugin for PostgresPlugin {
     }
 
     fn interfaces(&self) -> Vec<Interface> {
-        Vec::new()
+        [
+            ("KeyValueBasicInterface", proto::KEYVALUE_BASIC_PROTO),
+            ("KeyValueBatchInterface", proto::KEYVALUE_BATCH_PROTO),
+            ("KeyValueTTLInterface", proto::KEYVALUE_TTL_PROTO),
+            ("KeyValueScanInterface", proto::KEYVALUE_SCAN_PROTO),
+        ]
+        .into_iter()
+        .map(|(name, proto)| Interface {
+            name,
+            proto,
+            version: "1.0.0",
+        })
+        .collect()
     }
 
-    fn register(&self, _services: &mut ServiceRegistry) {}
+    fn register(&self, services: &mut ServiceRegistry) {
+        let svc = KvService::new(self.backend.clone());
+        let max = services.max_message_bytes();
+        services
+            .add(
+                KeyValueBasicInterfaceServer::new(svc.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add(
+                KeyValueBatchInterfaceServer::new(svc.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add(
+                KeyValueTtlInterfaceServer::new(svc.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add(
+                KeyValueScanInterfaceServer::new(svc)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            );
+    }
 
-    async fn initialize(&self, config: PostgresConfig, _ctx: &Context) -> Result<(), CoreError> {
-        let backend = Backend::connect(&config).await?;
-        if let Some(old) = self.backend.replace(Arc::new(backend)) {
+    async fn initialize(&self, config: PostgresConfig, ctx: &Context) -> Result<(), CoreError> {
+        let backend = Arc::new(Backend::connect(&config, ctx).await?);
+        // The old reaper goes before the new one starts, so at most one per
+        // process sweeps; it is awaited, so it never outlives its backend.
+        {
+            let mut reaper = self.reaper.lock().await;
+            if let Some(old) = reaper.take() {
+                old.stop().await;
+            }
+            *reaper = Some(Reaper::spawn(backend.clone(), &ctx.shutdown));
+        }
+        if let Some(old) = self.backend.replace(backend) {
             // Requests still holding the old backend finish on it; closing waits
             // for their connections, so it runs off the lifecycle call. Nothing
             // awaits it: it is bounded, and if the process exits first the
@@ -113,6 +168,9 @@ impl Plugin for PostgresPlugin {
     }
 
     async fn stop(&self) -> Result<(), CoreError> {
+        if let Some(reaper) = self.reaper.lock().await.take() {
+            reaper.stop().await;
+        }
         if let Some(backend) = self.backend.take()
             && tokio::time::timeout(CLOSE_TIMEOUT, backend.close())
                 .await

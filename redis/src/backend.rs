@@ -1,11 +1,24 @@
-//! The Redis connection: a `ConnectionManager` (one multiplexed connection that
-//! re-dials by itself after I/O errors), the initial connect and the `PING`
-//! health probe. Knows nothing about gRPC.
+//! The Redis connection and every Redis command the plugin sends. One
+//! standalone server goes through a `ConnectionManager` (one multiplexed
+//! connection that re-dials by itself after I/O errors); a Redis Cluster goes
+//! through redis-rs's async cluster connection (slot map, MOVED/ASK handling,
+//! per-node reconnects). Both sit behind the same API, so the gRPC layer never
+//! knows which one it talks to. Knows nothing about gRPC.
+//!
+//! Key layout: `<key_prefix><namespace>:<key>` (see the crate README).
 
+use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use bytes::Bytes;
+use futures::future::try_join_all;
+use prism_plugin_core::kv::Limits;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::error::Error;
@@ -21,29 +34,135 @@ const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 /// Longest a health `PING` may take: core gives the whole health check 1.5 s.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Retries of one cluster request (MOVED/ASK redirects, TRYAGAIN, a node being
+/// re-dialled). Few and short, so a request against a dead node fails with a
+/// connection error (UNAVAILABLE) instead of sitting out the whole deadline.
+const CLUSTER_RETRIES: u32 = 3;
+/// Bounds (ms) of the wait between cluster retries.
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
 
-/// One configured Redis server and the connection to it.
+/// One configured Redis deployment (a server or a cluster) and the connection to it.
 pub(crate) struct Backend {
-    client: redis::Client,
-    manager_config: ConnectionManagerConfig,
-    /// Replaced (see [`Backend::ping`]) when the manager is stuck on an error it
-    /// does not recover from by itself.
-    manager: RwLock<ConnectionManager>,
-    /// `host:port`, for messages (never with credentials).
+    target: Target,
+    /// `host:port`, or `cluster host:port,...`, for messages (never with credentials).
     address: String,
-    response_timeout: Duration,
+    key_prefix: String,
+    limits: Limits,
+    /// Bound on one data operation, including a re-dial the connection may
+    /// need first: `connection_timeout + response_timeout`.
+    op_timeout: Duration,
     degraded_latency: Duration,
 }
 
+/// Standalone server or cluster.
+enum Target {
+    Single {
+        client: redis::Client,
+        manager_config: ConnectionManagerConfig,
+        /// Replaced (see [`Backend::ping`]) when the manager is stuck on an
+        /// error it does not recover from by itself.
+        manager: RwLock<ConnectionManager>,
+    },
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        /// Reconnects nodes and refreshes the slot map by itself, but can get
+        /// stuck after a node restart (its slot refresh never completes, every
+        /// request times out); then [`Backend::health_ping`] replaces it.
+        connection: RwLock<ClusterConnection>,
+        /// Set when a health `PING` failed: the next health check builds a
+        /// fresh connection, and timeouts meanwhile are reported as UNAVAILABLE.
+        broken: AtomicBool,
+        nodes: usize,
+    },
+}
+
+/// A cheap handle on whichever connection the backend uses; implements the
+/// client's `ConnectionLike` so commands are written once for both modes.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// One item of a batch write: key, value, TTL in seconds (0 = none).
+pub(crate) struct SetItem<'a> {
+    /// Key as the client gave it (without prefix and namespace).
+    pub(crate) key: &'a str,
+    /// Value bytes.
+    pub(crate) value: &'a [u8],
+    /// Seconds until expiry; 0 = no expiry.
+    pub(crate) ttl_seconds: u64,
+}
+
 impl Backend {
-    /// Connects and checks the server answers `PING` within `connection_timeout`.
+    /// Connects (standalone or cluster, per `cluster_nodes`) and checks the
+    /// deployment answers `PING` within `connection_timeout + response_timeout`.
     /// `Error::Config` for settings that can never work, anything else is retriable.
     pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, Error> {
+        let op_timeout = config.connection_timeout + config.response_timeout;
+        let limits = Limits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+        };
+        let (target, address) = if config.cluster_nodes.is_empty() {
+            Self::connect_single(config)?
+        } else {
+            Self::connect_cluster(config, op_timeout).await?
+        };
+        let backend = Backend {
+            target,
+            address,
+            key_prefix: config.key_prefix.clone(),
+            limits,
+            op_timeout,
+            degraded_latency: config.degraded_latency,
+        };
+        // The whole first connect (including the manager's retries) is bounded
+        // so `initialize` answers promptly when the server is unreachable.
+        backend.ping(op_timeout).await?;
+        tracing::info!(address = %backend.address, mode = backend.mode(), "connected to redis");
+        Ok(backend)
+    }
+
+    fn connect_single(config: &RedisConfig) -> Result<(Target, String), Error> {
         let info = config
             .connection_info()
             .map_err(|(key, problem)| Error::Config { key, problem })?;
         let address = info.addr().to_string();
-        let client = redis::Client::open(info).map_err(|e| Error::Config {
+        let client = match tls_certificates(config)? {
+            Some(certs) => redis::Client::build_with_tls(info, certs),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| Error::Config {
             key: "address",
             problem: e.to_string(),
         })?;
@@ -54,26 +173,94 @@ impl Backend {
             .set_min_delay(RETRY_MIN_DELAY)
             .set_max_delay(RETRY_MAX_DELAY);
         let manager = new_manager(&client, &manager_config, &address)?;
-        let backend = Backend {
+        let target = Target::Single {
             client,
             manager_config,
             manager: RwLock::new(manager),
-            address,
-            response_timeout: config.response_timeout,
-            degraded_latency: config.degraded_latency,
         };
-        // The whole first connect (including the manager's retries) is bounded
-        // so `initialize` answers promptly when the server is unreachable.
-        backend
-            .ping(config.connection_timeout + config.response_timeout)
-            .await?;
-        tracing::info!(address = %backend.address, "connected to redis");
-        Ok(backend)
+        Ok((target, address))
     }
 
-    /// `host:port` of the server.
+    async fn connect_cluster(
+        config: &RedisConfig,
+        op_timeout: Duration,
+    ) -> Result<(Target, String), Error> {
+        let nodes = config
+            .cluster_node_infos()
+            .map_err(|problem| Error::Config {
+                key: "cluster_nodes",
+                problem,
+            })?;
+        let address = format!(
+            "cluster {}",
+            nodes
+                .iter()
+                .map(|n| n.addr().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let count = nodes.len();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+        if let Some(certs) = tls_certificates(config)? {
+            builder = builder.certs(certs);
+        }
+        let client = builder
+            .connection_timeout(config.connection_timeout)
+            .response_timeout(config.response_timeout)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+            .build()
+            .map_err(|e| Error::Config {
+                key: "cluster_nodes",
+                problem: e.to_string(),
+            })?;
+        // Unlike the standalone manager, the cluster connection dials the seeds
+        // (and reads the slot map) up front; bound that like any first connect.
+        let connection = match tokio::time::timeout(op_timeout, client.get_async_connection()).await
+        {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(source)) => return Err(Error::Redis { address, source }),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    address,
+                    timeout: op_timeout,
+                });
+            }
+        };
+        let target = Target::Cluster {
+            client,
+            connection: RwLock::new(connection),
+            broken: AtomicBool::new(false),
+            nodes: count,
+        };
+        Ok((target, address))
+    }
+
+    /// `host:port` of the server, or `cluster <seed nodes>`.
     pub(crate) fn address(&self) -> &str {
         &self.address
+    }
+
+    /// `standalone` or `cluster`.
+    pub(crate) fn mode(&self) -> &'static str {
+        match self.target {
+            Target::Single { .. } => "standalone",
+            Target::Cluster { .. } => "cluster",
+        }
+    }
+
+    /// Number of configured cluster seed nodes (0 for a standalone server).
+    pub(crate) fn cluster_nodes(&self) -> usize {
+        match self.target {
+            Target::Single { .. } => 0,
+            Target::Cluster { nodes, .. } => nodes,
+        }
+    }
+
+    /// Key and value size limits from the config.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Round trips slower than this make health DEGRADED.
@@ -82,19 +269,270 @@ impl Backend {
     }
 
     /// A handle on the shared connection (cheap clone).
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.manager
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn connection(&self) -> Conn {
+        match &self.target {
+            Target::Single { manager, .. } => {
+                Conn::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+            Target::Cluster { connection, .. } => {
+                Conn::Cluster(connection.read().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+        }
     }
 
-    /// Health probe: one `PING` round trip, bounded well inside core's limit.
+    /// `<key_prefix><namespace>:<key>`.
+    fn redis_key(&self, namespace: &str, key: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.key_prefix.len() + namespace.len() + 1 + key.len());
+        out.extend_from_slice(self.key_prefix.as_bytes());
+        out.extend_from_slice(namespace.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(key.as_bytes());
+        out
+    }
+
+    /// Runs one command under the operation deadline.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        let mut conn = self.connection();
+        self.bounded(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Applies the operation deadline and attaches the address to errors.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let result = tokio::time::timeout(self.op_timeout, fut).await;
+        let timed_out = match &result {
+            Ok(Err(source)) => source.is_timeout(),
+            Err(_) => true,
+            Ok(Ok(_)) => false,
+        };
+        if timed_out && self.cluster_broken() {
+            // Not a slow command: part of the cluster is unreachable and the
+            // connection is being rebuilt. Clients should retry later.
+            return Err(Error::Unavailable {
+                address: self.address.clone(),
+                reason: "a cluster node is unreachable; the connection is being rebuilt",
+            });
+        }
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(Error::Redis {
+                address: self.address.clone(),
+                source,
+            }),
+            Err(_) => Err(Error::Timeout {
+                address: self.address.clone(),
+                timeout: self.op_timeout,
+            }),
+        }
+    }
+
+    fn cluster_broken(&self) -> bool {
+        match &self.target {
+            Target::Cluster { broken, .. } => broken.load(Ordering::Relaxed),
+            Target::Single { .. } => false,
+        }
+    }
+
+    /// `SET key value [EX ttl]`: one command, so value and expiry are applied
+    /// atomically; without a TTL any previous expiry is cleared (Redis `SET`).
+    pub(crate) async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        ttl_seconds: u64,
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(namespace, key)).arg(value);
+        if ttl_seconds > 0 {
+            cmd.arg("EX").arg(ttl_seconds);
+        }
+        self.query::<()>(&cmd).await
+    }
+
+    /// `GET key`; `None` when the key does not exist.
+    pub(crate) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.redis_key(namespace, key));
+        self.query(&cmd).await
+    }
+
+    /// `UNLINK key` (the value is freed off the main thread); a missing key is fine.
+    pub(crate) async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.redis_key(namespace, key));
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// `EXISTS key`.
+    pub(crate) async fn exists(&self, namespace: &str, key: &str) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.redis_key(namespace, key));
+        self.query::<i64>(&cmd).await.map(|n| n > 0)
+    }
+
+    /// `EXPIRE key ttl`; 0 deletes the key at once (Redis treats a non-positive
+    /// timeout as "expire now"). Returns whether the key existed.
+    pub(crate) async fn expire(
+        &self,
+        namespace: &str,
+        key: &str,
+        ttl_seconds: u64,
+    ) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("EXPIRE");
+        cmd.arg(self.redis_key(namespace, key)).arg(ttl_seconds);
+        self.query::<i64>(&cmd).await.map(|n| n == 1)
+    }
+
+    /// `TTL key`: seconds left, -1 = no expiry, -2 = no such key.
+    pub(crate) async fn ttl(&self, namespace: &str, key: &str) -> Result<i64, Error> {
+        let mut cmd = redis::cmd("TTL");
+        cmd.arg(self.redis_key(namespace, key));
+        self.query(&cmd).await
+    }
+
+    /// `PERSIST key`; returns whether an expiry was removed.
+    pub(crate) async fn persist(&self, namespace: &str, key: &str) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("PERSIST");
+        cmd.arg(self.redis_key(namespace, key));
+        self.query::<i64>(&cmd).await.map(|n| n == 1)
+    }
+
+    /// Groups request positions so each group may go into one multi-key
+    /// command: everything in one group on a standalone server; per hash slot
+    /// in a cluster (a multi-key command spanning slots fails with CROSSSLOT).
+    fn groups(&self, keys: &[Vec<u8>]) -> Vec<Vec<usize>> {
+        match self.target {
+            Target::Single { .. } => vec![(0..keys.len()).collect()],
+            Target::Cluster { .. } => {
+                let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
+                for (i, key) in keys.iter().enumerate() {
+                    by_slot.entry(Slot::for_key(key)).or_default().push(i);
+                }
+                by_slot.into_values().collect()
+            }
+        }
+    }
+
+    /// `MGET` (one per slot in a cluster, sent concurrently); values in
+    /// request order, `None` for missing keys.
+    pub(crate) async fn batch_get(
+        &self,
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Bytes>>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| self.redis_key(namespace, k)).collect();
+        let groups = self.groups(&keys);
+        let conn = self.connection();
+        let replies = try_join_all(groups.iter().map(|group| {
+            let mut cmd = redis::cmd("MGET");
+            for &i in group {
+                cmd.arg(&keys[i]);
+            }
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<Vec<Option<Bytes>>>(&mut conn).await }
+        }));
+        let replies = self.bounded(replies).await?;
+        let mut out = vec![None; keys.len()];
+        for (group, values) in groups.iter().zip(replies) {
+            if values.len() != group.len() {
+                return Err(Error::Protocol {
+                    address: self.address.clone(),
+                    problem: format!(
+                        "MGET of {} keys returned {} values",
+                        group.len(),
+                        values.len()
+                    ),
+                });
+            }
+            for (&i, value) in group.iter().zip(values) {
+                out[i] = value;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One pipeline of `SET key value [EX ttl]` (one per slot in a cluster):
+    /// a single round trip, each item atomic with its own expiry. Not a
+    /// transaction: if Redis fails mid-way some items may be written.
+    pub(crate) async fn batch_set(
+        &self,
+        namespace: &str,
+        items: &[SetItem<'_>],
+    ) -> Result<(), Error> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = items
+            .iter()
+            .map(|item| self.redis_key(namespace, item.key))
+            .collect();
+        let groups = self.groups(&keys);
+        let conn = self.connection();
+        let writes = try_join_all(groups.iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for &i in group {
+                let item = &items[i];
+                let cmd = pipe.cmd("SET").arg(&keys[i]).arg(item.value);
+                if item.ttl_seconds > 0 {
+                    cmd.arg("EX").arg(item.ttl_seconds);
+                }
+                cmd.ignore();
+            }
+            let mut conn = conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        }));
+        self.bounded(writes).await.map(drop)
+    }
+
+    /// `UNLINK` of every key (one per slot in a cluster); missing keys are fine.
+    pub(crate) async fn batch_delete(&self, namespace: &str, keys: &[String]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| self.redis_key(namespace, k)).collect();
+        let groups = self.groups(&keys);
+        let conn = self.connection();
+        let deletes = try_join_all(groups.iter().map(|group| {
+            let mut cmd = redis::cmd("UNLINK");
+            for &i in group {
+                cmd.arg(&keys[i]);
+            }
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<i64>(&mut conn).await }
+        }));
+        self.bounded(deletes).await.map(drop)
+    }
+
+    /// Health probe: one `PING` round trip (after rebuilding a broken cluster
+    /// connection), bounded well inside core's limit.
     pub(crate) async fn health_ping(&self) -> Result<Duration, Error> {
-        self.ping(HEALTH_TIMEOUT.min(self.response_timeout)).await
+        let timeout = HEALTH_TIMEOUT.min(self.op_timeout);
+        let started = Instant::now();
+        self.rebuild_broken_cluster(timeout).await?;
+        let mut result = self.ping(timeout.saturating_sub(started.elapsed())).await;
+        if result.is_ok() && matches!(self.target, Target::Cluster { .. }) {
+            // PING reaches only the primaries the connection knows; a node
+            // that is gone (or was never re-found) only shows in the
+            // cluster's own view of itself.
+            let left = timeout.saturating_sub(started.elapsed());
+            if let Err(err) = self.check_cluster_state(left).await {
+                result = Err(err);
+            }
+        }
+        if let Target::Cluster { broken, .. } = &self.target {
+            broken.store(result.is_err(), Ordering::Relaxed);
+        }
+        result
     }
 
-    /// `PING` with a deadline; returns the round-trip time.
+    /// `PING` with a deadline (every primary in a cluster); returns the
+    /// round-trip time.
     async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
         let mut conn = self.connection();
         let started = Instant::now();
@@ -103,6 +541,10 @@ impl Backend {
                 .await;
         match reply {
             Ok(Ok(_)) => Ok(started.elapsed()),
+            // An ACL user limited to data commands (e.g. `+@read ~prism:*`) may
+            // not run PING; the refusal still proves the server is up and
+            // answering, and its round trip is the latency we want.
+            Ok(Err(source)) if crate::error::is_noperm(&source) => Ok(started.elapsed()),
             Ok(Err(source)) => {
                 // The manager re-dials only after I/O errors; after anything else
                 // (e.g. an auth failure while reconnecting, once credentials were
@@ -123,14 +565,107 @@ impl Backend {
         }
     }
 
+    /// `CLUSTER INFO` on any node must say `cluster_state:ok` (otherwise some
+    /// slots are unserved). A user whose ACL forbids `CLUSTER` passes.
+    async fn check_cluster_state(&self, timeout: Duration) -> Result<(), Error> {
+        let mut conn = self.connection();
+        let reply = tokio::time::timeout(
+            timeout,
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async::<String>(&mut conn),
+        )
+        .await;
+        match reply {
+            Ok(Ok(info)) if info.contains("cluster_state:ok") => Ok(()),
+            Ok(Ok(_)) => Err(Error::Unavailable {
+                address: self.address.clone(),
+                reason: "CLUSTER INFO does not report cluster_state:ok",
+            }),
+            Ok(Err(source)) if crate::error::is_noperm(&source) => Ok(()),
+            Ok(Err(source)) => Err(Error::Redis {
+                address: self.address.clone(),
+                source,
+            }),
+            Err(_) => Err(Error::Timeout {
+                address: self.address.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Replaces a cluster connection that failed the last health check.
+    async fn rebuild_broken_cluster(&self, timeout: Duration) -> Result<(), Error> {
+        let Target::Cluster {
+            client,
+            connection,
+            broken,
+            ..
+        } = &self.target
+        else {
+            return Ok(());
+        };
+        if !broken.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match tokio::time::timeout(timeout, client.get_async_connection()).await {
+            Ok(Ok(fresh)) => {
+                *connection.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                tracing::info!(address = %self.address, "rebuilt the redis cluster connection");
+                Ok(())
+            }
+            Ok(Err(source)) => Err(Error::Redis {
+                address: self.address.clone(),
+                source,
+            }),
+            Err(_) => Err(Error::Timeout {
+                address: self.address.clone(),
+                timeout,
+            }),
+        }
+    }
+
     fn renew_manager(&self) {
-        match new_manager(&self.client, &self.manager_config, &self.address) {
-            Ok(manager) => {
-                *self.manager.write().unwrap_or_else(|e| e.into_inner()) = manager;
+        let Target::Single {
+            client,
+            manager_config,
+            manager,
+        } = &self.target
+        else {
+            // The cluster connection re-dials nodes and re-reads the slot map
+            // by itself.
+            return;
+        };
+        match new_manager(client, manager_config, &self.address) {
+            Ok(fresh) => {
+                *manager.write().unwrap_or_else(|e| e.into_inner()) = fresh;
             }
             Err(err) => tracing::warn!(error = %err, "cannot renew the redis connection manager"),
         }
     }
+}
+
+/// For `rediss://`: makes sure rustls has its crypto provider (ring) and
+/// loads `tls_ca_file` if set. `None` = plain TCP, or TLS with the system's
+/// trusted roots (the client's default).
+fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, Error> {
+    if !config.uses_tls() {
+        return Ok(None);
+    }
+    // Another part of the process may have installed one already; either way
+    // a provider is in place afterwards.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if config.tls_ca_file.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(&config.tls_ca_file).map_err(|e| Error::Config {
+        key: "tls_ca_file",
+        problem: format!("cannot read {}: {e}", config.tls_ca_file),
+    })?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
 }
 
 /// A manager that connects on first use (so building one never blocks).

@@ -18,7 +18,8 @@ const REDIS_MAX_BULK: usize = 512 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RedisConfig {
     /// Server as `host:port`, `[v6addr]:port`, or a `redis://[user[:password]@]host[:port][/db]`
-    /// URL (`REDIS_ADDRESS`). `rediss://` (TLS) is not built in yet.
+    /// URL (`REDIS_ADDRESS`); `rediss://` connects with TLS (rustls). Ignored
+    /// when `cluster_nodes` is set.
     #[serde(default = "default_address")]
     pub(crate) address: String,
     /// ACL user name; empty means the default user or the one in the URL (`REDIS_USERNAME`).
@@ -30,13 +31,19 @@ pub(crate) struct RedisConfig {
     /// Logical database number (`SELECT`); a database in the URL path is used when this is 0.
     #[serde(default)]
     pub(crate) database: u32,
-    /// Prefix put in front of every key the plugin writes, isolating it from other users.
+    /// Prefix put in front of every key the plugin writes, isolating it from other
+    /// users: keys are stored as `<key_prefix><namespace>:<key>`.
     #[serde(default = "default_key_prefix")]
     pub(crate) key_prefix: String,
-    /// Redis Cluster seed nodes as `host:port`; accepted and checked, but cluster
-    /// mode is not implemented yet (the plugin connects to `address`).
+    /// Redis Cluster seed nodes (`host:port`, `redis://host:port` or
+    /// `rediss://host:port`); when set the plugin runs in cluster mode and
+    /// `address` is not used. Credentials come from `username`/`password`.
     #[serde(default)]
     pub(crate) cluster_nodes: Vec<String>,
+    /// PEM file with the CA certificate(s) that sign the server's TLS
+    /// certificate (for `rediss://`); empty = the system's trusted roots.
+    #[serde(default)]
+    pub(crate) tls_ca_file: String,
     /// Longest time one connection attempt may take.
     #[serde(default = "default_connection_timeout", with = "humantime_serde")]
     pub(crate) connection_timeout: Duration,
@@ -85,6 +92,7 @@ impl Default for RedisConfig {
             database: 0,
             key_prefix: default_key_prefix(),
             cluster_nodes: Vec::new(),
+            tls_ca_file: String::new(),
             connection_timeout: default_connection_timeout(),
             response_timeout: default_response_timeout(),
             max_value_bytes: default_max_value_bytes(),
@@ -113,6 +121,7 @@ impl fmt::Debug for RedisConfig {
             .field("database", &self.database)
             .field("key_prefix", &self.key_prefix)
             .field("cluster_nodes", &self.cluster_nodes)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -126,13 +135,25 @@ impl RedisConfig {
     /// Every problem with this config, each starting with its key. Pure: no I/O.
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err((key, problem)) = self.connection_info() {
-            problems.push(format!("`backend.{key}`: {problem}"));
-        }
-        for (i, node) in self.cluster_nodes.iter().enumerate() {
-            if let Err(problem) = split_host_port(node) {
-                problems.push(format!("`backend.cluster_nodes[{i}]`: {problem}"));
+        if self.cluster_nodes.is_empty() {
+            if let Err((key, problem)) = self.connection_info() {
+                problems.push(format!("`backend.{key}`: {problem}"));
             }
+        } else {
+            if let Err(problem) = self.cluster_node_infos() {
+                problems.push(problem);
+            }
+            if self.database != 0 {
+                problems.push(
+                    "`backend.database`: Redis Cluster has only database 0; \
+                     leave it unset with `backend.cluster_nodes`"
+                        .to_string(),
+                );
+            }
+        }
+        if !self.tls_ca_file.is_empty() && !self.uses_tls() {
+            problems
+                .push("`backend.tls_ca_file`: set, but no `rediss://` address uses it".to_string());
         }
         for (key, value) in [
             ("connection_timeout", self.connection_timeout),
@@ -165,48 +186,7 @@ impl RedisConfig {
     /// Pure parsing; the error is the key at fault and the problem, and never
     /// contains the password.
     pub(crate) fn connection_info(&self) -> Result<ConnectionInfo, (&'static str, String)> {
-        let address = self.address.trim();
-        let (info, url_db) = if address.contains("://") {
-            let scheme = address.split("://").next().unwrap_or_default();
-            match scheme {
-                "redis" => {}
-                "rediss" => {
-                    return Err((
-                        "address",
-                        "TLS (`rediss://`) is not built into this plugin yet; \
-                         use `redis://` or `host:port`"
-                            .to_string(),
-                    ));
-                }
-                other => {
-                    return Err((
-                        "address",
-                        format!(
-                            "unsupported scheme {other:?}; use `redis://host:port` or `host:port`"
-                        ),
-                    ));
-                }
-            }
-            // The client's own parser (pure); its messages never echo the URL.
-            let info = address.into_connection_info().map_err(|e| {
-                (
-                    "address",
-                    format!(
-                        "{:?} is not a valid Redis URL: {e}",
-                        prism_plugin_core::config::redact_url(address)
-                    ),
-                )
-            })?;
-            let db = info.redis_settings().db();
-            (info, db)
-        } else {
-            let (host, port) = split_host_port(address).map_err(|p| ("address", p))?;
-            let info = ConnectionAddr::Tcp(host, port)
-                .into_connection_info()
-                .map_err(|e| ("address", e.to_string()))?;
-            (info, 0)
-        };
-
+        let (info, url_db) = parse_address(&self.address).map_err(|p| ("address", p))?;
         let db = match (url_db, i64::from(self.database)) {
             (url, 0) => url,
             (0, configured) => configured,
@@ -220,6 +200,48 @@ impl RedisConfig {
                 ));
             }
         };
+        Ok(self.with_credentials(info, db))
+    }
+
+    /// Connection info for every cluster seed node, with the configured
+    /// credentials. Pure parsing; the error is one problem line naming
+    /// `backend.cluster_nodes` (with the index of the node at fault).
+    pub(crate) fn cluster_node_infos(&self) -> Result<Vec<ConnectionInfo>, String> {
+        let mut infos = Vec::with_capacity(self.cluster_nodes.len());
+        for (i, node) in self.cluster_nodes.iter().enumerate() {
+            let (info, url_db) =
+                parse_address(node).map_err(|p| format!("`backend.cluster_nodes[{i}]`: {p}"))?;
+            if url_db != 0 {
+                return Err(format!(
+                    "`backend.cluster_nodes[{i}]`: Redis Cluster has only database 0"
+                ));
+            }
+            infos.push(self.with_credentials(info, 0));
+        }
+        let tls: Vec<bool> = infos.iter().map(|i| is_tls(i.addr())).collect();
+        if tls.iter().any(|t| *t) && !tls.iter().all(|t| *t) {
+            return Err(
+                "`backend.cluster_nodes`: mixes `rediss://` and plain nodes; use TLS for all or none"
+                    .to_string(),
+            );
+        }
+        Ok(infos)
+    }
+
+    /// True when the plugin will talk TLS (`rediss://` address or cluster nodes).
+    pub(crate) fn uses_tls(&self) -> bool {
+        if self.cluster_nodes.is_empty() {
+            self.connection_info()
+                .map(|i| is_tls(i.addr()))
+                .unwrap_or(false)
+        } else {
+            self.cluster_node_infos()
+                .map(|infos| infos.iter().any(|i| is_tls(i.addr())))
+                .unwrap_or(false)
+        }
+    }
+
+    fn with_credentials(&self, info: ConnectionInfo, db: i64) -> ConnectionInfo {
         let mut redis: RedisConnectionInfo = info.redis_settings().clone().set_db(db);
         if !self.username.is_empty() {
             redis = redis.set_username(&self.username);
@@ -227,7 +249,42 @@ impl RedisConfig {
         if !self.password.is_empty() {
             redis = redis.set_password(&self.password);
         }
-        Ok(info.set_redis_settings(redis))
+        info.set_redis_settings(redis)
+    }
+}
+
+/// True for a TLS address.
+fn is_tls(addr: &ConnectionAddr) -> bool {
+    matches!(addr, ConnectionAddr::TcpTls { .. })
+}
+
+/// Parses `host:port`, `[v6]:port` or a `redis://` / `rediss://` URL into the
+/// client's connection info and the database named in the URL path (0 if none).
+/// The error never contains the password.
+fn parse_address(address: &str) -> Result<(ConnectionInfo, i64), String> {
+    let address = address.trim();
+    if address.contains("://") {
+        let scheme = address.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "redis" | "rediss") {
+            return Err(format!(
+                "unsupported scheme {scheme:?}; use `redis://host:port`, `rediss://host:port` or `host:port`"
+            ));
+        }
+        // The client's own parser (pure); its messages never echo the URL.
+        let info = address.into_connection_info().map_err(|e| {
+            format!(
+                "{:?} is not a valid Redis URL: {e}",
+                prism_plugin_core::config::redact_url(address)
+            )
+        })?;
+        let db = info.redis_settings().db();
+        Ok((info, db))
+    } else {
+        let (host, port) = split_host_port(address)?;
+        let info = ConnectionAddr::Tcp(host, port)
+            .into_connection_info()
+            .map_err(|e| e.to_string())?;
+        Ok((info, 0))
     }
 }
 
@@ -279,7 +336,8 @@ username: prism
 password: s3cret
 database: 2
 key_prefix: "app:"
-cluster_nodes: ["10.0.0.1:7000", "10.0.0.2:7000"]
+cluster_nodes: []
+tls_ca_file: ""
 connection_timeout: 3s
 response_timeout: 500ms
 max_value_bytes: 1048576
@@ -292,7 +350,7 @@ degraded_latency: 50ms
         let config: RedisConfig = serde_yaml::from_str(FULL_EXAMPLE).expect("parses");
         assert_eq!(config.address, "redis.internal:6380");
         assert_eq!(config.database, 2);
-        assert_eq!(config.cluster_nodes.len(), 2);
+        assert!(config.cluster_nodes.is_empty());
         assert_eq!(config.connection_timeout, Duration::from_secs(3));
         assert_eq!(config.response_timeout, Duration::from_millis(500));
         assert_eq!(config.degraded_latency, Duration::from_millis(50));
@@ -345,8 +403,8 @@ degraded_latency: 50ms
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let config = RedisConfig {
-            address: "rediss://cache:6380".into(),
-            cluster_nodes: vec!["nope:x".into()],
+            address: "http://cache:6380".into(),
+            tls_ca_file: "/ca.pem".into(),
             response_timeout: Duration::ZERO,
             max_value_bytes: 0,
             ..RedisConfig::default()
@@ -355,12 +413,65 @@ degraded_latency: 50ms
         assert_eq!(problems.len(), 4, "{problems:?}");
         for (problem, key) in problems.iter().zip([
             "`backend.address`",
-            "`backend.cluster_nodes[0]`",
+            "`backend.tls_ca_file`",
             "`backend.response_timeout`",
             "`backend.max_value_bytes`",
         ]) {
             assert!(problem.starts_with(key), "{problem}");
         }
+    }
+
+    #[test]
+    fn cluster_nodes_take_urls_or_host_port_with_the_configured_credentials() {
+        let config: RedisConfig = serde_yaml::from_str(
+            "cluster_nodes: ['10.0.0.1:7000', 'redis://10.0.0.2:7001']\nusername: u\npassword: p",
+        )
+        .expect("parses");
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let infos = config.cluster_node_infos().expect("valid");
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[1].addr().to_string(), "10.0.0.2:7001");
+        assert_eq!(infos[0].redis_settings().username(), Some("u"));
+        assert_eq!(infos[1].redis_settings().password(), Some("p"));
+        assert!(!config.uses_tls());
+
+        let bad = RedisConfig {
+            cluster_nodes: vec!["ok:1".into(), "nope:x".into()],
+            database: 1,
+            ..RedisConfig::default()
+        };
+        let problems = bad.validate();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("`backend.cluster_nodes[1]`"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("`backend.database`"),
+            "{problems:?}"
+        );
+
+        let mixed = RedisConfig {
+            cluster_nodes: vec!["rediss://a:1".into(), "b:2".into()],
+            ..RedisConfig::default()
+        };
+        assert!(
+            mixed.validate()[0].contains("mixes"),
+            "{:?}",
+            mixed.validate()
+        );
+    }
+
+    #[test]
+    fn rediss_selects_tls_and_enables_the_ca_file() {
+        let config = RedisConfig {
+            address: "rediss://cache:6380".into(),
+            tls_ca_file: "/etc/prism/ca.pem".into(),
+            ..RedisConfig::default()
+        };
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        assert!(config.uses_tls());
+        assert!(!RedisConfig::default().uses_tls());
     }
 
     #[test]

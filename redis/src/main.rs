@@ -8,6 +8,7 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
+mod service;
 
 fn main() -> std::process::ExitCode {
     prism_plugin_core::run(plugin::RedisPlugin::default())

@@ -250,7 +250,7 @@ async fn reinitialize_swaps_the_connection_and_a_failed_one_keeps_the_old() {
     assert!(!ok && error.contains("unavailable"), "{error}");
     assert!(!error.contains("pw-in-url"), "{error}");
     // Bad setting: a configuration error naming the key.
-    let (ok, error) = initialize(port, vec![("address", text("rediss://cache:6380"))]).await;
+    let (ok, error) = initialize(port, vec![("address", text("http://cache:6380"))]).await;
     assert!(!ok && error.contains("backend.address"), "{error}");
     wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(1)).await;
     assert_eq!(

@@ -1,0 +1,1005 @@
+//! `prism-postgres` data services over real gRPC against a real PostgreSQL:
+//! the Prism KV acceptance semantics (DESIGN.md §3.2), hostile and huge keys,
+//! namespaces, TTLs and the reaper, batches, resumable scans, and discovery
+//! (Initialize metadata, grpcurl through reflection).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{Rng, code, get, pg_and_plugin, poll_until, req, scan, set};
+use prism_plugin_core::proto::keyvalue::{
+    BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest, ExistsRequest,
+    ExpireRequest, GetTtlRequest, PersistRequest, ScanRequest,
+};
+use prism_plugin_core::proto::lifecycle::InitializeRequest;
+use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use tonic::Code;
+
+#[tokio::test]
+async fn prism_acceptance_semantics_hold_over_grpc() {
+    let (pg, plugin) = pg_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+
+    // Missing key: found=false, EMPTY error, gRPC OK.
+    let missing = kv
+        .get(req(None, get("nope")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!missing.found && missing.error.is_empty() && missing.value.is_empty());
+
+    // Set / Get / overwrite.
+    let reply = kv
+        .set(req(None, set("greeting", "hello", 0)))
+        .await
+        .expect("set");
+    assert!(reply.get_ref().success && reply.get_ref().error.is_empty());
+    kv.set(req(None, set("greeting", "bye", 0)))
+        .await
+        .expect("overwrite");
+    let got = kv
+        .get(req(None, get("greeting")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.found && got.error.is_empty());
+    assert_eq!(&got.value[..], b"bye");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM prism_kv WHERE key = 'greeting'")
+            .await
+            .unwrap(),
+        "1",
+        "an overwrite is an upsert, not a second row"
+    );
+
+    // Empty value is stored and found.
+    kv.set(req(None, set("empty", Vec::new(), 0)))
+        .await
+        .expect("set empty");
+    let got = kv
+        .get(req(None, get("empty")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.found && got.value.is_empty());
+
+    // Binary 0x00..=0xFF byte for byte.
+    let binary: Vec<u8> = (0..=255u8).collect();
+    kv.set(req(None, set("binary", binary.clone(), 0)))
+        .await
+        .expect("set binary");
+    let got = kv
+        .get(req(None, get("binary")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.value.to_vec(), binary);
+
+    // 1 MiB and 8 MiB values.
+    for size in [1024 * 1024, 8 * 1024 * 1024] {
+        let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let started = Instant::now();
+        kv.set(req(None, set("big", big.clone(), 0)))
+            .await
+            .expect("set big");
+        let got = kv
+            .get(req(None, get("big")))
+            .await
+            .expect("get big")
+            .into_inner();
+        eprintln!(
+            "[timing] {} MiB set+get: {:?}",
+            size >> 20,
+            started.elapsed()
+        );
+        assert!(got.found && got.value == big, "{size} bytes round-trip");
+    }
+
+    // Exists / Delete; deleting a missing key succeeds.
+    let exists = |key: &str| ExistsRequest {
+        key: key.to_string(),
+    };
+    let delete = |key: &str| DeleteRequest {
+        key: key.to_string(),
+    };
+    assert!(
+        kv.exists(req(None, exists("greeting")))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists
+    );
+    let deleted = kv
+        .delete(req(None, delete("greeting")))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert!(deleted.success && deleted.error.is_empty());
+    assert!(
+        !kv.exists(req(None, exists("greeting")))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists
+    );
+    let deleted = kv
+        .delete(req(None, delete("never-was")))
+        .await
+        .expect("delete missing");
+    assert!(deleted.get_ref().success && deleted.get_ref().error.is_empty());
+
+    // Concurrent deletes of one key all succeed.
+    kv.set(req(None, set("contested", "x", 0)))
+        .await
+        .expect("set");
+    let deletes = (0..20).map(|_| {
+        let mut kv = plugin.basic();
+        async move { kv.delete(req(None, delete("contested"))).await }
+    });
+    let results = futures::future::join_all(deletes).await;
+    assert_eq!(results.len(), 20);
+    for result in results {
+        let reply = result.expect("concurrent delete").into_inner();
+        assert!(reply.success && reply.error.is_empty());
+    }
+    assert!(
+        !kv.exists(req(None, exists("contested")))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists
+    );
+
+    // 50 writers x 20 keys: every write lands.
+    let started = Instant::now();
+    let writers = (0..50).map(|w| {
+        let mut kv = plugin.basic();
+        async move {
+            for k in 0..20 {
+                let key = format!("w{w:02}/k{k:02}");
+                kv.set(req(Some("load"), set(&key, key.clone(), 0))).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }
+    });
+    for result in futures::future::join_all(writers).await {
+        result.expect("writer");
+    }
+    eprintln!("[timing] 50 writers x 20 keys: {:?}", started.elapsed());
+    let keys: Vec<String> = (0..50)
+        .flat_map(|w| (0..20).map(move |k| format!("w{w:02}/k{k:02}")))
+        .collect();
+    let got = plugin
+        .batch()
+        .batch_get(req(Some("load"), BatchGetRequest { keys: keys.clone() }))
+        .await
+        .expect("batch get")
+        .into_inner();
+    assert_eq!(got.found_count, 1000);
+    for (key, result) in keys.iter().zip(&got.results) {
+        assert_eq!(&result.value[..], key.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn hostile_unicode_and_maximal_keys_round_trip_and_limits_map_to_codes() {
+    let (pg, plugin) = pg_and_plugin(&[("PRISM_BACKEND__MAX_VALUE_BYTES", "1024")]).await;
+    let mut kv = plugin.basic();
+    let mut rng = Rng::new(0x5eed);
+    let max_key = rng.utf8(4096);
+    assert_eq!(max_key.len(), 4096);
+    let hostile = [
+        "'; DROP TABLE prism_kv; --".to_string(),
+        "dapr' OR '1'='1".to_string(),
+        "\\x00 \\\\ \"quoted\" $1 %s".to_string(),
+        "ключ/キー/🔑/ü".to_string(),
+        "100%_done".to_string(),
+        "100%".to_string(),
+        "1000".to_string(),
+        "a_b".to_string(),
+        "axb".to_string(),
+        "back\\slash".to_string(),
+        "backslash".to_string(),
+        max_key.clone(),
+    ];
+    for (i, key) in hostile.iter().enumerate() {
+        kv.set(req(None, set(key, format!("v{i}"), 0)))
+            .await
+            .unwrap_or_else(|e| panic!("set {key:?}: {e}"));
+    }
+    for (i, key) in hostile.iter().enumerate() {
+        let got = kv.get(req(None, get(key))).await.expect("get").into_inner();
+        assert!(got.found, "{key:?}");
+        assert_eq!(got.value, format!("v{i}").into_bytes(), "{key:?}");
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM prism_kv")
+            .await
+            .expect("table still there"),
+        hostile.len().to_string()
+    );
+
+    // `%`, `_` and `\` in a prefix are literal.
+    let mut sc = plugin.scan();
+    let keys_under = async |sc: &mut prism_plugin_core::proto::keyvalue::key_value_scan_interface_client::KeyValueScanInterfaceClient<tonic::transport::Channel>, prefix: &str| {
+        let page = sc.scan(req(None, scan(prefix, 0, ""))).await.expect("scan").into_inner();
+        page.items.into_iter().map(|i| i.key).collect::<Vec<_>>()
+    };
+    assert_eq!(keys_under(&mut sc, "100%").await, vec!["100%", "100%_done"]);
+    assert_eq!(keys_under(&mut sc, "100%_").await, vec!["100%_done"]);
+    assert_eq!(keys_under(&mut sc, "a_").await, vec!["a_b"]);
+    assert_eq!(keys_under(&mut sc, "back\\").await, vec!["back\\slash"]);
+    assert_eq!(
+        keys_under(&mut sc, "dapr' OR").await,
+        vec!["dapr' OR '1'='1"]
+    );
+    assert_eq!(keys_under(&mut sc, "ключ/").await, vec!["ключ/キー/🔑/ü"]);
+    assert_eq!(keys_under(&mut sc, &max_key).await, vec![max_key.clone()]);
+    assert_eq!(
+        keys_under(&mut sc, prefix_of(&max_key, 3000)).await,
+        vec![max_key.clone()]
+    );
+
+    // Keys that agree on far more than the indexed 512 leading characters
+    // still come back in byte order.
+    let stem = rng.utf8(3000);
+    let mut long: Vec<String> = (0..5)
+        .map(|i| format!("{stem}{}", (b'e' - i) as char))
+        .collect();
+    for key in &long {
+        kv.set(req(Some("long"), set(key, "x", 0)))
+            .await
+            .expect("set long");
+    }
+    long.sort();
+    let page = sc
+        .scan(req(Some("long"), scan(&stem, 2, "")))
+        .await
+        .expect("scan")
+        .into_inner();
+    let second = sc
+        .scan(req(Some("long"), scan(&stem, 10, &page.next_cursor)))
+        .await
+        .expect("scan")
+        .into_inner();
+    let seen: Vec<String> = page
+        .items
+        .into_iter()
+        .chain(second.items)
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(seen, long);
+
+    // Validation maps to the documented codes.
+    assert_eq!(
+        code(kv.set(req(None, set("", "x", 0))).await),
+        Code::InvalidArgument
+    );
+    let too_long = format!("{max_key}x");
+    assert_eq!(
+        code(kv.set(req(None, set(&too_long, "x", 0))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(kv.get(req(None, get(&too_long))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(kv.get(req(None, get("nul\0key"))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(kv.set(req(None, set("k", vec![0u8; 1025], 0))).await),
+        Code::ResourceExhausted
+    );
+    kv.set(req(None, set("k", vec![0u8; 1024], 0)))
+        .await
+        .expect("value at the limit");
+    assert_eq!(
+        code(kv.set(req(None, set("k", "x", -1))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(kv.get(req(Some("bad namespace!"), get("k"))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(sc.scan(req(None, scan("", -1, ""))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(sc.scan(req(None, scan("", 10, "not-a-cursor"))).await),
+        Code::InvalidArgument
+    );
+    let mut batch = plugin.batch();
+    let status = batch
+        .batch_set(req(
+            None,
+            BatchSetRequest {
+                requests: vec![set("fine", "x", 0), set("", "x", 0)],
+            },
+        ))
+        .await
+        .expect_err("empty key in a batch");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("requests[1]"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !kv.exists(req(None, ExistsRequest { key: "fine".into() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists,
+        "all or nothing"
+    );
+}
+
+/// The longest prefix of `s` of at most `bytes` bytes.
+fn prefix_of(s: &str, bytes: usize) -> &str {
+    let end = (0..=bytes.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    &s[..end]
+}
+
+#[tokio::test]
+async fn namespaces_isolate_keys_in_every_operation() {
+    let (_pg, plugin) = pg_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+    kv.set(req(Some("tenant-a"), set("shared", "a", 0)))
+        .await
+        .unwrap();
+    kv.set(req(Some("tenant-b"), set("shared", "b", 0)))
+        .await
+        .unwrap();
+    kv.set(req(None, set("shared", "default", 0)))
+        .await
+        .unwrap();
+    for (ns, want) in [
+        (Some("tenant-a"), "a"),
+        (Some("tenant-b"), "b"),
+        (None, "default"),
+        (Some("default"), "default"),
+    ] {
+        let got = kv.get(req(ns, get("shared"))).await.unwrap().into_inner();
+        assert_eq!(&got.value[..], want.as_bytes(), "{ns:?}");
+    }
+    assert!(
+        !kv.get(req(Some("tenant-c"), get("shared")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    kv.delete(req(
+        Some("tenant-a"),
+        DeleteRequest {
+            key: "shared".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    assert!(
+        !kv.get(req(Some("tenant-a"), get("shared")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    assert!(
+        kv.get(req(Some("tenant-b"), get("shared")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    let page = plugin
+        .scan()
+        .scan(req(Some("tenant-b"), scan("", 0, "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(&page.items[0].value[..], b"b");
+    let got = plugin
+        .batch()
+        .batch_get(req(
+            Some("tenant-a"),
+            BatchGetRequest {
+                keys: vec!["shared".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.found_count, 0);
+    assert_eq!(
+        code(
+            plugin
+                .ttl()
+                .get_ttl(req(
+                    Some("ns/with/slash"),
+                    GetTtlRequest { key: "k".into() }
+                ))
+                .await
+        ),
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn ttl_hides_expired_items_at_once_and_ttl_rpcs_follow_design() {
+    let (_pg, plugin) = pg_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+    let mut ttl = plugin.ttl();
+    let get_ttl = |key: &str| GetTtlRequest {
+        key: key.to_string(),
+    };
+
+    let set_at = Instant::now();
+    kv.set(req(None, set("short", "x", 2))).await.unwrap();
+    let left = ttl
+        .get_ttl(req(None, get_ttl("short")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        (1..=2).contains(&left.ttl_seconds) && left.error.is_empty(),
+        "{left:?}"
+    );
+    assert!(
+        kv.get(req(None, get("short")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    let gone = poll_until(Duration::from_secs(4), "expiry", || {
+        let mut kv = kv.clone();
+        async move {
+            !kv.get(req(None, get("short")))
+                .await
+                .unwrap()
+                .into_inner()
+                .found
+        }
+    })
+    .await;
+    let elapsed = set_at.elapsed();
+    eprintln!("[timing] 2 s TTL gone after {elapsed:?} (poll {gone:?})");
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "expired early: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_secs(3),
+        "still visible after 3 s: {elapsed:?}"
+    );
+    // Invisible to every read, although the reaper (30 s) has not run.
+    assert!(
+        !kv.exists(req(
+            None,
+            ExistsRequest {
+                key: "short".into()
+            }
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .exists
+    );
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("short")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -2
+    );
+    let page = plugin
+        .scan()
+        .scan(req(None, scan("sho", 0, "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.items.is_empty() && !page.has_more);
+    let batch = plugin
+        .batch()
+        .batch_get(req(
+            None,
+            BatchGetRequest {
+                keys: vec!["short".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.found_count, 0);
+    // Setting it again makes it a fresh key.
+    kv.set(req(None, set("short", "y", 0))).await.unwrap();
+    assert_eq!(
+        &kv.get(req(None, get("short")))
+            .await
+            .unwrap()
+            .into_inner()
+            .value[..],
+        b"y"
+    );
+
+    // GetTTL: -1 no expiry, -2 missing.
+    kv.set(req(None, set("forever", "x", 0))).await.unwrap();
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("forever")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -1
+    );
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("missing")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -2
+    );
+
+    // Expire / Persist.
+    let expire = |key: &str, s: i64| ExpireRequest {
+        key: key.to_string(),
+        ttl_seconds: s,
+    };
+    let persist = |key: &str| PersistRequest {
+        key: key.to_string(),
+    };
+    let reply = ttl
+        .expire(req(None, expire("forever", 100)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && reply.key_existed && reply.error.is_empty());
+    let left = ttl
+        .get_ttl(req(None, get_ttl("forever")))
+        .await
+        .unwrap()
+        .into_inner()
+        .ttl_seconds;
+    assert!((99..=100).contains(&left), "{left}");
+    let reply = ttl
+        .persist(req(None, persist("forever")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && reply.expiration_removed && reply.error.is_empty());
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("forever")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -1
+    );
+    let reply = ttl
+        .persist(req(None, persist("forever")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.success && !reply.expiration_removed,
+        "no expiry to remove"
+    );
+    let reply = ttl
+        .persist(req(None, persist("missing")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && !reply.expiration_removed);
+    let reply = ttl
+        .expire(req(None, expire("missing", 10)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && !reply.key_existed && reply.error.is_empty());
+    assert!(
+        !kv.get(req(None, get("missing")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found,
+        "Expire creates nothing"
+    );
+    // Expire 0 = now.
+    let reply = ttl
+        .expire(req(None, expire("forever", 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && reply.key_existed);
+    assert!(
+        !kv.get(req(None, get("forever")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    assert_eq!(
+        code(ttl.expire(req(None, expire("short", -5))).await),
+        Code::InvalidArgument
+    );
+    // A Set without TTL clears an earlier one.
+    kv.set(req(None, set("k", "x", 50))).await.unwrap();
+    kv.set(req(None, set("k", "x", 0))).await.unwrap();
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("k")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -1
+    );
+}
+
+#[tokio::test]
+async fn reaper_deletes_expired_rows_in_the_background() {
+    let (pg, plugin) = pg_and_plugin(&[("PRISM_BACKEND__REAPER_INTERVAL", "200ms")]).await;
+    let items: Vec<_> = (0..2500)
+        .map(|i| set(&format!("ttl/{i:04}"), "x", 1))
+        .chain((0..5).map(|i| set(&format!("keep/{i}"), "x", 0)))
+        .collect();
+    plugin
+        .batch()
+        .batch_set(req(None, BatchSetRequest { requests: items }))
+        .await
+        .expect("batch set");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM prism_kv").await.unwrap(),
+        "2505"
+    );
+    let took = poll_until(Duration::from_secs(5), "reaper", || async {
+        pg.psql("SELECT count(*) FROM prism_kv").await.unwrap() == "5"
+    })
+    .await;
+    eprintln!("[timing] reaper removed 2,500 expired rows (batches of 1000) {took:?} after set");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM prism_kv WHERE key LIKE 'keep/%'")
+            .await
+            .unwrap(),
+        "5"
+    );
+}
+
+#[tokio::test]
+async fn scan_pages_return_every_stable_key_once_in_order_while_keys_change() {
+    let (_pg, plugin) = pg_and_plugin(&[]).await;
+    let key = |i: usize| format!("item/{i:05}");
+    let items: Vec<_> = (0..2500).map(|i| set(&key(i * 2), "v", 0)).collect();
+    let mut batch = plugin.batch();
+    batch
+        .batch_set(req(Some("scan"), BatchSetRequest { requests: items }))
+        .await
+        .expect("seed");
+    // Noise outside the prefix on both sides.
+    batch
+        .batch_set(req(
+            Some("scan"),
+            BatchSetRequest {
+                requests: vec![
+                    set("item.", "x", 0),
+                    set("item0", "x", 0),
+                    set("iteM/1", "x", 0),
+                ],
+            },
+        ))
+        .await
+        .unwrap();
+
+    let mut sc = plugin.scan();
+    let mut kv = plugin.basic();
+    let mut cursor = String::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut deleted = BTreeSet::new();
+    let mut pages = 0;
+    let started = Instant::now();
+    loop {
+        let page = sc
+            .scan(req(Some("scan"), scan("item/", 100, &cursor)))
+            .await
+            .expect("scan")
+            .into_inner();
+        assert!(page.error.is_empty());
+        assert!(page.items.len() <= 100);
+        seen.extend(page.items.into_iter().map(|i| i.key));
+        pages += 1;
+        if !page.has_more {
+            assert!(page.next_cursor.is_empty());
+            break;
+        }
+        assert!(!page.next_cursor.is_empty());
+        cursor = page.next_cursor;
+        // Between pages: delete a key far ahead and one behind, insert new
+        // keys ahead (odd numbers) and behind.
+        let ahead = (pages * 200 + 1000) % 5000;
+        if ahead % 2 == 0 && ahead > pages * 200 {
+            kv.delete(req(Some("scan"), DeleteRequest { key: key(ahead) }))
+                .await
+                .unwrap();
+            deleted.insert(key(ahead));
+        }
+        kv.delete(req(
+            Some("scan"),
+            DeleteRequest {
+                key: key(pages * 200 - 100),
+            },
+        ))
+        .await
+        .unwrap();
+        deleted.insert(key(pages * 200 - 100));
+        kv.set(req(Some("scan"), set(&key(pages * 200 + 301), "new", 0)))
+            .await
+            .unwrap();
+        kv.set(req(Some("scan"), set(&key(1), "new-behind", 0)))
+            .await
+            .unwrap();
+    }
+    eprintln!(
+        "[timing] scanned {} keys in {pages} pages: {:?}",
+        seen.len(),
+        started.elapsed()
+    );
+    // Strictly increasing = in byte order and nothing returned twice.
+    for pair in seen.windows(2) {
+        assert!(pair[0].as_bytes() < pair[1].as_bytes(), "{pair:?}");
+    }
+    let seen_set: BTreeSet<&String> = seen.iter().collect();
+    let stable: Vec<String> = (0..2500)
+        .map(|i| key(i * 2))
+        .filter(|k| !deleted.contains(k))
+        .collect();
+    for k in &stable {
+        assert!(
+            seen_set.contains(k),
+            "{k} present throughout but not returned"
+        );
+    }
+    assert!(seen.iter().all(|k| k.starts_with("item/")));
+    assert!(
+        !seen_set.contains(&key(1)),
+        "inserted behind the cursor: not returned"
+    );
+    assert!(
+        seen_set.contains(&key(501)),
+        "inserted ahead of the cursor: returned"
+    );
+
+    // keys_only, limit clamping and the default page size.
+    let page = sc
+        .scan(req(
+            Some("scan"),
+            ScanRequest {
+                prefix: "item/".into(),
+                limit: 5000,
+                cursor: String::new(),
+                keys_only: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.items.len(), 1000, "clamped to scan_max_limit");
+    assert!(page.items.iter().all(|i| i.value.is_empty()) && page.has_more);
+    let page = sc
+        .scan(req(Some("scan"), scan("", 0, "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.items.len(), 100, "default page");
+    assert_eq!(page.items[0].key, "iteM/1", "byte order: 'M' < 'm'");
+}
+
+#[tokio::test]
+async fn batches_answer_in_request_order_and_scale_to_10000_items() {
+    let (pg, plugin) = pg_and_plugin(&[]).await;
+    let mut batch = plugin.batch();
+    let n = 10_000;
+    let items: Vec<_> = (0..n)
+        .map(|i| set(&format!("b/{i:05}"), format!("value-{i}"), 0))
+        .collect();
+    let started = Instant::now();
+    let reply = batch
+        .batch_set(req(None, BatchSetRequest { requests: items }))
+        .await
+        .expect("batch set")
+        .into_inner();
+    eprintln!("[timing] BatchSet 10,000: {:?}", started.elapsed());
+    assert!(reply.all_success);
+    assert_eq!(reply.results.len(), n);
+    assert!(
+        reply
+            .results
+            .iter()
+            .all(|r| r.success && r.error.is_empty())
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM prism_kv").await.unwrap(),
+        n.to_string()
+    );
+
+    // Missing keys mixed in (and a duplicate): answers in request order.
+    let keys: Vec<String> = (0..n)
+        .rev()
+        .flat_map(|i| [format!("b/{i:05}"), format!("missing/{i}")])
+        .chain(["b/00007".to_string()])
+        .collect();
+    let started = Instant::now();
+    let got = batch
+        .batch_get(req(None, BatchGetRequest { keys: keys.clone() }))
+        .await
+        .expect("batch get")
+        .into_inner();
+    eprintln!("[timing] BatchGet 20,001 keys: {:?}", started.elapsed());
+    assert_eq!(got.results.len(), keys.len());
+    assert_eq!(got.found_count, (n + 1) as i32);
+    for (key, result) in keys.iter().zip(&got.results) {
+        assert!(result.error.is_empty());
+        match key.strip_prefix("b/") {
+            Some(num) => {
+                let i: usize = num.parse().unwrap();
+                assert!(result.found, "{key}");
+                assert_eq!(result.value, format!("value-{i}").into_bytes());
+            }
+            None => assert!(!result.found && result.value.is_empty(), "{key}"),
+        }
+    }
+
+    // A key twice in one BatchSet: the last one wins.
+    batch
+        .batch_set(req(
+            None,
+            BatchSetRequest {
+                requests: vec![
+                    set("dup", "first", 0),
+                    set("other", "o", 0),
+                    set("dup", "last", 0),
+                ],
+            },
+        ))
+        .await
+        .expect("duplicates");
+    assert_eq!(
+        &plugin
+            .basic()
+            .get(req(None, get("dup")))
+            .await
+            .unwrap()
+            .into_inner()
+            .value[..],
+        b"last"
+    );
+
+    // BatchDelete with missing keys mixed in.
+    let started = Instant::now();
+    let reply = batch
+        .batch_delete(req(None, BatchDeleteRequest { keys }))
+        .await
+        .expect("batch delete")
+        .into_inner();
+    eprintln!("[timing] BatchDelete 20,001 keys: {:?}", started.elapsed());
+    assert!(reply.all_success && reply.results.len() == 2 * n + 1);
+    assert_eq!(pg.psql("SELECT count(*) FROM prism_kv").await.unwrap(), "2");
+    let empty = batch
+        .batch_get(req(None, BatchGetRequest { keys: vec![] }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(empty.results.is_empty() && empty.found_count == 0);
+}
+
+#[tokio::test]
+async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflection() {
+    let (_pg, plugin) = pg_and_plugin(&[]).await;
+    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
+    let reply = lifecycle
+        .initialize(InitializeRequest {
+            name: "gateway".into(),
+            version: String::new(),
+            config: Some(Default::default()),
+        })
+        .await
+        .expect("Initialize")
+        .into_inner();
+    assert!(reply.success, "{reply:?}");
+    let declared: BTreeSet<String> = reply
+        .metadata
+        .expect("metadata")
+        .interfaces
+        .into_iter()
+        .map(|i| {
+            assert_eq!(i.proto_hash.len(), 64, "{i:?}");
+            i.name
+        })
+        .collect();
+    let want: BTreeSet<String> = [
+        "KeyValueBasicInterface",
+        "KeyValueBatchInterface",
+        "KeyValueTTLInterface",
+        "KeyValueScanInterface",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(declared, want);
+
+    let grpcurl = prism_testkit::grpcurl().expect("grpcurl installed");
+    let target = format!("127.0.0.1:{}", plugin.port);
+    let call = |method: &str, body: &str| {
+        let grpcurl = grpcurl.clone();
+        let target = target.clone();
+        let method = format!("prism.interfaces.keyvalue.{method}");
+        let body = body.to_string();
+        async move {
+            let out = tokio::process::Command::new(grpcurl)
+                .args([
+                    "-plaintext",
+                    "-H",
+                    "x-prism-namespace: cli",
+                    "-d",
+                    &body,
+                    &target,
+                    &method,
+                ])
+                .output()
+                .await
+                .expect("grpcurl runs");
+            assert!(
+                out.status.success(),
+                "grpcurl {method} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON reply")
+        }
+    };
+    // "aGVsbG8=" is base64 for "hello".
+    let reply = call(
+        "KeyValueBasicInterface/Set",
+        r#"{"key":"cli/one","value":"aGVsbG8="}"#,
+    )
+    .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    call(
+        "KeyValueBasicInterface/Set",
+        r#"{"key":"cli/two","value":"aGVsbG8="}"#,
+    )
+    .await;
+    let reply = call("KeyValueBasicInterface/Get", r#"{"key":"cli/one"}"#).await;
+    assert_eq!(reply["found"], true, "{reply}");
+    assert_eq!(reply["value"], "aGVsbG8=", "{reply}");
+    let reply = call(
+        "KeyValueScanInterface/Scan",
+        r#"{"prefix":"cli/","limit":1}"#,
+    )
+    .await;
+    assert_eq!(reply["items"][0]["key"], "cli/one", "{reply}");
+    assert_eq!(reply["hasMore"], true, "{reply}");
+    let cursor = reply["nextCursor"].as_str().expect("cursor").to_string();
+    let reply = call(
+        "KeyValueScanInterface/Scan",
+        &format!(r#"{{"prefix":"cli/","cursor":"{cursor}"}}"#),
+    )
+    .await;
+    assert_eq!(reply["items"][0]["key"], "cli/two", "{reply}");
+    assert_eq!(reply["items"].as_array().map(Vec::len), Some(1), "{reply}");
+    // The namespace header reached the plugin.
+    let got = plugin
+        .basic()
+        .get(req(Some("cli"), get("cli/one")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found);
+}

@@ -1,0 +1,252 @@
+//! `prism-postgres` when things go wrong, against a real PostgreSQL: an
+//! outage mid-test (UNAVAILABLE fast, readiness NOT_SERVING, recovery without
+//! a restart), replicas racing to create the table, and deadlines (the
+//! client's and `statement_timeout`) ending blocked statements.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Plugin, code, get, poll_until, req, set};
+use prism_plugin_core::proto::keyvalue::GetRequest;
+use prism_testkit::{POSTGRES_PASSWORD, Postgres, ServingStatus, wait_for_health};
+use tonic::Code;
+
+#[tokio::test]
+async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart() {
+    let mut pg = Postgres::start().await.expect("postgres starts");
+    let mut plugin = Plugin::start(&pg, &[]).await;
+    let mut kv = plugin.basic();
+    kv.set(req(None, set("before", "x", 0))).await.expect("set");
+
+    pg.stop().await.expect("postgres stops");
+    let stopped = Instant::now();
+    // The first call may be the one that discovers the outage; all fail UNAVAILABLE.
+    for _ in 0..3 {
+        let status = kv
+            .get(req(None, get("before")))
+            .await
+            .expect_err("postgres is down");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(!status.message().contains(POSTGRES_PASSWORD), "{status:?}");
+        assert!(
+            !status.message().contains("SELECT"),
+            "no SQL in errors: {status:?}"
+        );
+    }
+    eprintln!(
+        "[timing] first three calls after the stop: {:?}",
+        stopped.elapsed()
+    );
+    wait_for_health(
+        plugin.port,
+        "readiness",
+        ServingStatus::NotServing,
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("readiness NOT_SERVING");
+    wait_for_health(
+        plugin.port,
+        "liveness",
+        ServingStatus::Serving,
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("liveness stays SERVING");
+    // Known down: calls fail at once instead of waiting for acquire_timeout.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let status = kv
+            .set(req(None, set("during", "x", 0)))
+            .await
+            .expect_err("down");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(status.message().contains("unreachable"), "{status:?}");
+    }
+    plugin.assert_running();
+
+    pg.start_again().await.expect("postgres restarts");
+    let back = poll_until(Duration::from_secs(5), "calls succeed again", || {
+        let mut kv = kv.clone();
+        async move { kv.get(req(None, get("before"))).await.is_ok() }
+    })
+    .await;
+    eprintln!("[timing] calls succeed {back:?} after postgres restarted");
+    let got = kv
+        .get(req(None, get("before")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.found, "data survived the restart");
+    kv.set(req(None, set("after", "y", 0)))
+        .await
+        .expect("set after recovery");
+    wait_for_health(
+        plugin.port,
+        "readiness",
+        ServingStatus::Serving,
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("readiness back");
+    plugin.assert_running();
+}
+
+#[tokio::test]
+async fn replicas_starting_together_on_an_empty_database_all_come_up() {
+    let pg = Postgres::start().await.expect("postgres starts");
+    let envs = [
+        ("PRISM_BACKEND__SCHEMA", "race"),
+        ("PRISM_BACKEND__TABLE", "items"),
+    ];
+    let (a, b, c) = tokio::join!(
+        Plugin::spawn(&pg, &envs),
+        Plugin::spawn(&pg, &envs),
+        Plugin::spawn(&pg, &envs)
+    );
+    let started = Instant::now();
+    tokio::join!(a.wait_serving(), b.wait_serving(), c.wait_serving());
+    eprintln!(
+        "[timing] three replicas SERVING after {:?}",
+        started.elapsed()
+    );
+    for p in [&a, &b, &c] {
+        assert!(
+            !p.process.logs().to_lowercase().contains("error"),
+            "{}",
+            p.process.logs()
+        );
+    }
+    let created = [&a, &b, &c]
+        .iter()
+        .filter(|p| p.process.logs().contains("created the key-value table"))
+        .count();
+    assert_eq!(created, 1, "exactly one replica created the table");
+    a.basic()
+        .set(req(None, set("shared", "from-a", 0)))
+        .await
+        .expect("set via a");
+    let got = c
+        .basic()
+        .get(req(None, get("shared")))
+        .await
+        .expect("get via c")
+        .into_inner();
+    assert_eq!(&got.value[..], b"from-a");
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'race' AND tablename = 'items'"
+        )
+        .await
+        .unwrap(),
+        "3",
+        "primary key, scan and expiry indexes"
+    );
+    // A table this plugin did not create is refused, naming the key.
+    pg.psql("CREATE TABLE public.foreign_items (id int)")
+        .await
+        .unwrap();
+    let mut foreign = Plugin::spawn(&pg, &[("PRISM_BACKEND__TABLE", "foreign_items")]).await;
+    let status = foreign
+        .process
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits");
+    assert_eq!(status.code(), Some(64), "{}", foreign.process.logs());
+    assert!(
+        foreign.process.logs().contains("backend.table"),
+        "{}",
+        foreign.process.logs()
+    );
+}
+
+#[tokio::test]
+async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_server() {
+    let pg = Postgres::start().await.expect("postgres starts");
+    let plugin = Plugin::start(&pg, &[]).await;
+    let tiny = Plugin::start(&pg, &[("PRISM_BACKEND__STATEMENT_TIMEOUT", "200ms")]).await;
+    let mut kv = plugin.basic();
+    kv.set(req(None, set("locked", "x", 0))).await.expect("set");
+    let mut tiny_kv = tiny.basic();
+    tiny_kv
+        .get(req(None, get("locked")))
+        .await
+        .expect("tiny statement_timeout still serves");
+
+    // psql holds an exclusive lock on the table for 4 s; every statement on
+    // it blocks meanwhile.
+    let holder =
+        pg.psql("BEGIN; LOCK TABLE prism_kv IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;");
+    let checks = async {
+        poll_until(Duration::from_secs(3), "the lock", || async {
+            pg.psql(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'prism_kv'::regclass \
+                 AND mode = 'AccessExclusiveLock' AND granted",
+            )
+            .await
+            .unwrap()
+                == "1"
+        })
+        .await;
+
+        // The client's deadline: DEADLINE_EXCEEDED close to it, not CANCELLED.
+        let mut request = req(None, get("locked"));
+        request.set_timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        let status = kv.get(request).await.expect_err("blocked");
+        let took = started.elapsed();
+        eprintln!("[timing] 300 ms deadline answered after {took:?}");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+
+        // Cancelled on the server too: the blocked backend goes away while
+        // the lock is still held (client_connection_check_interval = 1 s).
+        let waiting = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE application_name = 'prism-postgres' AND wait_event_type = 'Lock'";
+        let gone = poll_until(
+            Duration::from_millis(2500),
+            "the blocked statement to end",
+            || async { pg.psql(waiting).await.unwrap() == "0" },
+        )
+        .await;
+        eprintln!("[timing] server-side statement ended {gone:?} after the deadline");
+
+        // statement_timeout: DEADLINE_EXCEEDED as well.
+        let started = Instant::now();
+        let status = tiny_kv
+            .get(req(None, get("locked")))
+            .await
+            .expect_err("statement_timeout");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(status.message().contains("57014"), "{status:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        // A deadline while waiting for a pooled connection counts too; the
+        // pool still works afterwards.
+        let mut request = req(
+            None,
+            GetRequest {
+                key: "locked".into(),
+            },
+        );
+        request.set_timeout(Duration::from_millis(100));
+        assert_eq!(code(kv.get(request).await), Code::DeadlineExceeded);
+    };
+    let (held, ()) = tokio::join!(holder, checks);
+    held.expect("lock holder");
+    let got = kv
+        .get(req(None, get("locked")))
+        .await
+        .expect("works after the lock")
+        .into_inner();
+    assert!(got.found);
+}

@@ -1,0 +1,1144 @@
+//! `prism-redis` data services over real gRPC against a real `redis-server`:
+//! the Prism KV acceptance semantics, TTLs, batches, namespaces, ACL users,
+//! outages, limits, error mapping and a grpcurl smoke check.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Plugin, get, poll_until, req, set};
+use prism_plugin_core::proto::keyvalue::{
+    BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest, ExistsRequest,
+    ExpireRequest, GetTtlRequest, PersistRequest,
+};
+use prism_plugin_core::proto::lifecycle::InitializeRequest;
+use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_testkit::{Redis, ServingStatus, wait_for_health};
+use tonic::Code;
+
+/// The status code of a call expected to fail.
+fn code<T>(result: Result<T, tonic::Status>) -> Code {
+    match result {
+        Ok(_) => panic!("call succeeded; expected an error"),
+        Err(status) => status.code(),
+    }
+}
+
+async fn redis_and_plugin(envs: &[(&str, &str)]) -> (Redis, Plugin) {
+    let redis = Redis::start().await.expect("redis starts");
+    let addr = redis.addr();
+    let mut all = vec![("REDIS_ADDRESS", addr.as_str())];
+    all.extend_from_slice(envs);
+    let plugin = Plugin::start(&all).await;
+    (redis, plugin)
+}
+
+#[tokio::test]
+async fn prism_acceptance_semantics_hold_over_grpc() {
+    let (redis, plugin) = redis_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+
+    // Set / Get, stored as <prefix><namespace>:<key>.
+    kv.set(req(None, set("greeting", "hello", 0)))
+        .await
+        .expect("set");
+    let got = kv
+        .get(req(None, get("greeting")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.found && got.error.is_empty());
+    assert_eq!(&got.value[..], b"hello");
+    assert_eq!(
+        redis.cli(&["GET", "prism:default:greeting"]).await.unwrap(),
+        "hello"
+    );
+
+    // Missing key: found=false, EMPTY error, gRPC OK.
+    let missing = kv
+        .get(req(None, get("nope")))
+        .await
+        .expect("get missing")
+        .into_inner();
+    assert!(!missing.found);
+    assert!(missing.error.is_empty(), "{}", missing.error);
+    assert!(missing.value.is_empty());
+
+    // Overwrite.
+    kv.set(req(None, set("greeting", "bye", 0)))
+        .await
+        .expect("overwrite");
+    let got = kv
+        .get(req(None, get("greeting")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&got.value[..], b"bye");
+
+    // Binary 0x00..=0xFF round-trips byte for byte.
+    let binary: Vec<u8> = (0..=255u8).collect();
+    kv.set(req(None, set("binary", binary.clone(), 0)))
+        .await
+        .expect("set binary");
+    let got = kv.get(req(None, get("binary"))).await.unwrap().into_inner();
+    assert_eq!(got.value.to_vec(), binary);
+
+    // Empty value is stored and found.
+    kv.set(req(None, set("empty", Vec::new(), 0)))
+        .await
+        .expect("set empty");
+    let got = kv.get(req(None, get("empty"))).await.unwrap().into_inner();
+    assert!(got.found && got.value.is_empty());
+
+    // 1 MiB value.
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    kv.set(req(None, set("big", big.clone(), 0)))
+        .await
+        .expect("set 1 MiB");
+    let got = kv.get(req(None, get("big"))).await.unwrap().into_inner();
+    eprintln!("[timing] 1 MiB set+get: {:?}", started.elapsed());
+    assert_eq!(got.value.len(), big.len());
+    assert!(got.value == big);
+
+    // Exists / Delete; deleting a missing key succeeds.
+    let exists = |key: &str| ExistsRequest {
+        key: key.to_string(),
+    };
+    let del = |key: &str| DeleteRequest {
+        key: key.to_string(),
+    };
+    assert!(
+        kv.exists(req(None, exists("greeting")))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists
+    );
+    assert!(
+        !kv.exists(req(None, exists("nope")))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists
+    );
+    let deleted = kv
+        .delete(req(None, del("greeting")))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert!(deleted.success && deleted.error.is_empty());
+    assert!(
+        !kv.exists(req(None, exists("greeting")))
+            .await
+            .unwrap()
+            .into_inner()
+            .exists
+    );
+    let deleted = kv
+        .delete(req(None, del("never-existed")))
+        .await
+        .expect("delete missing");
+    assert!(deleted.into_inner().success);
+
+    // Validation.
+    assert_eq!(
+        code(kv.set(req(None, set("", "v", 0))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(kv.get(req(None, get(""))).await),
+        Code::InvalidArgument
+    );
+    let long = "k".repeat(4097);
+    assert_eq!(
+        code(kv.get(req(None, get(&long))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(kv.set(req(None, set("k", "v", -1))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        redis.cli(&["EXISTS", "prism:default:k"]).await.unwrap(),
+        "0",
+        "a rejected write never reaches Redis"
+    );
+}
+
+#[tokio::test]
+async fn initialize_declares_the_three_keyvalue_interfaces() {
+    let (_redis, plugin) = redis_and_plugin(&[]).await;
+    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
+    let reply = lifecycle
+        .initialize(InitializeRequest {
+            name: "gateway".into(),
+            version: String::new(),
+            config: Some(prost_types::Struct::default()),
+        })
+        .await
+        .expect("Initialize")
+        .into_inner();
+    assert!(reply.success, "{}", reply.error);
+    let metadata = reply.metadata.expect("metadata");
+    let mut names: Vec<_> = metadata
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "KeyValueBasicInterface",
+            "KeyValueBatchInterface",
+            "KeyValueTTLInterface"
+        ]
+    );
+    for interface in &metadata.interfaces {
+        assert_eq!(interface.proto_hash.len(), 64, "{interface:?}");
+        assert!(interface.proto_file.ends_with(".proto"), "{interface:?}");
+    }
+    // Health statuses exist for every data service.
+    for service in [
+        "prism.interfaces.keyvalue.KeyValueBasicInterface",
+        "prism.interfaces.keyvalue.KeyValueBatchInterface",
+        "prism.interfaces.keyvalue.KeyValueTTLInterface",
+    ] {
+        wait_for_health(
+            plugin.port,
+            service,
+            ServingStatus::Serving,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_readers_and_deletes_of_one_key_all_succeed() {
+    const EACH: usize = 50;
+    let (_redis, plugin) = redis_and_plugin(&[]).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..EACH {
+        let mut kv = plugin.basic();
+        tasks.spawn(async move {
+            kv.set(req(None, set("hot", format!("v{i}"), 0)))
+                .await
+                .map(|r| r.into_inner().success)
+        });
+        let mut kv = plugin.basic();
+        tasks.spawn(async move {
+            kv.get(req(None, get("hot"))).await.map(|r| {
+                let r = r.into_inner();
+                // Either absent or one of the written values, never an error.
+                r.error.is_empty() && (!r.found || r.value.starts_with(b"v"))
+            })
+        });
+        let mut kv = plugin.basic();
+        tasks.spawn(async move {
+            kv.delete(req(None, DeleteRequest { key: "hot".into() }))
+                .await
+                .map(|r| r.into_inner().success)
+        });
+    }
+    let mut ok = 0;
+    while let Some(result) = tasks.join_next().await {
+        assert!(result.expect("task").expect("call succeeds"));
+        ok += 1;
+    }
+    assert_eq!(ok, 3 * EACH);
+}
+
+#[tokio::test]
+async fn ttls_expire_items_and_expire_getttl_persist_report_redis_values() {
+    let (_redis, plugin) = redis_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+    let mut ttl = plugin.ttl();
+    let get_ttl = |key: &str| GetTtlRequest {
+        key: key.to_string(),
+    };
+
+    // Set with 2 s: present at once, gone by 3 s.
+    let started = Instant::now();
+    kv.set(req(None, set("short", "v", 2)))
+        .await
+        .expect("set with ttl");
+    let left = ttl
+        .get_ttl(req(None, get_ttl("short")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!((1..=2).contains(&left.ttl_seconds), "{left:?}");
+    assert!(
+        kv.get(req(None, get("short")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    let gone = poll_until("2 s item expires", Duration::from_secs(3), || {
+        let mut kv = kv.clone();
+        async move {
+            !kv.get(req(None, get("short")))
+                .await
+                .unwrap()
+                .into_inner()
+                .found
+        }
+    })
+    .await;
+    let since_set = started.elapsed();
+    eprintln!("[timing] 2 s TTL item gone after {since_set:?} (poll {gone:?})");
+    assert!(
+        since_set >= Duration::from_millis(1500),
+        "expired too early: {since_set:?}"
+    );
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("short")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -2
+    );
+
+    // Overwrite without a TTL clears it (Redis SET semantics).
+    kv.set(req(None, set("k", "v1", 100))).await.unwrap();
+    let left = ttl
+        .get_ttl(req(None, get_ttl("k")))
+        .await
+        .unwrap()
+        .into_inner()
+        .ttl_seconds;
+    assert!((99..=100).contains(&left), "{left}");
+    kv.set(req(None, set("k", "v2", 0))).await.unwrap();
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("k")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -1
+    );
+
+    // Expire on an existing key, on a missing key, negative TTL.
+    let expire = |key: &str, ttl_seconds: i64| ExpireRequest {
+        key: key.to_string(),
+        ttl_seconds,
+    };
+    let reply = ttl
+        .expire(req(None, expire("k", 50)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.success && reply.key_existed && reply.error.is_empty(),
+        "{reply:?}"
+    );
+    let left = ttl
+        .get_ttl(req(None, get_ttl("k")))
+        .await
+        .unwrap()
+        .into_inner()
+        .ttl_seconds;
+    assert!((49..=50).contains(&left), "{left}");
+    let reply = ttl
+        .expire(req(None, expire("absent", 50)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && !reply.key_existed, "{reply:?}");
+    let err = ttl.expire(req(None, expire("k", -5))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Persist removes the expiry once.
+    let persist = |key: &str| PersistRequest {
+        key: key.to_string(),
+    };
+    let reply = ttl
+        .persist(req(None, persist("k")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && reply.expiration_removed, "{reply:?}");
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("k")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -1
+    );
+    let reply = ttl
+        .persist(req(None, persist("k")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && !reply.expiration_removed, "{reply:?}");
+    let reply = ttl
+        .persist(req(None, persist("absent")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && !reply.expiration_removed, "{reply:?}");
+
+    // Expire 0 = expire now.
+    let reply = ttl
+        .expire(req(None, expire("k", 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success && reply.key_existed, "{reply:?}");
+    assert!(
+        !kv.get(req(None, get("k")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    assert_eq!(
+        ttl.get_ttl(req(None, get_ttl("k")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds,
+        -2
+    );
+}
+
+#[tokio::test]
+async fn batch_of_1000_keys_with_missing_ones_keeps_request_order() {
+    const N: usize = 1000;
+    let (redis, plugin) = redis_and_plugin(&[]).await;
+    let mut batch = plugin.batch();
+    // Every third key is never written; every fifth written one has a TTL.
+    let requests: Vec<_> = (0..N)
+        .filter(|i| !i.is_multiple_of(3))
+        .map(|i| {
+            set(
+                &format!("item-{i}"),
+                format!("value-{i}"),
+                if i.is_multiple_of(5) { 300 } else { 0 },
+            )
+        })
+        .collect();
+    let written = requests.len();
+    let started = Instant::now();
+    let reply = batch
+        .batch_set(req(None, BatchSetRequest { requests }))
+        .await
+        .expect("batch set")
+        .into_inner();
+    eprintln!("[timing] BatchSet of {written}: {:?}", started.elapsed());
+    assert!(reply.all_success);
+    assert_eq!(reply.results.len(), written);
+    assert!(reply.results.iter().all(|r| r.success));
+    assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), written.to_string());
+    assert_eq!(
+        redis.cli(&["TTL", "prism:default:item-5"]).await.unwrap(),
+        "300"
+    );
+    assert_eq!(
+        redis.cli(&["TTL", "prism:default:item-7"]).await.unwrap(),
+        "-1"
+    );
+
+    // Ask in reverse order to prove order follows the request, not storage.
+    let keys: Vec<String> = (0..N).rev().map(|i| format!("item-{i}")).collect();
+    let started = Instant::now();
+    let reply = batch
+        .batch_get(req(None, BatchGetRequest { keys: keys.clone() }))
+        .await
+        .expect("batch get")
+        .into_inner();
+    eprintln!("[timing] BatchGet of {N}: {:?}", started.elapsed());
+    assert_eq!(reply.results.len(), N);
+    assert_eq!(reply.found_count as usize, written);
+    for (key, result) in keys.iter().zip(&reply.results) {
+        let i: usize = key["item-".len()..].parse().unwrap();
+        assert!(result.error.is_empty());
+        if i.is_multiple_of(3) {
+            assert!(!result.found && result.value.is_empty(), "{key}");
+        } else {
+            assert!(result.found, "{key}");
+            assert_eq!(result.value, format!("value-{i}").as_bytes(), "{key}");
+        }
+    }
+
+    // Delete the even half (including missing keys), then read everything again.
+    let evens: Vec<String> = (0..N).step_by(2).map(|i| format!("item-{i}")).collect();
+    let reply = batch
+        .batch_delete(req(
+            None,
+            BatchDeleteRequest {
+                keys: evens.clone(),
+            },
+        ))
+        .await
+        .expect("batch delete")
+        .into_inner();
+    assert!(reply.all_success);
+    assert_eq!(reply.results.len(), evens.len());
+    let reply = batch
+        .batch_get(req(None, BatchGetRequest { keys: keys.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let expected = (0..N)
+        .filter(|i| !i.is_multiple_of(3) && i % 2 == 1)
+        .count();
+    assert_eq!(reply.found_count as usize, expected);
+
+    // Empty batches are fine; a bad key anywhere rejects the whole batch.
+    let reply = batch
+        .batch_get(req(None, BatchGetRequest { keys: vec![] }))
+        .await
+        .unwrap();
+    assert!(reply.into_inner().results.is_empty());
+    let err = batch
+        .batch_set(req(
+            None,
+            BatchSetRequest {
+                requests: vec![set("ok", "v", 0), set("", "v", 0)],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("requests[1]"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !plugin
+            .basic()
+            .get(req(None, get("ok")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+}
+
+#[tokio::test]
+async fn namespaces_isolate_key_spaces() {
+    let (redis, plugin) = redis_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+    kv.set(req(Some("tenant-a"), set("shared", "from-a", 0)))
+        .await
+        .unwrap();
+    kv.set(req(Some("tenant-b"), set("shared", "from-b", 0)))
+        .await
+        .unwrap();
+    let a = kv
+        .get(req(Some("tenant-a"), get("shared")))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = kv
+        .get(req(Some("tenant-b"), get("shared")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&a.value[..], b"from-a");
+    assert_eq!(&b.value[..], b"from-b");
+    // No header = namespace "default", a third key space.
+    assert!(
+        !kv.get(req(None, get("shared")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    assert_eq!(
+        redis
+            .cli(&["--scan", "--pattern", "prism:*"])
+            .await
+            .unwrap()
+            .lines()
+            .count(),
+        2,
+        "two items"
+    );
+
+    // Deleting and batch ops stay inside their namespace.
+    kv.delete(req(
+        Some("tenant-a"),
+        DeleteRequest {
+            key: "shared".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    assert!(
+        !kv.get(req(Some("tenant-a"), get("shared")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    assert!(
+        kv.get(req(Some("tenant-b"), get("shared")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    let reply = plugin
+        .batch()
+        .batch_get(req(
+            Some("tenant-b"),
+            BatchGetRequest {
+                keys: vec!["shared".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.found_count, 1);
+    assert_eq!(
+        redis.cli(&["GET", "prism:tenant-b:shared"]).await.unwrap(),
+        "from-b"
+    );
+
+    // An invalid namespace header is INVALID_ARGUMENT for every service.
+    for bad in ["has space", "colon:inside", "x/y"] {
+        let err = kv.get(req(Some(bad), get("shared"))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+    }
+    let err = plugin
+        .ttl()
+        .get_ttl(req(Some("bad ns"), GetTtlRequest { key: "k".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn every_config_key_takes_effect() {
+    let redis = Redis::start().await.expect("redis starts");
+    let plugin = Plugin::start(&[
+        ("REDIS_ADDRESS", &redis.url()),
+        ("PRISM_BACKEND__DATABASE", "3"),
+        ("PRISM_BACKEND__KEY_PREFIX", "app1|"),
+        ("PRISM_BACKEND__MAX_VALUE_BYTES", "1024"),
+        ("PRISM_BACKEND__MAX_KEY_BYTES", "8"),
+        ("PRISM_BACKEND__DEGRADED_LATENCY", "1us"),
+        ("PRISM_BACKEND__RESPONSE_TIMEOUT", "1s"),
+        ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
+    ])
+    .await;
+    let mut kv = plugin.basic();
+    kv.set(req(Some("ns"), set("k", vec![7u8; 1024], 0)))
+        .await
+        .expect("value at the limit");
+    assert_eq!(
+        redis
+            .cli(&["-n", "3", "STRLEN", "app1|ns:k"])
+            .await
+            .unwrap(),
+        "1024"
+    );
+    assert_eq!(
+        redis.cli(&["-n", "0", "DBSIZE"]).await.unwrap(),
+        "0",
+        "database 3 only"
+    );
+
+    let err = kv
+        .set(req(Some("ns"), set("k", vec![7u8; 1025], 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("max_value_bytes"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        kv.set(req(Some("ns"), set("12345678", "v", 0)))
+            .await
+            .is_ok()
+    );
+    let err = kv
+        .set(req(Some("ns"), set("123456789", "v", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Degraded (PING slower than 1 µs) still serves, and health says why.
+    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
+    let report = lifecycle
+        .health_check(prism_plugin_core::proto::lifecycle::HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        report.status,
+        prism_plugin_core::proto::lifecycle::HealthStatus::Degraded as i32,
+        "{report:?}"
+    );
+    assert!(report.details.contains_key("latency_ms"), "{report:?}");
+    assert_eq!(
+        report.details.get("mode").map(String::as_str),
+        Some("standalone")
+    );
+    wait_for_health(
+        plugin.port,
+        "readiness",
+        ServingStatus::Serving,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
+    const PASSWORD: &str = "ro-user-secret-99";
+    let redis = Redis::start().await.expect("redis starts");
+    assert_eq!(
+        redis
+            .cli(&["SET", "prism:default:seeded", "yes"])
+            .await
+            .unwrap(),
+        "OK"
+    );
+    let acl = redis
+        .cli(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            &format!(">{PASSWORD}"),
+            "~prism:*",
+            "+@read",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(acl, "OK");
+    let plugin = Plugin::start(&[
+        ("REDIS_ADDRESS", &redis.addr()),
+        ("REDIS_USERNAME", "reader"),
+        ("REDIS_PASSWORD", PASSWORD),
+    ])
+    .await;
+    let mut kv = plugin.basic();
+
+    let got = kv
+        .get(req(None, get("seeded")))
+        .await
+        .expect("read allowed")
+        .into_inner();
+    assert!(got.found && &got.value[..] == b"yes");
+    let reply = plugin
+        .batch()
+        .batch_get(req(
+            None,
+            BatchGetRequest {
+                keys: vec!["seeded".into(), "other".into()],
+            },
+        ))
+        .await
+        .expect("MGET allowed")
+        .into_inner();
+    assert_eq!(reply.found_count, 1);
+
+    let err = kv.set(req(None, set("seeded", "no", 0))).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("no permissions"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains(PASSWORD));
+    let err = kv
+        .delete(req(
+            None,
+            DeleteRequest {
+                key: "seeded".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = plugin
+        .batch()
+        .batch_set(req(
+            None,
+            BatchSetRequest {
+                requests: vec![set("a", "1", 0), set("b", "2", 5)],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(
+        redis.cli(&["GET", "prism:default:seeded"]).await.unwrap(),
+        "yes"
+    );
+    assert!(!plugin.process.logs().contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn redis_outage_is_unavailable_and_recovers_without_a_plugin_restart() {
+    let (mut redis, mut plugin) = redis_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+    kv.set(req(None, set("k", "v", 0)))
+        .await
+        .expect("set before outage");
+
+    redis.stop().await.expect("redis stops");
+    let down = Instant::now();
+    // The first call after the drop may see the broken connection, later
+    // ones the refused re-dial: both are UNAVAILABLE.
+    for _ in 0..3 {
+        let err = kv.get(req(None, get("k"))).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains(&redis.addr()), "{}", err.message());
+    }
+    let err = plugin
+        .batch()
+        .batch_get(req(
+            None,
+            BatchGetRequest {
+                keys: vec!["k".into()],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    eprintln!(
+        "[timing] 4 failing calls during the outage took {:?}",
+        down.elapsed()
+    );
+    wait_for_health(
+        plugin.port,
+        "readiness",
+        ServingStatus::NotServing,
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_health(
+        plugin.port,
+        "liveness",
+        ServingStatus::Serving,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+
+    redis.start_again().await.expect("redis restarts");
+    let back = poll_until("data calls succeed again", Duration::from_secs(10), || {
+        let mut kv = kv.clone();
+        async move { kv.set(req(None, set("k", "again", 0))).await.is_ok() }
+    })
+    .await;
+    eprintln!("[timing] data calls work {back:?} after redis is back");
+    let got = kv.get(req(None, get("k"))).await.unwrap().into_inner();
+    assert_eq!(&got.value[..], b"again");
+    plugin.wait_ready(Duration::from_secs(5)).await;
+    plugin.assert_running();
+}
+
+#[tokio::test]
+async fn oversized_value_is_resource_exhausted_and_the_server_keeps_serving() {
+    let (redis, plugin) = redis_and_plugin(&[]).await;
+    let mut kv = plugin.basic();
+    let limit = 16 * 1024 * 1024;
+    let err = kv
+        .set(req(None, set("huge", vec![1u8; limit + 1], 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("16777217"), "{}", err.message());
+    let err = plugin
+        .batch()
+        .batch_set(req(
+            None,
+            BatchSetRequest {
+                requests: vec![set("a", "1", 0), set("huge", vec![1u8; limit + 1], 0)],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), "0");
+
+    // Exactly the limit works, and small calls keep working.
+    kv.set(req(None, set("max", vec![2u8; limit], 0)))
+        .await
+        .expect("16 MiB value");
+    assert_eq!(
+        redis.cli(&["STRLEN", "prism:default:max"]).await.unwrap(),
+        limit.to_string()
+    );
+    kv.set(req(None, set("small", "ok", 0)))
+        .await
+        .expect("still serving");
+    assert!(
+        kv.get(req(None, get("small")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+}
+
+#[tokio::test]
+async fn redis_oom_is_resource_exhausted_and_slow_redis_is_deadline_exceeded() {
+    let redis = Redis::start_with_args(&[
+        "--maxmemory",
+        "4mb",
+        "--maxmemory-policy",
+        "noeviction",
+        "--enable-debug-command",
+        "yes",
+    ])
+    .await
+    .expect("redis starts");
+    let plugin = Plugin::start(&[
+        ("REDIS_ADDRESS", &redis.addr()),
+        ("PRISM_BACKEND__RESPONSE_TIMEOUT", "300ms"),
+    ])
+    .await;
+    let mut kv = plugin.basic();
+    let value = vec![3u8; 512 * 1024];
+    let mut oom = None;
+    for i in 0..64 {
+        match kv
+            .set(req(None, set(&format!("fill-{i}"), value.clone(), 0)))
+            .await
+        {
+            Ok(_) => continue,
+            Err(status) => {
+                oom = Some((i, status));
+                break;
+            }
+        }
+    }
+    let (writes, status) = oom.expect("maxmemory reached");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("OOM"), "{}", status.message());
+    eprintln!("[info] OOM after {writes} writes of 512 KiB");
+    // Reads still work under OOM.
+    assert!(
+        kv.get(req(None, get("fill-0")))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+
+    // A server stuck longer than response_timeout → DEADLINE_EXCEEDED.
+    let sleeper = tokio::spawn({
+        let cli = prism_testkit::tool("redis-cli").unwrap();
+        let port = redis.port().to_string();
+        async move {
+            tokio::process::Command::new(cli)
+                .args(["-p", &port, "DEBUG", "SLEEP", "1"])
+                .output()
+                .await
+        }
+    });
+    let err = poll_until_err(&mut kv, Code::DeadlineExceeded).await;
+    assert!(
+        err.message().contains("did not answer") || err.message().contains("timed out"),
+        "{}",
+        err.message()
+    );
+    sleeper.await.unwrap().unwrap();
+    poll_until("calls work after the stall", Duration::from_secs(5), || {
+        let mut kv = kv.clone();
+        async move { kv.get(req(None, get("fill-0"))).await.is_ok() }
+    })
+    .await;
+}
+
+/// Calls Get until it fails with `code` (the stall starts asynchronously).
+async fn poll_until_err(
+    kv: &mut prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyValueBasicInterfaceClient<tonic::transport::Channel>,
+    code: Code,
+) -> tonic::Status {
+    let start = Instant::now();
+    loop {
+        if let Err(status) = kv.get(req(None, get("fill-0"))).await {
+            assert_eq!(status.code(), code, "{status:?}");
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "no {code:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn grpcurl_sets_with_a_ttl_and_gets_via_reflection() {
+    let (_redis, plugin) = redis_and_plugin(&[]).await;
+    let grpcurl = prism_testkit::grpcurl().expect("grpcurl installed");
+    let target = format!("127.0.0.1:{}", plugin.port);
+    let call = |method: &str, body: &str| {
+        let grpcurl = grpcurl.clone();
+        let target = target.clone();
+        let method = format!("prism.interfaces.keyvalue.{method}");
+        let body = body.to_string();
+        async move {
+            let out = tokio::process::Command::new(grpcurl)
+                .args([
+                    "-plaintext",
+                    "-H",
+                    "x-prism-namespace: cli",
+                    "-d",
+                    &body,
+                    &target,
+                    &method,
+                ])
+                .output()
+                .await
+                .expect("grpcurl runs");
+            assert!(
+                out.status.success(),
+                "grpcurl {method} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON reply")
+        }
+    };
+    // "aGVsbG8=" is base64 for "hello".
+    let reply = call(
+        "KeyValueBasicInterface/Set",
+        r#"{"key":"from-cli","value":"aGVsbG8=","ttl_seconds":"60"}"#,
+    )
+    .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    let reply = call("KeyValueBasicInterface/Get", r#"{"key":"from-cli"}"#).await;
+    assert_eq!(reply["found"], true, "{reply}");
+    assert_eq!(reply["value"], "aGVsbG8=", "{reply}");
+    let reply = call("KeyValueTTLInterface/GetTTL", r#"{"key":"from-cli"}"#).await;
+    let left: i64 = reply["ttlSeconds"].as_str().unwrap_or("0").parse().unwrap();
+    assert!((59..=60).contains(&left), "{reply}");
+    // The namespace header reached the plugin.
+    let got = plugin
+        .basic()
+        .get(req(Some("cli"), get("from-cli")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found);
+}
+
+/// Runs `openssl` with `args` in `dir`, failing the test with its stderr.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn rediss_address_talks_tls_verified_against_the_configured_ca() {
+    // A throwaway CA and a server certificate for 127.0.0.1 (ECDSA P-256: fast).
+    let certs = tempfile::tempdir().expect("temp dir");
+    let dir = certs.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=prism-test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(dir, &csr);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let tls_port = prism_testkit::free_port().to_string();
+    let redis = Redis::start_with_args(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await
+    .expect("redis with TLS starts");
+    let address = format!("rediss://127.0.0.1:{tls_port}");
+    let plugin = Plugin::start(&[
+        ("REDIS_ADDRESS", &address),
+        ("PRISM_BACKEND__TLS_CA_FILE", &path("ca.crt")),
+    ])
+    .await;
+    let mut kv = plugin.basic();
+    kv.set(req(None, set("secure", "yes", 30)))
+        .await
+        .expect("set over TLS");
+    let got = kv.get(req(None, get("secure"))).await.unwrap().into_inner();
+    assert_eq!(&got.value[..], b"yes");
+    assert_eq!(
+        redis.cli(&["GET", "prism:default:secure"]).await.unwrap(),
+        "yes"
+    );
+    assert!(
+        redis
+            .cli(&["INFO", "stats"])
+            .await
+            .unwrap()
+            .contains("total_connections_received")
+    );
+
+    // Without the CA the server's certificate is not trusted: never ready.
+    let untrusted = Plugin::spawn(&[("REDIS_ADDRESS", &address)]).await;
+    wait_for_health(
+        untrusted.port,
+        "readiness",
+        ServingStatus::NotServing,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = untrusted
+        .basic()
+        .get(req(None, get("secure")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
