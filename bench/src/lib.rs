@@ -180,7 +180,10 @@ async fn preload(channel: Channel, opts: &Options) -> Result<(), Error> {
             })
             .collect();
         client
-            .batch_set(with_namespace(BatchSetRequest { requests }, &opts.namespace))
+            .batch_set(with_namespace(
+                BatchSetRequest { requests },
+                &opts.namespace,
+            ))
             .await
             .map_err(Error::Setup)?;
         start = end;
@@ -403,7 +406,10 @@ async fn subscriber(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>) -> 
 
 /// Runs one scenario and returns its report. `progress` is called about once
 /// a second with (elapsed, completed requests).
-pub async fn run(opts: Options, progress: impl Fn(Duration, u64) + Send + 'static) -> Result<Report, Error> {
+pub async fn run(
+    opts: Options,
+    progress: impl Fn(Duration, u64) + Send + 'static,
+) -> Result<Report, Error> {
     let channels = connect(&opts).await?;
     if matches!(
         opts.scenario,
@@ -472,7 +478,13 @@ pub async fn run(opts: Options, progress: impl Fn(Duration, u64) + Send + 'stati
     }
     let seconds = elapsed.as_secs_f64();
     let h = &total.hist;
-    let pct = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+    let pct = |q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
     Ok(Report {
         options: (*opts).clone(),
         ops: total.ok,
