@@ -34,7 +34,8 @@ async fn grpcurl(port: u16, args: &[&str]) -> anyhow::Result<String> {
     if let Some(last) = args.last() {
         full.push(last);
     }
-    println!("$ grpcurl {}", full.join(" "));
+    let shown: Vec<String> = full.iter().map(|a| shell_quote(a)).collect();
+    println!("$ grpcurl {}", shown.join(" "));
     let out = tokio::process::Command::new(prism_testkit::grpcurl()?)
         .args(&full)
         .output()
@@ -48,6 +49,18 @@ async fn grpcurl(port: u16, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(text)
+}
+
+/// Quotes an argument the way a shell user would type it.
+fn shell_quote(arg: &str) -> String {
+    let plain = arg
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._/:-=".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
 }
 
 fn indent(text: &str) -> String {
@@ -102,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
 
     for p in &plugins {
         println!("\n== prism-{} (localhost:{})", p.name, p.port);
-        grpcurl(p.port, &["list"]).await?;
+        let services = grpcurl(p.port, &["list"]).await?;
         grpcurl(
             p.port,
             &["-d", r#"{"service":""}"#, "grpc.health.v1.Health/Check"],
@@ -121,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
             bail!("Initialize of prism-{} did not succeed", p.name);
         }
         grpcurl(p.port, &["prism.interfaces.LifecycleInterface/HealthCheck"]).await?;
+        data_calls(p, &services).await?;
     }
 
     if keep_running {
@@ -141,6 +155,86 @@ async fn main() -> anyhow::Result<()> {
         bail!("a plugin did not exit cleanly");
     }
     println!("== demo complete");
+    Ok(())
+}
+
+/// A few data calls on whatever data services the plugin serves.
+async fn data_calls(p: &Plugin, services: &str) -> anyhow::Result<()> {
+    const NS: &str = "x-prism-namespace: demo";
+    if services.contains("prism.interfaces.keyvalue.KeyValueBasicInterface") {
+        // "aGVsbG8gcHJpc20=" is base64 for "hello prism".
+        grpcurl(
+            p.port,
+            &[
+                "-H",
+                NS,
+                "-d",
+                r#"{"key":"greeting","value":"aGVsbG8gcHJpc20=","ttl_seconds":300}"#,
+                "prism.interfaces.keyvalue.KeyValueBasicInterface/Set",
+            ],
+        )
+        .await?;
+        let got = grpcurl(
+            p.port,
+            &[
+                "-H",
+                NS,
+                "-d",
+                r#"{"key":"greeting"}"#,
+                "prism.interfaces.keyvalue.KeyValueBasicInterface/Get",
+            ],
+        )
+        .await?;
+        if !got.contains("aGVsbG8gcHJpc20=") {
+            bail!("prism-{}: Get did not return what Set stored", p.name);
+        }
+    }
+    if services.contains("prism.interfaces.keyvalue.KeyValueTTLInterface") {
+        grpcurl(
+            p.port,
+            &[
+                "-H",
+                NS,
+                "-d",
+                r#"{"key":"greeting"}"#,
+                "prism.interfaces.keyvalue.KeyValueTTLInterface/GetTTL",
+            ],
+        )
+        .await?;
+    }
+    if services.contains("prism.interfaces.keyvalue.KeyValueScanInterface") {
+        grpcurl(
+            p.port,
+            &[
+                "-H",
+                NS,
+                "-d",
+                r#"{"prefix":"greet","limit":10}"#,
+                "prism.interfaces.keyvalue.KeyValueScanInterface/Scan",
+            ],
+        )
+        .await?;
+    }
+    if services.contains("prism.interfaces.pubsub.PubSubBasicInterface") {
+        grpcurl(
+            p.port,
+            &[
+                "-d",
+                r#"{"topic":"prism-demo","payload":"aGVsbG8gcHJpc20=","metadata":{"source":"demo"}}"#,
+                "prism.interfaces.pubsub.PubSubBasicInterface/Publish",
+            ],
+        )
+        .await?;
+        grpcurl(
+            p.port,
+            &[
+                "-d",
+                r#"{"topic":"prism-demo","position":"START_POSITION_EARLIEST","max_messages":1}"#,
+                "prism.interfaces.pubsub.StreamInterface/Tail",
+            ],
+        )
+        .await?;
+    }
     Ok(())
 }
 
