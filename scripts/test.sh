@@ -9,7 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --workspace --all-targets --quiet
 
 if cargo nextest --version >/dev/null 2>&1; then
-    exec cargo nextest run --workspace --no-fail-fast --failure-output final
+    profile=default
+    if [ "${CI:-}" = "true" ]; then profile=ci; fi
+    exec cargo nextest run --workspace --profile "$profile" --failure-output final
 else
     exec cargo test --workspace --no-fail-fast
 fi
