@@ -60,3 +60,72 @@ pub fn namespace<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status
         )))
     }
 }
+
+/// The client's gRPC deadline (`grpc-timeout` header) as an instant, slightly
+/// early: tonic's own timer for the same header answers CANCELLED when it
+/// fires first, so a plugin that bounds its backend call with this deadline
+/// answers DEADLINE_EXCEEDED (and cancels the backend work) instead.
+pub fn deadline<T>(request: &tonic::Request<T>) -> Option<tokio::time::Instant> {
+    let timeout = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)?;
+    let margin = (timeout / 10).min(std::time::Duration::from_millis(25));
+    Some(tokio::time::Instant::now() + (timeout - margin))
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H M S m u n`).
+pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_header_is_validated_and_defaults() {
+        let req = tonic::Request::new(());
+        assert_eq!(namespace(&req).unwrap(), DEFAULT_NAMESPACE);
+        let mut req = tonic::Request::new(());
+        req.metadata_mut()
+            .insert(NAMESPACE_HEADER, "tenant-a.prod_1".parse().unwrap());
+        assert_eq!(namespace(&req).unwrap(), "tenant-a.prod_1");
+        for bad in ["", "a b", "x/y", &"n".repeat(129)] {
+            let mut req = tonic::Request::new(());
+            req.metadata_mut()
+                .insert(NAMESPACE_HEADER, bad.parse().unwrap());
+            assert_eq!(
+                namespace(&req).unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_values_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+    }
+}
