@@ -3,6 +3,11 @@
 
 use tonic::Status;
 
+use crate::proto::keyvalue::{
+    BatchDeleteResponse, BatchGetResponse, BatchSetResponse, DeleteResponse, GetResponse,
+    SetRequest, SetResponse,
+};
+
 /// Limits a KeyValue plugin enforces on every request.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -71,6 +76,75 @@ pub fn check_ttl(ttl_seconds: i64) -> Result<(), Status> {
     Ok(())
 }
 
+/// Validates one Set (key, value size, TTL); `Ok` carries the TTL in seconds
+/// (0 = no expiry).
+#[allow(clippy::result_large_err)]
+pub fn check_set(request: &SetRequest, limits: &Limits) -> Result<u64, Status> {
+    check_key(&request.key, limits)?;
+    check_value(request.value.len(), limits)?;
+    check_ttl(request.ttl_seconds)?;
+    Ok(request.ttl_seconds as u64)
+}
+
+/// Validates every Set of a batch before anything is written; an error names
+/// the position (`requests[i]: ...`) and fails the whole batch.
+#[allow(clippy::result_large_err)]
+pub fn check_batch_set(requests: &[SetRequest], limits: &Limits) -> Result<(), Status> {
+    for (i, request) in requests.iter().enumerate() {
+        check_set(request, limits)
+            .map_err(|s| Status::new(s.code(), format!("requests[{i}]: {}", s.message())))?;
+    }
+    Ok(())
+}
+
+/// The reply to a successful Set (in-band `error` empty).
+pub fn set_ok() -> SetResponse {
+    SetResponse {
+        success: true,
+        error: String::new(),
+    }
+}
+
+/// The reply to a Get: `found=false` with an empty `error` for a missing key.
+pub fn get_response(value: Option<bytes::Bytes>) -> GetResponse {
+    GetResponse {
+        found: value.is_some(),
+        value: value.unwrap_or_default(),
+        error: String::new(),
+    }
+}
+
+/// BatchGet reply in request order, with `found_count`.
+pub fn batch_get_response(values: Vec<Option<bytes::Bytes>>) -> BatchGetResponse {
+    let found_count = values.iter().filter(|v| v.is_some()).count() as i32;
+    BatchGetResponse {
+        results: values.into_iter().map(get_response).collect(),
+        found_count,
+    }
+}
+
+/// BatchSet reply after all `n` items were written.
+pub fn batch_set_ok(n: usize) -> BatchSetResponse {
+    BatchSetResponse {
+        results: (0..n).map(|_| set_ok()).collect(),
+        all_success: true,
+    }
+}
+
+/// BatchDelete reply after all `n` keys were deleted (missing keys count as
+/// deleted, as a single Delete of a missing key succeeds).
+pub fn batch_delete_ok(n: usize) -> BatchDeleteResponse {
+    BatchDeleteResponse {
+        results: (0..n)
+            .map(|_| DeleteResponse {
+                success: true,
+                error: String::new(),
+            })
+            .collect(),
+        all_success: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +177,36 @@ mod tests {
         assert!(check_ttl(0).is_ok());
         let err = check_keys(["a", ""], &LIMITS).unwrap_err();
         assert!(err.message().starts_with("keys[1]"), "{}", err.message());
+        let batch = [
+            SetRequest {
+                key: "a".into(),
+                ..Default::default()
+            },
+            SetRequest {
+                key: "b".into(),
+                ttl_seconds: -5,
+                ..Default::default()
+            },
+        ];
+        let err = check_batch_set(&batch, &LIMITS).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("requests[1]"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn batch_replies_keep_order_and_count() {
+        let reply = batch_get_response(vec![Some("x".into()), None, Some(bytes::Bytes::new())]);
+        assert_eq!(reply.found_count, 2);
+        assert_eq!(
+            reply.results.iter().map(|r| r.found).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert!(reply.results.iter().all(|r| r.error.is_empty()));
+        assert_eq!(batch_delete_ok(3).results.len(), 3);
+        assert!(batch_set_ok(2).all_success);
     }
 }
