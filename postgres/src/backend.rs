@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::join_all;
 use prism_plugin_core::Context;
 use prism_plugin_core::kv::Limits;
 use sqlx::pool::PoolConnection;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::config::PostgresConfig;
 use crate::error::{Error, Kind};
+use crate::rotation::{AuthHook, Drain};
 use crate::schema::{self, Statements, scan_index};
 
 /// Longest a health `SELECT 1` may take: core gives the whole health check 1.5 s.
@@ -74,8 +76,6 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     /// Largest scan page.
     pub(crate) scan_max_limit: u32,
-    /// How often the reaper runs.
-    pub(crate) reaper_interval: Duration,
 }
 
 /// One configured database and the pool connected to it.
@@ -88,6 +88,18 @@ pub(crate) struct Backend {
     settings: Settings,
     link: Link,
     ctx: Context,
+    /// Set for Vault credentials: reports a rejected login or session.
+    auth: Option<AuthHook>,
+}
+
+/// Vault-minted credentials replacing the ones in `database_url`.
+pub(crate) struct Login<'a> {
+    /// User name.
+    pub(crate) username: &'a str,
+    /// Password (never logged).
+    pub(crate) password: &'a str,
+    /// Raised when the server rejects them.
+    pub(crate) hook: AuthHook,
 }
 
 /// Whether the server is reachable, as last seen (see the module docs).
@@ -124,13 +136,25 @@ impl Backend {
     /// Parses the URL, checks the database accepts a login within
     /// `connect_timeout`, creates the table if needed, and builds the pool.
     /// `Error::Config` for a URL the driver rejects or a foreign table;
-    /// anything else is retriable.
-    pub(crate) async fn connect(config: &PostgresConfig, ctx: &Context) -> Result<Self, Error> {
+    /// anything else is retriable. With a `login` (Vault), its user and
+    /// password replace the URL's; host, port, database and options stay.
+    pub(crate) async fn connect(
+        config: &PostgresConfig,
+        ctx: &Context,
+        login: Option<Login<'_>>,
+    ) -> Result<Self, Error> {
         let mut options =
             PgConnectOptions::from_str(&config.database_url).map_err(|e| Error::Config {
                 key: "database_url",
                 problem: format!("not a usable PostgreSQL URL: {e}"),
             })?;
+        let auth = match login {
+            Some(login) => {
+                options = options.username(login.username).password(login.password);
+                Some(login.hook)
+            }
+            None => None,
+        };
         options = options.application_name(APPLICATION_NAME);
         if !config.statement_timeout.is_zero() {
             let millis = config.statement_timeout.as_millis().to_string();
@@ -218,14 +242,37 @@ impl Backend {
                     max_value_bytes: config.max_value_bytes,
                 },
                 scan_max_limit: config.scan_max_limit,
-                reaper_interval: config.reaper_interval,
             },
             link: Link {
                 up: watch::Sender::new(true),
                 reason: Mutex::new(String::new()),
             },
             ctx: ctx.clone(),
+            auth,
         })
+    }
+
+    /// Opens up to `n` pooled connections at once (so a pool swapped in by a
+    /// rotation does not make the first requests wait for logins) and runs
+    /// `SELECT 1` on each: the check that the credentials really work.
+    pub(crate) async fn warm(&self, n: u32) -> Result<(), Error> {
+        let n = n.clamp(1, self.pool.options().get_max_connections());
+        let mut conns = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            conns.push(async {
+                let mut conn = self.pool.acquire().await.map_err(|e| self.fail(e))?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                Ok::<_, Error>(conn)
+            });
+        }
+        let mut held = Vec::with_capacity(conns.len());
+        for conn in join_all(conns).await {
+            held.push(conn?);
+        }
+        Ok(())
     }
 
     /// `host:port/database` of the server.
@@ -277,7 +324,14 @@ impl Backend {
         };
         match &result {
             Ok(_) => self.mark_up(),
-            Err(err) => self.mark_down(err),
+            Err(err) => {
+                self.mark_down(err);
+                if err.kind() == Kind::Auth
+                    && let Some(auth) = &self.auth
+                {
+                    auth.raise();
+                }
+            }
         }
         result
     }
@@ -585,11 +639,24 @@ impl Backend {
             target: self.target.clone(),
             source,
         };
-        if err.kind() == Kind::Connection {
-            self.mark_down(&err);
-            self.ctx.health_changed();
+        match err.kind() {
+            Kind::Connection => {
+                self.mark_down(&err);
+                self.ctx.health_changed();
+            }
+            Kind::Auth => {
+                if let Some(auth) = &self.auth {
+                    auth.raise();
+                }
+            }
+            _ => {}
         }
         err
+    }
+
+    /// Connections open now (for sizing the warm-up of a successor pool).
+    pub(crate) fn open_connections(&self) -> u32 {
+        self.pool.size()
     }
 
     fn unreachable(&self) -> Error {
@@ -633,6 +700,12 @@ impl Backend {
         if self.set_link(true) {
             tracing::info!(target = %self.target, "postgres answers again");
         }
+    }
+}
+
+impl Drain for Backend {
+    async fn close(&self) {
+        Backend::close(self).await;
     }
 }
 

@@ -80,6 +80,10 @@ pub(crate) enum Kind {
     Exhausted,
     /// The table or privileges changed underneath: `FAILED_PRECONDITION`.
     Setup,
+    /// The server rejected the login or the session's credentials
+    /// (SQLSTATE class 28, e.g. a Vault lease revoked): `UNAVAILABLE`, and
+    /// with Vault new credentials are fetched at once.
+    Auth,
     /// Anything else: `INTERNAL`.
     Internal,
 }
@@ -118,6 +122,8 @@ fn sqlx_kind(err: &sqlx::Error) -> Kind {
                 "54000" => Kind::Input,
                 // undefined_table/column, insufficient_privilege, read-only transaction.
                 "42P01" | "42703" | "42501" | "25006" => Kind::Setup,
+                // invalid_authorization_specification, invalid_password.
+                _ if code.starts_with("28") => Kind::Auth,
                 _ if code.starts_with("08") => Kind::Connection,
                 _ if code.starts_with("22") => Kind::Input,
                 _ if code.starts_with("53") => Kind::Exhausted,
@@ -150,7 +156,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let message = err.to_string();
         match err.kind() {
-            Kind::Connection | Kind::Busy => Status::unavailable(message),
+            Kind::Connection | Kind::Busy | Kind::Auth => Status::unavailable(message),
             Kind::Deadline => Status::deadline_exceeded(message),
             Kind::Input => Status::invalid_argument(message),
             Kind::Conflict => Status::aborted(message),

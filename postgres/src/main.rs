@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod plugin;
 mod reaper;
+mod rotation;
 mod schema;
 mod service;
 

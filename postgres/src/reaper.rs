@@ -8,6 +8,8 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use prism_plugin_core::Slot;
+
 use crate::backend::Backend;
 
 /// Rows per DELETE: small enough to keep each statement short and its row
@@ -24,11 +26,17 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    /// Starts reaping `backend` every `settings().reaper_interval`, until
-    /// `shutdown` (the plugin's token) is cancelled or [`Reaper::stop`].
-    pub(crate) fn spawn(backend: Arc<Backend>, shutdown: &CancellationToken) -> Self {
+    /// Starts reaping every `interval` whatever backend is in `slot` at each
+    /// tick (a Vault rotation swaps it; holding one would keep a replaced
+    /// pool from draining), until `shutdown` (the plugin's token) is
+    /// cancelled or [`Reaper::stop`].
+    pub(crate) fn spawn(
+        slot: Arc<Slot<Backend>>,
+        interval: std::time::Duration,
+        shutdown: &CancellationToken,
+    ) -> Self {
         let stop = shutdown.child_token();
-        let task = tokio::spawn(run(backend, stop.clone()));
+        let task = tokio::spawn(run(slot, interval, stop.clone()));
         Reaper { stop, task }
     }
 
@@ -41,8 +49,8 @@ impl Reaper {
     }
 }
 
-async fn run(backend: Arc<Backend>, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(backend.settings().reaper_interval);
+async fn run(slot: Arc<Slot<Backend>>, interval: std::time::Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first tick is immediate; the first sweep waits one interval.
     ticks.tick().await;
@@ -52,6 +60,7 @@ async fn run(backend: Arc<Backend>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        let Ok(backend) = slot.get() else { continue };
         if !backend.is_up() {
             // Health reports the outage; sweeping would only add noise.
             continue;

@@ -6,7 +6,6 @@
 //! stay empty, on success and on "not found" alike.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -56,7 +55,7 @@ impl KvService {
     #[allow(clippy::result_large_err)]
     fn call<T>(&self, request: &Request<T>) -> Result<Call, Status> {
         let ns = prism_plugin_core::namespace(request)?;
-        let deadline = deadline(request);
+        let deadline = prism_plugin_core::deadline(request);
         let backend = self.backend.get()?;
         Ok(Call {
             backend,
@@ -64,37 +63,6 @@ impl KvService {
             deadline,
         })
     }
-}
-
-/// The client's deadline, a little early: tonic's own timer for the same
-/// header answers CANCELLED when it fires first, so ours must win the race
-/// to answer DEADLINE_EXCEEDED (and to close the statement's connection).
-fn deadline<T>(request: &Request<T>) -> Deadline {
-    let timeout = request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)?;
-    let margin = (timeout / 10).min(Duration::from_millis(25));
-    Some(tokio::time::Instant::now() + (timeout - margin))
-}
-
-/// `grpc-timeout`: up to 8 digits and a unit (`H M S m u n`).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 /// Core's key check plus PostgreSQL's own rule: `text` cannot hold U+0000.
@@ -421,17 +389,6 @@ fn decode_cursor(cursor: &str, prefix: &str) -> Result<Option<String>, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_timeout_units() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
-        assert_eq!(parse_grpc_timeout("m"), None);
-        assert_eq!(parse_grpc_timeout("10x"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
-    }
 
     #[test]
     fn cursors_round_trip_and_are_bound_to_their_prefix() {

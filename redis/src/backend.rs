@@ -21,7 +21,8 @@ use redis::cluster_routing::Slot;
 use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 
 use crate::config::RedisConfig;
-use crate::error::Error;
+use crate::error::{Error, is_auth_error};
+use crate::rotation::{AuthHook, Drain};
 
 /// Reconnect attempts per (re)connect round. Kept small so an initial connect to
 /// a server that is down fails fast (core retries `initialize` with its own
@@ -53,6 +54,18 @@ pub(crate) struct Backend {
     /// need first: `connection_timeout + response_timeout`.
     op_timeout: Duration,
     degraded_latency: Duration,
+    /// Set for Vault credentials: reports rejected credentials.
+    auth: Option<AuthHook>,
+}
+
+/// Vault-minted credentials replacing `username`/`password` of the config.
+pub(crate) struct Login<'a> {
+    /// ACL user name.
+    pub(crate) username: &'a str,
+    /// Password (never logged).
+    pub(crate) password: &'a str,
+    /// Raised when the server rejects them.
+    pub(crate) hook: AuthHook,
 }
 
 /// Standalone server or cluster.
@@ -127,7 +140,21 @@ impl Backend {
     /// Connects (standalone or cluster, per `cluster_nodes`) and checks the
     /// deployment answers `PING` within `connection_timeout + response_timeout`.
     /// `Error::Config` for settings that can never work, anything else is retriable.
-    pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, Error> {
+    /// With a `login` (Vault), its user and password replace the configured ones.
+    pub(crate) async fn connect(
+        config: &RedisConfig,
+        login: Option<Login<'_>>,
+    ) -> Result<Self, Error> {
+        let mut with_login;
+        let (config, auth) = match login {
+            Some(login) => {
+                with_login = config.clone();
+                with_login.username = login.username.to_string();
+                with_login.password = login.password.to_string();
+                (&with_login, Some(login.hook))
+            }
+            None => (config, None),
+        };
         let op_timeout = config.connection_timeout + config.response_timeout;
         let limits = Limits {
             max_key_bytes: config.max_key_bytes,
@@ -145,6 +172,7 @@ impl Backend {
             limits,
             op_timeout,
             degraded_latency: config.degraded_latency,
+            auth,
         };
         // The whole first connect (including the manager's retries) is bounded
         // so `initialize` answers promptly when the server is unreachable.
@@ -319,13 +347,23 @@ impl Backend {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(Error::Redis {
                 address: self.address.clone(),
-                source,
+                source: self.check_auth(source),
             }),
             Err(_) => Err(Error::Timeout {
                 address: self.address.clone(),
                 timeout: self.op_timeout,
             }),
         }
+    }
+
+    /// Reports rejected credentials (Vault) and passes the error on.
+    fn check_auth(&self, source: redis::RedisError) -> redis::RedisError {
+        if let Some(auth) = &self.auth
+            && is_auth_error(&source)
+        {
+            auth.raise();
+        }
+        source
     }
 
     fn cluster_broken(&self) -> bool {
@@ -555,7 +593,7 @@ impl Backend {
                 }
                 Err(Error::Redis {
                     address: self.address.clone(),
-                    source,
+                    source: self.check_auth(source),
                 })
             }
             Err(_) => Err(Error::Timeout {
@@ -643,6 +681,11 @@ impl Backend {
             Err(err) => tracing::warn!(error = %err, "cannot renew the redis connection manager"),
         }
     }
+}
+
+impl Drain for Backend {
+    /// Dropping the last handle closes the connection; nothing to wait for.
+    async fn close(&self) {}
 }
 
 /// For `rediss://`: makes sure rustls has its crypto provider (ring) and

@@ -65,6 +65,15 @@ fn server_codes(source: &RedisError) -> Vec<String> {
     }
 }
 
+/// True when Redis rejected the credentials (`WRONGPASS`, `NOAUTH`, or a
+/// failed `AUTH` while the connection re-dialled), e.g. a revoked Vault user.
+pub(crate) fn is_auth_error(source: &RedisError) -> bool {
+    source.kind() == ErrorKind::AuthenticationFailed
+        || server_codes(source)
+            .iter()
+            .any(|c| c == "WRONGPASS" || c == "NOAUTH")
+}
+
 /// True when Redis refused a command because of an ACL rule.
 pub(crate) fn is_noperm(source: &RedisError) -> bool {
     source.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)

@@ -8,6 +8,7 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
+mod rotation;
 mod service;
 
 fn main() -> std::process::ExitCode {
