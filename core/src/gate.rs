@@ -74,10 +74,16 @@ impl Gate {
         self.inner.open.store(true, Ordering::SeqCst);
     }
 
-    /// Closes intake and waits up to `timeout` for in-flight calls to finish.
-    pub(crate) async fn drain(&self, timeout: Duration) -> DrainOutcome {
+    /// Closes intake: new data calls get UNAVAILABLE from now on. Returns the
+    /// number of calls in flight at that moment.
+    pub(crate) fn close(&self) -> i64 {
         self.inner.open.store(false, Ordering::SeqCst);
-        let at_start = self.in_flight();
+        self.in_flight()
+    }
+
+    /// Waits up to `timeout` for in-flight calls to finish; `at_close` is
+    /// what [`close`](Self::close) returned.
+    pub(crate) async fn wait_idle(&self, at_close: i64, timeout: Duration) -> DrainOutcome {
         let wait = async {
             loop {
                 let idle = self.inner.idle.notified();
@@ -92,7 +98,7 @@ impl Gate {
             Err(_) => self.in_flight().max(0),
         };
         DrainOutcome {
-            drained: (at_start - aborted).max(0),
+            drained: (at_close - aborted).max(0),
             aborted,
         }
     }

@@ -57,8 +57,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// Current backend health; called by core's health loop and HealthCheck.
     async fn health(&self) -> HealthReport;
 
-    /// Called after intake has closed: flush or hand back backend-side work
-    /// (e.g. commit acknowledged offsets, end subscriptions).
+    /// Called right after intake has closed, while in-flight calls are still
+    /// finishing: end long-lived streams and hand back backend-side work
+    /// (e.g. commit acknowledged offsets), so the drain can complete.
     async fn drain(&self) -> Result<(), Error> {
         Ok(())
     }

@@ -214,17 +214,25 @@ impl<P: Plugin> Runtime<P> {
         }
     }
 
-    /// Closes intake (new data calls get UNAVAILABLE), turns readiness off,
-    /// waits for in-flight calls up to `timeout`, then lets the plugin drain.
+    /// Turns readiness off and closes intake (new data calls get
+    /// UNAVAILABLE), then lets the plugin wind down backend-side work (end
+    /// open streams, commit what was acknowledged) while in-flight calls
+    /// finish, all bounded by `timeout`.
     pub(crate) async fn drain(&self, timeout: Duration) -> DrainOutcome {
         self.health.set_draining(true).await;
-        let in_flight = self.gate.in_flight();
-        tracing::info!(
-            in_flight,
-            timeout_ms = timeout.as_millis() as u64,
-            "draining"
-        );
-        let outcome = self.gate.drain(timeout).await;
+        let in_flight = self.gate.close();
+        tracing::info!(in_flight, timeout_ms = timeout.as_millis() as u64, "draining");
+        let plugin_drain = async {
+            if !self.is_initialized() {
+                return;
+            }
+            match tokio::time::timeout(timeout, self.plugin.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "plugin drain failed"),
+                Err(_) => tracing::warn!("plugin drain did not finish within the drain timeout"),
+            }
+        };
+        let (outcome, ()) = tokio::join!(self.gate.wait_idle(in_flight, timeout), plugin_drain);
         if outcome.aborted > 0 {
             tracing::warn!(
                 drained = outcome.drained,
@@ -233,11 +241,6 @@ impl<P: Plugin> Runtime<P> {
             );
         } else {
             tracing::info!(drained = outcome.drained, "drained");
-        }
-        if self.is_initialized()
-            && let Err(err) = self.plugin.drain().await
-        {
-            tracing::warn!(error = %err, "plugin drain failed");
         }
         outcome
     }

@@ -1,6 +1,7 @@
 //! The `backend:` section of `prism-kafka`'s configuration, its defaults and its
 //! pure validation (no I/O).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
+/// librdkafka refuses a `message.max.bytes` above 1e9; framing room is added to ours.
+const MAX_PAYLOAD_LIMIT: usize = 900_000_000;
 
 /// How the client talks to the brokers (`security.protocol`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +94,53 @@ pub(crate) struct KafkaConfig {
     /// Health is DEGRADED when a metadata round trip takes longer than this.
     #[serde(default = "default_degraded_latency", with = "humantime_serde")]
     pub(crate) degraded_latency: Duration,
+    /// Longest a Publish waits for the broker's acknowledgement (librdkafka
+    /// `message.timeout.ms`); past it the Publish fails with UNAVAILABLE.
+    #[serde(default = "default_produce_timeout", with = "humantime_serde")]
+    pub(crate) produce_timeout: Duration,
+    /// Largest record a Publish may send: payload + partition key + metadata
+    /// (also librdkafka's `message.max.bytes`, plus room for framing).
+    #[serde(default = "default_max_payload_bytes")]
+    pub(crate) max_payload_bytes: usize,
+    /// Producer compression: `none`, `gzip`, `snappy` or `lz4`.
+    #[serde(default = "default_compression")]
+    pub(crate) compression: String,
+    /// Messages a stream holds between Kafka and its gRPC client; when full,
+    /// the consumer pauses (backpressure).
+    #[serde(default = "default_stream_buffer")]
+    pub(crate) stream_buffer: usize,
+    /// Per-consumer prefetch limit in KiB (librdkafka `queued.max.messages.kbytes`):
+    /// bounds what a paused stream can hold in memory.
+    #[serde(default = "default_fetch_buffer_kbytes")]
+    pub(crate) fetch_buffer_kbytes: usize,
+    /// How often Subscribe commits the offsets of messages handed to its
+    /// client (librdkafka `auto.commit.interval.ms`); a stream that ends
+    /// commits at once.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub(crate) commit_interval: Duration,
+    /// Extra librdkafka properties for every client (producer and consumers),
+    /// applied last, e.g. `{"socket.keepalive.enable": "true"}`. Keys the plugin
+    /// owns (group and commit handling, bootstrap, credentials) are refused.
+    #[serde(default)]
+    pub(crate) librdkafka: BTreeMap<String, String>,
 }
+
+/// librdkafka properties the plugin sets itself because its guarantees depend
+/// on them; `backend.librdkafka` may not override them.
+const OWNED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.idempotence",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+];
 
 fn default_brokers() -> Vec<String> {
     vec!["localhost:9092".to_string()]
@@ -126,6 +175,24 @@ fn default_metadata_timeout() -> Duration {
 fn default_degraded_latency() -> Duration {
     Duration::from_millis(200)
 }
+fn default_produce_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_payload_bytes() -> usize {
+    1_000_000
+}
+fn default_compression() -> String {
+    "none".to_string()
+}
+fn default_stream_buffer() -> usize {
+    64
+}
+fn default_fetch_buffer_kbytes() -> usize {
+    2048
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -145,6 +212,13 @@ impl Default for KafkaConfig {
             replication_factor: default_replication_factor(),
             metadata_timeout: default_metadata_timeout(),
             degraded_latency: default_degraded_latency(),
+            produce_timeout: default_produce_timeout(),
+            max_payload_bytes: default_max_payload_bytes(),
+            compression: default_compression(),
+            stream_buffer: default_stream_buffer(),
+            fetch_buffer_kbytes: default_fetch_buffer_kbytes(),
+            commit_interval: default_commit_interval(),
+            librdkafka: BTreeMap::new(),
         }
     }
 }
@@ -173,6 +247,13 @@ impl fmt::Debug for KafkaConfig {
             .field("replication_factor", &self.replication_factor)
             .field("metadata_timeout", &self.metadata_timeout)
             .field("degraded_latency", &self.degraded_latency)
+            .field("produce_timeout", &self.produce_timeout)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("compression", &self.compression)
+            .field("stream_buffer", &self.stream_buffer)
+            .field("fetch_buffer_kbytes", &self.fetch_buffer_kbytes)
+            .field("commit_interval", &self.commit_interval)
+            .field("librdkafka", &self.librdkafka)
             .finish()
     }
 }
@@ -235,9 +316,41 @@ impl KafkaConfig {
         for (key, value) in [
             ("metadata_timeout", self.metadata_timeout),
             ("degraded_latency", self.degraded_latency),
+            ("produce_timeout", self.produce_timeout),
+            ("commit_interval", self.commit_interval),
         ] {
             if value < Duration::from_millis(1) {
                 problems.push(format!("`backend.{key}`: must be at least 1ms"));
+            }
+        }
+        // librdkafka's own bounds (message.max.bytes ≤ 1e9, ms values fit i32).
+        if !(1..=MAX_PAYLOAD_LIMIT).contains(&self.max_payload_bytes) {
+            problems.push(format!(
+                "`backend.max_payload_bytes`: must be between 1 and {MAX_PAYLOAD_LIMIT}"
+            ));
+        }
+        if !["none", "gzip", "snappy", "lz4"].contains(&self.compression.as_str()) {
+            problems.push(format!(
+                "`backend.compression`: {:?} is not one of none, gzip, snappy, lz4 \
+                 (zstd is not built in)",
+                self.compression
+            ));
+        }
+        if !(1..=100_000).contains(&self.stream_buffer) {
+            problems.push("`backend.stream_buffer`: must be between 1 and 100000".to_string());
+        }
+        if !(1..=2_097_151).contains(&self.fetch_buffer_kbytes) {
+            problems
+                .push("`backend.fetch_buffer_kbytes`: must be between 1 and 2097151".to_string());
+        }
+        for key in self.librdkafka.keys() {
+            if key.trim().is_empty() {
+                problems.push("`backend.librdkafka`: property names must not be empty".to_string());
+            } else if OWNED_PROPERTIES.contains(&key.as_str()) {
+                problems.push(format!(
+                    "`backend.librdkafka.{key}`: set by the plugin itself; use the matching \
+                     `backend` key instead"
+                ));
             }
         }
         problems
@@ -265,7 +378,7 @@ fn check_broker(broker: &str) -> Result<(), String> {
 }
 
 /// Kafka's topic name rules: 1-249 of `[A-Za-z0-9._-]`, not `.` or `..`.
-fn check_topic(topic: &str) -> Result<(), String> {
+pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
     let legal = topic
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -361,6 +474,14 @@ default_partitions: 6
 replication_factor: 3
 metadata_timeout: 2s
 degraded_latency: 100ms
+produce_timeout: 3s
+max_payload_bytes: 2000000
+compression: lz4
+stream_buffer: 16
+fetch_buffer_kbytes: 512
+commit_interval: 250ms
+librdkafka:
+  socket.keepalive.enable: "true"
 "#;
 
     #[test]
@@ -378,6 +499,19 @@ degraded_latency: 100ms
         assert_eq!(config.replication_factor, 3);
         assert_eq!(config.metadata_timeout, Duration::from_secs(2));
         assert_eq!(config.degraded_latency, Duration::from_millis(100));
+        assert_eq!(config.produce_timeout, Duration::from_secs(3));
+        assert_eq!(config.max_payload_bytes, 2_000_000);
+        assert_eq!(config.compression, "lz4");
+        assert_eq!(config.stream_buffer, 16);
+        assert_eq!(config.fetch_buffer_kbytes, 512);
+        assert_eq!(config.commit_interval, Duration::from_millis(250));
+        assert_eq!(
+            config
+                .librdkafka
+                .get("socket.keepalive.enable")
+                .map(String::as_str),
+            Some("true")
+        );
         assert!(config.validate().is_empty(), "{:?}", config.validate());
     }
 
@@ -418,6 +552,8 @@ degraded_latency: 100ms
             acks: "most".into(),
             default_partitions: 0,
             metadata_timeout: Duration::ZERO,
+            compression: "zstd".into(),
+            librdkafka: [("group.id".to_string(), "x".to_string())].into(),
             ..KafkaConfig::default()
         };
         let problems = config.validate();
@@ -428,6 +564,8 @@ degraded_latency: 100ms
             "`backend.acks`",
             "`backend.default_partitions`",
             "`backend.metadata_timeout`",
+            "`backend.compression`",
+            "`backend.librdkafka.group.id`",
         ];
         assert_eq!(problems.len(), keys.len(), "{problems:?}");
         for (problem, key) in problems.iter().zip(keys) {

@@ -1,11 +1,12 @@
-//! The crate's one error type and its mapping onto core's lifecycle error.
+//! The crate's one error type, its single mapping to `tonic::Status`, and its
+//! conversion to core's lifecycle error.
 //!
 //! Brokers are named by the configured bootstrap list only; no SASL secret is
 //! ever part of a message.
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-/// Everything the Kafka backend can fail with.
+/// Everything the Kafka plugin can fail with.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// librdkafka rejected the client configuration built from `backend`.
@@ -34,6 +35,43 @@ pub(crate) enum Error {
     /// A blocking librdkafka call could not be run or was cancelled.
     #[error("kafka metadata task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    /// The request itself is malformed (topic name, options, offsets, sizes).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The record is over `backend.max_payload_bytes`.
+    #[error(
+        "message is {size} bytes (payload + partition key + metadata); the limit is {limit} \
+         (backend.max_payload_bytes)"
+    )]
+    TooLarge {
+        /// Size of the record.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The topic does not exist and `auto_create_topics` is off.
+    #[error("topic {0:?} does not exist (backend.auto_create_topics is off)")]
+    TopicNotFound(String),
+    /// Creating a topic failed.
+    #[error("creating topic {topic:?} failed: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's or client's reason.
+        reason: String,
+    },
+    /// The broker did not acknowledge a record.
+    #[error("publishing to {topic:?} failed: {source}")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// The delivery error.
+        #[source]
+        source: KafkaError,
+    },
+    /// A consumer operation failed.
+    #[error("kafka consumer: {0}")]
+    Consumer(#[source] KafkaError),
 }
 
 impl From<Error> for prism_plugin_core::Error {
@@ -45,7 +83,69 @@ impl From<Error> for prism_plugin_core::Error {
             Error::Unreachable { .. } | Error::Fatal { .. } => {
                 prism_plugin_core::Error::Unavailable(err.to_string())
             }
-            Error::Closed | Error::Task(_) => prism_plugin_core::Error::Internal(err.to_string()),
+            _ => prism_plugin_core::Error::Internal(err.to_string()),
         }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        use tonic::Status;
+        let message = err.to_string();
+        match &err {
+            Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::TooLarge { .. } => Status::resource_exhausted(message),
+            Error::TopicNotFound(_) => Status::not_found(message),
+            Error::Produce { source, .. } => match source.rdkafka_error_code() {
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize,
+                ) => Status::resource_exhausted(message),
+                Some(RDKafkaErrorCode::InvalidTopic) => Status::invalid_argument(message),
+                Some(
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed,
+                ) => Status::permission_denied(message),
+                // Timeouts, transport failures, leader changes, a full
+                // queue: the broker may take it later.
+                _ => Status::unavailable(message),
+            },
+            Error::CreateTopic { reason, .. } if reason.contains("nvalid topic") => {
+                Status::invalid_argument(message)
+            }
+            Error::Unreachable { .. }
+            | Error::Fatal { .. }
+            | Error::CreateTopic { .. }
+            | Error::Consumer(_) => Status::unavailable(message),
+            Error::Client(_) => Status::failed_precondition(message),
+            Error::Closed | Error::Task(_) => Status::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_errors_map_by_cause() {
+        let timeout = Error::Produce {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        };
+        assert_eq!(
+            tonic::Status::from(timeout).code(),
+            tonic::Code::Unavailable
+        );
+        let big = Error::Produce {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        };
+        assert_eq!(
+            tonic::Status::from(big).code(),
+            tonic::Code::ResourceExhausted
+        );
+        let status = tonic::Status::from(Error::TooLarge { size: 10, limit: 5 });
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("max_payload_bytes"));
     }
 }

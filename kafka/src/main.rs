@@ -9,6 +9,8 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
+mod service;
+mod stream;
 
 fn main() -> std::process::ExitCode {
     prism_plugin_core::run(plugin::KafkaPlugin::default())

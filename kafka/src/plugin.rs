@@ -1,8 +1,12 @@
-//! The `Plugin` implementation: wires the Kafka backend into core's lifecycle
-//! (initialize, health, stop). Data services come later.
+//! The `Plugin` implementation: wires the Kafka backend and the data services
+//! into core's lifecycle (initialize, health, drain, stop).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
+use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
+use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO};
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry,
     Slot,
@@ -10,11 +14,19 @@ use prism_plugin_core::{
 
 use crate::backend::Backend;
 use crate::config::KafkaConfig;
+use crate::service::KafkaService;
+use crate::stream::StreamSet;
 
-/// The Kafka plugin: the current backend in a [`Slot`] that `initialize` replaces.
+/// How long `drain` waits for streams to store their offsets and leave their
+/// groups (each needs a broker round trip or two).
+const STREAM_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Kafka plugin: the current backend in a [`Slot`] that `initialize`
+/// replaces, and the running streams.
 #[derive(Default)]
 pub(crate) struct KafkaPlugin {
-    backend: Slot<Backend>,
+    backend: Arc<Slot<Backend>>,
+    streams: Arc<StreamSet>,
 }
 
 #[prism_plugin_core::async_trait]
@@ -41,15 +53,41 @@ impl Plugin for KafkaPlugin {
     }
 
     fn interfaces(&self) -> Vec<Interface> {
-        Vec::new()
+        vec![
+            Interface {
+                name: "PubSubBasicInterface",
+                proto: PUBSUB_BASIC_PROTO,
+                version: "1.0.0",
+            },
+            Interface {
+                name: "StreamInterface",
+                proto: PUBSUB_STREAM_PROTO,
+                version: "1.0.0",
+            },
+        ]
     }
 
-    fn register(&self, _services: &mut ServiceRegistry) {}
+    fn register(&self, services: &mut ServiceRegistry) {
+        let service = KafkaService::new(self.backend.clone(), self.streams.clone());
+        let limit = services.max_message_bytes();
+        services.add(
+            PubSubBasicInterfaceServer::new(service.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+        services.add(
+            StreamInterfaceServer::new(service)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+    }
 
-    async fn initialize(&self, config: KafkaConfig, _ctx: &Context) -> Result<(), CoreError> {
+    async fn initialize(&self, config: KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
         let backend = Backend::connect(&config).await?;
+        self.streams.attach(&ctx.shutdown);
         // The old producer (if any) is closed on a blocking thread once the
-        // last in-flight user releases it (see `Backend`'s `Drop`).
+        // last in-flight user releases it (see `Backend`'s `Drop`). Running
+        // streams keep their own consumers.
         drop(self.backend.replace(Arc::new(backend)));
         Ok(())
     }
@@ -70,23 +108,55 @@ impl Plugin for KafkaPlugin {
                             backend.degraded_latency().as_millis()
                         ),
                     )
+                } else if info.queued > backend.queue_degraded() {
+                    (
+                        HealthStatus::Degraded,
+                        format!(
+                            "{} messages wait in the producer queue (over {})",
+                            info.queued,
+                            backend.queue_degraded()
+                        ),
+                    )
                 } else {
                     (HealthStatus::Healthy, "kafka cluster answers".to_string())
                 };
                 HealthReport::new(status, message)
                     .detail("brokers", info.brokers)
                     .detail("latency_ms", info.latency.as_millis())
+                    .detail("producer_queue", info.queued)
             }
             Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
         };
-        report.detail("bootstrap", backend.bootstrap())
+        report
+            .detail("bootstrap", backend.bootstrap())
+            .detail("streams", self.streams.len())
+    }
+
+    /// Ends every Subscribe, Tail and Consume stream cleanly: each stores the
+    /// offsets it handed over (Subscribe) or that were acknowledged (Consume),
+    /// leaves its group (which commits them) and closes its response with OK.
+    async fn drain(&self) -> Result<(), CoreError> {
+        let running = self.streams.len();
+        let left = self.streams.drain(STREAM_DRAIN_TIMEOUT).await;
+        if left > 0 {
+            tracing::warn!(
+                running,
+                left,
+                "streams still closing after the drain timeout"
+            );
+        } else {
+            tracing::info!(closed = running, "streams closed");
+        }
+        Ok(())
     }
 
     async fn stop(&self) -> Result<(), CoreError> {
+        // Streams first (they commit through their own consumers), then the producer.
+        self.streams.drain(STREAM_DRAIN_TIMEOUT).await;
         if let Some(backend) = self.backend.take() {
             // Closing flushes and joins librdkafka's threads: blocking work.
-            // If a health check still holds a reference, the last holder
-            // closes it instead (see `Backend`'s `Drop`).
+            // If a request still holds a reference, the last holder closes
+            // it instead (see `Backend`'s `Drop`).
             let closed = tokio::task::spawn_blocking(move || drop(backend));
             if closed.await.is_err() {
                 tracing::warn!("closing the kafka producer failed");
