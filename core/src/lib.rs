@@ -80,7 +80,9 @@ pub fn deadline<T>(request: &tonic::Request<T>) -> Option<tokio::time::Instant> 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H M S m u n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
     use std::time::Duration;
-    if value.len() < 2 || value.len() > 9 {
+    // ASCII only: splitting off the unit byte must not cut a UTF-8 character
+    // (found by the request_validation fuzz target).
+    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -129,5 +131,6 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5"), None);
         assert_eq!(parse_grpc_timeout("123456789m"), None);
         assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("1\u{e9}"), None);
     }
 }
