@@ -221,7 +221,11 @@ impl<P: Plugin> Runtime<P> {
     pub(crate) async fn drain(&self, timeout: Duration) -> DrainOutcome {
         self.health.set_draining(true).await;
         let in_flight = self.gate.close();
-        tracing::info!(in_flight, timeout_ms = timeout.as_millis() as u64, "draining");
+        tracing::info!(
+            in_flight,
+            timeout_ms = timeout.as_millis() as u64,
+            "draining"
+        );
         let plugin_drain = async {
             if !self.is_initialized() {
                 return;

@@ -90,7 +90,7 @@ pub struct AuthConfig {
     pub method: AuthMethod,
     /// Token (`VAULT_TOKEN`), for `token`.
     #[serde(default)]
-    pub token: String,
+    pub token: SecretString,
     /// File holding the token (re-read at every login), for `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -99,7 +99,7 @@ pub struct AuthConfig {
     pub role_id: String,
     /// AppRole secret id.
     #[serde(default)]
-    pub secret_id: String,
+    pub secret_id: SecretString,
     /// File holding the AppRole secret id.
     #[serde(default)]
     pub secret_id_file: Option<PathBuf>,
@@ -170,6 +170,9 @@ pub const VAULT_ENV_ALIASES: &[(&str, &str)] = &[
     ("VAULT_TOKEN", "vault.auth.token"),
 ];
 
+/// How long a replaced lease stays valid for the plugin's old pool to drain.
+const REVOKE_GRACE: Duration = Duration::from_secs(5);
+
 const KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 impl VaultConfig {
@@ -231,8 +234,10 @@ impl VaultConfig {
     }
 }
 
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret string: never printed by `Debug`. Serializes as the plain string
+/// (config round trips need it; `--check-config` redacts by key name).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SecretString(String);
 
 impl SecretString {
@@ -243,6 +248,11 @@ impl SecretString {
     /// The secret itself, for handing to a driver.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// True when no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -297,7 +307,7 @@ pub struct CredentialSource {
     status: Arc<Mutex<Status>>,
     rotate: Arc<Notify>,
     cancel: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl CredentialSource {
@@ -333,7 +343,7 @@ impl CredentialSource {
             status,
             rotate,
             cancel,
-            task: Some(task),
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -381,10 +391,12 @@ impl CredentialSource {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops the background task and waits for it.
-    pub async fn shutdown(mut self) {
+    /// Stops the background task (revoking the current lease) and waits for
+    /// it. Takes `&self` so a source shared behind an `Arc` can be shut down.
+    pub async fn shutdown(&self) {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
@@ -453,12 +465,12 @@ impl Worker {
         let token = match auth.method {
             AuthMethod::Token => match &auth.token_file {
                 Some(path) => read_secret_file(path, "vault.auth.token_file")?,
-                None => auth.token.clone(),
+                None => auth.token.expose().to_string(),
             },
             AuthMethod::Approle => {
                 let secret_id = match &auth.secret_id_file {
                     Some(path) => read_secret_file(path, "vault.auth.secret_id_file")?,
-                    None => auth.secret_id.clone(),
+                    None => auth.secret_id.expose().to_string(),
                 };
                 let mount = if auth.mount.is_empty() {
                     "approle"
@@ -604,8 +616,9 @@ impl Worker {
             Ok(granted) => {
                 let granted = Duration::from_secs(granted);
                 // Near the role's max TTL Vault grants less than asked: rotate
-                // while the old credentials still have time to drain.
-                if granted < lease.initial / 2 {
+                // now, while the old credentials still have the most time left
+                // for the plugin to swap pools and drain the old one.
+                if granted < lease.initial {
                     return Ok(false);
                 }
                 if let Some(Credentials { lease: Some(l), .. }) = self.current.as_mut() {
@@ -704,10 +717,9 @@ impl Worker {
     /// so old database users do not linger until their max TTL.
     fn revoke_later(&self, lease: Lease) {
         let http = self.http.clone();
-        let grace = lease
-            .expires_at
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(5));
+        // A fixed grace for the plugin to swap and drain: if the lease runs
+        // out first, Vault revokes it itself and this call is a no-op.
+        let grace = REVOKE_GRACE;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             if let Err(e) = http.revoke_lease(&lease.id).await {

@@ -70,7 +70,7 @@ fn database_config(vault: &Vault, auth: AuthConfig) -> VaultConfig {
 fn token_auth(vault: &Vault) -> AuthConfig {
     AuthConfig {
         method: AuthMethod::Token,
-        token: vault.root_token().to_string(),
+        token: prism_plugin_core::vault::SecretString::new(vault.root_token()),
         ..AuthConfig::default()
     }
 }
@@ -213,7 +213,7 @@ async fn approle_and_token_file_logins_work() {
     let approle = AuthConfig {
         method: AuthMethod::Approle,
         role_id: role_id.trim().into(),
-        secret_id: secret_id.trim().into(),
+        secret_id: prism_plugin_core::vault::SecretString::new(secret_id.trim()),
         ..AuthConfig::default()
     };
     let source =
