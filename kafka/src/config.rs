@@ -58,15 +58,9 @@ pub(crate) struct KafkaConfig {
     /// only `plaintext` (librdkafka is built without TLS and SASL).
     #[serde(default)]
     pub(crate) security_protocol: SecurityProtocol,
-    /// SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    #[serde(default = "default_sasl_mechanism")]
-    pub(crate) sasl_mechanism: String,
-    /// SASL user name (`KAFKA_SASL_USERNAME`).
+    /// SASL credentials (used with `sasl_plaintext` / `sasl_ssl`).
     #[serde(default)]
-    pub(crate) sasl_username: String,
-    /// SASL password (`KAFKA_SASL_PASSWORD`). Never logged.
-    #[serde(default)]
-    pub(crate) sasl_password: String,
+    pub(crate) sasl: SaslConfig,
     /// `client.id` the brokers see in their logs and quotas.
     #[serde(default = "default_client_id")]
     pub(crate) client_id: String,
@@ -194,6 +188,31 @@ fn default_commit_interval() -> Duration {
     Duration::from_secs(1)
 }
 
+/// `backend.sasl`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[serde(default = "default_sasl_mechanism")]
+    pub(crate) mechanism: String,
+    /// User name (`KAFKA_SASL_USERNAME`).
+    #[serde(default)]
+    pub(crate) username: String,
+    /// Password (`KAFKA_SASL_PASSWORD`). Never logged.
+    #[serde(default)]
+    pub(crate) password: String,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        SaslConfig {
+            mechanism: default_sasl_mechanism(),
+            username: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -201,9 +220,7 @@ impl Default for KafkaConfig {
             topic: String::new(),
             consumer_group: default_consumer_group(),
             security_protocol: SecurityProtocol::default(),
-            sasl_mechanism: default_sasl_mechanism(),
-            sasl_username: String::new(),
-            sasl_password: String::new(),
+            sasl: SaslConfig::default(),
             client_id: default_client_id(),
             acks: default_acks(),
             session_timeout: default_session_timeout(),
@@ -226,7 +243,7 @@ impl Default for KafkaConfig {
 /// Hand-written so the SASL password can never reach a log line through `{:?}`.
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let password = if self.sasl_password.is_empty() {
+        let password = if self.sasl.password.is_empty() {
             ""
         } else {
             "<redacted>"
@@ -236,9 +253,9 @@ impl fmt::Debug for KafkaConfig {
             .field("topic", &self.topic)
             .field("consumer_group", &self.consumer_group)
             .field("security_protocol", &self.security_protocol)
-            .field("sasl_mechanism", &self.sasl_mechanism)
-            .field("sasl_username", &self.sasl_username)
-            .field("sasl_password", &password)
+            .field("sasl.mechanism", &self.sasl.mechanism)
+            .field("sasl.username", &self.sasl.username)
+            .field("sasl.password", &password)
             .field("client_id", &self.client_id)
             .field("acks", &self.acks)
             .field("session_timeout", &self.session_timeout)
@@ -285,10 +302,10 @@ impl KafkaConfig {
                 self.security_protocol.as_str()
             ));
         }
-        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&self.sasl_mechanism.as_str()) {
+        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&self.sasl.mechanism.as_str()) {
             problems.push(format!(
-                "`backend.sasl_mechanism`: {:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
-                self.sasl_mechanism
+                "`backend.sasl.mechanism`: {:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+                self.sasl.mechanism
             ));
         }
         if self.client_id.is_empty() || !self.client_id.chars().all(|c| c.is_ascii_graphic()) {
@@ -463,9 +480,10 @@ brokers: ["kafka-0.kafka:9092", "kafka-1.kafka:9092"]
 topic: events
 consumer_group: billing
 security_protocol: plaintext
-sasl_mechanism: SCRAM-SHA-256
-sasl_username: prism
-sasl_password: s3cret
+sasl:
+  mechanism: SCRAM-SHA-256
+  username: prism
+  password: s3cret
 client_id: prism-kafka-eu
 acks: 1
 session_timeout: 10s
@@ -581,7 +599,10 @@ librdkafka:
     #[test]
     fn password_never_reaches_debug_output() {
         let config = KafkaConfig {
-            sasl_password: "kafka-secret".into(),
+            sasl: SaslConfig {
+                password: "kafka-secret".into(),
+                ..SaslConfig::default()
+            },
             ..KafkaConfig::default()
         };
         assert!(!format!("{config:?}").contains("kafka-secret"));

@@ -40,8 +40,8 @@ impl Plugin for KafkaPlugin {
         ("KAFKA_BROKERS", "backend.brokers"),
         ("KAFKA_TOPIC", "backend.topic"),
         ("KAFKA_CONSUMER_GROUP", "backend.consumer_group"),
-        ("KAFKA_SASL_USERNAME", "backend.sasl_username"),
-        ("KAFKA_SASL_PASSWORD", "backend.sasl_password"),
+        ("KAFKA_SASL_USERNAME", "backend.sasl.username"),
+        ("KAFKA_SASL_PASSWORD", "backend.sasl.password"),
     ];
 
     fn default_config() -> KafkaConfig {
