@@ -447,7 +447,7 @@ async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failure
     );
     // The bound: failures only between the user's deletion and the new
     // credentials' connection (the first rejected re-dial asks Vault at
-    // once); each of the 8 clients retries every 50 ms: at most 8 × 3 s / 50 ms.
+    // once); each of the 8 clients retries every 50 ms: at most 8 × 10 s / 50 ms.
     // Recovery takes ~1 s idle, several seconds on a loaded 2-core CI machine.
     const RECOVERY_BOUND: Duration = Duration::from_secs(10);
     const BOUND: u64 = 8 * 10_000 / 50;
