@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, wait_for_health};
+use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, wait_for_health};
+
+/// Environment variables handed to one plugin.
+type EnvVars<'a> = Vec<(&'a str, &'a str)>;
 
 struct Plugin {
     name: &'static str,
@@ -76,15 +79,32 @@ async fn main() -> anyhow::Result<()> {
     let pg = Postgres::start().await.context("PostgreSQL")?;
     let redis = Redis::start().await.context("Redis")?;
     let kafka = Kafka::start().await.context("tansu Kafka broker")?;
+    let (kafka_bootstrap, redis_addr) = (kafka.bootstrap(), redis.addr());
+    let vault = Vault::start().await.context("OpenBao")?;
     println!("   PostgreSQL {}", prism_plugin_url(&pg.url()));
     println!("   Redis      {}", redis.addr());
     println!("   Kafka      {}", kafka.bootstrap());
+    println!("   OpenBao    {}", vault.addr());
+    vault_setup(&pg, &vault).await?;
 
-    // (plugin, port, the conventional env var naming its backend)
-    let specs = [
-        ("postgres", 9090, ("DATABASE_URL", pg.url())),
-        ("kafka", 9091, ("KAFKA_BROKERS", kafka.bootstrap())),
-        ("redis", 9092, ("REDIS_ADDRESS", redis.addr())),
+    // prism-postgres gets its database user from Vault: the URL it is given
+    // carries no credentials at all.
+    let pg_url = format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database());
+    let vault_addr = vault.addr();
+    let specs: [(&str, u16, EnvVars<'_>); 3] = [
+        (
+            "postgres",
+            9090,
+            vec![
+                ("DATABASE_URL", pg_url.as_str()),
+                ("VAULT_ADDR", vault_addr.as_str()),
+                ("VAULT_TOKEN", vault.root_token()),
+                ("PRISM_VAULT__SECRET__ENGINE", "database"),
+                ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
+            ],
+        ),
+        ("kafka", 9091, vec![("KAFKA_BROKERS", &kafka_bootstrap)]),
+        ("redis", 9092, vec![("REDIS_ADDRESS", &redis_addr)]),
     ];
     println!("== starting plugins");
     let mut plugins = Vec::new();
@@ -93,11 +113,8 @@ async fn main() -> anyhow::Result<()> {
         if !path.exists() {
             bail!("{} not built: run `cargo build --bins`", path.display());
         }
-        let envs = [
-            (env.0, env.1.as_str()),
-            ("PRISM_LOG_FORMAT", "text"),
-            ("PRISM_LOG_LEVEL", "warn"),
-        ];
+        let mut envs = env.clone();
+        envs.extend([("PRISM_LOG_FORMAT", "text"), ("PRISM_LOG_LEVEL", "warn")]);
         let port_arg = port.to_string();
         let process = PluginProcess::spawn(&path, &["--grpc-port", &port_arg], &envs).await?;
         plugins.push(Plugin {
@@ -150,11 +167,40 @@ async fn main() -> anyhow::Result<()> {
         println!("   prism-{} exited with {status}", p.name);
         failed |= !status.success();
     }
-    drop((pg, redis, kafka));
+    drop((pg, redis, kafka, vault));
     if failed {
         bail!("a plugin did not exit cleanly");
     }
     println!("== demo complete");
+    Ok(())
+}
+
+/// Configures OpenBao with `scripts/vault-dev-setup.sh` (database engine and
+/// the `prism-postgres` role) for this PostgreSQL.
+async fn vault_setup(pg: &Postgres, vault: &Vault) -> anyhow::Result<()> {
+    let script = prism_testkit::workspace_root().join("scripts/vault-dev-setup.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        .args(["--pg-port", &pg.port().to_string()])
+        .env("VAULT_ADDR", vault.addr())
+        .env("VAULT_TOKEN", vault.root_token())
+        .env("HOME", vault.dir())
+        .env("PG_DATABASE", pg.database())
+        .env("PG_ADMIN_USER", pg.user())
+        .env("PG_ADMIN_PASSWORD", pg.password())
+        .env("SKIP_REDIS", "1")
+        .env("SKIP_KAFKA", "1")
+        .env_remove("BAO_ADDR")
+        .env_remove("BAO_TOKEN")
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "vault-dev-setup.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    println!("   OpenBao configured by scripts/vault-dev-setup.sh (database role prism-postgres)");
     Ok(())
 }
 
