@@ -124,10 +124,18 @@ fn key(i: u64) -> String {
     format!("bench-{i:012}")
 }
 
-fn with_namespace<T>(msg: T, ns: &str) -> tonic::Request<T> {
+/// The `x-prism-namespace` header value, parsed once per worker (a clone is a
+/// reference-count bump, not a re-validation and copy per request).
+type NamespaceValue = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+
+fn namespace_value(ns: &str) -> NamespaceValue {
+    ns.parse().ok()
+}
+
+fn with_namespace<T>(msg: T, ns: &NamespaceValue) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        req.metadata_mut().insert("x-prism-namespace", v);
+    if let Some(v) = ns {
+        req.metadata_mut().insert("x-prism-namespace", v.clone());
     }
     req
 }
@@ -165,6 +173,7 @@ async fn connect(opts: &Options) -> Result<Vec<Channel>, Error> {
 /// Writes every key once (in batches), so reads find data.
 async fn preload(channel: Channel, opts: &Options) -> Result<(), Error> {
     let value = Bytes::from(vec![b'v'; opts.value_size]);
+    let ns = namespace_value(&opts.namespace);
     let mut client = KeyValueBatchInterfaceClient::new(channel)
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(usize::MAX);
@@ -180,10 +189,7 @@ async fn preload(channel: Channel, opts: &Options) -> Result<(), Error> {
             })
             .collect();
         client
-            .batch_set(with_namespace(
-                BatchSetRequest { requests },
-                &opts.namespace,
-            ))
+            .batch_set(with_namespace(BatchSetRequest { requests }, &ns))
             .await
             .map_err(Error::Setup)?;
         start = end;
@@ -257,6 +263,7 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
     let mut tally = Tally::new();
     let mut rng = seed;
     let value = Bytes::from(vec![b'x'; opts.value_size]);
+    let ns = namespace_value(&opts.namespace);
     let mut kv = KeyValueBasicInterfaceClient::new(channel.clone())
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(usize::MAX);
@@ -271,7 +278,7 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
         let started = Instant::now();
         let result = match opts.scenario {
             Scenario::KvGet | Scenario::CacheGet => kv
-                .get(with_namespace(GetRequest { key: key(k) }, &opts.namespace))
+                .get(with_namespace(GetRequest { key: key(k) }, &ns))
                 .await
                 .map(drop),
             Scenario::KvSet | Scenario::CacheSet => kv
@@ -281,7 +288,7 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
                         value: value.clone(),
                         ..Default::default()
                     },
-                    &opts.namespace,
+                    &ns,
                 ))
                 .await
                 .map(drop),
@@ -293,12 +300,12 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
                             value: value.clone(),
                             ..Default::default()
                         },
-                        &opts.namespace,
+                        &ns,
                     ))
                     .await
                     .map(drop)
                 } else {
-                    kv.get(with_namespace(GetRequest { key: key(k) }, &opts.namespace))
+                    kv.get(with_namespace(GetRequest { key: key(k) }, &ns))
                         .await
                         .map(drop)
                 }
@@ -308,7 +315,7 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
                     .map(|_| key(next_random(&mut rng) % opts.keys.max(1)))
                     .collect();
                 batch
-                    .batch_get(with_namespace(BatchGetRequest { keys }, &opts.namespace))
+                    .batch_get(with_namespace(BatchGetRequest { keys }, &ns))
                     .await
                     .map(drop)
             }
@@ -404,8 +411,10 @@ async fn subscriber(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>) -> 
     tally
 }
 
-/// Runs one scenario and returns its report. `progress` is called about once
-/// a second with (elapsed, completed requests).
+/// Runs one scenario and returns its report. `progress` is called with
+/// `(Duration::ZERO, 0)` when the measured window starts (after connecting,
+/// preloading and warming up), then about once a second with (elapsed,
+/// completed requests).
 pub async fn run(
     opts: Options,
     progress: impl Fn(Duration, u64) + Send + 'static,
@@ -444,6 +453,7 @@ pub async fn run(
     ctl.measuring.store(true, Ordering::SeqCst);
     let base = ctl.done.load(Ordering::SeqCst);
     let started = Instant::now();
+    progress(Duration::ZERO, 0);
     let deadline = started + opts.duration;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;

@@ -72,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
         topic: args.topic,
     };
     let report = run(opts, |elapsed, done| {
+        if elapsed.is_zero() {
+            return;
+        }
         eprint!(
             "\r  {:>4}s  {:>10} requests  {:>10.0} ops/s ",
             elapsed.as_secs(),
