@@ -16,6 +16,7 @@ mod lifecycle;
 pub mod metrics;
 mod plugin;
 pub mod proto;
+pub mod rotation;
 mod runtime;
 mod server;
 mod telemetry;

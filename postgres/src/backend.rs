@@ -35,8 +35,8 @@ use tokio::sync::watch;
 
 use crate::config::PostgresConfig;
 use crate::error::{Error, Kind};
-use crate::rotation::{AuthHook, Drain};
 use crate::schema::{self, Statements, scan_index};
+use prism_plugin_core::rotation::{AuthHook, Drain};
 
 /// Longest a health `SELECT 1` may take: core gives the whole health check 1.5 s.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);

@@ -9,7 +9,6 @@ mod config;
 mod error;
 mod plugin;
 mod reaper;
-mod rotation;
 mod schema;
 mod service;
 

@@ -17,8 +17,8 @@ use prism_plugin_core::{
 use crate::backend::{Backend, Login};
 use crate::config::PostgresConfig;
 use crate::reaper::Reaper;
-use crate::rotation::{self, Connect, Rotator, View};
 use crate::service::KvService;
+use prism_plugin_core::rotation::{self, Connect, Rotator, View};
 
 /// How long closing a pool waits for borrowed connections (statements are
 /// bounded by `statement_timeout`, but a stop must not hang on one).

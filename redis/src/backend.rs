@@ -22,7 +22,7 @@ use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::error::{Error, is_auth_error};
-use crate::rotation::{AuthHook, Drain};
+use prism_plugin_core::rotation::{AuthHook, Drain};
 
 /// Reconnect attempts per (re)connect round. Kept small so an initial connect to
 /// a server that is down fails fast (core retries `initialize` with its own

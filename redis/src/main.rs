@@ -8,7 +8,6 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
-mod rotation;
 mod service;
 
 fn main() -> std::process::ExitCode {

@@ -14,8 +14,8 @@ use prism_plugin_core::{
 
 use crate::backend::{Backend, Login};
 use crate::config::RedisConfig;
-use crate::rotation::{self, Connect, Rotator, View};
 use crate::service::KvService;
+use prism_plugin_core::rotation::{self, Connect, Rotator, View};
 
 /// Version of the declared KeyValue interfaces.
 const INTERFACE_VERSION: &str = "1.0.0";
@@ -42,7 +42,7 @@ fn connector(config: RedisConfig) -> Connect<Backend> {
                 password: creds.password.expose(),
                 hook,
             };
-            Backend::connect(&config, Some(login)).await
+            Ok(Backend::connect(&config, Some(login)).await?)
         })
     })
 }

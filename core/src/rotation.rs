@@ -1,4 +1,5 @@
-//! Vault credential rotation (DESIGN.md §5): one task per plugin that watches
+//! Vault credential rotation (DESIGN.md §5), shared by the plugins whose
+//! backend users come from Vault: one task per plugin that watches
 //! core's [`CredentialSource`] and, for every new set of credentials, builds
 //! and checks a new backend, swaps it into the [`Slot`] the services read per
 //! request, and lets the old one drain before closing it.
@@ -17,13 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prism_plugin_core::Slot;
-use prism_plugin_core::vault::{CredentialSource, Credentials};
+use crate::Slot;
+use crate::vault::{CredentialSource, Credentials};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
+use crate::Error;
 
 /// Delays before each attempt to connect with a new credential set: the user
 /// exists when Vault hands it out, so a failure is usually transient (the
@@ -42,27 +43,27 @@ const REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a replaced backend is checked for requests still using it.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Longest a replaced backend is kept for requests still running on it
-/// (every command is bounded by the operation timeout).
+/// (backend operations are bounded by their own timeouts).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the task waits for replaced backends to close when it stops.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds a checked backend from one credential set.
-pub(crate) type Connect<B> = Arc<
+pub type Connect<B> = Arc<
     dyn Fn(Arc<Credentials>, AuthHook) -> Pin<Box<dyn Future<Output = Result<B, Error>> + Send>>
         + Send
         + Sync,
 >;
 
 /// A backend that can be closed once drained.
-pub(crate) trait Drain: Send + Sync + 'static {
+pub trait Drain: Send + Sync + 'static {
     /// Closes the connections; called when no request holds the backend.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// Raised by a backend whose credentials the server rejected.
 #[derive(Debug, Default)]
-pub(crate) struct AuthAlarm {
+pub struct AuthAlarm {
     /// Calls (and probes) that failed on rejected credentials.
     failures: AtomicU64,
     /// Highest credential generation that was rejected.
@@ -73,14 +74,14 @@ pub(crate) struct AuthAlarm {
 /// What a backend keeps to report rejected credentials: the shared alarm and
 /// the generation of the credentials it was built with.
 #[derive(Debug, Clone)]
-pub(crate) struct AuthHook {
+pub struct AuthHook {
     alarm: Arc<AuthAlarm>,
     generation: u64,
 }
 
 impl AuthHook {
     /// Counts one failure and wakes the rotation task.
-    pub(crate) fn raise(&self) {
+    pub fn raise(&self) {
         self.alarm.failures.fetch_add(1, Ordering::Relaxed);
         self.alarm
             .rejected
@@ -101,7 +102,7 @@ struct Stats {
 }
 
 /// The running rotation: what health reads, and the task.
-pub(crate) struct Rotator {
+pub struct Rotator {
     view: Arc<View>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -109,31 +110,31 @@ pub(crate) struct Rotator {
 
 /// What health reports about the rotation: the source's own details and
 /// expiry, and the counters of the task.
-pub(crate) struct View {
+pub struct View {
     source: Arc<CredentialSource>,
     alarm: Arc<AuthAlarm>,
     stats: Arc<Stats>,
 }
 
 /// The first backend of a rotation, built by [`Rotator::first`].
-pub(crate) struct First<B> {
+pub struct First<B> {
     /// The credential source (logged in, first credentials fetched).
-    pub(crate) source: CredentialSource,
+    pub source: CredentialSource,
     /// The alarm every backend of this source raises.
-    pub(crate) alarm: Arc<AuthAlarm>,
+    pub alarm: Arc<AuthAlarm>,
     /// A backend connected with the first credentials.
-    pub(crate) backend: B,
+    pub backend: B,
 }
 
 impl Rotator {
     /// Logs in to Vault, fetches the first credentials and builds the first
     /// backend with them. On failure the source is shut down (its lease
     /// revoked), so a retried initialize leaves no user behind.
-    pub(crate) async fn first<B>(
-        vault: &prism_plugin_core::vault::VaultConfig,
+    pub async fn first<B>(
+        vault: &crate::vault::VaultConfig,
         shutdown: &CancellationToken,
         connect: &Connect<B>,
-    ) -> Result<First<B>, prism_plugin_core::Error> {
+    ) -> Result<First<B>, Error> {
         let source = CredentialSource::start(vault, shutdown.clone()).await?;
         let alarm = Arc::new(AuthAlarm::default());
         let creds = source.current();
@@ -149,14 +150,14 @@ impl Rotator {
             }),
             Err(err) => {
                 source.shutdown().await;
-                Err(err.into())
+                Err(err)
             }
         }
     }
 
     /// Starts watching `first.source` for new credentials; the first backend
     /// must already be in `slot`.
-    pub(crate) fn spawn<B: Drain>(
+    pub fn spawn<B: Drain>(
         source: CredentialSource,
         alarm: Arc<AuthAlarm>,
         slot: Arc<Slot<B>>,
@@ -194,14 +195,14 @@ impl Rotator {
     }
 
     /// The health view (shares the source; drop it before [`Source::shutdown`]).
-    pub(crate) fn view(&self) -> Arc<View> {
+    pub fn view(&self) -> Arc<View> {
         self.view.clone()
     }
 
     /// Stops the task (waiting for replaced backends to close, bounded) and
     /// returns the source, which the caller shuts down once the current
     /// backend is closed (that revokes the last lease).
-    pub(crate) async fn stop(self) -> Source {
+    pub async fn stop(self) -> Source {
         self.cancel.cancel();
         if let Err(err) = self.task.await {
             tracing::warn!(error = %err, "credential rotation task failed");
@@ -213,12 +214,12 @@ impl Rotator {
 impl View {
     /// True once the credentials in use ran out without renewal (Vault away
     /// for longer than their TTL): the plugin cannot log in any more.
-    pub(crate) fn expired(&self) -> bool {
+    pub fn expired(&self) -> bool {
         self.source.expired()
     }
 
     /// Health details of the source (no secrets) plus the rotation counters.
-    pub(crate) fn details(&self) -> BTreeMap<String, String> {
+    pub fn details(&self) -> BTreeMap<String, String> {
         let mut details = self.source.health_details();
         details.insert(
             "vault_auth_failures".into(),
@@ -241,11 +242,11 @@ impl View {
 }
 
 /// A stopped rotator's credential source.
-pub(crate) struct Source(Arc<CredentialSource>);
+pub struct Source(Arc<CredentialSource>);
 
 impl Source {
     /// Stops renewing and revokes the current lease.
-    pub(crate) async fn shutdown(self) {
+    pub async fn shutdown(self) {
         // The task and the rotator are gone; a health check may still hold
         // the view for a moment. If it does not let go, dropping the source
         // still stops it (without waiting for the revocation).
@@ -395,7 +396,7 @@ impl<B: Drain> Task<B> {
 
 /// Waits until no request holds `old` (the slot no longer does), then
 /// closes it; bounded by [`DRAIN_TIMEOUT`].
-pub(crate) async fn retire<B: Drain>(old: Arc<B>) {
+pub async fn retire<B: Drain>(old: Arc<B>) {
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(DRAIN_POLL).await;
