@@ -9,6 +9,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 PLUGINS   := postgres kafka redis
 VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# OCI source label: where this checkout came from.
+SOURCE_URL ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
 REGISTRY  ?= prism
 PODMAN    ?= podman
 # Base images: empty = the Containerfile defaults (distroless static-debian12 for
@@ -30,6 +32,7 @@ ifeq ($(IMAGE_PROFILE),fast)
 STATIC_ENV := CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 endif
 BUILD_ARGS := --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+              --build-arg SOURCE_URL=$(SOURCE_URL) \
               $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
               $(if $(DEBUG_BASE_IMAGE),--build-arg DEBUG_BASE_IMAGE=$(DEBUG_BASE_IMAGE))
 # prism-watcher flags for `make watch` (e.g. WATCH_ARGS="--plugins redis").
