@@ -44,6 +44,51 @@ struct GateInner {
     idle: Notify,
     metrics: Metrics,
     known_services: Vec<String>,
+    /// Metric handles per method path, created on first use, so a call costs
+    /// one map lookup instead of label allocations and two family lookups.
+    methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
+    /// Shared by every path outside the served services (bounded cardinality).
+    unknown: Arc<MethodMetrics>,
+}
+
+/// Number of gRPC status codes (OK = 0 .. UNAUTHENTICATED = 16).
+const CODES: usize = 17;
+
+/// Counter and histogram of one method, per status code, resolved lazily.
+struct MethodMetrics {
+    method: String,
+    per_code: [std::sync::OnceLock<(
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::histogram::Histogram,
+    )>; CODES],
+}
+
+impl MethodMetrics {
+    fn new(method: String) -> Self {
+        MethodMetrics {
+            method,
+            per_code: std::array::from_fn(|_| std::sync::OnceLock::new()),
+        }
+    }
+
+    fn record(&self, metrics: &Metrics, code: i32, seconds: f64) {
+        let index = usize::try_from(code)
+            .ok()
+            .filter(|i| *i < CODES)
+            .unwrap_or(tonic::Code::Unknown as usize);
+        let (count, latency) = self.per_code[index].get_or_init(|| {
+            let labels = RpcLabels {
+                method: self.method.clone(),
+                code: format!("{:?}", tonic::Code::from_i32(index as i32)),
+            };
+            (
+                metrics.requests.get_or_create(&labels).clone(),
+                metrics.latency.get_or_create(&labels).clone(),
+            )
+        });
+        count.inc();
+        latency.observe(seconds);
+    }
 }
 
 impl Gate {
@@ -55,6 +100,8 @@ impl Gate {
                 idle: Notify::new(),
                 metrics,
                 known_services,
+                methods: Default::default(),
+                unknown: Arc::new(MethodMetrics::new("unknown".to_string())),
             }),
         }
     }
@@ -103,18 +150,31 @@ impl Gate {
         }
     }
 
-    fn method_label(&self, path: &str) -> String {
-        let known = self.inner.known_services.iter().any(|svc| {
+    fn method_metrics(&self, path: &str) -> Arc<MethodMetrics> {
+        let inner = &self.inner;
+        if let Some(m) = inner
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
+            return m.clone();
+        }
+        let known = inner.known_services.iter().any(|svc| {
             path.len() > svc.len() + 1
                 && path[1..].starts_with(svc.as_str())
                 && path.as_bytes()[svc.len() + 1] == b'/'
         });
-        if known {
-            path.to_string()
-        } else {
-            // Bounded label cardinality: arbitrary paths all count as one.
-            "unknown".to_string()
+        if !known {
+            return inner.unknown.clone();
         }
+        inner
+            .methods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.to_string())
+            .or_insert_with(|| Arc::new(MethodMetrics::new(path.to_string())))
+            .clone()
     }
 }
 
@@ -173,7 +233,7 @@ where
         let is_data = !CONTROL_PREFIXES.iter().any(|p| path.starts_with(p));
         let mut guard = CallGuard {
             gate: self.gate.clone(),
-            method: self.gate.method_label(path),
+            method: self.gate.method_metrics(path),
             started: Instant::now(),
             counted: false,
             code: None,
@@ -215,7 +275,7 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 /// Lives as long as the call: decrements in-flight and records metrics on drop.
 struct CallGuard {
     gate: Gate,
-    method: String,
+    method: Arc<MethodMetrics>,
     started: Instant,
     counted: bool,
     code: Option<i32>,
@@ -231,17 +291,9 @@ impl Drop for CallGuard {
             inner.metrics.in_flight.dec();
         }
         // A body dropped before its trailers means the client went away.
-        let code = tonic::Code::from_i32(self.code.unwrap_or(tonic::Code::Cancelled as i32));
-        let labels = RpcLabels {
-            method: std::mem::take(&mut self.method),
-            code: format!("{code:?}"),
-        };
-        inner
-            .metrics
-            .latency
-            .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        inner.metrics.requests.get_or_create(&labels).inc();
+        let code = self.code.unwrap_or(tonic::Code::Cancelled as i32);
+        self.method
+            .record(&inner.metrics, code, self.started.elapsed().as_secs_f64());
     }
 }
 
