@@ -187,14 +187,9 @@ impl KeyValueBatchInterface for KvService {
         call.backend
             .batch_set(&call.ns, &items, call.deadline)
             .await?;
-        let ok = SetResponse {
-            success: true,
-            error: String::new(),
-        };
-        Ok(Response::new(BatchSetResponse {
-            results: vec![ok; items.len()],
-            all_success: true,
-        }))
+        Ok(Response::new(prism_plugin_core::kv::batch_set_ok(
+            items.len(),
+        )))
     }
 
     async fn batch_get(
@@ -208,22 +203,9 @@ impl KeyValueBatchInterface for KvService {
             .backend
             .batch_get(&call.ns, &req.keys, call.deadline)
             .await?;
-        let mut found_count = 0i32;
-        let results = values
-            .into_iter()
-            .map(|value| {
-                found_count += i32::from(value.is_some());
-                GetResponse {
-                    found: value.is_some(),
-                    value: value.unwrap_or_default(),
-                    error: String::new(),
-                }
-            })
-            .collect();
-        Ok(Response::new(BatchGetResponse {
-            results,
-            found_count,
-        }))
+        Ok(Response::new(prism_plugin_core::kv::batch_get_response(
+            values,
+        )))
     }
 
     async fn batch_delete(
@@ -236,14 +218,9 @@ impl KeyValueBatchInterface for KvService {
         call.backend
             .batch_delete(&call.ns, &req.keys, call.deadline)
             .await?;
-        let ok = DeleteResponse {
-            success: true,
-            error: String::new(),
-        };
-        Ok(Response::new(BatchDeleteResponse {
-            results: vec![ok; req.keys.len()],
-            all_success: true,
-        }))
+        Ok(Response::new(prism_plugin_core::kv::batch_delete_ok(
+            req.keys.len(),
+        )))
     }
 }
 

@@ -139,17 +139,9 @@ impl KeyValueBatchInterface for KvService {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         backend.batch_set(&namespace, &items).await?;
-        let results = items
-            .iter()
-            .map(|_| SetResponse {
-                success: true,
-                error: String::new(),
-            })
-            .collect();
-        Ok(Response::new(BatchSetResponse {
-            results,
-            all_success: true,
-        }))
+        Ok(Response::new(prism_plugin_core::kv::batch_set_ok(
+            items.len(),
+        )))
     }
 
     async fn batch_get(
@@ -160,22 +152,9 @@ impl KeyValueBatchInterface for KvService {
         let request = request.into_inner();
         check_keys(request.keys.iter().map(String::as_str), backend.limits())?;
         let values = backend.batch_get(&namespace, &request.keys).await?;
-        let mut found_count = 0i32;
-        let results = values
-            .into_iter()
-            .map(|value| {
-                found_count += i32::from(value.is_some());
-                GetResponse {
-                    found: value.is_some(),
-                    value: value.unwrap_or_default(),
-                    error: String::new(),
-                }
-            })
-            .collect();
-        Ok(Response::new(BatchGetResponse {
-            results,
-            found_count,
-        }))
+        Ok(Response::new(prism_plugin_core::kv::batch_get_response(
+            values,
+        )))
     }
 
     async fn batch_delete(
@@ -186,18 +165,9 @@ impl KeyValueBatchInterface for KvService {
         let request = request.into_inner();
         check_keys(request.keys.iter().map(String::as_str), backend.limits())?;
         backend.batch_delete(&namespace, &request.keys).await?;
-        let results = request
-            .keys
-            .iter()
-            .map(|_| DeleteResponse {
-                success: true,
-                error: String::new(),
-            })
-            .collect();
-        Ok(Response::new(BatchDeleteResponse {
-            results,
-            all_success: true,
-        }))
+        Ok(Response::new(prism_plugin_core::kv::batch_delete_ok(
+            request.keys.len(),
+        )))
     }
 }
 
