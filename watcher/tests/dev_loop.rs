@@ -73,6 +73,7 @@ fn write_workspace(dir: &Path) {
         ("tool/Cargo.toml", manifest("prism-tool", false)),
         ("tool/src/main.rs", "fn main() {}\n".to_owned()),
         ("proto/prism/fake.proto", "syntax = \"proto3\";\n".to_owned()),
+        ("build-image.sh", BUILD_IMAGE_SH.to_owned()),
     ];
     for (path, text) in files {
         let path = dir.join(path);
@@ -358,4 +359,156 @@ async fn once_builds_and_exits_with_the_build_status() {
         stderr.contains("unknown plugin \"gamma\"; the workspace has: alpha, beta"),
         "{stderr}"
     );
+}
+
+/// Builds `$1`'s fixture binary statically and an image `FROM scratch` holding
+/// only it, tagged `$2` (what `--image-cmd` runs in podman mode).
+const BUILD_IMAGE_SH: &str = r#"set -e
+plugin=$1 image=$2 ctx=.image-$1
+RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release -p "prism-$plugin"
+mkdir -p "$ctx"
+cp "target/release/prism-$plugin" "$ctx/plugin"
+printf 'FROM scratch\nCOPY plugin /plugin\nUSER 65532:65532\nENTRYPOINT ["/plugin"]\n' > "$ctx/Containerfile"
+podman --runtime runc build -q -t "$image" "$ctx"
+"#;
+
+fn podman_available() -> bool {
+    std::process::Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+async fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(["--runtime", "runc"])
+        .args(args)
+        .output()
+        .await
+        .expect("podman");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn podman_mode_builds_an_image_and_replaces_the_container() {
+    if !podman_available() {
+        eprintln!("SKIPPED: podman is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    // A registry name of this test's own, so parallel runs and real dev images
+    // are not touched.
+    let image = format!(
+        "prism-watcher-test-{}/{{plugin}}-plugin:dev",
+        std::process::id()
+    );
+    let mut w = Watcher::start(&[
+        "--mode",
+        "podman",
+        "--plugins",
+        "alpha",
+        "--image-cmd",
+        &format!("sh build-image.sh {{plugin}} {image}"),
+        "--image",
+        &image,
+        "--podman",
+        "podman --runtime runc",
+        "--run-args",
+        "--ulimit nofile=1024:1024 --ulimit nproc=1024:1024",
+    ])
+    .await;
+    let alpha_image = image.replace("{plugin}", "alpha");
+    let container = "prism-alpha-dev";
+    let _cleanup = PodmanCleanup {
+        container,
+        image: alpha_image.clone(),
+    };
+
+    wait_served(w.alpha, "alpha a1 c1").await;
+    let first_id = podman(&["container", "inspect", "--format", "{{.Id}}", container]).await;
+    assert!(
+        !first_id.is_empty(),
+        "container {container} runs:\n{}",
+        w.log()
+    );
+    assert_eq!(
+        podman(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            container
+        ])
+        .await,
+        "65532:65532"
+    );
+
+    // An edit: a new image, the old container replaced by one running it.
+    w.write("alpha/src/main.rs", &plugin_main("alpha", "a2"));
+    wait_served(w.alpha, "alpha a2 c1").await;
+    let second_id = podman(&["container", "inspect", "--format", "{{.Id}}", container]).await;
+    assert_ne!(first_id, second_id, "the container was replaced");
+    let running = podman(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.ImageName}}",
+        container,
+    ])
+    .await;
+    assert_eq!(
+        running.strip_prefix("localhost/").unwrap_or(&running),
+        alpha_image
+    );
+
+    // A broken edit: the image build fails, the running container keeps serving.
+    w.write("alpha/src/main.rs", "fn main() { broken( }\n");
+    w.wait_count(&["build failed"], 1).await;
+    assert_eq!(served(w.alpha).await.as_deref(), Some("alpha a2 c1"));
+    assert_eq!(
+        podman(&["container", "inspect", "--format", "{{.Id}}", container]).await,
+        second_id
+    );
+
+    // Ctrl-C: the watcher removes the container it started and exits 0.
+    let pid = nix::unistd::Pid::from_raw(w.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), w.child.wait())
+        .await
+        .expect("watcher exits")
+        .unwrap();
+    assert!(status.success(), "{status}\n{}", w.log());
+    assert!(served(w.alpha).await.is_none(), "alpha's container is gone");
+    assert_eq!(
+        podman(&[
+            "ps",
+            "--all",
+            "--filter",
+            &format!("name={container}"),
+            "--format",
+            "{{.Names}}"
+        ])
+        .await,
+        "",
+        "container removed"
+    );
+}
+
+/// Removes the test's container and image however the test ends.
+struct PodmanCleanup {
+    container: &'static str,
+    image: String,
+}
+
+impl Drop for PodmanCleanup {
+    fn drop(&mut self) {
+        for args in [
+            vec!["rm", "--force", "--ignore", "--time", "0", self.container],
+            vec!["rmi", "--force", &self.image],
+        ] {
+            let _ = std::process::Command::new("podman")
+                .args(["--runtime", "runc"])
+                .args(args)
+                .output();
+        }
+    }
 }
