@@ -17,6 +17,7 @@ use tokio::process::Command;
 
 use crate::error::{Error, Result};
 use crate::paths::tool;
+use crate::pki::IssuedCert;
 use crate::ports::free_port;
 use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
 
@@ -44,6 +45,8 @@ pub struct Postgres {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<(Uid, Gid)>,
+    /// `ssl=on` with this certificate and key file (in the data dir).
+    tls: Option<(PathBuf, PathBuf)>,
     process: ServerProcess,
     dir: tempfile::TempDir,
 }
@@ -52,6 +55,17 @@ impl Postgres {
     /// Initialises a fresh cluster (superuser [`POSTGRES_USER`], database
     /// [`POSTGRES_DB`]) and starts it on a free port.
     pub async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`start`](Self::start) with TLS on (`ssl=on`) using `server` (issue it
+    /// from a [`TestCa`](crate::TestCa) for `localhost`/`127.0.0.1`). Plaintext
+    /// connections are still accepted: check `pg_stat_ssl` to see which is used.
+    pub async fn start_tls(server: &IssuedCert) -> Result<Self> {
+        Self::start_with(Some(server)).await
+    }
+
+    async fn start_with(server: Option<&IssuedCert>) -> Result<Self> {
         let initdb = tool("initdb")?;
         let postgres_bin = tool("postgres")?;
         let psql_bin = tool("psql")?;
@@ -88,6 +102,31 @@ impl Postgres {
         // The password file has done its job; failing to delete it is harmless.
         let _ = std::fs::remove_file(&pwfile);
 
+        // PostgreSQL refuses a key file others can read, and reads both files as
+        // the server user.
+        let tls = match server {
+            None => None,
+            Some(server) => {
+                let cert = data_dir.join("server.crt");
+                let key = data_dir.join("server.key");
+                for (path, text) in [(&cert, &server.cert_pem), (&key, &server.key_pem)] {
+                    std::fs::write(path, text)
+                        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+                    if let Some((uid, gid)) = run_as {
+                        chown(path, Some(uid), Some(gid)).map_err(|e| {
+                            Error::io(
+                                format!("chown {} to {SYSTEM_USER}", path.display()),
+                                e.into(),
+                            )
+                        })?;
+                    }
+                }
+                Some((cert, key))
+            }
+        };
+
         let mut pg = Self {
             port: free_port(),
             postgres_bin,
@@ -95,6 +134,7 @@ impl Postgres {
             data_dir,
             socket_dir,
             run_as,
+            tls,
             process: ServerProcess::new("postgres", root.join("postgres.log")),
             dir,
         };
@@ -121,6 +161,13 @@ impl Postgres {
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"]);
+        if let Some((cert, key)) = &self.tls {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         as_user(&mut cmd, self.run_as);
         self.process.spawn(cmd)?;
         let pid_file = self.data_dir.join("postmaster.pid");
