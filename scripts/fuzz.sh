@@ -10,9 +10,14 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-fuzz
 fi
 export RUSTC_BOOTSTRAP=1
+# New inputs go to a scratch dir (libFuzzer writes to the first corpus dir); the
+# committed corpus is only read, so a run leaves the tree clean.
+scratch="$(mktemp -d -t prism-fuzz.XXXXXX)"
+trap 'rm -rf "$scratch"' EXIT
 for target in $(cargo fuzz list); do
     echo "fuzz: $target for ${seconds}s"
-    cargo fuzz run --sanitizer none -O "$target" -- \
+    mkdir -p "$scratch/$target"
+    cargo fuzz run --sanitizer none -O "$target" "$scratch/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 2>&1 \
         | grep -E "^(stat::number_of_executed_units|Done|==|SUMMARY|thread)" || true
     # cargo fuzz exits non-zero on a crash; the pipeline above hides it, so check.
