@@ -21,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: compiler for protos (+ well-known types), real backend servers,
 # load tools and the cmake that librdkafka's build can use; podman + runc for the
 # image tests (crun, podman's default runtime, fails on setrlimit on these machines).
-APT_PKGS=(protobuf-compiler libprotobuf-dev postgresql redis-server redis-tools
+APT_PKGS=(protobuf-compiler libprotobuf-dev libssl-dev postgresql redis-server redis-tools
           cmake kcat nghttp2-client pkg-config zlib1g-dev python3-venv
           podman runc netavark aardvark-dns containernetworking-plugins)
 missing=()

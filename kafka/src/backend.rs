@@ -48,6 +48,8 @@ const MAX_POLL_INTERVAL_MS: &str = "60000";
 pub(crate) struct Backend {
     /// `Some` until dropped; see the `Drop` impl for why it is an `Option`.
     producer: Option<FutureProducer<LogContext>>,
+    /// Reads the producer's recorded errors (same shared state as its context).
+    producer_log: LogContext,
     /// Creates topics when `auto_create_topics` is on; dropped like the producer.
     admin: Option<AdminClient<LogContext>>,
     /// Shared client settings (bootstrap, security, passthrough) for consumers.
@@ -115,8 +117,7 @@ impl Backend {
         common
             .set("bootstrap.servers", &brokers)
             .set("client.id", &config.client_id)
-            // `validate` admits only plaintext until TLS/SASL are built in.
-            .set("security.protocol", "plaintext")
+            .set("security.protocol", config.security_protocol.librdkafka())
             .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
             .set_log_level(
                 if tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
@@ -125,6 +126,7 @@ impl Backend {
                     RDKafkaLogLevel::Warning
                 },
             );
+        apply_security(config, &mut common);
         let mut producer_config = common.clone();
         producer_config
             .set("acks", &config.acks)
@@ -162,14 +164,16 @@ impl Backend {
             consumer_base.set(key, value);
             common.set(key, value);
         }
+        let producer_log = LogContext::default();
         let producer: FutureProducer<LogContext> = producer_config
-            .create_with_context(LogContext::default())
+            .create_with_context(producer_log.sharing_errors())
             .map_err(Error::Client)?;
         let admin: AdminClient<LogContext> = common
             .create_with_context(LogContext::default())
             .map_err(Error::Client)?;
         let backend = Backend {
             producer: Some(producer),
+            producer_log,
             admin: Some(admin),
             consumer_base,
             brokers,
@@ -247,6 +251,11 @@ impl Backend {
         Ok(producer)
     }
 
+    /// The producer's latest broker connection error, if recent.
+    fn recent_error(&self) -> Option<String> {
+        self.producer_log.recent_error()
+    }
+
     /// Fetches cluster metadata (brokers and topics) on a blocking thread:
     /// librdkafka's call blocks until the answer or the timeout.
     async fn metadata(&self, timeout: Duration) -> Result<ClusterInfo, Error> {
@@ -270,6 +279,7 @@ impl Backend {
             Err(source) => Err(Error::Unreachable {
                 brokers: self.brokers.clone(),
                 source,
+                cause: self.recent_error().map(String::into_boxed_str),
             }),
         }
     }
@@ -303,6 +313,7 @@ impl Backend {
         result.map_err(|source| Error::Unreachable {
             brokers: self.brokers.clone(),
             source,
+            cause: self.recent_error().map(String::into_boxed_str),
         })
     }
 
@@ -560,6 +571,37 @@ impl Backend {
     }
 }
 
+/// TLS and SASL settings of every client (`backend.tls`, `backend.sasl`).
+/// With Vault, the plugin has already put the Vault credentials into `config.sasl`.
+fn apply_security(config: &KafkaConfig, client: &mut ClientConfig) {
+    let protocol = config.security_protocol;
+    if protocol.uses_tls() {
+        let tls = &config.tls;
+        if let Some(ca) = &tls.ca_file {
+            client.set("ssl.ca.location", ca.to_string_lossy());
+        }
+        if let Some(cert) = &tls.cert_file {
+            client.set("ssl.certificate.location", cert.to_string_lossy());
+        }
+        if let Some(key) = &tls.key_file {
+            client.set("ssl.key.location", key.to_string_lossy());
+        }
+        if !tls.key_password.is_empty() {
+            client.set("ssl.key.password", &tls.key_password);
+        }
+        client.set(
+            "ssl.endpoint.identification.algorithm",
+            if tls.verify_hostname { "https" } else { "none" },
+        );
+    }
+    if protocol.uses_sasl() {
+        client
+            .set("sasl.mechanism", &config.sasl.mechanism)
+            .set("sasl.username", &config.sasl.username)
+            .set("sasl.password", &config.sasl.password);
+    }
+}
+
 fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
@@ -695,9 +737,31 @@ impl ConsumerContext for StreamContext {
 #[derive(Default)]
 pub(crate) struct LogContext {
     last_warned: Mutex<HashMap<String, Instant>>,
+    /// The latest specific error reason (TLS, SASL, transport), for health
+    /// and initialize messages; shared with the [`Backend`].
+    last_error: Arc<Mutex<Option<(Instant, String)>>>,
 }
 
+/// How long a recorded error reason is reported.
+const RECENT_ERROR: Duration = Duration::from_secs(30);
+
 impl LogContext {
+    /// A new context that records errors into the same place as this one.
+    fn sharing_errors(&self) -> Self {
+        LogContext {
+            last_warned: Mutex::default(),
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// The latest specific error reason, if it is recent.
+    pub(crate) fn recent_error(&self) -> Option<String> {
+        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < RECENT_ERROR)
+            .map(|(_, reason)| reason.clone())
+    }
+
     /// True if `kind` was not warned about within [`LOG_REPEAT_INTERVAL`].
     fn should_warn(&self, kind: &str) -> bool {
         let mut last = self.last_warned.lock().unwrap_or_else(|e| e.into_inner());
@@ -729,6 +793,11 @@ impl ClientContext for LogContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // "n/m brokers are down" says nothing new; the reason before it does.
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::AllBrokersDown) {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), reason.to_string()));
+        }
         let kind = format!("error:{:?}", error.rdkafka_error_code());
         if self.should_warn(&kind) {
             tracing::warn!(target: "librdkafka", error = %error, reason, "kafka client error");

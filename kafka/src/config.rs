@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -38,6 +39,29 @@ impl SecurityProtocol {
             SecurityProtocol::SaslSsl => "sasl_ssl",
         }
     }
+
+    /// librdkafka's `security.protocol` value.
+    pub(crate) fn librdkafka(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// True for `ssl` and `sasl_ssl`.
+    pub(crate) fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// True for `sasl_plaintext` and `sasl_ssl`.
+    pub(crate) fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
 }
 
 /// `backend:` for Kafka. Every key has a default, so a partial file works.
@@ -54,10 +78,12 @@ pub(crate) struct KafkaConfig {
     /// Consumer group of subscriptions (`KAFKA_CONSUMER_GROUP`).
     #[serde(default = "default_consumer_group")]
     pub(crate) consumer_group: String,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`; this build supports
-    /// only `plaintext` (librdkafka is built without TLS and SASL).
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     #[serde(default)]
     pub(crate) security_protocol: SecurityProtocol,
+    /// TLS settings (used with `ssl` / `sasl_ssl`).
+    #[serde(default)]
+    pub(crate) tls: TlsConfig,
     /// SASL credentials (used with `sasl_plaintext` / `sasl_ssl`).
     #[serde(default)]
     pub(crate) sasl: SaslConfig,
@@ -134,6 +160,11 @@ const OWNED_PROPERTIES: &[&str] = &[
     "sasl.mechanisms",
     "sasl.username",
     "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
 ];
 
 fn default_brokers() -> Vec<String> {
@@ -188,6 +219,64 @@ fn default_commit_interval() -> Duration {
     Duration::from_secs(1)
 }
 
+/// `backend.tls`: how the client verifies the brokers (and, optionally,
+/// authenticates itself with a certificate). Files are PEM.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// CA bundle that signs the brokers' certificates (librdkafka
+    /// `ssl.ca.location`); unset = the system trust store.
+    #[serde(default)]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Client certificate for TLS client authentication (`ssl.certificate.location`).
+    #[serde(default)]
+    pub(crate) cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (`ssl.key.location`).
+    #[serde(default)]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Password of an encrypted `key_file` (`ssl.key.password`); never logged.
+    #[serde(default)]
+    pub(crate) key_password: String,
+    /// Check that the broker's certificate names the host dialled
+    /// (`ssl.endpoint.identification.algorithm=https`). Default on.
+    #[serde(default = "default_true")]
+    pub(crate) verify_hostname: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl TlsConfig {
+    /// True when any key of the section was set (a TLS section with a
+    /// plaintext protocol is a mistake worth reporting).
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || !self.key_password.is_empty()
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field(
+                "key_password",
+                &if self.key_password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("verify_hostname", &self.verify_hostname)
+            .finish()
+    }
+}
+
 /// `backend.sasl`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +309,7 @@ impl Default for KafkaConfig {
             topic: String::new(),
             consumer_group: default_consumer_group(),
             security_protocol: SecurityProtocol::default(),
+            tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
             client_id: default_client_id(),
             acks: default_acks(),
@@ -253,6 +343,7 @@ impl fmt::Debug for KafkaConfig {
             .field("topic", &self.topic)
             .field("consumer_group", &self.consumer_group)
             .field("security_protocol", &self.security_protocol)
+            .field("tls", &self.tls)
             .field("sasl.mechanism", &self.sasl.mechanism)
             .field("sasl.username", &self.sasl.username)
             .field("sasl.password", &password)
@@ -295,12 +386,16 @@ impl KafkaConfig {
         if self.consumer_group.trim().is_empty() {
             problems.push("`backend.consumer_group`: must not be empty".to_string());
         }
-        if self.security_protocol != SecurityProtocol::Plaintext {
+        if self.tls.is_set() && !self.security_protocol.uses_tls() {
             problems.push(format!(
-                "`backend.security_protocol`: {} is not supported by this build \
-                 (librdkafka is built without SSL and SASL yet); use plaintext",
+                "`backend.tls`: set, but `backend.security_protocol` is {} (use ssl or sasl_ssl)",
                 self.security_protocol.as_str()
             ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push(
+                "`backend.tls.cert_file`: cert_file and key_file must be set together".to_string(),
+            );
         }
         if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&self.sasl.mechanism.as_str()) {
             problems.push(format!(
@@ -566,7 +661,10 @@ librdkafka:
         let config = KafkaConfig {
             brokers: vec!["nohost".into()],
             topic: "bad topic".into(),
-            security_protocol: SecurityProtocol::SaslSsl,
+            tls: TlsConfig {
+                ca_file: Some("/ca.pem".into()),
+                ..TlsConfig::default()
+            },
             acks: "most".into(),
             default_partitions: 0,
             metadata_timeout: Duration::ZERO,
@@ -578,7 +676,7 @@ librdkafka:
         let keys = [
             "`backend.brokers[0]`",
             "`backend.topic`",
-            "`backend.security_protocol`",
+            "`backend.tls`",
             "`backend.acks`",
             "`backend.default_partitions`",
             "`backend.metadata_timeout`",
@@ -590,10 +688,28 @@ librdkafka:
             assert!(problem.starts_with(key), "{problem}");
         }
         assert!(
-            problems[2].contains("not supported by this build"),
+            problems[2].contains("use ssl or sasl_ssl"),
             "{}",
             problems[2]
         );
+    }
+
+    #[test]
+    fn tls_section_parses_and_needs_cert_and_key_together() {
+        let config: KafkaConfig = serde_yaml::from_str(
+            "security_protocol: sasl_ssl\ntls: {ca_file: /ca.pem, cert_file: /c.pem, key_password: kp}\n",
+        )
+        .expect("parses");
+        assert_eq!(config.security_protocol, SecurityProtocol::SaslSsl);
+        assert!(config.tls.verify_hostname);
+        let problems = config.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("`backend.tls.cert_file`"),
+            "{problems:?}"
+        );
+        assert!(!format!("{config:?}").contains("kp\""));
+        assert!(serde_yaml::from_str::<KafkaConfig>("tls: {ca: /x}").is_err());
     }
 
     #[test]

@@ -13,13 +13,16 @@ pub(crate) enum Error {
     #[error("invalid Kafka client settings: {0}")]
     Client(#[source] KafkaError),
     /// No broker answered a metadata request.
-    #[error("kafka brokers {brokers}: {source}")]
+    #[error("kafka brokers {brokers}: {source}{}", cause_suffix(.cause))]
     Unreachable {
         /// The bootstrap list.
         brokers: String,
         /// The client error.
         #[source]
         source: KafkaError,
+        /// librdkafka's latest connection error (e.g. a TLS handshake or SASL
+        /// failure), which says *why* no broker answered.
+        cause: Option<Box<str>>,
     },
     /// The producer hit a fatal error and must be re-created (re-initialize).
     #[error("kafka producer failed fatally ({code}): {reason}")]
@@ -86,6 +89,13 @@ impl From<Error> for prism_plugin_core::Error {
             _ => prism_plugin_core::Error::Internal(err.to_string()),
         }
     }
+}
+
+fn cause_suffix(cause: &Option<Box<str>>) -> String {
+    cause
+        .as_ref()
+        .map(|c| format!(" (last broker error: {c})"))
+        .unwrap_or_default()
 }
 
 impl From<Error> for tonic::Status {

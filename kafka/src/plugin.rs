@@ -83,6 +83,13 @@ impl Plugin for KafkaPlugin {
     }
 
     async fn initialize(&self, config: KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
+        if config.security_protocol.uses_sasl() && config.sasl.username.is_empty() {
+            return Err(CoreError::config(format!(
+                "`backend.sasl.username`: required with security_protocol {} \
+                 (or take it from Vault: a `vault.secret` of engine kv2)",
+                config.security_protocol.as_str()
+            )));
+        }
         let backend = Backend::connect(&config).await?;
         self.streams.attach(&ctx.shutdown);
         // The old producer (if any) is closed on a blocking thread once the

@@ -184,7 +184,7 @@ async fn started_before_the_broker_it_stays_up_and_catches_up() {
 }
 
 #[tokio::test]
-async fn misspelt_key_and_unsupported_security_exit_64_naming_the_key() {
+async fn misspelt_key_and_unknown_security_protocol_exit_64_naming_the_key() {
     for (env, key) in [
         ("PRISM_BACKEND__BROKER", "backend.broker"),
         (
@@ -193,7 +193,7 @@ async fn misspelt_key_and_unsupported_security_exit_64_naming_the_key() {
         ),
     ] {
         let value = if env.ends_with("PROTOCOL") {
-            "sasl_ssl"
+            "tls"
         } else {
             "x:1"
         };
@@ -274,7 +274,7 @@ async fn reinitialize_swaps_the_producer_and_a_failed_one_keeps_the_old() {
     let (ok, error) = initialize(port, vec![("brokers", text(&dead))]).await;
     assert!(!ok && error.contains("unavailable"), "{error}");
     // Bad setting: a configuration error naming the key.
-    let (ok, error) = initialize(port, vec![("security_protocol", text("ssl"))]).await;
+    let (ok, error) = initialize(port, vec![("security_protocol", text("tls"))]).await;
     assert!(
         !ok && error.contains("backend.security_protocol"),
         "{error}"

@@ -33,6 +33,8 @@ const TANSU_ENV: &[&str] = &[
 #[derive(Debug)]
 pub struct Kafka {
     port: u16,
+    /// Port advertised in metadata (a proxy in front), or `port` itself.
+    advertised: u16,
     tansu_bin: PathBuf,
     process: ServerProcess,
     dir: tempfile::TempDir,
@@ -41,10 +43,23 @@ pub struct Kafka {
 impl Kafka {
     /// Starts a single tansu broker with in-memory storage.
     pub async fn start() -> Result<Self> {
+        let port = free_port();
+        Self::start_with(port, port).await
+    }
+
+    /// Starts a broker that advertises 127.0.0.1:`advertised` in metadata
+    /// instead of its own port, so clients that bootstrap through a proxy on
+    /// that port (e.g. [`KafkaProxy`](crate::KafkaProxy)) keep using it.
+    pub async fn start_advertising(advertised: u16) -> Result<Self> {
+        Self::start_with(free_port(), advertised).await
+    }
+
+    async fn start_with(port: u16, advertised: u16) -> Result<Self> {
         let tansu_bin = tool("tansu")?;
         let dir = process::temp_dir("kafka")?;
         let mut kafka = Self {
-            port: free_port(),
+            port,
+            advertised,
             tansu_bin,
             process: ServerProcess::new("tansu", dir.path().join("tansu.log")),
             dir,
@@ -56,12 +71,13 @@ impl Kafka {
     /// Spawns the broker and waits until it answers an `ApiVersions` request.
     async fn launch(&mut self) -> Result<()> {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let mut cmd = Command::new(&self.tansu_bin);
         cmd.arg("broker")
             .arg("--listener-url")
             .arg(&listener)
             .arg("--advertised-listener-url")
-            .arg(&listener)
+            .arg(&advertised)
             .args(["--storage-engine", "memory://tansu/"])
             .current_dir(self.dir.path());
         for var in TANSU_ENV {

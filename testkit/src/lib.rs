@@ -16,6 +16,7 @@
 mod error;
 mod health;
 mod kafka;
+mod kafka_proxy;
 mod paths;
 mod pki;
 mod plugin;
@@ -29,6 +30,7 @@ mod vault;
 pub use error::{Error, Result};
 pub use health::{ServingStatus, connect, health_status, wait_for_health};
 pub use kafka::Kafka;
+pub use kafka_proxy::{KafkaProxy, ProxyOptions};
 pub use paths::{grpcurl, tool, venv_dir, workspace_root};
 pub use pki::{IssuedCert, TestCa};
 pub use plugin::{PluginProcess, SCRUBBED_ENV};

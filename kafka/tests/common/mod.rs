@@ -1,0 +1,125 @@
+//! Helpers shared by the security tests (`tls.rs`, `sasl.rs`, `vault.rs`):
+//! tansu behind a TLS- and/or SASL-terminating [`KafkaProxy`], the plugin
+//! spawned against it, and a publish → subscribe round trip.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
+use prism_plugin_core::proto::pubsub::{PublishRequest, SubscribeRequest};
+use prism_testkit::{Kafka, KafkaProxy, PluginProcess, ProxyOptions, TestCa, free_port};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_prism-kafka");
+pub const STARTUP: Duration = Duration::from_secs(20);
+/// Longest wait for one expected message (a new group member first waits
+/// for its partitions: about half the session timeout with tansu).
+pub const RECV: Duration = Duration::from_secs(20);
+
+/// tansu behind a proxy, plus the CA that signed the proxy's certificate.
+pub struct Secured {
+    pub kafka: Kafka,
+    pub proxy: KafkaProxy,
+    pub ca: TestCa,
+    pub dir: tempfile::TempDir,
+    /// The CA certificate (PEM) as a file, for `backend.tls.ca_file`.
+    pub ca_file: PathBuf,
+}
+
+impl Secured {
+    /// Starts tansu advertising the proxy's port, and the proxy (TLS when
+    /// `tls`, SASL/PLAIN with `users` when given).
+    pub async fn start(tls: bool, users: Option<&[(&str, &str)]>) -> Self {
+        let ca = TestCa::new("prism-kafka-test-ca").expect("CA");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
+        let proxy_port = free_port();
+        let kafka = Kafka::start_advertising(proxy_port)
+            .await
+            .expect("tansu starts");
+        let options = ProxyOptions {
+            tls: tls.then(|| ca.server(&["127.0.0.1", "localhost"]).expect("server cert")),
+            sasl_users: users.map(|users| {
+                users
+                    .iter()
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+                    .collect()
+            }),
+        };
+        let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
+            .await
+            .expect("proxy starts");
+        Secured {
+            kafka,
+            proxy,
+            ca,
+            dir,
+            ca_file,
+        }
+    }
+
+    /// Writes a PEM file into the temp dir and returns its path.
+    pub fn write(&self, name: &str, pem: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path
+    }
+}
+
+/// Spawns the plugin with text logs and `envs`; returns it and its port.
+pub async fn spawn(envs: &[(&str, &str)]) -> (PluginProcess, u16) {
+    let port = free_port();
+    let mut all = vec![
+        ("PRISM_LOG_FORMAT", "text"),
+        ("PRISM_BACKEND__SESSION_TIMEOUT", "6s"),
+    ];
+    all.extend_from_slice(envs);
+    let plugin = PluginProcess::spawn(BIN, &["--grpc-port", &port.to_string()], &all)
+        .await
+        .expect("plugin spawns");
+    (plugin, port)
+}
+
+pub fn publish_request(topic: &str, payload: &str) -> PublishRequest {
+    PublishRequest {
+        topic: topic.to_string(),
+        payload: payload.as_bytes().to_vec().into(),
+        metadata: HashMap::from([("via".to_string(), "proxy".to_string())]),
+        partition_key: "k".to_string(),
+    }
+}
+
+/// Subscribes (group `group`, from earliest), publishes `payload` and
+/// returns what the subscriber received.
+pub async fn round_trip(channel: &Channel, topic: &str, group: &str, payload: &str) -> String {
+    let mut client = PubSubBasicInterfaceClient::new(channel.clone());
+    let reply = client
+        .publish(publish_request(topic, payload))
+        .await
+        .expect("publish")
+        .into_inner();
+    assert!(reply.success, "{reply:?}");
+    let mut stream = client
+        .subscribe(SubscribeRequest {
+            topic: topic.to_string(),
+            subscriber_id: group.to_string(),
+            options: HashMap::from([("start".to_string(), "earliest".to_string())]),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let message = tokio::time::timeout(RECV, stream.message())
+        .await
+        .expect("a message within the timeout")
+        .expect("stream ok")
+        .expect("stream open");
+    assert_eq!(
+        message.metadata.get("via").map(String::as_str),
+        Some("proxy")
+    );
+    String::from_utf8(message.payload.to_vec()).expect("utf-8")
+}

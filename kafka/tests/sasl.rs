@@ -1,0 +1,132 @@
+//! `prism-kafka` with SASL (`sasl_plaintext`, `sasl_ssl`, mechanism PLAIN)
+//! against a real broker: tansu behind a proxy that terminates SASL/PLAIN
+//! (and TLS) itself and records who authenticated, because tansu's own SASL
+//! cannot be used (see `testkit/src/kafka_proxy.rs`). Right credentials:
+//! round trip works and the proxy saw that user; a wrong password: readiness
+//! NOT_SERVING with the broker's reason, the plugin keeps serving, and the
+//! password appears in no log line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{STARTUP, Secured, round_trip, spawn};
+use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthStatus};
+use prism_testkit::{ServingStatus, health_status, wait_for_health};
+
+const USER: &str = "prism-app";
+const PASSWORD: &str = "sasl-secret-6d1f";
+
+async fn round_trip_with(tls: bool) {
+    let secured = Secured::start(tls, Some(&[(USER, PASSWORD)])).await;
+    let ca_file = secured.ca_file.to_string_lossy().into_owned();
+    let brokers = secured.proxy.bootstrap();
+    let protocol = if tls { "sasl_ssl" } else { "sasl_plaintext" };
+    let mut envs = vec![
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("PRISM_BACKEND__SECURITY_PROTOCOL", protocol),
+        ("PRISM_BACKEND__SASL__MECHANISM", "PLAIN"),
+        ("KAFKA_SASL_USERNAME", USER),
+        ("KAFKA_SASL_PASSWORD", PASSWORD),
+        ("PRISM_LOG_LEVEL", "debug"),
+    ];
+    if tls {
+        envs.push(("PRISM_BACKEND__TLS__CA_FILE", ca_file.as_str()));
+    }
+    let (mut plugin, port) = spawn(&envs).await;
+    wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    let channel = prism_testkit::connect(port, STARTUP)
+        .await
+        .expect("connect");
+    let got = round_trip(&channel, "sasl-topic", "sasl-group", protocol).await;
+    assert_eq!(got, protocol);
+    let authenticated = secured.proxy.authenticated();
+    // Producer, admin client and the subscription's consumer each connect.
+    assert!(authenticated.len() >= 2, "{authenticated:?}");
+    assert!(authenticated.iter().all(|u| u == USER), "{authenticated:?}");
+    assert!(secured.proxy.rejected().is_empty());
+    plugin.sigterm().expect("sigterm");
+    plugin
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits");
+    assert!(
+        !plugin.logs().contains(PASSWORD),
+        "password leaked into logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_plaintext_with_the_right_password_round_trips_as_that_user() {
+    round_trip_with(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_ssl_with_the_right_password_round_trips_as_that_user() {
+    round_trip_with(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_keeps_readiness_off_with_the_reason_and_leaks_nothing() {
+    const WRONG: &str = "not-the-password-93ab";
+    let secured = Secured::start(false, Some(&[(USER, PASSWORD)])).await;
+    let brokers = secured.proxy.bootstrap();
+    let (mut plugin, port) = spawn(&[
+        ("KAFKA_BROKERS", &brokers),
+        ("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_plaintext"),
+        ("PRISM_BACKEND__SASL__MECHANISM", "PLAIN"),
+        ("KAFKA_SASL_USERNAME", USER),
+        ("KAFKA_SASL_PASSWORD", WRONG),
+        ("PRISM_LOG_LEVEL", "debug"),
+    ])
+    .await;
+    wait_for_health(port, "liveness", ServingStatus::Serving, STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    plugin
+        .wait_for_log("Authentication failed", STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    let channel = prism_testkit::connect(port, STARTUP)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        health_status(&channel, "readiness").await.expect("health"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        health_status(&channel, "liveness").await.expect("health"),
+        ServingStatus::Serving
+    );
+    let report = LifecycleInterfaceClient::new(channel)
+        .health_check(HealthCheckRequest {})
+        .await
+        .expect("HealthCheck answers")
+        .into_inner();
+    assert_eq!(report.status, HealthStatus::Unhealthy as i32, "{report:?}");
+    assert!(
+        report.message.contains("Authentication failed"),
+        "{report:?}"
+    );
+    assert!(secured.proxy.authenticated().is_empty());
+    assert!(secured.proxy.rejected().iter().all(|u| u == USER));
+    assert!(!secured.proxy.rejected().is_empty());
+    assert!(
+        plugin.try_status().expect("status").is_none(),
+        "plugin exited"
+    );
+    plugin.sigterm().expect("sigterm");
+    plugin
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits");
+    let logs = plugin.logs();
+    assert!(
+        !logs.contains(WRONG) && !logs.contains(PASSWORD),
+        "password leaked"
+    );
+}
