@@ -15,172 +15,30 @@ use prism_plugin_core::proto::keyvalue::{
 };
 use prism_plugin_core::proto::lifecycle::InitializeRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_testkit::conformance;
 use tonic::Code;
 
 #[tokio::test]
 async fn prism_acceptance_semantics_hold_over_grpc() {
     let (pg, plugin) = pg_and_plugin(&[]).await;
-    let mut kv = plugin.basic();
-
-    // Missing key: found=false, EMPTY error, gRPC OK.
-    let missing = kv
-        .get(req(None, get("nope")))
-        .await
-        .expect("get")
-        .into_inner();
-    assert!(!missing.found && missing.error.is_empty() && missing.value.is_empty());
-
-    // Set / Get / overwrite.
-    let reply = kv
+    conformance::basic_semantics(&plugin.channel, &[1024 * 1024, 8 * 1024 * 1024]).await;
+    // What only PostgreSQL can show: an overwrite is an upsert, not a second row.
+    plugin
+        .basic()
         .set(req(None, set("greeting", "hello", 0)))
         .await
         .expect("set");
-    assert!(reply.get_ref().success && reply.get_ref().error.is_empty());
-    kv.set(req(None, set("greeting", "bye", 0)))
+    plugin
+        .basic()
+        .set(req(None, set("greeting", "bye", 0)))
         .await
         .expect("overwrite");
-    let got = kv
-        .get(req(None, get("greeting")))
-        .await
-        .expect("get")
-        .into_inner();
-    assert!(got.found && got.error.is_empty());
-    assert_eq!(&got.value[..], b"bye");
     assert_eq!(
         pg.psql("SELECT count(*) FROM prism_kv WHERE key = 'greeting'")
             .await
             .unwrap(),
-        "1",
-        "an overwrite is an upsert, not a second row"
+        "1"
     );
-
-    // Empty value is stored and found.
-    kv.set(req(None, set("empty", Vec::new(), 0)))
-        .await
-        .expect("set empty");
-    let got = kv
-        .get(req(None, get("empty")))
-        .await
-        .expect("get")
-        .into_inner();
-    assert!(got.found && got.value.is_empty());
-
-    // Binary 0x00..=0xFF byte for byte.
-    let binary: Vec<u8> = (0..=255u8).collect();
-    kv.set(req(None, set("binary", binary.clone(), 0)))
-        .await
-        .expect("set binary");
-    let got = kv
-        .get(req(None, get("binary")))
-        .await
-        .expect("get")
-        .into_inner();
-    assert_eq!(got.value.to_vec(), binary);
-
-    // 1 MiB and 8 MiB values.
-    for size in [1024 * 1024, 8 * 1024 * 1024] {
-        let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let started = Instant::now();
-        kv.set(req(None, set("big", big.clone(), 0)))
-            .await
-            .expect("set big");
-        let got = kv
-            .get(req(None, get("big")))
-            .await
-            .expect("get big")
-            .into_inner();
-        eprintln!(
-            "[timing] {} MiB set+get: {:?}",
-            size >> 20,
-            started.elapsed()
-        );
-        assert!(got.found && got.value == big, "{size} bytes round-trip");
-    }
-
-    // Exists / Delete; deleting a missing key succeeds.
-    let exists = |key: &str| ExistsRequest {
-        key: key.to_string(),
-    };
-    let delete = |key: &str| DeleteRequest {
-        key: key.to_string(),
-    };
-    assert!(
-        kv.exists(req(None, exists("greeting")))
-            .await
-            .unwrap()
-            .into_inner()
-            .exists
-    );
-    let deleted = kv
-        .delete(req(None, delete("greeting")))
-        .await
-        .expect("delete")
-        .into_inner();
-    assert!(deleted.success && deleted.error.is_empty());
-    assert!(
-        !kv.exists(req(None, exists("greeting")))
-            .await
-            .unwrap()
-            .into_inner()
-            .exists
-    );
-    let deleted = kv
-        .delete(req(None, delete("never-was")))
-        .await
-        .expect("delete missing");
-    assert!(deleted.get_ref().success && deleted.get_ref().error.is_empty());
-
-    // Concurrent deletes of one key all succeed.
-    kv.set(req(None, set("contested", "x", 0)))
-        .await
-        .expect("set");
-    let deletes = (0..20).map(|_| {
-        let mut kv = plugin.basic();
-        async move { kv.delete(req(None, delete("contested"))).await }
-    });
-    let results = futures::future::join_all(deletes).await;
-    assert_eq!(results.len(), 20);
-    for result in results {
-        let reply = result.expect("concurrent delete").into_inner();
-        assert!(reply.success && reply.error.is_empty());
-    }
-    assert!(
-        !kv.exists(req(None, exists("contested")))
-            .await
-            .unwrap()
-            .into_inner()
-            .exists
-    );
-
-    // 50 writers x 20 keys: every write lands.
-    let started = Instant::now();
-    let writers = (0..50).map(|w| {
-        let mut kv = plugin.basic();
-        async move {
-            for k in 0..20 {
-                let key = format!("w{w:02}/k{k:02}");
-                kv.set(req(Some("load"), set(&key, key.clone(), 0))).await?;
-            }
-            Ok::<_, tonic::Status>(())
-        }
-    });
-    for result in futures::future::join_all(writers).await {
-        result.expect("writer");
-    }
-    eprintln!("[timing] 50 writers x 20 keys: {:?}", started.elapsed());
-    let keys: Vec<String> = (0..50)
-        .flat_map(|w| (0..20).map(move |k| format!("w{w:02}/k{k:02}")))
-        .collect();
-    let got = plugin
-        .batch()
-        .batch_get(req(Some("load"), BatchGetRequest { keys: keys.clone() }))
-        .await
-        .expect("batch get")
-        .into_inner();
-    assert_eq!(got.found_count, 1000);
-    for (key, result) in keys.iter().zip(&got.results) {
-        assert_eq!(&result.value[..], key.as_bytes());
-    }
 }
 
 #[tokio::test]
@@ -351,54 +209,8 @@ fn prefix_of(s: &str, bytes: usize) -> &str {
 #[tokio::test]
 async fn namespaces_isolate_keys_in_every_operation() {
     let (_pg, plugin) = pg_and_plugin(&[]).await;
-    let mut kv = plugin.basic();
-    kv.set(req(Some("tenant-a"), set("shared", "a", 0)))
-        .await
-        .unwrap();
-    kv.set(req(Some("tenant-b"), set("shared", "b", 0)))
-        .await
-        .unwrap();
-    kv.set(req(None, set("shared", "default", 0)))
-        .await
-        .unwrap();
-    for (ns, want) in [
-        (Some("tenant-a"), "a"),
-        (Some("tenant-b"), "b"),
-        (None, "default"),
-        (Some("default"), "default"),
-    ] {
-        let got = kv.get(req(ns, get("shared"))).await.unwrap().into_inner();
-        assert_eq!(&got.value[..], want.as_bytes(), "{ns:?}");
-    }
-    assert!(
-        !kv.get(req(Some("tenant-c"), get("shared")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
-    kv.delete(req(
-        Some("tenant-a"),
-        DeleteRequest {
-            key: "shared".into(),
-        },
-    ))
-    .await
-    .unwrap();
-    assert!(
-        !kv.get(req(Some("tenant-a"), get("shared")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
-    assert!(
-        kv.get(req(Some("tenant-b"), get("shared")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
+    conformance::namespaces_isolate(&plugin.channel).await;
+    // Scan, which prism-redis does not serve, stays inside its namespace too.
     let page = plugin
         .scan()
         .scan(req(Some("tenant-b"), scan("", 0, "")))
@@ -407,18 +219,6 @@ async fn namespaces_isolate_keys_in_every_operation() {
         .into_inner();
     assert_eq!(page.items.len(), 1);
     assert_eq!(&page.items[0].value[..], b"b");
-    let got = plugin
-        .batch()
-        .batch_get(req(
-            Some("tenant-a"),
-            BatchGetRequest {
-                keys: vec!["shared".into()],
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.found_count, 0);
     assert_eq!(
         code(
             plugin

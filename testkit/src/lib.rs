@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod conformance;
 mod error;
 mod health;
 mod kafka;
