@@ -19,6 +19,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
+use prism_plugin_core::rotation::{AuthHook, Drain};
+
 use crate::config::KafkaConfig;
 use crate::error::Error;
 
@@ -70,6 +72,12 @@ pub(crate) struct Backend {
     stream_buffer: usize,
     /// Topics known to exist, so a publish costs no metadata round trip.
     known_topics: Mutex<HashSet<String>>,
+    /// Generation of the Vault credentials this backend was built with (0
+    /// without Vault); streams rebuild their consumers from a backend of at
+    /// least the generation they were told about.
+    generation: u64,
+    /// Reports rejected Vault credentials to the rotation task.
+    auth_hook: Option<AuthHook>,
 }
 
 /// The outcome of a successful metadata round trip.
@@ -111,7 +119,14 @@ impl Backend {
     /// `metadata_timeout`) for the cluster to answer a metadata request.
     /// `Error::Client` for settings librdkafka rejects; `Error::Unreachable`
     /// when no broker answers.
-    pub(crate) async fn connect(config: &KafkaConfig) -> Result<Self, Error> {
+    pub(crate) async fn connect(
+        config: &KafkaConfig,
+        vault: Option<(u64, AuthHook)>,
+    ) -> Result<Self, Error> {
+        let (generation, auth_hook) = match vault {
+            Some((generation, hook)) => (generation, Some(hook)),
+            None => (0, None),
+        };
         let brokers = config.brokers.join(",");
         let mut common = ClientConfig::new();
         common
@@ -189,6 +204,8 @@ impl Backend {
             consumer_group: config.consumer_group.clone(),
             stream_buffer: config.stream_buffer,
             known_topics: Mutex::new(HashSet::new()),
+            generation,
+            auth_hook,
         };
         let info = backend.metadata(config.metadata_timeout).await?;
         tracing::info!(
@@ -198,6 +215,11 @@ impl Backend {
             "connected to kafka"
         );
         Ok(backend)
+    }
+
+    /// Generation of the Vault credentials in use (0 without Vault).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The configured bootstrap list.
@@ -236,8 +258,16 @@ impl Backend {
     }
 
     /// Health probe: a metadata round trip bounded well inside core's limit.
+    /// With Vault credentials, a broker that rejects them (revoked, or a
+    /// new secret version not picked up yet) asks the rotation for new ones.
     pub(crate) async fn health(&self) -> Result<ClusterInfo, Error> {
-        self.metadata(self.health_timeout).await
+        let result = self.metadata(self.health_timeout).await;
+        if let (Err(err), Some(hook)) = (&result, &self.auth_hook)
+            && is_auth_failure(&err.to_string())
+        {
+            hook.raise();
+        }
+        result
     }
 
     fn producer(&self) -> Result<&FutureProducer<LogContext>, Error> {
@@ -602,6 +632,12 @@ fn apply_security(config: &KafkaConfig, client: &mut ClientConfig) {
     }
 }
 
+/// True for librdkafka's SASL authentication failures (as reported in its
+/// error reasons, e.g. "SASL authentication error: Authentication failed").
+fn is_auth_failure(message: &str) -> bool {
+    message.contains("SASL authentication error") || message.contains("Authentication failed")
+}
+
 fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
@@ -636,6 +672,13 @@ fn hex_lower(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
+}
+
+/// A backend replaced by a Vault rotation: the rotation hands it over once no
+/// request holds it; the producer has nothing in flight then, and dropping it
+/// (see `Drop`) flushes and closes on a blocking thread.
+impl Drain for Backend {
+    async fn close(&self) {}
 }
 
 /// Dropping a producer blocks: it purges and flushes (up to 500 ms), joins its

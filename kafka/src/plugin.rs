@@ -1,7 +1,8 @@
-//! The `Plugin` implementation: wires the Kafka backend and the data services
-//! into core's lifecycle (initialize, health, drain, stop).
+//! The `Plugin` implementation: wires the Kafka backend, the data services
+//! and (with Vault) the SASL credential rotation into core's lifecycle
+//! (initialize, health, drain, stop).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
@@ -11,6 +12,9 @@ use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry,
     Slot,
 };
+
+use prism_plugin_core::rotation::{Connect, Rotator, View};
+use prism_plugin_core::vault::SecretEngine;
 
 use crate::backend::Backend;
 use crate::config::KafkaConfig;
@@ -22,11 +26,77 @@ use crate::stream::StreamSet;
 const STREAM_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Kafka plugin: the current backend in a [`Slot`] that `initialize`
-/// replaces, and the running streams.
+/// (and a Vault rotation) replaces, the running streams, and the rotation.
 #[derive(Default)]
 pub(crate) struct KafkaPlugin {
     backend: Arc<Slot<Backend>>,
     streams: Arc<StreamSet>,
+    /// The Vault rotation task; serialises initialize and stop.
+    rotator: tokio::sync::Mutex<Option<Rotator>>,
+    /// What health reports about Vault; `None` without Vault.
+    vault: RwLock<Option<Arc<View>>>,
+}
+
+/// Builds a backend whose SASL credentials come from one Vault KV v2
+/// version (`username`, `password`, optional `mechanism`); connecting checks
+/// them with a metadata round trip. On success the group streams are told to
+/// rebuild their consumers with them (the rotation swaps the backend in
+/// right after this returns; streams wait for it).
+fn connector(config: KafkaConfig, streams: Arc<StreamSet>) -> Connect<Backend> {
+    Arc::new(move |creds, hook| {
+        let mut config = config.clone();
+        let streams = streams.clone();
+        Box::pin(async move {
+            config.sasl.username = creds.username.clone();
+            config.sasl.password = creds.password.expose().to_string();
+            if let Some(mechanism) = creds.extra.get("mechanism") {
+                config.sasl.mechanism = mechanism.clone();
+            }
+            let problems = config.validate();
+            if !problems.is_empty() {
+                return Err(CoreError::Config(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("from the Vault secret: {p}"))
+                        .collect(),
+                ));
+            }
+            if config.sasl.username.is_empty() {
+                return Err(CoreError::config(
+                    "`vault.secret`: the KV v2 secret has no `username` field",
+                ));
+            }
+            let generation = creds.generation;
+            let backend = Backend::connect(&config, Some((generation, hook))).await?;
+            streams.credentials_changed(generation);
+            Ok(backend)
+        })
+    })
+}
+
+/// Vault-specific configuration problems.
+fn check_vault(config: &KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
+    let Some(secret) = &ctx.vault.secret else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    if secret.engine != SecretEngine::Kv2 {
+        problems.push(
+            "`vault.secret.engine`: prism-kafka reads SASL credentials from a kv2 secret".into(),
+        );
+    }
+    if !config.security_protocol.uses_sasl() {
+        problems.push(format!(
+            "`backend.security_protocol`: {} does not use the SASL credentials from Vault; \
+             use sasl_plaintext or sasl_ssl",
+            config.security_protocol.as_str()
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::Config(problems))
+    }
 }
 
 #[prism_plugin_core::async_trait]
@@ -83,19 +153,48 @@ impl Plugin for KafkaPlugin {
     }
 
     async fn initialize(&self, config: KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
-        if config.security_protocol.uses_sasl() && config.sasl.username.is_empty() {
+        check_vault(&config, ctx)?;
+        if !ctx.vault.enabled()
+            && config.security_protocol.uses_sasl()
+            && config.sasl.username.is_empty()
+        {
             return Err(CoreError::config(format!(
                 "`backend.sasl.username`: required with security_protocol {} \
                  (or take it from Vault: a `vault.secret` of engine kv2)",
                 config.security_protocol.as_str()
             )));
         }
-        let backend = Backend::connect(&config).await?;
+        let mut rotator = self.rotator.lock().await;
+        let (backend, rotation) = if ctx.vault.enabled() {
+            let connect = connector(config.clone(), self.streams.clone());
+            let first = Rotator::first(&ctx.vault, &ctx.shutdown, &connect).await?;
+            (first.backend, Some((first.source, first.alarm, connect)))
+        } else {
+            (Backend::connect(&config, None).await?, None)
+        };
         self.streams.attach(&ctx.shutdown);
+        // An old rotation stops before the new backend goes in, so it cannot
+        // swap in a backend built from the previous config afterwards.
+        let old_source = match rotator.take() {
+            Some(old) => Some(old.stop().await),
+            None => None,
+        };
         // The old producer (if any) is closed on a blocking thread once the
         // last in-flight user releases it (see `Backend`'s `Drop`). Running
-        // streams keep their own consumers.
+        // streams keep their own consumers (a rotation rebuilds them).
         drop(self.backend.replace(Arc::new(backend)));
+        let view = rotation.map(|(source, alarm, connect)| {
+            let spawned =
+                Rotator::spawn(source, alarm, self.backend.clone(), connect, &ctx.shutdown);
+            let view = spawned.view();
+            *rotator = Some(spawned);
+            view
+        });
+        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = view;
+        if let Some(source) = old_source {
+            // KV v2 has no lease: this only stops the old token's renewal.
+            source.shutdown().await;
+        }
         Ok(())
     }
 
@@ -134,9 +233,15 @@ impl Plugin for KafkaPlugin {
             }
             Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
         };
-        report
+        let mut report = report
             .detail("bootstrap", backend.bootstrap())
-            .detail("streams", self.streams.len())
+            .detail("streams", self.streams.len());
+        let vault = self.vault.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(vault) = vault {
+            // No secrets in here: user name, versions, counters.
+            report.details.extend(vault.details());
+        }
+        report
     }
 
     /// Ends every Subscribe, Tail and Consume stream cleanly: each stores the
@@ -158,6 +263,11 @@ impl Plugin for KafkaPlugin {
     }
 
     async fn stop(&self) -> Result<(), CoreError> {
+        let source = match self.rotator.lock().await.take() {
+            Some(rotator) => Some(rotator.stop().await),
+            None => None,
+        };
+        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = None;
         // Streams first (they commit through their own consumers), then the producer.
         self.streams.drain(STREAM_DRAIN_TIMEOUT).await;
         if let Some(backend) = self.backend.take() {
@@ -168,6 +278,9 @@ impl Plugin for KafkaPlugin {
             if closed.await.is_err() {
                 tracing::warn!("closing the kafka producer failed");
             }
+        }
+        if let Some(source) = source {
+            source.shutdown().await;
         }
         Ok(())
     }

@@ -22,7 +22,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::backend::{Backend, CommitReports, MESSAGE_ID_HEADER, Start, StreamContext};
 use crate::config::check_topic;
 use crate::error::Error;
-use crate::stream::{self, Command, Delivery, Event, Forward, StreamSet};
+use crate::stream::{self, Command, ConsumeSetup, Delivery, Event, Forward, Rebuild, StreamSet};
+
+/// Longest a stream told about new credentials waits for the backend built
+/// with them to be swapped in (that follows the announcement at once).
+const REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Both data services share the backend slot and the set of running streams.
 #[derive(Clone)]
@@ -38,6 +42,42 @@ impl KafkaService {
     /// A service over `backend`, running streams in `streams`.
     pub(crate) fn new(backend: Arc<Slot<Backend>>, streams: Arc<StreamSet>) -> Self {
         KafkaService { backend, streams }
+    }
+
+    /// How a group stream of (`topic`, `group`) rebuilds its consumer after a
+    /// Vault rotation: from the backend built with the new credentials, with
+    /// the same commit reports (Consume) so notices keep flowing.
+    fn rebuild(
+        &self,
+        topic: &str,
+        group: &str,
+        start: &Start,
+        reports: Option<Arc<CommitReports>>,
+    ) -> Rebuild {
+        let slot = self.backend.clone();
+        let (topic, group, start) = (topic.to_string(), group.to_string(), start.clone());
+        Rebuild {
+            generations: self.streams.credentials(),
+            connect: Box::new(move |generation| {
+                let (slot, topic, group, start) =
+                    (slot.clone(), topic.clone(), group.clone(), start.clone());
+                let reports = reports.clone();
+                Box::pin(async move {
+                    let deadline = tokio::time::Instant::now() + REBUILD_WAIT;
+                    let backend = loop {
+                        let backend = slot.get().map_err(|_| Error::Closed)?;
+                        if backend.generation() >= generation
+                            || tokio::time::Instant::now() >= deadline
+                        {
+                            break backend;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    };
+                    let context = reports.map(StreamContext::new).unwrap_or_default();
+                    backend.group_consumer(&topic, &group, &start, context)
+                })
+            }),
+        }
     }
 
     #[allow(clippy::result_large_err)]
@@ -162,6 +202,7 @@ impl PubSubBasicInterface for KafkaService {
             .unwrap_or_else(|| backend.default_group().to_string());
         backend.ensure_topic(&topic).await?;
         let consumer = backend.group_consumer(&topic, &group, &start, StreamContext::default())?;
+        let rebuild = self.rebuild(&topic, &group, &start, None);
         let (tx, response, handoff) = stream::handoff_channel(backend.stream_buffer(), true);
         let cancel = self.streams.child_token();
         let registration = self
@@ -175,8 +216,16 @@ impl PubSubBasicInterface for KafkaService {
                 not_before_ms: None,
                 max_messages: 0,
             };
-            let ended =
-                stream::forward(consumer, topic.clone(), tx, handoff, options, cancel).await;
+            let ended = stream::forward(
+                consumer,
+                topic.clone(),
+                tx,
+                handoff,
+                options,
+                Some(rebuild),
+                cancel,
+            )
+            .await;
             drop(registration);
             tracing::debug!(topic = %topic, group, ?ended, "subscription ended");
         });
@@ -264,8 +313,10 @@ impl StreamInterface for KafkaService {
                 not_before_ms,
                 max_messages,
             };
+            // A tail keeps its consumer across Vault rotations (no group, no
+            // commits; see the README).
             let ended =
-                stream::forward(consumer, topic.clone(), tx, handoff, options, cancel).await;
+                stream::forward(consumer, topic.clone(), tx, handoff, options, None, cancel).await;
             tracing::debug!(topic = %topic, ?ended, "tail ended");
         });
         Ok(Response::new(Box::pin(response.map(|d| Ok(to_message(d))))))
@@ -309,6 +360,7 @@ impl StreamInterface for KafkaService {
         let reports = Arc::new(CommitReports::default());
         let consumer =
             backend.group_consumer(&topic, &group, &start, StreamContext::new(reports.clone()))?;
+        let rebuild = self.rebuild(&topic, &group, &start, Some(reports.clone()));
         let (tx, rx) = mpsc::channel(backend.stream_buffer());
         // Client messages become commands; a later `open`, a malformed
         // message or a transport error ends the command stream (and so the
@@ -352,8 +404,11 @@ impl StreamInterface for KafkaService {
                 topic.clone(),
                 tx,
                 commands,
-                initial_credit,
-                reports,
+                ConsumeSetup {
+                    initial_credit,
+                    reports,
+                    rebuild: Some(rebuild),
+                },
                 cancel,
             )
             .await;

@@ -25,16 +25,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{CommitReports, KafkaConsumer, MESSAGE_ID_HEADER};
+use crate::error::Error;
 
 /// How long a full channel (or exhausted credit) waits before the partitions
 /// are paused; short stalls just stop fetching, long ones keep the group alive.
@@ -171,6 +173,54 @@ pub(crate) struct Forward {
     pub(crate) max_messages: u64,
 }
 
+/// How a group stream replaces its consumer when the Vault credentials
+/// change: librdkafka cannot change a client's SASL credentials, so the
+/// stream builds a new consumer (same topic, group and context) from the
+/// rotated backend and closes the old one, which commits what was stored.
+pub(crate) struct Rebuild {
+    /// The latest credential generation the plugin switched to.
+    pub(crate) generations: watch::Receiver<u64>,
+    /// Builds the replacement from a backend of at least that generation.
+    pub(crate) connect:
+        Box<dyn Fn(u64) -> BoxFuture<'static, Result<KafkaConsumer, Error>> + Send + Sync>,
+}
+
+impl Rebuild {
+    /// The next generation announced; never returns without a `Rebuild`.
+    async fn changed(rebuild: &mut Option<Rebuild>) -> u64 {
+        let Some(rebuild) = rebuild else {
+            return std::future::pending().await;
+        };
+        match rebuild.generations.changed().await {
+            Ok(()) => *rebuild.generations.borrow_and_update(),
+            // The plugin is gone: nothing will rotate any more.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The replacement consumer, or `None` (logged) if it cannot be built:
+    /// the stream then keeps its current one.
+    async fn connect(
+        rebuild: &Option<Rebuild>,
+        topic: &str,
+        generation: u64,
+    ) -> Option<KafkaConsumer> {
+        let rebuild = rebuild.as_ref()?;
+        match (rebuild.connect)(generation).await {
+            Ok(consumer) => Some(consumer),
+            Err(err) => {
+                tracing::warn!(
+                    topic,
+                    generation,
+                    error = %err,
+                    "cannot rebuild the stream's consumer with the rotated credentials; keeping the current one"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Creates the channel of a one-way stream: the task's sender, the response
 /// stream, and the handoff record they share.
 pub(crate) fn handoff_channel(
@@ -188,13 +238,17 @@ pub(crate) fn handoff_channel(
 
 /// Moves messages from `consumer` to `tx` until cancelled, the client goes
 /// away or `max_messages` is reached; then stores what was handed and closes
-/// the consumer (leaving the group commits the stored offsets).
+/// the consumer (leaving the group commits the stored offsets). With
+/// `rebuild`, new credentials replace the consumer on the way: what was
+/// handed is stored and committed by the old one, what it fetched but did
+/// not hand over is dropped and read again by the new one (at-least-once).
 pub(crate) async fn forward(
-    consumer: KafkaConsumer,
+    mut consumer: KafkaConsumer,
     topic: Arc<str>,
     tx: mpsc::Sender<Delivery>,
     handoff: Option<Arc<Handoff>>,
     options: Forward,
+    mut rebuild: Option<Rebuild>,
     cancel: CancellationToken,
 ) -> Ended {
     let mut queue: VecDeque<Delivery> = VecDeque::new();
@@ -245,6 +299,18 @@ pub(crate) async fn forward(
             },
             () = flow.pause_timer(), if flow.blocked_since.is_some() && !flow.paused => {
                 flow.pause(&consumer);
+            }
+            generation = Rebuild::changed(&mut rebuild) => {
+                if let Some(new) = Rebuild::connect(&rebuild, &topic, generation).await {
+                    if let Some(handoff) = &handoff {
+                        store_handed(&consumer, &topic, handoff);
+                    }
+                    let old = std::mem::replace(&mut consumer, new);
+                    queue.clear();
+                    flow = Flow::default();
+                    close(old, options.group).await;
+                    tracing::info!(topic = %topic, generation, "subscription switched to the rotated credentials");
+                }
             }
         }
     };
@@ -413,21 +479,39 @@ impl Track {
     }
 }
 
+/// What a Consume stream starts with besides its consumer and channels.
+pub(crate) struct ConsumeSetup {
+    /// Messages the client granted in `open`.
+    pub(crate) initial_credit: u64,
+    /// Where the consumer's context reports commits.
+    pub(crate) reports: Arc<CommitReports>,
+    /// How to replace the consumer after a Vault rotation.
+    pub(crate) rebuild: Option<Rebuild>,
+}
+
 /// Runs a Consume stream: sends at most the granted credit, stores per
 /// partition the highest contiguous acknowledged position, and tells the
-/// client what the group has committed.
+/// client what the group has committed. With `rebuild`, new credentials
+/// replace the consumer on the way: the old one commits the acknowledged
+/// positions as it leaves, the new one reads on from them, so every
+/// unacknowledged delivery comes again; credit and acknowledgement state
+/// are kept (late acks of earlier deliveries still count).
 pub(crate) async fn consume<C>(
-    consumer: KafkaConsumer,
+    mut consumer: KafkaConsumer,
     topic: Arc<str>,
     tx: mpsc::Sender<Event>,
     mut commands: C,
-    initial_credit: u64,
-    reports: Arc<CommitReports>,
+    setup: ConsumeSetup,
     cancel: CancellationToken,
 ) -> Ended
 where
     C: Stream<Item = Command> + Unpin,
 {
+    let ConsumeSetup {
+        initial_credit,
+        reports,
+        mut rebuild,
+    } = setup;
     let mut credit = initial_credit;
     let mut queue: VecDeque<Delivery> = VecDeque::new();
     let mut tracks: HashMap<i32, Track> = HashMap::new();
@@ -495,6 +579,15 @@ where
             () = flow.pause_timer(), if flow.blocked_since.is_some() && !flow.paused => {
                 flow.pause(&consumer);
             }
+            generation = Rebuild::changed(&mut rebuild) => {
+                if let Some(new) = Rebuild::connect(&rebuild, &topic, generation).await {
+                    let old = std::mem::replace(&mut consumer, new);
+                    queue.clear();
+                    flow = Flow::default();
+                    close(old, true).await;
+                    tracing::info!(topic = %topic, generation, "consume stream switched to the rotated credentials");
+                }
+            }
         }
     };
     close(consumer, true).await;
@@ -515,6 +608,8 @@ pub(crate) struct StreamSet {
     token: Mutex<CancellationToken>,
     subscriptions: Mutex<HashMap<SubscriptionKey, Vec<(u64, CancellationToken)>>>,
     next_id: AtomicU64,
+    /// The Vault credential generation group streams should use.
+    credentials: watch::Sender<u64>,
 }
 
 impl Default for StreamSet {
@@ -525,6 +620,7 @@ impl Default for StreamSet {
             token: Mutex::new(CancellationToken::new()),
             subscriptions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            credentials: watch::Sender::new(0),
         }
     }
 }
@@ -561,6 +657,25 @@ impl StreamSet {
             *self.token.lock().unwrap_or_else(|e| e.into_inner()) = parent.child_token();
             *current = Some(parent.clone());
         }
+    }
+
+    /// Tells group streams to rebuild their consumers with the credentials
+    /// of `generation` (a backend of that generation is about to be in use).
+    pub(crate) fn credentials_changed(&self, generation: u64) {
+        self.credentials.send_if_modified(|current| {
+            let newer = generation > *current;
+            if newer {
+                *current = generation;
+            }
+            newer
+        });
+    }
+
+    /// A receiver of credential generations for a new group stream.
+    pub(crate) fn credentials(&self) -> watch::Receiver<u64> {
+        let mut rx = self.credentials.subscribe();
+        rx.mark_unchanged();
+        rx
     }
 
     /// A token for a new stream, cancelled by `drain`.

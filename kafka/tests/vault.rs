@@ -1,0 +1,306 @@
+//! `prism-kafka` with SASL credentials from Vault (real OpenBao, KV v2) in
+//! front of a real broker (tansu behind the SASL/PLAIN proxy, which records
+//! the user of every authentication). A new secret version switches the
+//! producer and every group stream to the new user: publishes keep
+//! succeeding throughout (0 failures), an open Consume stream loses nothing
+//! acknowledged and gets exactly the unacknowledged messages again, new
+//! connections authenticate as the new user, and no password is ever logged.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{RECV, STARTUP, Secured, publish_request, round_trip, spawn};
+use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
+use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
+use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
+use prism_plugin_core::proto::pubsub::{
+    Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, MessageRef, StartPosition,
+    consume_request, consume_response,
+};
+use prism_testkit::{ServingStatus, Vault, wait_for_health};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+const USER_1: &str = "kafka-user-one";
+const PASSWORD_1: &str = "vault-kafka-pw-1-c0ffee";
+const USER_2: &str = "kafka-user-two";
+const PASSWORD_2: &str = "vault-kafka-pw-2-decaf";
+const SECRET: &str = "secret/prism/kafka";
+
+async fn put_secret(vault: &Vault, user: &str, password: &str) {
+    vault
+        .bao(&[
+            "kv",
+            "put",
+            SECRET,
+            &format!("username={user}"),
+            &format!("password={password}"),
+            "mechanism=PLAIN",
+        ])
+        .await
+        .expect("bao kv put");
+}
+
+async fn details(channel: &Channel) -> HashMap<String, String> {
+    LifecycleInterfaceClient::new(channel.clone())
+        .health_check(HealthCheckRequest {})
+        .await
+        .expect("HealthCheck")
+        .into_inner()
+        .details
+}
+
+fn consume_message(request: consume_request::Request) -> ConsumeRequest {
+    ConsumeRequest {
+        request: Some(request),
+    }
+}
+
+/// Next Consume message (skipping `committed` notices, which are returned
+/// through `committed`).
+async fn next_message(
+    stream: &mut Streaming<ConsumeResponse>,
+    committed: &mut i64,
+) -> (i64, String) {
+    loop {
+        let response = tokio::time::timeout(RECV, stream.message())
+            .await
+            .expect("a consume response within the timeout")
+            .expect("stream ok")
+            .expect("stream open");
+        match response.response {
+            Some(consume_response::Response::Message(m)) => {
+                return (
+                    m.offset,
+                    String::from_utf8(m.payload.to_vec()).expect("utf-8"),
+                );
+            }
+            Some(consume_response::Response::Committed(c)) => {
+                for offset in c.offsets {
+                    *committed = (*committed).max(offset.offset);
+                }
+            }
+            None => panic!("empty consume response"),
+        }
+    }
+}
+
+async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut i64, want: i64) {
+    let deadline = Instant::now() + RECV;
+    while *committed < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "commit {want} not confirmed (at {committed})"
+        );
+        let response = tokio::time::timeout(left, stream.message())
+            .await
+            .expect("a committed notice within the timeout")
+            .expect("stream ok")
+            .expect("stream open");
+        match response.response {
+            Some(consume_response::Response::Committed(c)) => {
+                for offset in c.offsets {
+                    *committed = (*committed).max(offset.offset);
+                }
+            }
+            other => panic!("unexpected {other:?} while waiting for the commit"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_without_loss() {
+    let secured = Secured::start(false, Some(&[(USER_1, PASSWORD_1)])).await;
+    let vault = Vault::start().await.expect("OpenBao starts");
+    put_secret(&vault, USER_1, PASSWORD_1).await;
+    let brokers = secured.proxy.bootstrap();
+    let vault_addr = vault.addr();
+    let (mut plugin, port) = spawn(&[
+        ("KAFKA_BROKERS", &brokers),
+        ("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_plaintext"),
+        ("PRISM_BACKEND__DEFAULT_PARTITIONS", "1"),
+        ("VAULT_ADDR", &vault_addr),
+        ("VAULT_TOKEN", vault.root_token()),
+        ("PRISM_VAULT__SECRET__ENGINE", "kv2"),
+        ("PRISM_VAULT__SECRET__PATH", "prism/kafka"),
+        ("PRISM_VAULT__SECRET__POLL_INTERVAL", "300ms"),
+        ("PRISM_LOG_LEVEL", "debug"),
+    ])
+    .await;
+    wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    let channel = prism_testkit::connect(port, STARTUP)
+        .await
+        .expect("connect");
+    let before = details(&channel).await;
+    assert_eq!(before.get("vault_user").map(String::as_str), Some(USER_1));
+
+    // 20 messages on a one-partition topic; a Consume stream takes 10 and
+    // acknowledges the first 5 (committed), leaving 5..9 unacknowledged.
+    let topic = "vault-consume";
+    let mut publisher = PubSubBasicInterfaceClient::new(channel.clone());
+    for i in 0..20 {
+        let reply = publisher
+            .publish(publish_request(topic, &i.to_string()))
+            .await
+            .expect("publish")
+            .into_inner();
+        assert!(reply.success, "{reply:?}");
+    }
+    let (commands, rx) = mpsc::channel(16);
+    commands
+        .send(consume_message(consume_request::Request::Open(
+            ConsumeOpen {
+                topic: topic.into(),
+                group: "vault-group".into(),
+                start: StartPosition::Earliest as i32,
+                initial_credit: 10,
+            },
+        )))
+        .await
+        .expect("open");
+    let mut stream = StreamInterfaceClient::new(channel.clone())
+        .consume(ReceiverStream::new(rx))
+        .await
+        .expect("consume")
+        .into_inner();
+    let mut committed = -1;
+    let mut first = Vec::new();
+    for _ in 0..10 {
+        first.push(next_message(&mut stream, &mut committed).await);
+    }
+    let payloads: Vec<&str> = first.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(payloads, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+    commands
+        .send(consume_message(consume_request::Request::Ack(Ack {
+            messages: first[..5]
+                .iter()
+                .map(|(offset, _)| MessageRef {
+                    partition: 0,
+                    offset: *offset,
+                })
+                .collect(),
+        })))
+        .await
+        .expect("ack");
+    wait_committed(&mut stream, &mut committed, first[5].0).await;
+
+    // Steady publishes on another topic while the secret changes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = tokio::spawn({
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let mut client = PubSubBasicInterfaceClient::new(channel.clone());
+        async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                match client
+                    .publish(publish_request("vault-load", &i.to_string()))
+                    .await
+                {
+                    Ok(reply) if reply.get_ref().success => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(reply) => {
+                        eprintln!("publish failed: {:?}", reply.get_ref());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(status) => {
+                        eprintln!("publish failed: {status}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Rotate: the broker learns the new user, Vault gets version 2.
+    secured.proxy.set_user(USER_2, PASSWORD_2);
+    put_secret(&vault, USER_2, PASSWORD_2).await;
+    plugin
+        .wait_for_log(
+            "consume stream switched to the rotated credentials",
+            STARTUP,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    let after = details(&channel).await;
+    assert_eq!(after.get("vault_user").map(String::as_str), Some(USER_2));
+    assert_eq!(after.get("vault_generation").map(String::as_str), Some("2"));
+    assert!(
+        secured.proxy.authenticated().iter().any(|u| u == USER_2),
+        "{:?}",
+        secured.proxy.authenticated()
+    );
+    // From now on only the new user can open connections.
+    secured.proxy.remove_user(USER_1);
+
+    // The stream (on a new consumer as the new user) delivers exactly the
+    // unacknowledged 5..9 again, then the rest; nothing acknowledged returns.
+    commands
+        .send(consume_message(consume_request::Request::Credit(Credit {
+            messages: 100,
+        })))
+        .await
+        .expect("credit");
+    let mut second = Vec::new();
+    for _ in 0..15 {
+        second.push(next_message(&mut stream, &mut committed).await);
+    }
+    let payloads: Vec<String> = second.iter().map(|(_, p)| p.clone()).collect();
+    let expected: Vec<String> = (5..20).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, expected);
+    commands
+        .send(consume_message(consume_request::Request::Ack(Ack {
+            messages: second
+                .iter()
+                .map(|(offset, _)| MessageRef {
+                    partition: 0,
+                    offset: *offset,
+                })
+                .collect(),
+        })))
+        .await
+        .expect("ack");
+    wait_committed(&mut stream, &mut committed, second[14].0 + 1).await;
+
+    // Publishes went on throughout; new connections use the new user.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load task");
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("[vault] publishes during the rotation: {ok} ok, {failed} failed");
+    assert_eq!(failed, 0);
+    assert!(ok >= 20, "only {ok} publishes ran");
+    let got = round_trip(&channel, "vault-after", "after-group", "as user two").await;
+    assert_eq!(got, "as user two");
+    let authenticated = secured.proxy.authenticated();
+    let last = authenticated.last().map(String::as_str);
+    assert_eq!(last, Some(USER_2), "{authenticated:?}");
+    assert!(
+        secured.proxy.rejected().is_empty(),
+        "{:?}",
+        secured.proxy.rejected()
+    );
+
+    drop(commands);
+    plugin.sigterm().expect("sigterm");
+    plugin
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits");
+    let logs = plugin.logs();
+    for secret in [PASSWORD_1, PASSWORD_2, vault.root_token()] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
+    }
+}
