@@ -28,18 +28,20 @@ use bytes::Bytes;
 use futures::future::join_all;
 use prism_plugin_core::Context;
 use prism_plugin_core::kv::Limits;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::watch;
 
 use crate::config::PostgresConfig;
 use crate::error::{Error, Kind};
+use crate::pool::{Conn, Pool};
 use crate::schema::{self, Statements, scan_index};
 use prism_plugin_core::rotation::{AuthHook, Drain};
 
 /// Longest a health `SELECT 1` may take: core gives the whole health check 1.5 s.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest the TCP check after a slow health probe may take.
+const TCP_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 /// `application_name` of every session, so DBAs see who holds connections.
 const APPLICATION_NAME: &str = "prism-postgres";
 /// How often a server (14+) checks that the client of a running statement is
@@ -80,7 +82,11 @@ pub(crate) struct Settings {
 
 /// One configured database and the pool connected to it.
 pub(crate) struct Backend {
-    pool: PgPool,
+    pool: Pool,
+    /// The health probe's own session, outside the pool: a probe queued
+    /// behind busy data calls would time out and report a healthy but busy
+    /// server as down.
+    probe: tokio::sync::Mutex<Option<PgConnection>>,
     /// `host:port/database`, for messages (never with credentials).
     target: String,
     degraded_latency: Duration,
@@ -217,14 +223,13 @@ impl Backend {
             }
         }
 
-        let pool = PgPoolOptions::new()
-            .max_connections(config.pool_size)
-            .min_connections(config.min_connections)
-            .acquire_timeout(config.acquire_timeout)
-            // Check idle connections before use so ones the server closed
-            // (restart, idle timeout) are replaced instead of failing a request.
-            .test_before_acquire(true)
-            .connect_lazy_with(options);
+        // Our own pool, not sqlx's: one round trip per call (see pool.rs).
+        let pool = Pool::new(
+            options,
+            config.pool_size,
+            config.min_connections,
+            config.acquire_timeout,
+        );
         tracing::info!(
             target = %target,
             table = %format!("{}.{}", config.schema, config.table),
@@ -233,6 +238,7 @@ impl Backend {
         );
         Ok(Backend {
             pool,
+            probe: tokio::sync::Mutex::new(None),
             target,
             degraded_latency: config.degraded_latency,
             sql: Statements::new(&config.schema, &config.table),
@@ -256,7 +262,7 @@ impl Backend {
     /// rotation does not make the first requests wait for logins) and runs
     /// `SELECT 1` on each: the check that the credentials really work.
     pub(crate) async fn warm(&self, n: u32) -> Result<(), Error> {
-        let n = n.clamp(1, self.pool.options().get_max_connections());
+        let n = n.clamp(1, self.pool.max());
         let mut conns = Vec::with_capacity(n as usize);
         for _ in 0..n {
             conns.push(async {
@@ -269,10 +275,17 @@ impl Backend {
             });
         }
         let mut held = Vec::with_capacity(conns.len());
+        let mut failed = None;
         for conn in join_all(conns).await {
-            held.push(conn?);
+            match conn {
+                Ok(conn) => held.push(conn),
+                Err(err) => failed = Some(err),
+            }
         }
-        Ok(())
+        for conn in held {
+            self.pool.release(conn);
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// `host:port/database` of the server.
@@ -294,8 +307,8 @@ impl Backend {
     pub(crate) fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
+            idle: self.pool.num_idle(),
+            max: self.pool.max(),
         }
     }
 
@@ -304,24 +317,61 @@ impl Backend {
         *self.link.up.borrow()
     }
 
-    /// Health probe: one `SELECT 1` through the pool (so it also proves a
-    /// connection can be had), bounded well inside core's limit. Its verdict
-    /// sets the link state data calls fail fast on.
+    /// Health probe: `SELECT 1` on the probe's own session (reconnected
+    /// when lost, so it also proves a login works), bounded well inside
+    /// core's limit. Its verdict sets the link state data calls fail fast on.
+    ///
+    /// A probe that gets no answer in time is not proof of an outage: under
+    /// load the server (or this process) may just be slow. Then a plain TCP
+    /// connect to the server decides: accepted = up but slow (the probe
+    /// reports the timeout as latency, i.e. DEGRADED), refused or no answer
+    /// = down.
     pub(crate) async fn ping(&self) -> Result<Duration, Error> {
+        self.pool.maintain();
         let started = Instant::now();
-        let query = sqlx::query("SELECT 1").execute(&self.pool);
-        let result = match tokio::time::timeout(HEALTH_TIMEOUT, query).await {
-            Ok(Ok(_)) => Ok(started.elapsed()),
-            Ok(Err(source)) => Err(Error::Postgres {
-                target: self.target.clone(),
-                source,
-            }),
-            Err(_) => Err(Error::Timeout {
-                target: self.target.clone(),
-                what: "the health probe",
-                timeout: HEALTH_TIMEOUT,
-            }),
+        let mut probe = self.probe.lock().await;
+        let outcome = tokio::time::timeout(HEALTH_TIMEOUT, async {
+            if probe.is_none() {
+                *probe = Some(PgConnection::connect_with(self.pool.connect_options()).await?);
+            }
+            match probe.as_mut() {
+                Some(conn) => sqlx::query("SELECT 1").execute(conn).await.map(drop),
+                None => Ok(()),
+            }
+        })
+        .await;
+        let result = match outcome {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(source)) => {
+                // The session's state is unknown after an error: start afresh.
+                *probe = None;
+                let err = Error::Postgres {
+                    target: self.target.clone(),
+                    source,
+                };
+                if err.kind() == Kind::Connection {
+                    // The pool's idle sessions likely died the same way.
+                    self.pool.flush();
+                }
+                Err(err)
+            }
+            Err(_) => {
+                // The statement was cut off mid-way: this session is unusable.
+                *probe = None;
+                let timeout = Error::Timeout {
+                    target: self.target.clone(),
+                    what: "the health probe",
+                    timeout: HEALTH_TIMEOUT,
+                };
+                if self.accepts_tcp().await {
+                    tracing::debug!(target = %self.target, "health probe slow, server accepts connections");
+                    Ok(started.elapsed())
+                } else {
+                    Err(timeout)
+                }
+            }
         };
+        drop(probe);
         match &result {
             Ok(_) => self.mark_up(),
             Err(err) => {
@@ -336,9 +386,35 @@ impl Backend {
         result
     }
 
+    /// Whether the server accepts a TCP (or Unix socket) connection within
+    /// [`TCP_CHECK_TIMEOUT`]: tells a slow server from an unreachable one.
+    async fn accepts_tcp(&self) -> bool {
+        let options = self.pool.connect_options();
+        let check = async {
+            match options.get_socket() {
+                #[cfg(unix)]
+                Some(dir) => {
+                    let path = dir.join(format!(".s.PGSQL.{}", options.get_port()));
+                    tokio::net::UnixStream::connect(path).await.is_ok()
+                }
+                #[cfg(not(unix))]
+                Some(_) => false,
+                None => tokio::net::TcpStream::connect((options.get_host(), options.get_port()))
+                    .await
+                    .is_ok(),
+            }
+        };
+        tokio::time::timeout(TCP_CHECK_TIMEOUT, check)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Closes the pool: waits for borrowed connections to come back, closes idle ones.
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+        if let Some(probe) = self.probe.lock().await.take() {
+            let _ = probe.close().await;
+        }
     }
 
     /// Stores `value` under `key` (insert or overwrite) in one upsert.
@@ -573,19 +649,17 @@ impl Backend {
 
     /// Deletes up to `batch` expired rows (oldest first); returns how many.
     pub(crate) async fn reap(&self, batch: i64) -> Result<u64, Error> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.fail(e))?;
         let done = sqlx::query(&self.sql.reap)
             .bind(batch)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await;
-        match done {
-            Ok(result) => Ok(result.rows_affected()),
-            Err(err) => Err(self.fail(err)),
-        }
+        Ok(self.settle(conn, Some(done))?.rows_affected())
     }
 
     /// A pooled connection, unless the server is known to be down, goes down
     /// while waiting, or the deadline passes first.
-    async fn acquire(&self, deadline: Deadline) -> Result<PoolConnection<Postgres>, Error> {
+    async fn acquire(&self, deadline: Deadline) -> Result<Conn<'_>, Error> {
         let mut link = self.link.up.subscribe();
         if !*link.borrow_and_update() {
             return Err(self.unreachable());
@@ -611,19 +685,27 @@ impl Backend {
         }
     }
 
-    /// Turns a bounded statement's outcome into the result; a statement cut
-    /// off by the deadline takes its connection with it (closing it is what
-    /// cancels the statement on the server).
-    fn settle<T>(
-        &self,
-        mut conn: PoolConnection<Postgres>,
-        done: Option<Result<T, sqlx::Error>>,
-    ) -> Result<T, Error> {
+    /// Turns a bounded statement's outcome into the result and gives the
+    /// connection back when the statement completed (an SQL error leaves the
+    /// session usable). One cut off by the deadline or a lost connection is
+    /// closed instead (closing it is what cancels the statement on the server).
+    fn settle<T>(&self, conn: Conn<'_>, done: Option<Result<T, sqlx::Error>>) -> Result<T, Error> {
         match done {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(err)) => Err(self.fail(err)),
+            Some(Ok(value)) => {
+                self.pool.release(conn);
+                Ok(value)
+            }
+            Some(Err(err)) => {
+                let err = self.fail(err);
+                if err.kind() == Kind::Connection {
+                    drop(conn);
+                } else {
+                    self.pool.release(conn);
+                }
+                Err(err)
+            }
             None => {
-                conn.close_on_drop();
+                drop(conn);
                 Err(Error::Deadline {
                     target: self.target.clone(),
                     what: "the statement",
@@ -641,6 +723,8 @@ impl Backend {
         };
         match err.kind() {
             Kind::Connection => {
+                // Idle sessions likely died the same way (server restart).
+                self.pool.flush();
                 self.mark_down(&err);
                 self.ctx.health_changed();
             }

@@ -8,6 +8,7 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
+mod pool;
 mod reaper;
 mod schema;
 mod service;
