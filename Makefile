@@ -38,7 +38,7 @@ BUILD_ARGS := --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 # prism-watcher flags for `make watch` (e.g. WATCH_ARGS="--plugins redis").
 WATCH_ARGS ?=
 
-.PHONY: help deps build build-debug test test-only lint fmt demo stack run-postgres run-kafka fuzz bench \
+.PHONY: help deps build build-debug test test-only test-faults lint fmt demo stack run-postgres run-kafka fuzz bench \
         run-redis clean static-bins images images-debug $(PLUGINS) $(PLUGINS:%=%-debug) \
         push sizes list watch validate test-images test-packaging clean-images
 
@@ -61,6 +61,10 @@ test: deps ## Install what is needed and run every test against real servers
 
 test-only: ## Run the tests without the install step
 	@scripts/test.sh
+
+test-faults: deps ## Fault-injection and secret-leak suite only (builds the plugin binaries it spawns)
+	$(CARGO) build --bins -p prism-postgres -p prism-redis -p prism-kafka
+	$(CARGO) nextest run -p prism-faults
 
 lint: deps ## rustfmt check, clippy with warnings as errors, hadolint, cargo-deny (licences, bans, sources)
 	$(CARGO) fmt --all -- --check

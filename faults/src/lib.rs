@@ -1,3 +1,16 @@
 //! Shared load and counting helpers for the fault-injection tests in `tests/`,
 //! which spawn the plugin binaries through `prism-testkit` and talk to them
 //! over gRPC while a backend, Vault or the plugin itself is killed or stalled.
+//!
+//! - [`Plugin`] spawns a built plugin binary (`target/<profile>/prism-*`, built
+//!   by `make test-faults` / `make test`) with short health intervals, and
+//!   reads its gRPC health and `HealthCheck` details;
+//! - [`Load`] runs a few concurrent callers against it, bounds every call by
+//!   a hang limit, and keeps a [`CallRecord`] per call so a test can count
+//!   outcomes per phase ([`Counts`]) and check what was acknowledged.
+
+mod load;
+mod plugin;
+
+pub use load::{CallOutcome, CallRecord, Counts, Load, LoadOptions, Report};
+pub use plugin::{Kind, Plugin, binary, kv_get, kv_set, poll_until, with_deadline};

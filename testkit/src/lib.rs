@@ -15,6 +15,7 @@
 
 pub mod conformance;
 mod error;
+pub mod freeze;
 mod health;
 mod kafka;
 mod kafka_proxy;
