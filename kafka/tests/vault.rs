@@ -3,7 +3,8 @@
 //! the user of every authentication). A new secret version switches the
 //! producer and every group stream to the new user: publishes keep
 //! succeeding throughout (0 failures), an open Consume stream loses nothing
-//! acknowledged and gets exactly the unacknowledged messages again, new
+//! acknowledged and gets exactly the unacknowledged messages again, an open
+//! Subscribe stream carries on without repeating what it delivered, new
 //! connections authenticate as the new user, and no password is ever logged.
 
 mod common;
@@ -19,8 +20,8 @@ use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleIn
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, MessageRef, StartPosition,
-    consume_request, consume_response,
+    Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef, StartPosition,
+    SubscribeRequest, consume_request, consume_response,
 };
 use prism_testkit::{ServingStatus, Vault, wait_for_health};
 use tokio::sync::mpsc;
@@ -90,6 +91,15 @@ async fn next_message(
             None => panic!("empty consume response"),
         }
     }
+}
+
+async fn next_payload(stream: &mut Streaming<Message>) -> String {
+    let message = tokio::time::timeout(RECV, stream.message())
+        .await
+        .expect("a message within the timeout")
+        .expect("stream ok")
+        .expect("stream open");
+    String::from_utf8(message.payload.to_vec()).expect("utf-8")
 }
 
 async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut i64, want: i64) {
@@ -194,6 +204,22 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         .expect("ack");
     wait_committed(&mut stream, &mut committed, first[5].0).await;
 
+    // A Subscribe stream that has received one message.
+    let mut subscription = publisher
+        .subscribe(SubscribeRequest {
+            topic: "vault-sub".into(),
+            subscriber_id: "sub-group".into(),
+            options: HashMap::from([("start".to_string(), "earliest".to_string())]),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    publisher
+        .publish(publish_request("vault-sub", "before"))
+        .await
+        .expect("publish");
+    assert_eq!(next_payload(&mut subscription).await, "before");
+
     // Steady publishes on another topic while the secret changes.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -227,13 +253,15 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     // Rotate: the broker learns the new user, Vault gets version 2.
     secured.proxy.set_user(USER_2, PASSWORD_2);
     put_secret(&vault, USER_2, PASSWORD_2).await;
-    plugin
-        .wait_for_log(
-            "consume stream switched to the rotated credentials",
-            STARTUP,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    for line in [
+        "consume stream switched to the rotated credentials",
+        "subscription switched to the rotated credentials",
+    ] {
+        plugin
+            .wait_for_log(line, STARTUP)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    }
     let after = details(&channel).await;
     assert_eq!(after.get("vault_user").map(String::as_str), Some(USER_2));
     assert_eq!(after.get("vault_generation").map(String::as_str), Some("2"));
@@ -273,6 +301,14 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         .await
         .expect("ack");
     wait_committed(&mut stream, &mut committed, second[14].0 + 1).await;
+
+    // The subscription goes on (as the new user): what it had received was
+    // committed by the old consumer, so the next message is the new one.
+    publisher
+        .publish(publish_request("vault-sub", "after"))
+        .await
+        .expect("publish");
+    assert_eq!(next_payload(&mut subscription).await, "after");
 
     // Publishes went on throughout; new connections use the new user.
     tokio::time::sleep(Duration::from_millis(500)).await;
