@@ -5,7 +5,9 @@
 //! succeeding throughout (0 failures), an open Consume stream loses nothing
 //! acknowledged and gets exactly the unacknowledged messages again, an open
 //! Subscribe stream carries on without repeating what it delivered, new
-//! connections authenticate as the new user, and no password is ever logged.
+//! connections authenticate as the new user, a later version the broker
+//! rejects is abandoned while the working credentials stay in use, and no
+//! password is ever logged.
 
 mod common;
 
@@ -33,6 +35,7 @@ const USER_1: &str = "kafka-user-one";
 const PASSWORD_1: &str = "vault-kafka-pw-1-c0ffee";
 const USER_2: &str = "kafka-user-two";
 const PASSWORD_2: &str = "vault-kafka-pw-2-decaf";
+const WRONG_PASSWORD: &str = "vault-kafka-wrong-pw-3-bad";
 const SECRET: &str = "secret/prism/kafka";
 
 async fn put_secret(vault: &Vault, user: &str, password: &str) {
@@ -329,6 +332,28 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         secured.proxy.rejected()
     );
 
+    // Version 3 carries a password the broker rejects: the plugin keeps the
+    // working credentials (publishes succeed) and reports the abandoned set.
+    put_secret(&vault, USER_2, WRONG_PASSWORD).await;
+    plugin
+        .wait_for_log("cannot connect with the new Vault credentials", STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    assert!(!secured.proxy.rejected().is_empty());
+    let reply = publisher
+        .publish(publish_request("vault-load", "still user two"))
+        .await
+        .expect("publish with the kept credentials")
+        .into_inner();
+    assert!(reply.success, "{reply:?}");
+    let kept = details(&channel).await;
+    assert_eq!(kept.get("vault_generation").map(String::as_str), Some("2"));
+    assert_ne!(
+        kept.get("vault_abandoned_credentials").map(String::as_str),
+        Some("0"),
+        "{kept:?}"
+    );
+
     drop(commands);
     plugin.sigterm().expect("sigterm");
     plugin
@@ -336,7 +361,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         .await
         .expect("exits");
     let logs = plugin.logs();
-    for secret in [PASSWORD_1, PASSWORD_2, vault.root_token()] {
+    for secret in [PASSWORD_1, PASSWORD_2, WRONG_PASSWORD, vault.root_token()] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
 }
