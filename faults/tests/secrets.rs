@@ -1,0 +1,482 @@
+//! Secrets never leak: each plugin runs with known secret values (backend
+//! passwords, a password inside a URL, a Kafka SASL password, a Vault token,
+//! Vault-minted passwords) through a normal startup and calls, a failing
+//! connection (wrong password, unreachable backend), an Initialize override
+//! carrying a secret, `--check-config`, and (postgres) Vault rotations. All
+//! of its stdout and stderr (at `debug` level), the HealthCheck messages and
+//! details, and Initialize errors are captured and searched for every
+//! secret. Failure messages name the output and the secret's label, never
+//! the secret.
+
+use std::time::{Duration, Instant};
+
+use prism_faults::{Kind, Plugin, Tee, binary, kv_get, kv_set, vault};
+use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, InitializeRequest};
+use prism_plugin_core::proto::pubsub::PublishRequest;
+use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, free_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Everything a plugin printed or answered, labelled by where it came from.
+#[derive(Default)]
+struct Output {
+    texts: Vec<(String, String)>,
+}
+
+impl Output {
+    fn add(&mut self, source: impl Into<String>, text: impl Into<String>) {
+        self.texts.push((source.into(), text.into()));
+    }
+
+    /// Panics naming the output and the secret's label if any secret occurs.
+    fn assert_free_of(&self, name: &str, secrets: &[(&str, &str)]) {
+        let bytes: usize = self.texts.iter().map(|(_, t)| t.len()).sum();
+        eprintln!(
+            "[{name}] searched {} outputs ({bytes} bytes) for {} secrets",
+            self.texts.len(),
+            secrets.len()
+        );
+        for (label, secret) in secrets {
+            assert!(secret.len() >= 8, "secret {label} is distinctive");
+            for (source, text) in &self.texts {
+                assert!(
+                    !text.contains(secret),
+                    "[{name}] secret {label} appears in {source}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs `kind` with `envs` (debug logs) until `ready` (readiness SERVING) or,
+/// when `ready` is false, until HealthCheck reports the failure; records
+/// HealthCheck, runs `exercise`, optionally sends an Initialize overriding
+/// `backend` keys, then SIGTERMs it and records everything it printed.
+async fn observe<F, Fut>(
+    out: &mut Output,
+    label: &str,
+    kind: Kind,
+    envs: &[(&str, &str)],
+    ready: bool,
+    initialize: &[(&str, &str)],
+    exercise: F,
+) where
+    F: FnOnce(Plugin) -> Fut,
+    Fut: std::future::Future<Output = Plugin>,
+{
+    let mut all = vec![("PRISM_LOG_LEVEL", "debug")];
+    all.extend_from_slice(envs);
+    let plugin = Plugin::spawn(kind, free_port(), &all).await;
+    plugin
+        .wait_for_service("liveness", ServingStatus::Serving, WAIT)
+        .await;
+    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
+    if ready {
+        plugin.wait_for(ServingStatus::Serving, WAIT).await;
+    } else {
+        // Let it try (and log) a few times: the initial retries back off
+        // from 100 ms.
+        let started = Instant::now();
+        let failing = prism_faults::poll_until(WAIT, || {
+            let mut lifecycle = lifecycle.clone();
+            async move {
+                started.elapsed() > Duration::from_millis(1500)
+                    && lifecycle
+                        .health_check(HealthCheckRequest {})
+                        .await
+                        .is_ok_and(|r| r.into_inner().status != 1)
+            }
+        })
+        .await;
+        assert!(failing, "{label}: health reports the failure");
+    }
+    let health = lifecycle
+        .health_check(HealthCheckRequest {})
+        .await
+        .expect("HealthCheck")
+        .into_inner();
+    out.add(format!("{label}: HealthCheck message"), health.message);
+    out.add(
+        format!("{label}: HealthCheck details"),
+        format!("{:?}", health.details),
+    );
+    let mut plugin = exercise(plugin).await;
+    if !initialize.is_empty() {
+        let fields = initialize
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue(v.to_string())),
+                    },
+                )
+            })
+            .collect();
+        let reply = lifecycle
+            .initialize(InitializeRequest {
+                name: String::new(),
+                version: String::new(),
+                config: Some(prost_types::Struct { fields }),
+            })
+            .await
+            .expect("Initialize answers in-band")
+            .into_inner();
+        eprintln!("[{label}] Initialize override: success {}", reply.success);
+        out.add(format!("{label}: Initialize error"), reply.error);
+        let health = lifecycle
+            .health_check(HealthCheckRequest {})
+            .await
+            .expect("HealthCheck")
+            .into_inner();
+        out.add(
+            format!("{label}: HealthCheck after Initialize"),
+            format!("{} {:?}", health.message, health.details),
+        );
+    }
+    plugin.process.sigterm().expect("SIGTERM");
+    let status = plugin
+        .process
+        .wait_exit(WAIT)
+        .await
+        .expect("the plugin exits");
+    eprintln!("[{label}] exit {status:?}");
+    out.add(format!("{label}: stdout+stderr"), plugin.process.logs());
+}
+
+/// `--check-config` with `envs`: records its output.
+async fn check_config(out: &mut Output, label: &str, kind: Kind, envs: &[(&str, &str)]) {
+    let mut process = PluginProcess::spawn(binary(kind.binary_name()), &["--check-config"], envs)
+        .await
+        .expect("spawn --check-config");
+    let status = process.wait_exit(WAIT).await.expect("--check-config exits");
+    let logs = process.logs();
+    eprintln!(
+        "[{label}] --check-config exit {status:?}, {} bytes",
+        logs.len()
+    );
+    assert!(logs.contains("backend"), "{label}: prints the config");
+    out.add(format!("{label}: --check-config output"), logs);
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    free_port()
+}
+
+async fn kv_round_trip(plugin: Plugin) -> Plugin {
+    let mut kv = plugin.kv();
+    kv.set(kv_set("secret-test", "value")).await.expect("Set");
+    kv.get(kv_get("secret-test")).await.expect("Get");
+    plugin
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_never_prints_or_reports_a_password() {
+    const WRONG: &str = "Wr0ng-pg-S3cret-7e1f";
+    const UNREACHABLE: &str = "Unreach-pg-S3cret-29ab";
+    const INIT: &str = "Init-override-pg-S3cret-5c2d";
+    let pg = Postgres::start().await.expect("postgres starts");
+    let mut out = Output::default();
+    let good = pg.url();
+    observe(
+        &mut out,
+        "postgres good password",
+        Kind::Postgres,
+        &[("DATABASE_URL", good.as_str())],
+        true,
+        // Re-initialize with a URL whose password is wrong.
+        &[(
+            "database_url",
+            &format!("postgres://prism:{INIT}@127.0.0.1:{}/prism", pg.port()),
+        )],
+        kv_round_trip,
+    )
+    .await;
+    let wrong = format!("postgres://prism:{WRONG}@127.0.0.1:{}/prism", pg.port());
+    observe(
+        &mut out,
+        "postgres wrong password",
+        Kind::Postgres,
+        &[("DATABASE_URL", wrong.as_str())],
+        false,
+        &[],
+        |p| async { p },
+    )
+    .await;
+    let unreachable = format!(
+        "postgres://prism:{UNREACHABLE}@127.0.0.1:{}/prism",
+        closed_port()
+    );
+    observe(
+        &mut out,
+        "postgres unreachable",
+        Kind::Postgres,
+        &[
+            ("DATABASE_URL", unreachable.as_str()),
+            ("PRISM_BACKEND__CONNECT_TIMEOUT", "1s"),
+        ],
+        false,
+        &[],
+        |p| async { p },
+    )
+    .await;
+    check_config(
+        &mut out,
+        "postgres",
+        Kind::Postgres,
+        &[("DATABASE_URL", good.as_str())],
+    )
+    .await;
+    out.assert_free_of(
+        "postgres",
+        &[
+            ("the PostgreSQL password", pg.password()),
+            ("a wrong password", WRONG),
+            ("the password of an unreachable server", UNREACHABLE),
+            ("a password in an Initialize override", INIT),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_never_prints_or_reports_a_password() {
+    const PASSWORD: &str = "R3dis-S3cret-a8c4";
+    const WRONG: &str = "Wr0ng-redis-S3cret-61d0";
+    const IN_URL: &str = "Url-redis-S3cret-0b9e";
+    const UNREACHABLE: &str = "Unreach-redis-S3cret-4d2a";
+    const INIT: &str = "Init-override-redis-S3cret-93ee";
+    let redis = Redis::start_with_args(&["--requirepass", PASSWORD])
+        .await
+        .expect("redis starts");
+    let addr = redis.addr();
+    let mut out = Output::default();
+    observe(
+        &mut out,
+        "redis good password",
+        Kind::Redis,
+        &[
+            ("REDIS_ADDRESS", addr.as_str()),
+            ("REDIS_PASSWORD", PASSWORD),
+        ],
+        true,
+        &[("password", INIT)],
+        kv_round_trip,
+    )
+    .await;
+    observe(
+        &mut out,
+        "redis wrong password",
+        Kind::Redis,
+        &[("REDIS_ADDRESS", addr.as_str()), ("REDIS_PASSWORD", WRONG)],
+        false,
+        &[],
+        |p| async { p },
+    )
+    .await;
+    let url = format!("redis://:{IN_URL}@{addr}");
+    observe(
+        &mut out,
+        "redis wrong password in the URL",
+        Kind::Redis,
+        &[("REDIS_ADDRESS", url.as_str())],
+        false,
+        &[],
+        |p| async { p },
+    )
+    .await;
+    let unreachable = format!("127.0.0.1:{}", closed_port());
+    observe(
+        &mut out,
+        "redis unreachable",
+        Kind::Redis,
+        &[
+            ("REDIS_ADDRESS", unreachable.as_str()),
+            ("REDIS_PASSWORD", UNREACHABLE),
+            ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
+        ],
+        false,
+        &[],
+        |p| async { p },
+    )
+    .await;
+    check_config(
+        &mut out,
+        "redis",
+        Kind::Redis,
+        &[
+            ("REDIS_ADDRESS", url.as_str()),
+            ("REDIS_PASSWORD", PASSWORD),
+        ],
+    )
+    .await;
+    out.assert_free_of(
+        "redis",
+        &[
+            ("the Redis password", PASSWORD),
+            ("a wrong password", WRONG),
+            ("a password inside the URL", IN_URL),
+            ("the password of an unreachable server", UNREACHABLE),
+            ("a password in an Initialize override", INIT),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_never_prints_or_reports_the_sasl_password() {
+    const PASSWORD: &str = "Kafka-sasl-S3cret-3f7a";
+    const UNREACHABLE: &str = "Unreach-kafka-S3cret-c5e8";
+    let kafka = Kafka::start().await.expect("tansu starts");
+    let brokers = kafka.bootstrap();
+    let mut out = Output::default();
+    // The broker is plaintext: with security_protocol plaintext the SASL
+    // settings are configured but unused, and publishing works.
+    observe(
+        &mut out,
+        "kafka plaintext with a SASL password",
+        Kind::Kafka,
+        &[
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("KAFKA_SASL_USERNAME", "prism"),
+            ("KAFKA_SASL_PASSWORD", PASSWORD),
+        ],
+        true,
+        &[],
+        |plugin| async move {
+            plugin
+                .pubsub()
+                .publish(PublishRequest {
+                    topic: "faults-secrets".into(),
+                    payload: b"x".to_vec().into(),
+                    metadata: Default::default(),
+                    partition_key: String::new(),
+                })
+                .await
+                .expect("Publish");
+            plugin
+        },
+    )
+    .await;
+    // SASL against the plaintext broker: the handshake fails.
+    let sasl = [
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("KAFKA_SASL_USERNAME", "prism"),
+        ("KAFKA_SASL_PASSWORD", PASSWORD),
+        ("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_plaintext"),
+        ("PRISM_BACKEND__SASL__MECHANISM", "PLAIN"),
+    ];
+    let mut probe = PluginProcess::spawn(binary("prism-kafka"), &["--check-config"], &sasl)
+        .await
+        .expect("spawn");
+    let sasl_supported = probe.wait_exit(WAIT).await.expect("exits").success();
+    out.add("kafka sasl_plaintext --check-config", probe.logs());
+    if sasl_supported {
+        observe(
+            &mut out,
+            "kafka sasl_plaintext against a plaintext broker",
+            Kind::Kafka,
+            &sasl,
+            false,
+            &[],
+            |p| async { p },
+        )
+        .await;
+    } else {
+        eprintln!("[kafka] this build refuses sasl_plaintext; its refusal output was checked");
+    }
+    let unreachable = format!("127.0.0.1:{}", closed_port());
+    observe(
+        &mut out,
+        "kafka unreachable",
+        Kind::Kafka,
+        &[
+            ("KAFKA_BROKERS", unreachable.as_str()),
+            ("KAFKA_SASL_USERNAME", "prism"),
+            ("KAFKA_SASL_PASSWORD", UNREACHABLE),
+        ],
+        false,
+        &[],
+        |p| async { p },
+    )
+    .await;
+    check_config(
+        &mut out,
+        "kafka",
+        Kind::Kafka,
+        &[
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("KAFKA_SASL_PASSWORD", PASSWORD),
+        ],
+    )
+    .await;
+    out.assert_free_of(
+        "kafka",
+        &[
+            ("the SASL password", PASSWORD),
+            ("the SASL password for an unreachable broker", UNREACHABLE),
+        ],
+    );
+}
+
+/// prism-postgres on Vault credentials rotated every ~4 s: neither the Vault
+/// token nor any minted password (learned from the recorded Vault traffic)
+/// nor the admin password appears, through startup, two rotations, and a
+/// `--check-config` with the token in the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_on_vault_never_prints_the_token_or_a_minted_password_across_rotations() {
+    let (pg, vault) = tokio::join!(Postgres::start(), Vault::start());
+    let (pg, vault) = (pg.expect("postgres starts"), vault.expect("vault starts"));
+    vault::setup_postgres_role(&pg, &vault, "6s", "6s").await;
+    let tee = Tee::start(vault.port()).await;
+    let url = format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database());
+    let tee_addr = tee.addr();
+    let envs = [
+        ("DATABASE_URL", url.as_str()),
+        ("VAULT_ADDR", tee_addr.as_str()),
+        ("VAULT_TOKEN", vault.root_token()),
+        ("PRISM_VAULT__SECRET__ENGINE", "database"),
+        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
+    ];
+    let mut out = Output::default();
+    observe(
+        &mut out,
+        "postgres on vault",
+        Kind::Postgres,
+        &envs,
+        true,
+        &[],
+        |plugin| async move {
+            let swapped = prism_faults::poll_until(WAIT, || async {
+                plugin
+                    .health_details()
+                    .await
+                    .get("vault_pool_swaps")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 2)
+            })
+            .await;
+            assert!(swapped, "two rotations");
+            kv_round_trip(plugin).await
+        },
+    )
+    .await;
+    check_config(&mut out, "postgres on vault", Kind::Postgres, &envs).await;
+    let minted = vault::json_strings(&tee.traffic(), "password");
+    assert!(
+        minted.len() >= 3,
+        "Vault minted 3 passwords: {}",
+        minted.len()
+    );
+    let mut secrets = vec![
+        ("the Vault token", vault.root_token()),
+        ("the admin password", pg.password()),
+    ];
+    let labels: Vec<String> = (0..minted.len())
+        .map(|i| format!("minted password #{i}"))
+        .collect();
+    for (label, password) in labels.iter().zip(&minted) {
+        secrets.push((label.as_str(), password.as_str()));
+    }
+    out.assert_free_of("postgres on vault", &secrets);
+}
