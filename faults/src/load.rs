@@ -244,6 +244,17 @@ impl Report {
         self.counts(|r| r.started >= from && r.started < to)
     }
 
+    /// When the first successful call ended: calls started earlier met a
+    /// cold plugin (first connections, logins) and are not steady state.
+    pub fn warm_since(&self) -> Instant {
+        self.records
+            .iter()
+            .filter(|r| r.is_ok())
+            .map(|r| r.finished)
+            .min()
+            .unwrap_or_else(Instant::now)
+    }
+
     /// The acknowledgements of successful calls matching `filter`.
     pub fn acked(&self, filter: impl Fn(&CallRecord) -> bool) -> Vec<String> {
         self.records

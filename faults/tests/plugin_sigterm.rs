@@ -116,7 +116,8 @@ async fn sigterm_under_load(
     let report = load.finish().await;
     let logs = plugin.process.logs();
 
-    let before = report.counts(|r| r.finished < sent);
+    let warm = report.warm_since();
+    let before = report.counts(|r| r.started >= warm && r.finished < sent);
     let all = report.all();
     let count = |want: Refusal| {
         report

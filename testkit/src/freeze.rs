@@ -148,7 +148,12 @@ mod tests {
                 .to_string();
             assert_eq!(state, "T", "pid {pid} stopped");
         }
+        let pids = tree.pids().to_vec();
         tree.thaw().expect("thaw");
-        child.kill().await.expect("kill");
+        // Kill the whole tree, so no sleep keeps the test's pipes open.
+        for pid in pids.iter().rev() {
+            let _ = send_signal(*pid, Signal::SIGKILL);
+        }
+        let _ = child.wait().await;
     }
 }
