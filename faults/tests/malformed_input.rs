@@ -131,7 +131,12 @@ async fn raw_tcp(port: u16, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// What is sent, extra headers, and the statuses that count as clean.
-type Case = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>, &'static [Code]);
+type Case = (
+    &'static str,
+    Vec<u8>,
+    Vec<(&'static str, &'static str)>,
+    &'static [Code],
+);
 
 /// Runs every malformed case against `path` (a unary method of `plugin`)
 /// and asserts clean statuses, then that the plugin still serves.
