@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use prism_faults::{Kind, Load, LoadOptions, Plugin, Report, kv_set, with_deadline};
 use prism_plugin_core::proto::pubsub::PublishRequest;
+use prism_testkit::freeze::FrozenTree;
 use prism_testkit::{Kafka, Postgres, Redis, ServingStatus};
 use tonic::Code;
 
@@ -39,6 +40,26 @@ impl Backend for Postgres {
         Postgres::start_again(self)
             .await
             .expect("postgres restarts");
+    }
+}
+
+/// PostgreSQL crashed: every process of the server is SIGKILLed at once (no
+/// shutdown checkpoint; the restart runs crash recovery from the WAL).
+struct CrashingPostgres(Postgres);
+
+impl Backend for CrashingPostgres {
+    async fn stop(&mut self) {
+        FrozenTree::freeze_postgres(self.0.data_dir())
+            .expect("freeze postgres")
+            .kill()
+            .expect("SIGKILL postgres");
+        // Reaps the killed postmaster (its signal finds a zombie).
+        let _ = Postgres::stop(&mut self.0).await;
+    }
+    async fn start_again(&mut self) {
+        Postgres::start_again(&mut self.0)
+            .await
+            .expect("postgres recovers from the crash");
     }
 }
 
@@ -235,6 +256,37 @@ async fn postgres_restart_fails_calls_unavailable_and_keeps_every_acknowledged_s
     )
     .await;
     kv_restart("postgres", &mut plugin, &mut pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_crash_fails_calls_unavailable_and_keeps_every_acknowledged_set() {
+    let pg = Postgres::start().await.expect("postgres starts");
+    // The test server runs with synchronous_commit=off (speed), which by
+    // design loses the last commits in a crash; production keeps the default
+    // (on). fsync=off stays: a process crash does not lose what was written
+    // to the kernel.
+    pg.psql("ALTER DATABASE prism SET synchronous_commit = on")
+        .await
+        .expect("synchronous_commit on");
+    let url = pg.url();
+    let mut plugin = Plugin::start(
+        Kind::Postgres,
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("PRISM_BACKEND__CONNECT_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let mut crashing = CrashingPostgres(pg);
+    kv_restart("postgres-crash", &mut plugin, &mut crashing).await;
+    assert!(
+        crashing
+            .0
+            .logs()
+            .contains("database system was interrupted")
+            || crashing.0.logs().contains("not properly shut down"),
+        "the restart ran crash recovery"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,5 @@
 //! [`FrozenTree`]: freezes a process and all its descendants with SIGSTOP and
-//! thaws them with SIGCONT. A network stall to a server that forks per
+//! thaws them with SIGCONT (or kills them all, a crash). A network stall to a server that forks per
 //! connection (PostgreSQL: one backend process per session) needs the whole
 //! tree frozen; stopping only the parent leaves open connections answered.
 
@@ -63,6 +63,20 @@ impl FrozenTree {
     /// The frozen pids, root first.
     pub fn pids(&self) -> &[u32] {
         &self.pids
+    }
+
+    /// Kills every frozen process with SIGKILL (a crash of the whole server:
+    /// nothing gets to run a shutdown path). The parent of the root still has
+    /// to reap it (for a testkit server: its `stop`, which then returns the
+    /// kill status).
+    pub fn kill(mut self) -> Result<()> {
+        let mut first_error = None;
+        for pid in std::mem::take(&mut self.pids) {
+            if let Err(err) = send_signal(pid, Signal::SIGKILL) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Resumes every frozen process (descendants first, the root last).
