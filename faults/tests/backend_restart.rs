@@ -63,6 +63,31 @@ impl Backend for CrashingPostgres {
     }
 }
 
+/// Redis crashed: SIGKILL, no shutdown path (no final AOF rewrite/flush).
+struct CrashingRedis(Redis);
+
+impl Backend for CrashingRedis {
+    async fn stop(&mut self) {
+        let info = self.0.cli(&["INFO", "server"]).await.expect("INFO");
+        let pid: u32 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("redis process_id");
+        FrozenTree::freeze(pid)
+            .expect("freeze redis")
+            .kill()
+            .expect("SIGKILL redis");
+        // Reaps the killed server.
+        let _ = Redis::stop(&mut self.0).await;
+    }
+    async fn start_again(&mut self) {
+        Redis::start_again(&mut self.0)
+            .await
+            .expect("redis restarts from its AOF");
+    }
+}
+
 impl Backend for Redis {
     async fn stop(&mut self) {
         Redis::stop(self).await.expect("redis stops");
@@ -307,6 +332,23 @@ async fn redis_restart_fails_calls_unavailable_and_keeps_every_acknowledged_set(
     )
     .await;
     kv_restart("redis", &mut plugin, &mut redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_crash_with_appendfsync_always_keeps_every_acknowledged_set() {
+    let redis = Redis::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])
+        .await
+        .expect("redis starts");
+    let addr = redis.addr();
+    let mut plugin = Plugin::start(
+        Kind::Redis,
+        &[
+            ("REDIS_ADDRESS", addr.as_str()),
+            ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    kv_restart("redis-crash", &mut plugin, &mut CrashingRedis(redis)).await;
 }
 
 /// tansu keeps topics in memory, so a restarted broker has lost every record
