@@ -1,6 +1,7 @@
 //! The Redis connection and every Redis command the plugin sends. One
-//! standalone server goes through a `ConnectionManager` (one multiplexed
-//! connection that re-dials by itself after I/O errors); a Redis Cluster goes
+//! standalone server goes through `connections` `ConnectionManager`s (each a
+//! multiplexed connection that re-dials by itself after I/O errors), used in
+//! turn; a Redis Cluster goes
 //! through redis-rs's async cluster connection (slot map, MOVED/ASK handling,
 //! per-node reconnects). Both sit behind the same API, so the gRPC layer never
 //! knows which one it talks to. Knows nothing about gRPC.
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -73,9 +74,11 @@ enum Target {
     Single {
         client: redis::Client,
         manager_config: ConnectionManagerConfig,
-        /// Replaced (see [`Backend::ping`]) when the manager is stuck on an
-        /// error it does not recover from by itself.
-        manager: RwLock<ConnectionManager>,
+        /// Replaced (see [`Backend::ping`]) when a manager is stuck on an
+        /// error it does not recover from by itself. Never empty.
+        managers: RwLock<Vec<ConnectionManager>>,
+        /// Round-robin position over `managers`.
+        next: AtomicUsize,
     },
     Cluster {
         client: redis::cluster::ClusterClient,
@@ -200,11 +203,14 @@ impl Backend {
             .set_number_of_retries(CONNECT_RETRIES)
             .set_min_delay(RETRY_MIN_DELAY)
             .set_max_delay(RETRY_MAX_DELAY);
-        let manager = new_manager(&client, &manager_config, &address)?;
+        let managers = (0..config.connections.max(1))
+            .map(|_| new_manager(&client, &manager_config, &address))
+            .collect::<Result<Vec<_>, _>>()?;
         let target = Target::Single {
             client,
             manager_config,
-            manager: RwLock::new(manager),
+            managers: RwLock::new(managers),
+            next: AtomicUsize::new(0),
         };
         Ok((target, address))
     }
@@ -296,11 +302,13 @@ impl Backend {
         self.degraded_latency
     }
 
-    /// A handle on the shared connection (cheap clone).
+    /// A handle on a shared connection (cheap clone; the next one in turn).
     fn connection(&self) -> Conn {
         match &self.target {
-            Target::Single { manager, .. } => {
-                Conn::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
+            Target::Single { managers, next, .. } => {
+                let managers = managers.read().unwrap_or_else(|e| e.into_inner());
+                let i = next.fetch_add(1, Ordering::Relaxed) % managers.len().max(1);
+                Conn::Single(managers[i].clone())
             }
             Target::Cluster { connection, .. } => {
                 Conn::Cluster(connection.read().unwrap_or_else(|e| e.into_inner()).clone())
@@ -572,11 +580,21 @@ impl Backend {
     /// `PING` with a deadline (every primary in a cluster); returns the
     /// round-trip time.
     async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
-        let mut conn = self.connection();
+        let conns: Vec<Conn> = match &self.target {
+            // Every connection of the pool, so none goes bad unnoticed.
+            Target::Single { managers, .. } => managers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|m| Conn::Single(m.clone()))
+                .collect(),
+            Target::Cluster { .. } => vec![self.connection()],
+        };
         let started = Instant::now();
-        let reply =
-            tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
-                .await;
+        let pings = try_join_all(conns.into_iter().map(|mut conn| async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        }));
+        let reply = tokio::time::timeout(timeout, pings).await;
         match reply {
             Ok(Ok(_)) => Ok(started.elapsed()),
             // An ACL user limited to data commands (e.g. `+@read ~prism:*`) may
@@ -667,18 +685,22 @@ impl Backend {
         let Target::Single {
             client,
             manager_config,
-            manager,
+            managers,
+            ..
         } = &self.target
         else {
             // The cluster connection re-dials nodes and re-reads the slot map
             // by itself.
             return;
         };
-        match new_manager(client, manager_config, &self.address) {
-            Ok(fresh) => {
-                *manager.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let mut managers = managers.write().unwrap_or_else(|e| e.into_inner());
+        for manager in managers.iter_mut() {
+            match new_manager(client, manager_config, &self.address) {
+                Ok(fresh) => *manager = fresh,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot renew the redis connection manager");
+                }
             }
-            Err(err) => tracing::warn!(error = %err, "cannot renew the redis connection manager"),
         }
     }
 }

@@ -44,6 +44,11 @@ pub(crate) struct RedisConfig {
     /// certificate (for `rediss://`); empty = the system's trusted roots.
     #[serde(default)]
     pub(crate) tls_ca_file: String,
+    /// Multiplexed connections to a standalone server, used in turn (each
+    /// carries any number of concurrent commands; more than one spreads the
+    /// reading and writing over the runtime's threads). Not used in cluster mode.
+    #[serde(default = "default_connections")]
+    pub(crate) connections: usize,
     /// Longest time one connection attempt may take.
     #[serde(default = "default_connection_timeout", with = "humantime_serde")]
     pub(crate) connection_timeout: Duration,
@@ -67,6 +72,13 @@ fn default_address() -> String {
 fn default_key_prefix() -> String {
     "prism:".to_string()
 }
+fn default_connections() -> usize {
+    DEFAULT_CONNECTIONS
+}
+/// See `connections`; chosen by measurement (BENCHMARKS.md).
+const DEFAULT_CONNECTIONS: usize = 1;
+/// More would only cost file descriptors: one connection already pipelines.
+const MAX_CONNECTIONS: usize = 64;
 fn default_connection_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -93,6 +105,7 @@ impl Default for RedisConfig {
             key_prefix: default_key_prefix(),
             cluster_nodes: Vec::new(),
             tls_ca_file: String::new(),
+            connections: default_connections(),
             connection_timeout: default_connection_timeout(),
             response_timeout: default_response_timeout(),
             max_value_bytes: default_max_value_bytes(),
@@ -122,6 +135,7 @@ impl fmt::Debug for RedisConfig {
             .field("key_prefix", &self.key_prefix)
             .field("cluster_nodes", &self.cluster_nodes)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("connections", &self.connections)
             .field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -175,6 +189,11 @@ impl RedisConfig {
                     "`backend.{key}`: {value} exceeds Redis's 512 MiB string limit"
                 ));
             }
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            problems.push(format!(
+                "`backend.connections`: must be from 1 to {MAX_CONNECTIONS}"
+            ));
         }
         if self.key_prefix.len() > 1024 {
             problems.push("`backend.key_prefix`: must be at most 1024 bytes".to_string());
@@ -407,15 +426,17 @@ degraded_latency: 50ms
             tls_ca_file: "/ca.pem".into(),
             response_timeout: Duration::ZERO,
             max_value_bytes: 0,
+            connections: 0,
             ..RedisConfig::default()
         };
         let problems = config.validate();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         for (problem, key) in problems.iter().zip([
             "`backend.address`",
             "`backend.tls_ca_file`",
             "`backend.response_timeout`",
             "`backend.max_value_bytes`",
+            "`backend.connections`",
         ]) {
             assert!(problem.starts_with(key), "{problem}");
         }

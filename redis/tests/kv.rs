@@ -466,8 +466,16 @@ async fn every_config_key_takes_effect() {
         ("PRISM_BACKEND__DEGRADED_LATENCY", "1us"),
         ("PRISM_BACKEND__RESPONSE_TIMEOUT", "1s"),
         ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
+        ("PRISM_BACKEND__CONNECTIONS", "3"),
     ])
     .await;
+    // Three multiplexed connections: readiness needed a health PING on each.
+    let clients = redis.cli(&["CLIENT", "LIST"]).await.unwrap();
+    let plugin_clients = clients
+        .lines()
+        .filter(|line| !line.contains("cmd=client"))
+        .count();
+    assert_eq!(plugin_clients, 3, "{clients}");
     let mut kv = plugin.basic();
     kv.set(req(Some("ns"), set("k", vec![7u8; 1024], 0)))
         .await
