@@ -6,6 +6,8 @@
 //! Every worker records into its own histogram (merged at the end) so the
 //! measuring itself adds no shared-state contention.
 
+pub mod kafka;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
