@@ -123,7 +123,7 @@ async fn sigterm_under_load(
         report
             .records
             .iter()
-            .filter(|r| refusal(r, sent).as_ref() == Some(&want))
+            .filter(|r| r.started >= sent && refusal(r, sent).as_ref() == Some(&want))
             .count()
     };
     let in_flight = report.counts(|r| r.started < sent && r.finished >= sent);
@@ -134,7 +134,7 @@ async fn sigterm_under_load(
         held_failed.len()
     );
     eprintln!(
-        "[{name}] all calls: {all}; refused: {} draining, {} connection, {} cut by the connection close; failed otherwise: {}",
+        "[{name}] all calls: {all}; calls after SIGTERM refused: {} draining, {} connection, {} cut by the connection close; failed otherwise: {}",
         count(Refusal::Draining),
         count(Refusal::Connection),
         count(Refusal::Closed),
@@ -148,8 +148,10 @@ async fn sigterm_under_load(
         "held in-flight calls failed: {held_failed:?}"
     );
     assert_eq!(
-        in_flight.ok, in_flight.sent,
-        "every load call in flight at SIGTERM completed OK"
+        in_flight.ok,
+        in_flight.sent,
+        "every load call in flight at SIGTERM completed OK: {:?}",
+        report.sample_failures(10)
     );
     assert_eq!(
         count(Refusal::Failed),
@@ -158,7 +160,12 @@ async fn sigterm_under_load(
         report.sample_failures(10)
     );
     assert_eq!(all.hung, 0);
-    assert_eq!(before.failed_total(), 0, "no failures before SIGTERM");
+    assert_eq!(
+        before.failed_total(),
+        0,
+        "no failures before SIGTERM: {:?}",
+        report.sample_failures(10)
+    );
     assert!(
         count(Refusal::Draining) + count(Refusal::Connection) + count(Refusal::Closed) > 0,
         "calls after SIGTERM are refused"
