@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthStatus, InitializeRequest};
-use prism_testkit::{
-    POSTGRES_PASSWORD, PluginProcess, Postgres, ServingStatus, free_port, wait_for_health,
+use prism_plugin_core::proto::lifecycle::HealthStatus;
+use prism_testkit::lifecycle::{
+    health_check, health_detail, initialize, number, spawn_plugin, text, wait_all_health,
 };
+use prism_testkit::{POSTGRES_PASSWORD, PluginProcess, Postgres, ServingStatus, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prism-postgres");
 /// Statuses that follow the backend.
@@ -17,53 +17,20 @@ const READY: &[&str] = &["", "readiness", "postgres"];
 /// First SERVING after spawn (process start plus first connect).
 const STARTUP: Duration = Duration::from_secs(15);
 
-async fn spawn(envs: &[(&str, &str)]) -> (PluginProcess, u16) {
-    let port = free_port();
-    let mut all = vec![("PRISM_LOG_FORMAT", "text")];
-    all.extend_from_slice(envs);
-    let plugin = PluginProcess::spawn(BIN, &["--grpc-port", &port.to_string()], &all)
-        .await
-        .expect("plugin spawns");
-    (plugin, port)
-}
-
-/// Waits until every service in `services` reports `want`; returns how long it took.
-async fn wait_all(
-    port: u16,
-    services: &[&str],
-    want: ServingStatus,
-    timeout: Duration,
-) -> Duration {
-    let start = Instant::now();
-    for service in services {
-        let left = timeout.saturating_sub(start.elapsed());
-        wait_for_health(port, service, want, left)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    start.elapsed()
-}
-
-fn assert_running(plugin: &mut PluginProcess) {
-    let status = plugin.try_status().expect("status");
-    assert!(
-        status.is_none(),
-        "plugin exited: {status:?}\n{}",
-        plugin.logs()
-    );
-}
-
 #[tokio::test]
 async fn serves_all_health_statuses_and_pool_details_without_leaking_the_password() {
     let pg = Postgres::start().await.expect("postgres starts");
     let started = Instant::now();
-    let (mut plugin, port) = spawn(&[
-        ("DATABASE_URL", &pg.url()),
-        ("POSTGRES_POOL_SIZE", "4"),
-        ("PRISM_LOG_LEVEL", "debug"),
-    ])
+    let (mut plugin, port) = spawn_plugin(
+        BIN,
+        &[
+            ("DATABASE_URL", &pg.url()),
+            ("POSTGRES_POOL_SIZE", "4"),
+            ("PRISM_LOG_LEVEL", "debug"),
+        ],
+    )
     .await;
-    wait_all(
+    wait_all_health(
         port,
         &["", "readiness", "liveness", "postgres"],
         ServingStatus::Serving,
@@ -75,14 +42,7 @@ async fn serves_all_health_statuses_and_pool_details_without_leaking_the_passwor
         started.elapsed()
     );
 
-    let mut client = LifecycleInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
-    let report = client
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner();
+    let report = health_check(port).await;
     assert!(
         report.status == HealthStatus::Healthy as i32
             || report.status == HealthStatus::Degraded as i32,
@@ -116,11 +76,11 @@ async fn serves_all_health_statuses_and_pool_details_without_leaking_the_passwor
 #[tokio::test]
 async fn outage_turns_readiness_off_and_recovery_turns_it_back_on() {
     let mut pg = Postgres::start().await.expect("postgres starts");
-    let (mut plugin, port) = spawn(&[("DATABASE_URL", &pg.url())]).await;
-    wait_all(port, READY, ServingStatus::Serving, STARTUP).await;
+    let (mut plugin, port) = spawn_plugin(BIN, &[("DATABASE_URL", &pg.url())]).await;
+    wait_all_health(port, READY, ServingStatus::Serving, STARTUP).await;
 
     pg.stop().await.expect("postgres stops");
-    let down = wait_all(
+    let down = wait_all_health(
         port,
         &["readiness", ""],
         ServingStatus::NotServing,
@@ -128,28 +88,28 @@ async fn outage_turns_readiness_off_and_recovery_turns_it_back_on() {
     )
     .await;
     eprintln!("[timing] postgres outage noticed after {down:?}");
-    wait_all(
+    wait_all_health(
         port,
         &["liveness"],
         ServingStatus::Serving,
         Duration::from_secs(1),
     )
     .await;
-    assert_running(&mut plugin);
+    plugin.assert_running();
 
     pg.start_again().await.expect("postgres restarts");
-    let up = wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(5)).await;
+    let up = wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(5)).await;
     eprintln!("[timing] postgres recovery noticed after {up:?}");
-    assert_running(&mut plugin);
+    plugin.assert_running();
 }
 
 #[tokio::test]
 async fn started_before_postgres_it_stays_up_and_catches_up() {
     let mut pg = Postgres::start().await.expect("postgres starts");
     pg.stop().await.expect("postgres stops");
-    let (mut plugin, port) = spawn(&[("DATABASE_URL", &pg.url())]).await;
-    wait_all(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
-    wait_all(
+    let (mut plugin, port) = spawn_plugin(BIN, &[("DATABASE_URL", &pg.url())]).await;
+    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
+    wait_all_health(
         port,
         READY,
         ServingStatus::NotServing,
@@ -158,8 +118,8 @@ async fn started_before_postgres_it_stays_up_and_catches_up() {
     .await;
     // Give the initialize retry loop a few rounds: it must neither exit nor flip.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_running(&mut plugin);
-    wait_all(
+    plugin.assert_running();
+    wait_all_health(
         port,
         &["readiness"],
         ServingStatus::NotServing,
@@ -168,9 +128,9 @@ async fn started_before_postgres_it_stays_up_and_catches_up() {
     .await;
 
     pg.start_again().await.expect("postgres starts");
-    let up = wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(10)).await;
+    let up = wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(10)).await;
     eprintln!("[timing] postgres late start noticed after {up:?}");
-    assert_running(&mut plugin);
+    plugin.assert_running();
 }
 
 #[tokio::test]
@@ -194,83 +154,33 @@ async fn misspelt_env_key_exits_64_naming_it() {
     );
 }
 
-fn text(s: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(s.to_string())),
-    }
-}
-
-fn number(n: f64) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::NumberValue(n)),
-    }
-}
-
-fn initialize_with(fields: Vec<(&str, prost_types::Value)>) -> InitializeRequest {
-    InitializeRequest {
-        name: "test-gateway".into(),
-        version: String::new(),
-        config: Some(prost_types::Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        }),
-    }
-}
-
 #[tokio::test]
 async fn reinitialize_swaps_the_pool_and_a_failed_one_keeps_the_old() {
     let pg = Postgres::start().await.expect("postgres starts");
-    let (_plugin, port) = spawn(&[("DATABASE_URL", &pg.url())]).await;
-    wait_all(port, READY, ServingStatus::Serving, STARTUP).await;
-    let mut client = LifecycleInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
-    let pool_max = async |client: &mut LifecycleInterfaceClient<tonic::transport::Channel>| {
-        let report = client
-            .health_check(HealthCheckRequest {})
-            .await
-            .expect("HealthCheck")
-            .into_inner();
-        report.details.get("pool_max").cloned().unwrap_or_default()
-    };
-    assert_eq!(pool_max(&mut client).await, "10", "default pool_size");
+    let (_plugin, port) = spawn_plugin(BIN, &[("DATABASE_URL", &pg.url())]).await;
+    wait_all_health(port, READY, ServingStatus::Serving, STARTUP).await;
+    let pool_max = || health_detail(port, "pool_max");
+    assert_eq!(pool_max().await, "10", "default pool_size");
 
-    let reply = client
-        .initialize(initialize_with(vec![("pool_size", number(2.0))]))
-        .await
-        .expect("Initialize")
-        .into_inner();
+    let reply = initialize(port, vec![("pool_size", number(2.0))]).await;
     assert!(reply.success, "{reply:?}");
-    assert_eq!(pool_max(&mut client).await, "2", "new pool in use");
+    assert_eq!(pool_max().await, "2", "new pool in use");
 
     // Unreachable server: retriable failure, the previous pool stays in use.
     let dead = format!(
         "postgres://prism:{POSTGRES_PASSWORD}@127.0.0.1:{}/prism",
         free_port()
     );
-    let reply = client
-        .initialize(initialize_with(vec![("database_url", text(&dead))]))
-        .await
-        .expect("Initialize")
-        .into_inner();
+    let reply = initialize(port, vec![("database_url", text(&dead))]).await;
     assert!(!reply.success, "{reply:?}");
     assert!(reply.error.contains("unavailable"), "{}", reply.error);
     assert!(!reply.error.contains(POSTGRES_PASSWORD), "{}", reply.error);
     // Bad setting: a configuration error naming the key.
-    let reply = client
-        .initialize(initialize_with(vec![(
-            "database_url",
-            text("mysql://u:pw@h/db"),
-        )]))
-        .await
-        .expect("Initialize")
-        .into_inner();
+    let reply = initialize(port, vec![("database_url", text("mysql://u:pw@h/db"))]).await;
     assert!(
         !reply.success && reply.error.contains("backend.database_url"),
         "{reply:?}"
     );
-    wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(1)).await;
-    assert_eq!(pool_max(&mut client).await, "2", "old pool kept");
+    wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(1)).await;
+    assert_eq!(pool_max().await, "2", "old pool kept");
 }

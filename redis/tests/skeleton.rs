@@ -4,51 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthStatus, InitializeRequest};
-use prism_testkit::{PluginProcess, Redis, ServingStatus, free_port, wait_for_health};
+use prism_plugin_core::proto::lifecycle::{HealthStatus, InitializeResponse};
+use prism_testkit::lifecycle::{
+    health_check, health_detail, initialize, spawn_plugin, text, wait_all_health,
+};
+use prism_testkit::{PluginProcess, Redis, ServingStatus, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prism-redis");
 /// Statuses that follow the backend.
 const READY: &[&str] = &["", "readiness", "redis"];
 /// First SERVING after spawn (process start plus first connect).
 const STARTUP: Duration = Duration::from_secs(15);
-
-async fn spawn(envs: &[(&str, &str)]) -> (PluginProcess, u16) {
-    let port = free_port();
-    let mut all = vec![("PRISM_LOG_FORMAT", "text")];
-    all.extend_from_slice(envs);
-    let plugin = PluginProcess::spawn(BIN, &["--grpc-port", &port.to_string()], &all)
-        .await
-        .expect("plugin spawns");
-    (plugin, port)
-}
-
-/// Waits until every service in `services` reports `want`; returns how long it took.
-async fn wait_all(
-    port: u16,
-    services: &[&str],
-    want: ServingStatus,
-    timeout: Duration,
-) -> Duration {
-    let start = Instant::now();
-    for service in services {
-        let left = timeout.saturating_sub(start.elapsed());
-        wait_for_health(port, service, want, left)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    start.elapsed()
-}
-
-fn assert_running(plugin: &mut PluginProcess) {
-    let status = plugin.try_status().expect("status");
-    assert!(
-        status.is_none(),
-        "plugin exited: {status:?}\n{}",
-        plugin.logs()
-    );
-}
 
 #[tokio::test]
 async fn serves_all_health_statuses_and_details_with_a_password_that_never_leaks() {
@@ -57,13 +23,16 @@ async fn serves_all_health_statuses_and_details_with_a_password_that_never_leaks
         .await
         .expect("redis starts");
     let started = Instant::now();
-    let (mut plugin, port) = spawn(&[
-        ("REDIS_ADDRESS", &redis.addr()),
-        ("REDIS_PASSWORD", PASSWORD),
-        ("PRISM_LOG_LEVEL", "debug"),
-    ])
+    let (mut plugin, port) = spawn_plugin(
+        BIN,
+        &[
+            ("REDIS_ADDRESS", &redis.addr()),
+            ("REDIS_PASSWORD", PASSWORD),
+            ("PRISM_LOG_LEVEL", "debug"),
+        ],
+    )
     .await;
-    wait_all(
+    wait_all_health(
         port,
         &["", "readiness", "liveness", "redis"],
         ServingStatus::Serving,
@@ -75,14 +44,7 @@ async fn serves_all_health_statuses_and_details_with_a_password_that_never_leaks
         started.elapsed()
     );
 
-    let mut client = LifecycleInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
-    let report = client
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner();
+    let report = health_check(port).await;
     assert!(
         report.status == HealthStatus::Healthy as i32
             || report.status == HealthStatus::Degraded as i32,
@@ -106,11 +68,11 @@ async fn serves_all_health_statuses_and_details_with_a_password_that_never_leaks
 #[tokio::test]
 async fn outage_turns_readiness_off_and_recovery_turns_it_back_on() {
     let mut redis = Redis::start().await.expect("redis starts");
-    let (mut plugin, port) = spawn(&[("REDIS_ADDRESS", &redis.addr())]).await;
-    wait_all(port, READY, ServingStatus::Serving, STARTUP).await;
+    let (mut plugin, port) = spawn_plugin(BIN, &[("REDIS_ADDRESS", &redis.addr())]).await;
+    wait_all_health(port, READY, ServingStatus::Serving, STARTUP).await;
 
     redis.stop().await.expect("redis stops");
-    let down = wait_all(
+    let down = wait_all_health(
         port,
         &["readiness", ""],
         ServingStatus::NotServing,
@@ -118,28 +80,28 @@ async fn outage_turns_readiness_off_and_recovery_turns_it_back_on() {
     )
     .await;
     eprintln!("[timing] redis outage noticed after {down:?}");
-    wait_all(
+    wait_all_health(
         port,
         &["liveness"],
         ServingStatus::Serving,
         Duration::from_secs(1),
     )
     .await;
-    assert_running(&mut plugin);
+    plugin.assert_running();
 
     redis.start_again().await.expect("redis restarts");
-    let up = wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(5)).await;
+    let up = wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(5)).await;
     eprintln!("[timing] redis recovery noticed after {up:?}");
-    assert_running(&mut plugin);
+    plugin.assert_running();
 }
 
 #[tokio::test]
 async fn started_before_redis_it_stays_up_and_catches_up() {
     let mut redis = Redis::start().await.expect("redis starts");
     redis.stop().await.expect("redis stops");
-    let (mut plugin, port) = spawn(&[("REDIS_ADDRESS", &redis.addr())]).await;
-    wait_all(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
-    wait_all(
+    let (mut plugin, port) = spawn_plugin(BIN, &[("REDIS_ADDRESS", &redis.addr())]).await;
+    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
+    wait_all_health(
         port,
         READY,
         ServingStatus::NotServing,
@@ -148,8 +110,8 @@ async fn started_before_redis_it_stays_up_and_catches_up() {
     .await;
     // Give the initialize retry loop a few rounds: it must neither exit nor flip.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_running(&mut plugin);
-    wait_all(
+    plugin.assert_running();
+    wait_all_health(
         port,
         &["readiness"],
         ServingStatus::NotServing,
@@ -158,9 +120,9 @@ async fn started_before_redis_it_stays_up_and_catches_up() {
     .await;
 
     redis.start_again().await.expect("redis starts");
-    let up = wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(10)).await;
+    let up = wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(10)).await;
     eprintln!("[timing] redis late start noticed after {up:?}");
-    assert_running(&mut plugin);
+    plugin.assert_running();
 }
 
 #[tokio::test]
@@ -184,77 +146,39 @@ async fn misspelt_key_in_the_config_file_exits_64_naming_it() {
     );
 }
 
-fn text(s: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(s.to_string())),
-    }
-}
-
-fn initialize_with(fields: Vec<(&str, prost_types::Value)>) -> InitializeRequest {
-    InitializeRequest {
-        name: "test-gateway".into(),
-        version: String::new(),
-        config: Some(prost_types::Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        }),
-    }
-}
-
-/// The value of health detail `key` as the lifecycle HealthCheck reports it.
-async fn detail(port: u16, key: &str) -> String {
-    let mut client = LifecycleInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
-    let report = client
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner();
-    report.details.get(key).cloned().unwrap_or_default()
-}
-
-async fn initialize(port: u16, fields: Vec<(&str, prost_types::Value)>) -> (bool, String) {
-    let mut client = LifecycleInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
-    let reply = client
-        .initialize(initialize_with(fields))
-        .await
-        .expect("Initialize")
-        .into_inner();
-    (reply.success, reply.error)
-}
-
 #[tokio::test]
 async fn reinitialize_swaps_the_connection_and_a_failed_one_keeps_the_old() {
     let (first, second) = tokio::join!(Redis::start(), Redis::start());
     let (first, second) = (first.expect("redis starts"), second.expect("redis starts"));
-    let (_plugin, port) = spawn(&[("REDIS_ADDRESS", &first.addr())]).await;
-    wait_all(port, READY, ServingStatus::Serving, STARTUP).await;
-    assert_eq!(detail(port, "address").await, first.addr());
+    let (_plugin, port) = spawn_plugin(BIN, &[("REDIS_ADDRESS", &first.addr())]).await;
+    wait_all_health(port, READY, ServingStatus::Serving, STARTUP).await;
+    assert_eq!(health_detail(port, "address").await, first.addr());
 
-    let (ok, error) = initialize(port, vec![("address", text(&second.url()))]).await;
+    let InitializeResponse {
+        success: ok, error, ..
+    } = initialize(port, vec![("address", text(&second.url()))]).await;
     assert!(ok, "{error}");
     assert_eq!(
-        detail(port, "address").await,
+        health_detail(port, "address").await,
         second.addr(),
         "new connection in use"
     );
 
     // Unreachable server: retriable failure, the previous connection stays.
     let dead = format!("redis://:pw-in-url@127.0.0.1:{}", free_port());
-    let (ok, error) = initialize(port, vec![("address", text(&dead))]).await;
+    let InitializeResponse {
+        success: ok, error, ..
+    } = initialize(port, vec![("address", text(&dead))]).await;
     assert!(!ok && error.contains("unavailable"), "{error}");
     assert!(!error.contains("pw-in-url"), "{error}");
     // Bad setting: a configuration error naming the key.
-    let (ok, error) = initialize(port, vec![("address", text("http://cache:6380"))]).await;
+    let InitializeResponse {
+        success: ok, error, ..
+    } = initialize(port, vec![("address", text("http://cache:6380"))]).await;
     assert!(!ok && error.contains("backend.address"), "{error}");
-    wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(1)).await;
+    wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(1)).await;
     assert_eq!(
-        detail(port, "address").await,
+        health_detail(port, "address").await,
         second.addr(),
         "old connection kept"
     );
@@ -267,9 +191,12 @@ async fn auth_failure_while_reconnecting_recovers_once_the_password_works_again(
     let redis = Redis::start_with_args(&["--requirepass", GOOD])
         .await
         .expect("redis starts");
-    let (mut plugin, port) =
-        spawn(&[("REDIS_ADDRESS", &redis.addr()), ("REDIS_PASSWORD", GOOD)]).await;
-    wait_all(port, READY, ServingStatus::Serving, STARTUP).await;
+    let (mut plugin, port) = spawn_plugin(
+        BIN,
+        &[("REDIS_ADDRESS", &redis.addr()), ("REDIS_PASSWORD", GOOD)],
+    )
+    .await;
+    wait_all_health(port, READY, ServingStatus::Serving, STARTUP).await;
 
     // Rotate the server password and drop the plugin's connection: its
     // reconnect now fails authentication (not an I/O error).
@@ -290,7 +217,7 @@ async fn auth_failure_while_reconnecting_recovers_once_the_password_works_again(
         }
     };
     rotate(GOOD, OTHER).await;
-    wait_all(
+    wait_all_health(
         port,
         &["readiness"],
         ServingStatus::NotServing,
@@ -299,7 +226,7 @@ async fn auth_failure_while_reconnecting_recovers_once_the_password_works_again(
     .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let message = health_message(port).await;
+        let message = health_check(port).await.message;
         if message.to_ascii_lowercase().contains("auth") || message.contains("WRONGPASS") {
             break;
         }
@@ -311,25 +238,12 @@ async fn auth_failure_while_reconnecting_recovers_once_the_password_works_again(
     }
     // A few more health rounds on the failing credentials.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_running(&mut plugin);
+    plugin.assert_running();
 
     // Once the configured password works again the plugin must recover by
     // itself: the connection manager alone would keep the auth error forever.
     rotate(OTHER, GOOD).await;
-    let up = wait_all(port, READY, ServingStatus::Serving, Duration::from_secs(5)).await;
+    let up = wait_all_health(port, READY, ServingStatus::Serving, Duration::from_secs(5)).await;
     eprintln!("[timing] redis auth recovery noticed after {up:?}");
     assert!(!plugin.logs().contains(GOOD) && !plugin.logs().contains(OTHER));
-}
-
-/// The lifecycle HealthCheck message.
-async fn health_message(port: u16) -> String {
-    let mut client = LifecycleInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
-    client
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner()
-        .message
 }

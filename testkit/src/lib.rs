@@ -19,6 +19,7 @@ pub mod freeze;
 mod health;
 mod kafka;
 mod kafka_proxy;
+pub mod lifecycle;
 mod paths;
 mod pki;
 mod plugin;

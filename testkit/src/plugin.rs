@@ -218,6 +218,17 @@ impl PluginProcess {
             .try_wait()
             .map_err(|e| Error::io(format!("polling {}", self.name), e))
     }
+
+    /// Panics, with the captured logs, if the process has exited.
+    pub fn assert_running(&mut self) {
+        let status = self.try_status().expect("process status");
+        assert!(
+            status.is_none(),
+            "{} exited: {status:?}\n{}",
+            self.name,
+            self.logs()
+        );
+    }
 }
 
 /// Whether an inherited variable is removed before spawning a plugin.
