@@ -344,12 +344,12 @@ async fn kafka_stall_fails_publishes_by_produce_timeout_and_recovers_after_sigco
     );
 }
 
-/// KNOWN BUG (reported to the lead): prism-kafka does not bound Publish by
-/// the call's `grpc-timeout` (core's `deadline()`), so tonic's server timeout
-/// answers CANCELLED "Timeout expired" instead of DEADLINE_EXCEEDED when the
-/// deadline is shorter than `produce_timeout`. Un-ignore once fixed.
+/// The call's 1 s deadline is shorter than `produce_timeout` (10 s): the
+/// plugin bounds Publish by the deadline (core's `deadline()`) and answers
+/// DEADLINE_EXCEEDED before tonic's server timer (CANCELLED "Timeout
+/// expired") does. Before the fix every Publish caught in the stall ended
+/// CANCELLED, so the DEADLINE_EXCEEDED count below was 0.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: prism-kafka answers CANCELLED, not DEADLINE_EXCEEDED, at the call deadline"]
 async fn kafka_stall_ends_publishes_by_their_deadline_with_deadline_exceeded() {
     let (mut kafka, mut plugin) = kafka_and_plugin(&[]).await;
     let load = publish_load(&plugin, "faults-stall-deadline", DEADLINE);
@@ -359,11 +359,19 @@ async fn kafka_stall_ends_publishes_by_their_deadline_with_deadline_exceeded() {
         &mut kafka,
         load,
         &[Code::DeadlineExceeded, Code::Unavailable],
-        false,
+        // The plugin answers 100 ms before the deadline, counted from when
+        // its handler starts; tonic's timer counts from the request's
+        // arrival, so on an overloaded 2-core machine (four stall tests in
+        // parallel) it can still win that race for a few calls (seen: 5 of
+        // 15). Counted and printed, like the postgres test.
+        true,
         true,
     )
     .await;
-    assert!(report.all().failed_with(Code::DeadlineExceeded) > 0);
+    assert!(
+        report.all().failed_with(Code::DeadlineExceeded) > 0,
+        "Publishes caught in the stall end with DEADLINE_EXCEEDED from the plugin"
+    );
 }
 
 /// KNOWN BUG (reported to the lead): with the default idempotent producer

@@ -75,6 +75,9 @@ pub(crate) enum Error {
     /// A consumer operation failed.
     #[error("kafka consumer: {0}")]
     Consumer(#[source] KafkaError),
+    /// The call's deadline (`grpc-timeout`) came before the broker answered.
+    #[error("deadline exceeded: the broker did not answer {0} within the call's deadline")]
+    Deadline(&'static str),
 }
 
 impl From<Error> for prism_plugin_core::Error {
@@ -126,6 +129,7 @@ impl From<Error> for tonic::Status {
             | Error::Fatal { .. }
             | Error::CreateTopic { .. }
             | Error::Consumer(_) => Status::unavailable(message),
+            Error::Deadline(_) => Status::deadline_exceeded(message),
             Error::Client(_) => Status::failed_precondition(message),
             Error::Closed | Error::Task(_) => Status::internal(message),
         }
@@ -154,6 +158,8 @@ mod tests {
             tonic::Status::from(big).code(),
             tonic::Code::ResourceExhausted
         );
+        let late = tonic::Status::from(Error::Deadline("the Publish"));
+        assert_eq!(late.code(), tonic::Code::DeadlineExceeded);
         let status = tonic::Status::from(Error::TooLarge { size: 10, limit: 5 });
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("max_payload_bytes"));

@@ -86,6 +86,25 @@ impl KafkaService {
     }
 }
 
+/// Runs `fut`, a call's wait on the broker, until the call's deadline
+/// (core's [`prism_plugin_core::deadline`]: a little before the client's own,
+/// so the client sees DEADLINE_EXCEEDED from us rather than tonic's CANCELLED
+/// "Timeout expired"). Dropping a Publish's future does not take the record
+/// back from librdkafka's queue: it may still be written (as after any
+/// failed Publish, see the README).
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut)
+            .await
+            .map_err(|_| Error::Deadline(what))?,
+        None => fut.await,
+    }
+}
+
 /// The request's topic, or `backend.topic` when it names none; checked against
 /// Kafka's naming rules (tansu, for one, would accept anything).
 fn resolve_topic(requested: &str, backend: &Backend) -> Result<String, Error> {
@@ -132,6 +151,7 @@ impl PubSubBasicInterface for KafkaService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
+        let deadline = prism_plugin_core::deadline(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
@@ -156,9 +176,12 @@ impl PubSubBasicInterface for KafkaService {
             .into());
         }
         let key = (!req.partition_key.is_empty()).then_some(req.partition_key.as_bytes());
-        let published = backend
-            .publish(&topic, key, &req.payload, &req.metadata)
-            .await?;
+        let published = within(
+            deadline,
+            "the Publish",
+            backend.publish(&topic, key, &req.payload, &req.metadata),
+        )
+        .await?;
         Ok(Response::new(PublishResponse {
             success: true,
             message_id: published.message_id,
@@ -172,6 +195,7 @@ impl PubSubBasicInterface for KafkaService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<MessageStream>, Status> {
+        let deadline = prism_plugin_core::deadline(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
@@ -200,7 +224,7 @@ impl PubSubBasicInterface for KafkaService {
         let group = group
             .or_else(|| (!req.subscriber_id.is_empty()).then(|| req.subscriber_id.clone()))
             .unwrap_or_else(|| backend.default_group().to_string());
-        backend.ensure_topic(&topic).await?;
+        within(deadline, "the topic lookup", backend.ensure_topic(&topic)).await?;
         let consumer = backend.group_consumer(&topic, &group, &start, StreamContext::default())?;
         let rebuild = self.rebuild(&topic, &group, &start, None);
         let (tx, response, handoff) = stream::handoff_channel(backend.stream_buffer(), true);
@@ -262,6 +286,7 @@ impl StreamInterface for KafkaService {
     type TailStream = MessageStream;
 
     async fn tail(&self, request: Request<TailRequest>) -> Result<Response<MessageStream>, Status> {
+        let deadline = prism_plugin_core::deadline(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
@@ -271,7 +296,12 @@ impl StreamInterface for KafkaService {
                 req.max_messages
             ))
         })?;
-        let partitions = backend.topic_partitions(&topic).await?;
+        let partitions = within(
+            deadline,
+            "the topic lookup",
+            backend.topic_partitions(&topic),
+        )
+        .await?;
         let (start, not_before_ms) = match req.start {
             None => (Start::Latest, None),
             Some(tail_request::Start::Position(p)) => (start_position(p)?, None),
@@ -303,7 +333,12 @@ impl StreamInterface for KafkaService {
                 (Start::Offsets(list), None)
             }
         };
-        let consumer = backend.tail_consumer(&topic, &start, &partitions).await?;
+        let consumer = within(
+            deadline,
+            "the offset lookup",
+            backend.tail_consumer(&topic, &start, &partitions),
+        )
+        .await?;
         let (tx, response, handoff) = stream::handoff_channel(backend.stream_buffer(), false);
         let cancel = self.streams.child_token();
         let topic: Arc<str> = topic.into();
@@ -328,6 +363,7 @@ impl StreamInterface for KafkaService {
         &self,
         request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<ConsumeStream>, Status> {
+        let deadline = prism_plugin_core::deadline(&request);
         let backend = self.backend()?;
         let mut requests = request.into_inner();
         let open = match requests.message().await? {
@@ -356,7 +392,7 @@ impl StreamInterface for KafkaService {
             ))
         })?;
         let start = start_position(start)?;
-        backend.ensure_topic(&topic).await?;
+        within(deadline, "the topic lookup", backend.ensure_topic(&topic)).await?;
         let reports = Arc::new(CommitReports::default());
         let consumer =
             backend.group_consumer(&topic, &group, &start, StreamContext::new(reports.clone()))?;
