@@ -374,20 +374,18 @@ async fn kafka_stall_ends_publishes_by_their_deadline_with_deadline_exceeded() {
     );
 }
 
-/// KNOWN BUG (reported to the lead): with the default idempotent producer
-/// (`acks: all`), Publishes that time out during a broker stall leave
-/// librdkafka's producer fenced against tansu ("ProducerFenced ... newer
-/// producer with the same transactionalId"), a fatal producer error: after
-/// SIGCONT every Publish fails UNAVAILABLE until the plugin restarts, while
-/// readiness reports SERVING. The plugin should rebuild its producer after a
-/// fatal error. Un-ignore once fixed.
+/// With the default idempotent producer (`acks: all`), Publishes that time
+/// out during a broker stall leave librdkafka's producer fenced against
+/// tansu ("ProducerFenced ... newer producer with the same
+/// transactionalId"): every later send fails. The plugin reports the
+/// producer broken (readiness NOT_SERVING) and its health probe replaces it
+/// with a new one, so publishing resumes after SIGCONT without a restart.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: prism-kafka's idempotent producer never recovers from a fatal error after a broker stall"]
 async fn kafka_stall_with_the_idempotent_producer_recovers_after_sigcont() {
     let (mut kafka, mut plugin) =
         kafka_and_plugin(&[("PRISM_BACKEND__PRODUCE_TIMEOUT", "1500ms")]).await;
     let load = publish_load(&plugin, "faults-stall-idempotent", Duration::from_secs(5));
-    stall(
+    let report = stall(
         "kafka-idempotent",
         &mut plugin,
         &mut kafka,
@@ -397,4 +395,25 @@ async fn kafka_stall_with_the_idempotent_producer_recovers_after_sigcont() {
         true,
     )
     .await;
+    // Printed, not asserted: whether tansu fences the producer depends on
+    // which sends timed out during the stall.
+    let details = plugin.health_details().await;
+    eprintln!(
+        "[kafka-idempotent] producer_rebuilds: {:?}",
+        details.get("producer_rebuilds")
+    );
+    // Replacing the producer loses nothing it acknowledged.
+    let acked = report.acked(|_| true);
+    let missing = plugin
+        .tail_missing("faults-stall-idempotent", &acked, WAIT)
+        .await;
+    eprintln!(
+        "[kafka-idempotent] {} acknowledged Publishes, {} not consumable",
+        acked.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not consumable: {missing:?}"
+    );
 }

@@ -78,6 +78,12 @@ pub(crate) struct Backend {
     generation: u64,
     /// Reports rejected Vault credentials to the rotation task.
     auth_hook: Option<AuthHook>,
+    /// What this backend was built from (Vault credentials included), so a
+    /// producer that failed fatally can be replaced by an identical one.
+    config: KafkaConfig,
+    /// Why the producer can no longer publish (a fencing or sequence error
+    /// a send reported); `None` while it works. See [`Backend::broken`].
+    broken: Mutex<Option<String>>,
 }
 
 /// The outcome of a successful metadata round trip.
@@ -206,6 +212,8 @@ impl Backend {
             known_topics: Mutex::new(HashSet::new()),
             generation,
             auth_hook,
+            config: config.clone(),
+            broken: Mutex::new(None),
         };
         let info = backend.metadata(config.metadata_timeout).await?;
         tracing::info!(
@@ -270,15 +278,58 @@ impl Backend {
         result
     }
 
+    /// The producer, unless it failed fatally: then `Error::Fatal` at once
+    /// (UNAVAILABLE), so nothing more is queued on a producer that can
+    /// never deliver it.
     fn producer(&self) -> Result<&FutureProducer<LogContext>, Error> {
         let producer = self.producer.as_ref().ok_or(Error::Closed)?;
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            return Err(Error::Fatal {
-                code: format!("{code:?}"),
-                reason,
-            });
+        if let Some(reason) = self.broken() {
+            return Err(Error::Fatal { reason });
         }
         Ok(producer)
+    }
+
+    /// Why the producer can no longer publish, if it cannot: librdkafka
+    /// raised a fatal error, or a send failed with an error that fences
+    /// the idempotent producer for good (seen with tansu after a broker
+    /// stall: every later send fails `ProducerFenced`, yet librdkafka does
+    /// not flag it fatal). Only a new producer (a new producer id) helps;
+    /// the plugin's health probe builds one ([`Backend::rebuild`]).
+    pub(crate) fn broken(&self) -> Option<String> {
+        if let Some(reason) = self
+            .broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Some(reason);
+        }
+        let producer = self.producer.as_ref()?;
+        producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
+    /// Records a send error that leaves the producer unusable.
+    fn mark_broken(&self, error: &KafkaError) {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if broken.is_none() {
+            tracing::error!(
+                bootstrap = %self.brokers,
+                error = %error,
+                "the kafka producer failed fatally; publishes fail UNAVAILABLE until it is rebuilt"
+            );
+            *broken = Some(error.to_string());
+        }
+    }
+
+    /// A new backend (new producer and admin client, same settings and
+    /// credentials) to replace this one after a fatal producer error;
+    /// checked with a metadata round trip like [`Backend::connect`].
+    pub(crate) async fn rebuild(&self) -> Result<Backend, Error> {
+        let vault = self.auth_hook.clone().map(|hook| (self.generation, hook));
+        Backend::connect(&self.config, vault).await
     }
 
     /// The producer's latest broker connection error, if recent.
@@ -491,6 +542,9 @@ impl Backend {
                     self.ensure_topic(topic).await?;
                 }
                 Err((source, _)) => {
+                    if source.rdkafka_error_code().is_some_and(is_producer_fatal) {
+                        self.mark_broken(&source);
+                    }
                     // A broker that restarted empty, or a deleted topic, shows
                     // up as a timeout: check (and create) the topic next time.
                     self.forget_topic(topic);
@@ -636,6 +690,19 @@ fn apply_security(config: &KafkaConfig, client: &mut ClientConfig) {
 /// error reasons, e.g. "SASL authentication error: Authentication failed").
 fn is_auth_failure(message: &str) -> bool {
     message.contains("SASL authentication error") || message.contains("Authentication failed")
+}
+
+/// Send errors after which an (idempotent) producer never delivers again:
+/// librdkafka's own fatal error, a fenced producer id, a broken sequence.
+/// (`InvalidProducerEpoch` and `UnknownProducerId` are left to librdkafka,
+/// which bumps the epoch and retries.)
+fn is_producer_fatal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fatal
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+    )
 }
 
 fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
@@ -853,6 +920,17 @@ impl ClientContext for LogContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fencing_and_sequence_errors_break_the_producer_timeouts_do_not() {
+        assert!(is_producer_fatal(RDKafkaErrorCode::ProducerFenced));
+        assert!(is_producer_fatal(
+            RDKafkaErrorCode::OutOfOrderSequenceNumber
+        ));
+        assert!(is_producer_fatal(RDKafkaErrorCode::Fatal));
+        assert!(!is_producer_fatal(RDKafkaErrorCode::MessageTimedOut));
+        assert!(!is_producer_fatal(RDKafkaErrorCode::UnknownProducerId));
+    }
 
     #[test]
     fn repeated_warnings_are_rate_limited_per_kind() {

@@ -2,8 +2,9 @@
 //! and (with Vault) the SASL credential rotation into core's lifecycle
 //! (initialize, health, drain, stop).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
@@ -24,6 +25,9 @@ use crate::stream::StreamSet;
 /// How long `drain` waits for streams to store their offsets and leave their
 /// groups (each needs a broker round trip or two).
 const STREAM_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two attempts to replace a failed producer (each one
+/// creates librdkafka clients and waits for a metadata round trip).
+const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Kafka plugin: the current backend in a [`Slot`] that `initialize`
 /// (and a Vault rotation) replaces, the running streams, and the rotation.
@@ -35,6 +39,11 @@ pub(crate) struct KafkaPlugin {
     rotator: tokio::sync::Mutex<Option<Rotator>>,
     /// What health reports about Vault; `None` without Vault.
     vault: RwLock<Option<Arc<View>>>,
+    /// Replacing a producer that failed fatally: one attempt at a time
+    /// (health probes may overlap), the time of the last attempt.
+    rebuilding: tokio::sync::Mutex<Option<Instant>>,
+    /// Producers replaced after a fatal error (health detail `producer_rebuilds`).
+    rebuilds: AtomicU64,
 }
 
 /// Builds a backend whose SASL credentials come from one Vault KV v2
@@ -96,6 +105,80 @@ fn check_vault(config: &KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
         Ok(())
     } else {
         Err(CoreError::Config(problems))
+    }
+}
+
+impl KafkaPlugin {
+    /// Health of a working backend: a metadata round trip, its latency and
+    /// the producer queue.
+    async fn cluster_health(&self, backend: &Backend) -> HealthReport {
+        match backend.health().await {
+            Ok(info) => {
+                let (status, message) = if info.latency > backend.degraded_latency() {
+                    (
+                        HealthStatus::Degraded,
+                        format!(
+                            "kafka metadata took {} ms (over {} ms)",
+                            info.latency.as_millis(),
+                            backend.degraded_latency().as_millis()
+                        ),
+                    )
+                } else if info.queued > backend.queue_degraded() {
+                    (
+                        HealthStatus::Degraded,
+                        format!(
+                            "{} messages wait in the producer queue (over {})",
+                            info.queued,
+                            backend.queue_degraded()
+                        ),
+                    )
+                } else {
+                    (HealthStatus::Healthy, "kafka cluster answers".to_string())
+                };
+                HealthReport::new(status, message)
+                    .detail("brokers", info.brokers)
+                    .detail("latency_ms", info.latency.as_millis())
+                    .detail("producer_queue", info.queued)
+            }
+            Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
+        }
+    }
+
+    /// Replaces `broken` (whose producer failed fatally) with a new backend
+    /// built from the same settings and credentials, through the same slot
+    /// swap as re-initialize and a Vault rotation: publishes in flight on
+    /// the old producer end with its error (UNAVAILABLE) or at their
+    /// deadline, and it is closed when the last of them lets go. Records
+    /// it acknowledged were acknowledged by the broker; nothing is resent.
+    /// Returns what happened, for the health message.
+    async fn rebuild_producer(&self, broken: &Arc<Backend>) -> String {
+        let Ok(mut last) = self.rebuilding.try_lock() else {
+            return "a new producer is being built".to_string();
+        };
+        if last.is_some_and(|at| at.elapsed() < REBUILD_INTERVAL) {
+            return "building a new producer again shortly".to_string();
+        }
+        *last = Some(Instant::now());
+        match broken.rebuild().await {
+            // Only the backend that failed is replaced: a re-initialize or
+            // a Vault rotation may have swapped in a newer one meanwhile.
+            Ok(fresh) => match self.backend.get() {
+                Ok(current) if Arc::ptr_eq(&current, broken) => {
+                    drop(self.backend.replace(Arc::new(fresh)));
+                    let count = self.rebuilds.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        rebuilds = count,
+                        "replaced the failed kafka producer with a new one"
+                    );
+                    "replaced it with a new producer".to_string()
+                }
+                _ => "the backend was replaced meanwhile".to_string(),
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "building a new kafka producer failed; retrying");
+                format!("building a new producer failed: {err}")
+            }
+        }
     }
 }
 
@@ -203,39 +286,21 @@ impl Plugin for KafkaPlugin {
             Ok(backend) => backend,
             Err(err) => return HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
         };
-        let report = match backend.health().await {
-            Ok(info) => {
-                let (status, message) = if info.latency > backend.degraded_latency() {
-                    (
-                        HealthStatus::Degraded,
-                        format!(
-                            "kafka metadata took {} ms (over {} ms)",
-                            info.latency.as_millis(),
-                            backend.degraded_latency().as_millis()
-                        ),
-                    )
-                } else if info.queued > backend.queue_degraded() {
-                    (
-                        HealthStatus::Degraded,
-                        format!(
-                            "{} messages wait in the producer queue (over {})",
-                            info.queued,
-                            backend.queue_degraded()
-                        ),
-                    )
-                } else {
-                    (HealthStatus::Healthy, "kafka cluster answers".to_string())
-                };
-                HealthReport::new(status, message)
-                    .detail("brokers", info.brokers)
-                    .detail("latency_ms", info.latency.as_millis())
-                    .detail("producer_queue", info.queued)
-            }
-            Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
+        let report = if let Some(reason) = backend.broken() {
+            // Not serving while publishes cannot succeed; the next probe
+            // reports on the replacement.
+            let outcome = self.rebuild_producer(&backend).await;
+            HealthReport::new(
+                HealthStatus::Unhealthy,
+                format!("kafka producer failed fatally ({reason}); {outcome}"),
+            )
+        } else {
+            self.cluster_health(&backend).await
         };
         let mut report = report
             .detail("bootstrap", backend.bootstrap())
-            .detail("streams", self.streams.len());
+            .detail("streams", self.streams.len())
+            .detail("producer_rebuilds", self.rebuilds.load(Ordering::Relaxed));
         let vault = self.vault.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(vault) = vault {
             // No secrets in here: user name, versions, counters.
