@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,8 +41,6 @@ use prism_plugin_core::rotation::{AuthHook, Drain};
 
 /// Longest a health `SELECT 1` may take: core gives the whole health check 1.5 s.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest the TCP check after a slow health probe may take.
-const TCP_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 /// `application_name` of every session, so DBAs see who holds connections.
 const APPLICATION_NAME: &str = "prism-postgres";
 /// How often a server (14+) checks that the client of a running statement is
@@ -93,6 +92,11 @@ pub(crate) struct Backend {
     sql: Statements,
     settings: Settings,
     link: Link,
+    /// Reference point of `answered`.
+    epoch: Instant,
+    /// When the server last answered a data statement (ms since `epoch`):
+    /// tells a slow server from a stalled one when a health probe times out.
+    answered: AtomicU64,
     ctx: Context,
     /// Set for Vault credentials: reports a rejected login or session.
     auth: Option<AuthHook>,
@@ -253,6 +257,8 @@ impl Backend {
                 up: watch::Sender::new(true),
                 reason: Mutex::new(String::new()),
             },
+            epoch: Instant::now(),
+            answered: AtomicU64::new(0),
             ctx: ctx.clone(),
             auth,
         })
@@ -322,10 +328,11 @@ impl Backend {
     /// core's limit. Its verdict sets the link state data calls fail fast on.
     ///
     /// A probe that gets no answer in time is not proof of an outage: under
-    /// load the server (or this process) may just be slow. Then a plain TCP
-    /// connect to the server decides: accepted = up but slow (the probe
-    /// reports the timeout as latency, i.e. DEGRADED), refused or no answer
-    /// = down.
+    /// load the server (or this process) may just be slow. If data
+    /// statements were answered while the probe waited, the server is up but
+    /// slow (the probe reports the wait as latency, i.e. DEGRADED); if
+    /// nothing was, it is stalled or gone: down. (A TCP connect is no such
+    /// proof: the kernel of a frozen server still completes handshakes.)
     pub(crate) async fn ping(&self) -> Result<Duration, Error> {
         self.pool.maintain();
         let started = Instant::now();
@@ -363,8 +370,8 @@ impl Backend {
                     what: "the health probe",
                     timeout: HEALTH_TIMEOUT,
                 };
-                if self.accepts_tcp().await {
-                    tracing::debug!(target = %self.target, "health probe slow, server accepts connections");
+                if self.answered_since(started) {
+                    tracing::debug!(target = %self.target, "health probe slow, data statements still answered");
                     Ok(started.elapsed())
                 } else {
                     Err(timeout)
@@ -386,27 +393,17 @@ impl Backend {
         result
     }
 
-    /// Whether the server accepts a TCP (or Unix socket) connection within
-    /// [`TCP_CHECK_TIMEOUT`]: tells a slow server from an unreachable one.
-    async fn accepts_tcp(&self) -> bool {
-        let options = self.pool.connect_options();
-        let check = async {
-            match options.get_socket() {
-                #[cfg(unix)]
-                Some(dir) => {
-                    let path = dir.join(format!(".s.PGSQL.{}", options.get_port()));
-                    tokio::net::UnixStream::connect(path).await.is_ok()
-                }
-                #[cfg(not(unix))]
-                Some(_) => false,
-                None => tokio::net::TcpStream::connect((options.get_host(), options.get_port()))
-                    .await
-                    .is_ok(),
-            }
-        };
-        tokio::time::timeout(TCP_CHECK_TIMEOUT, check)
-            .await
-            .unwrap_or(false)
+    /// Records that the server answered a statement (any answer, errors
+    /// included: the server is there).
+    fn note_answer(&self) {
+        let at = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.answered.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// Whether the server answered a data statement at or after `since`.
+    fn answered_since(&self, since: Instant) -> bool {
+        let since = u64::try_from(since.duration_since(self.epoch).as_millis()).unwrap_or(0);
+        self.answered.load(Ordering::Relaxed) >= since
     }
 
     /// Closes the pool: waits for borrowed connections to come back, closes idle ones.
@@ -692,6 +689,7 @@ impl Backend {
     fn settle<T>(&self, conn: Conn<'_>, done: Option<Result<T, sqlx::Error>>) -> Result<T, Error> {
         match done {
             Some(Ok(value)) => {
+                self.note_answer();
                 self.pool.release(conn);
                 Ok(value)
             }
@@ -700,6 +698,7 @@ impl Backend {
                 if err.kind() == Kind::Connection {
                     drop(conn);
                 } else {
+                    self.note_answer();
                     self.pool.release(conn);
                 }
                 Err(err)

@@ -256,3 +256,40 @@ async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_se
         .into_inner();
     assert!(got.found);
 }
+
+#[tokio::test]
+async fn a_frozen_server_turns_readiness_off_and_thawing_turns_it_back_on() {
+    // A stall, not a refusal: the whole server tree is SIGSTOPped, so its
+    // kernel still accepts TCP connections but nothing answers. The health
+    // probe must call that down (no statement was answered while it waited),
+    // not "slow".
+    let pg = Postgres::start().await.expect("postgres starts");
+    let mut plugin = Plugin::start(&pg, &[]).await;
+    let mut kv = plugin.basic();
+    kv.set(req(None, set("k", "v", 0))).await.expect("set");
+    let frozen = prism_testkit::freeze::FrozenTree::freeze_postgres(pg.data_dir())
+        .expect("SIGSTOP postgres");
+    let outcome = wait_for_health(
+        plugin.port,
+        "readiness",
+        ServingStatus::NotServing,
+        Duration::from_secs(10),
+    )
+    .await;
+    frozen.thaw().expect("SIGCONT postgres");
+    outcome.expect("readiness NOT_SERVING while frozen");
+    wait_for_health(
+        plugin.port,
+        "readiness",
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("readiness back after thawing");
+    poll_until(Duration::from_secs(10), "calls succeed again", || {
+        let mut kv = kv.clone();
+        async move { kv.get(req(None, get("k"))).await.is_ok() }
+    })
+    .await;
+    plugin.assert_running();
+}
