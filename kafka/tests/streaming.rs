@@ -856,6 +856,50 @@ async fn broker_outage_fails_publishes_unavailable_and_recovers_without_restart(
     assert_eq!(&m.payload[..], b"after");
 }
 
+/// A call's `grpc-timeout` bounds its wait on a frozen broker: Publish,
+/// and the topic lookup of Subscribe and Tail, end DEADLINE_EXCEEDED from
+/// the plugin (not tonic's CANCELLED "Timeout expired"), well before
+/// `produce_timeout`; publishing works again after SIGCONT.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_broker_ends_calls_at_their_deadline_with_deadline_exceeded() {
+    let mut h = Harness::start(&[("PRISM_BACKEND__PRODUCE_TIMEOUT", "30s")]).await;
+    let mut client = h.pubsub();
+    publish(&mut client, publish_request("frozen", "before", "k")).await;
+    h.kafka.pause().expect("SIGSTOP tansu");
+    let short = Duration::from_millis(800);
+    let mut request = tonic::Request::new(publish_request("frozen", "during", "k"));
+    request.set_timeout(short);
+    let err = client
+        .publish(request)
+        .await
+        .expect_err("no ack while frozen");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("deadline"), "{err:?}");
+    let mut request = tonic::Request::new(SubscribeRequest {
+        topic: "frozen-new".to_string(),
+        subscriber_id: "g".to_string(),
+        options: HashMap::new(),
+    });
+    request.set_timeout(short);
+    let err = client
+        .subscribe(request)
+        .await
+        .expect_err("no topic lookup");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let mut request = tonic::Request::new(TailRequest {
+        topic: "frozen-other".to_string(),
+        start: None,
+        max_messages: 0,
+    });
+    request.set_timeout(short);
+    let err = h.streams().tail(request).await.expect_err("no metadata");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    h.kafka.resume().expect("SIGCONT tansu");
+    // The record queued during the stall may be written now (the README's
+    // ambiguity); a new Publish is acknowledged.
+    publish(&mut client, publish_request("frozen", "after", "k")).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let h = Harness::start(&[("PRISM_BACKEND__MAX_PAYLOAD_BYTES", "1000")]).await;
