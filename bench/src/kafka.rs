@@ -12,6 +12,20 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use rdkafka::ClientConfig;
+
+/// Applies extra `key=value` settings on top of a configuration.
+trait WithExtra {
+    fn with_extra(&mut self, extra: &[(String, String)]) -> &mut Self;
+}
+
+impl WithExtra for ClientConfig {
+    fn with_extra(&mut self, extra: &[(String, String)]) -> &mut Self {
+        for (key, value) in extra {
+            self.set(key, value);
+        }
+        self
+    }
+}
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -35,19 +49,42 @@ pub struct DirectReport {
     pub errors: u64,
 }
 
+/// What to run against the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct Direct<'a> {
+    /// `bootstrap.servers`.
+    pub bootstrap: &'a str,
+    /// Topic (must exist).
+    pub topic: &'a str,
+    /// Sends in flight.
+    pub in_flight: usize,
+    /// Payload size in bytes.
+    pub value_size: usize,
+    /// Unmeasured warm-up.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Measure send → delivery through a consumer instead of send → ack.
+    pub end_to_end: bool,
+    /// Extra librdkafka settings for both clients (experiments).
+    pub extra: &'a [(String, String)],
+}
+
 /// Runs `in_flight` concurrent sends of `value_size`-byte payloads to
 /// `topic` for `warmup + duration`; measures the `duration`. With
 /// `end_to_end`, a consumer subscribed beforehand records send → delivery
 /// latency instead (the rate is still the acknowledged sends).
-pub async fn run(
-    bootstrap: &str,
-    topic: &str,
-    in_flight: usize,
-    value_size: usize,
-    warmup: Duration,
-    duration: Duration,
-    end_to_end: bool,
-) -> Result<DirectReport, rdkafka::error::KafkaError> {
+pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::KafkaError> {
+    let Direct {
+        bootstrap,
+        topic,
+        in_flight,
+        value_size,
+        warmup,
+        duration,
+        end_to_end,
+        extra,
+    } = direct;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "prism-bench-direct")
@@ -56,6 +93,7 @@ pub async fn run(
         .set("compression.type", "none")
         .set("message.timeout.ms", "10000")
         .set("allow.auto.create.topics", "false")
+        .with_extra(extra)
         .create()?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -70,6 +108,7 @@ pub async fn run(
             .set("auto.offset.reset", "latest")
             .set("session.timeout.ms", "6000")
             .set("allow.auto.create.topics", "false")
+            .with_extra(extra)
             .create()?;
         consumer.subscribe(&[topic])?;
         let (measuring, stop) = (measuring.clone(), stop.clone());

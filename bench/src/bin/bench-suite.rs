@@ -82,6 +82,10 @@ struct Args {
     /// `--plugin-env PRISM_BACKEND__POOL_SIZE=32` (experiments; the report lists them).
     #[arg(long, value_name = "KEY=VALUE")]
     plugin_env: Vec<String>,
+    /// Extra librdkafka settings for the direct Kafka baseline's producer and
+    /// consumer, e.g. `--kafka-direct fetch.wait.max.ms=10` (experiments).
+    #[arg(long, value_name = "KEY=VALUE")]
+    kafka_direct: Vec<String>,
     /// Keep the stack up after the run (prints ports) until Ctrl-C, for profiling.
     #[arg(long)]
     keep_running: bool,
@@ -632,15 +636,22 @@ async fn kafka_direct(
     in_flight: usize,
     end_to_end: bool,
 ) -> anyhow::Result<Measure> {
-    let report = prism_bench::kafka::run(
+    let extra: Vec<(String, String)> = args
+        .kafka_direct
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let report = prism_bench::kafka::run(prism_bench::kafka::Direct {
         bootstrap,
-        "prism-bench",
+        topic: "prism-bench",
         in_flight,
-        args.value_size,
-        Duration::from_secs(1),
-        args.duration(),
+        value_size: args.value_size,
+        warmup: Duration::from_secs(1),
+        duration: args.duration(),
         end_to_end,
-    )
+        extra: &extra,
+    })
     .await
     .context("librdkafka")?;
     Ok(Measure {
@@ -1332,7 +1343,15 @@ impl Markdown<'_> {
              defaults (`acks=all`, idempotence on, no compression, librdkafka's default batching), N sends \
              in flight, the same payload size, topic `prism-bench` and a 32-byte message-id header like the \
              plugin's; `Publish → deliver` adds a consumer (group member subscribed 3 s before, like the \
-             plugin's Subscribe) and reports send → delivery latency"
+             plugin's Subscribe) and reports send → delivery latency{}",
+            if self.args.kafka_direct.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; extra librdkafka settings `{}`",
+                    self.args.kafka_direct.join("`, `")
+                )
+            }
         );
         let _ = writeln!(
             md,
