@@ -129,6 +129,16 @@ impl Backend {
         config: &KafkaConfig,
         vault: Option<(u64, AuthHook)>,
     ) -> Result<Self, Error> {
+        Self::connect_within(config, vault, config.metadata_timeout).await
+    }
+
+    /// [`connect`](Self::connect) with the first metadata round trip bounded
+    /// by `check` instead of `metadata_timeout`.
+    async fn connect_within(
+        config: &KafkaConfig,
+        vault: Option<(u64, AuthHook)>,
+        check: Duration,
+    ) -> Result<Self, Error> {
         let (generation, auth_hook) = match vault {
             Some((generation, hook)) => (generation, Some(hook)),
             None => (0, None),
@@ -215,7 +225,7 @@ impl Backend {
             config: config.clone(),
             broken: Mutex::new(None),
         };
-        let info = backend.metadata(config.metadata_timeout).await?;
+        let info = backend.metadata(check).await?;
         tracing::info!(
             bootstrap = %backend.brokers,
             brokers = info.brokers,
@@ -326,10 +336,11 @@ impl Backend {
 
     /// A new backend (new producer and admin client, same settings and
     /// credentials) to replace this one after a fatal producer error;
-    /// checked with a metadata round trip like [`Backend::connect`].
+    /// checked with a metadata round trip like [`Backend::connect`], but
+    /// within the health probe's bound (the rebuild runs inside one).
     pub(crate) async fn rebuild(&self) -> Result<Backend, Error> {
         let vault = self.auth_hook.clone().map(|hook| (self.generation, hook));
-        Backend::connect(&self.config, vault).await
+        Backend::connect_within(&self.config, vault, self.health_timeout).await
     }
 
     /// The producer's latest broker connection error, if recent.
