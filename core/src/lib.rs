@@ -78,6 +78,20 @@ pub fn deadline<T>(request: &tonic::Request<T>) -> Option<tokio::time::Instant> 
     Some(tokio::time::Instant::now() + (timeout - margin))
 }
 
+/// Runs `fut` until `deadline` (from [`deadline`]; `None` = no deadline).
+/// `None` when the deadline came first: `fut` is dropped, which cancels the
+/// backend work it was doing. Every plugin bounds its backend calls with this
+/// and maps `None` to its DEADLINE_EXCEEDED error.
+pub async fn within<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    fut: F,
+) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H M S m u n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
     use std::time::Duration;

@@ -281,13 +281,11 @@ async fn kafka_and_plugin(extra: &[(&str, &str)]) -> (Kafka, Plugin) {
     (kafka, plugin)
 }
 
-/// KNOWN BUG (reported to the lead): prism-redis bounds a call by its own
-/// `connection_timeout + response_timeout`, not by the call's `grpc-timeout`
-/// (core's `deadline()`), so a shorter deadline is answered by tonic's
-/// server timeout with CANCELLED "Timeout expired" instead of
-/// DEADLINE_EXCEEDED. Un-ignore once fixed.
+/// The call's `grpc-timeout` is shorter than prism-redis's own bound
+/// (`connection_timeout + response_timeout`): calls caught in the stall end
+/// DEADLINE_EXCEEDED from the plugin (core's `deadline()`), not CANCELLED
+/// "Timeout expired" from tonic's server timer.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: prism-redis answers CANCELLED, not DEADLINE_EXCEEDED, at the call deadline"]
 async fn redis_stall_ends_calls_by_their_deadline_with_deadline_exceeded() {
     let mut redis = Redis::start().await.expect("redis starts");
     let addr = redis.addr();

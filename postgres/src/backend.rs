@@ -19,7 +19,6 @@
 //! included); older servers run it to completion or `statement_timeout`.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -429,7 +428,7 @@ impl Backend {
             .bind(key)
             .bind(value)
             .bind(ttl_seconds);
-        let done = within(deadline, query.execute(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
         self.settle(conn, done).map(drop)
     }
 
@@ -444,7 +443,7 @@ impl Backend {
         let query = sqlx::query_scalar::<_, Vec<u8>>(&self.sql.get)
             .bind(ns)
             .bind(key);
-        let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
         Ok(self.settle(conn, done)?.map(Bytes::from))
     }
 
@@ -457,7 +456,7 @@ impl Backend {
     ) -> Result<bool, Error> {
         let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.exists).bind(ns).bind(key);
-        let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
         Ok(self.settle(conn, done)?.is_some())
     }
 
@@ -470,7 +469,7 @@ impl Backend {
     ) -> Result<(), Error> {
         let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.delete).bind(ns).bind(key);
-        let done = within(deadline, query.execute(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
         self.settle(conn, done).map(drop)
     }
 
@@ -503,7 +502,7 @@ impl Backend {
             .bind(keys)
             .bind(values)
             .bind(ttls);
-        let done = within(deadline, query.execute(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
         self.settle(conn, done).map(drop)
     }
 
@@ -523,7 +522,7 @@ impl Backend {
         let query = sqlx::query_as::<_, (i64, Vec<u8>)>(&self.sql.batch_get)
             .bind(ns)
             .bind(keys);
-        let done = within(deadline, query.fetch_all(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.fetch_all(&mut *conn)).await;
         for (ordinal, value) in self.settle(conn, done)? {
             // WITH ORDINALITY counts from 1; anything else cannot come back.
             let slot = usize::try_from(ordinal - 1)
@@ -548,7 +547,7 @@ impl Backend {
         }
         let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.batch_delete).bind(ns).bind(keys);
-        let done = within(deadline, query.execute(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
         self.settle(conn, done).map(drop)
     }
 
@@ -569,14 +568,14 @@ impl Backend {
             let query = sqlx::query_scalar::<_, bool>(&self.sql.expire_now)
                 .bind(ns)
                 .bind(key);
-            let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+            let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
             return Ok(self.settle(conn, done)?.unwrap_or(false));
         }
         let query = sqlx::query(&self.sql.expire)
             .bind(ns)
             .bind(key)
             .bind(ttl_seconds);
-        let done = within(deadline, query.execute(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
         Ok(self.settle(conn, done)?.rows_affected() > 0)
     }
 
@@ -586,7 +585,7 @@ impl Backend {
         let query = sqlx::query_scalar::<_, i64>(&self.sql.get_ttl)
             .bind(ns)
             .bind(key);
-        let done = within(deadline, query.fetch_optional(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
         Ok(self.settle(conn, done)?.unwrap_or(-2))
     }
 
@@ -599,7 +598,7 @@ impl Backend {
     ) -> Result<bool, Error> {
         let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.persist).bind(ns).bind(key);
-        let done = within(deadline, query.execute(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
         Ok(self.settle(conn, done)?.rows_affected() > 0)
     }
 
@@ -627,7 +626,7 @@ impl Backend {
             .bind(upper.as_deref().unwrap_or(""))
             // One more than asked, to learn whether more follow.
             .bind(i64::from(limit) + 1);
-        let done = within(deadline, query.fetch_all(&mut *conn)).await;
+        let done = prism_plugin_core::within(deadline, query.fetch_all(&mut *conn)).await;
         let rows = self.settle(conn, done)?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let has_more = rows.len() > limit;
@@ -789,18 +788,6 @@ impl Backend {
 impl Drain for Backend {
     async fn close(&self) {
         Backend::close(self).await;
-    }
-}
-
-/// Runs `fut` until `deadline`; `None` when the deadline passed first (the
-/// future, and with it the statement's I/O, is dropped).
-async fn within<T>(
-    deadline: Deadline,
-    fut: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Option<Result<T, sqlx::Error>> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
-        None => Some(fut.await),
     }
 }
 

@@ -4,6 +4,7 @@
 //! maps the result. Backend failures are gRPC statuses (see `error.rs`), never
 //! in-band `error` strings, so clients can branch on the code.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use prism_plugin_core::Slot;
@@ -17,9 +18,11 @@ use prism_plugin_core::proto::keyvalue::{
     ExpireResponse, GetRequest, GetResponse, GetTtlRequest, GetTtlResponse, PersistRequest,
     PersistResponse, SetRequest, SetResponse,
 };
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, SetItem};
+use crate::error::Error;
 
 /// Serves the three KeyValue interfaces from the current backend.
 #[derive(Clone)]
@@ -34,12 +37,39 @@ impl KvService {
         KvService { backend }
     }
 
-    /// The namespace header and the current backend.
+    /// The call's namespace header, the current backend and the client's deadline.
     #[allow(clippy::result_large_err)]
-    fn begin<T>(&self, request: &Request<T>) -> Result<(String, Arc<Backend>), Status> {
-        let namespace = prism_plugin_core::namespace(request)?;
-        let backend = self.backend.get()?;
-        Ok((namespace, backend))
+    fn begin<T>(&self, request: &Request<T>) -> Result<Call, Status> {
+        Ok(Call {
+            namespace: prism_plugin_core::namespace(request)?,
+            backend: self.backend.get()?,
+            deadline: prism_plugin_core::deadline(request),
+        })
+    }
+}
+
+/// What one call needs besides its message.
+struct Call {
+    namespace: String,
+    backend: Arc<Backend>,
+    deadline: Option<Instant>,
+}
+
+impl Call {
+    /// Awaits a backend operation, but no longer than the client's deadline: the
+    /// backend's own bound (`connection_timeout` + `response_timeout`) may be
+    /// longer, and tonic would then answer CANCELLED at the deadline instead of
+    /// DEADLINE_EXCEEDED. Dropping the operation cancels it.
+    async fn run<T>(&self, op: impl Future<Output = Result<T, Error>>) -> Result<T, Status> {
+        let started = Instant::now();
+        match prism_plugin_core::within(self.deadline, op).await {
+            Some(result) => result.map_err(Status::from),
+            None => Err(Error::Timeout {
+                address: self.backend.address().to_owned(),
+                timeout: started.elapsed(),
+            }
+            .into()),
+        }
     }
 }
 
@@ -61,11 +91,11 @@ fn check_set(request: &SetRequest, limits: &Limits) -> Result<u64, Status> {
 #[tonic::async_trait]
 impl KeyValueBasicInterface for KvService {
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         let ttl = check_set(&request, backend.limits())?;
-        backend
-            .set(&namespace, &request.key, &request.value, ttl)
+        call.run(backend.set(namespace, &request.key, &request.value, ttl))
             .await?;
         Ok(Response::new(SetResponse {
             success: true,
@@ -74,10 +104,11 @@ impl KeyValueBasicInterface for KvService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_key(&request.key, backend.limits())?;
-        let value = backend.get(&namespace, &request.key).await?;
+        let value = call.run(backend.get(namespace, &request.key)).await?;
         Ok(Response::new(GetResponse {
             found: value.is_some(),
             value: value.unwrap_or_default(),
@@ -89,10 +120,11 @@ impl KeyValueBasicInterface for KvService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_key(&request.key, backend.limits())?;
-        backend.delete(&namespace, &request.key).await?;
+        call.run(backend.delete(namespace, &request.key)).await?;
         Ok(Response::new(DeleteResponse {
             success: true,
             error: String::new(),
@@ -103,10 +135,11 @@ impl KeyValueBasicInterface for KvService {
         &self,
         request: Request<ExistsRequest>,
     ) -> Result<Response<ExistsResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_key(&request.key, backend.limits())?;
-        let exists = backend.exists(&namespace, &request.key).await?;
+        let exists = call.run(backend.exists(namespace, &request.key)).await?;
         Ok(Response::new(ExistsResponse {
             exists,
             error: String::new(),
@@ -120,7 +153,8 @@ impl KeyValueBatchInterface for KvService {
         &self,
         request: Request<BatchSetRequest>,
     ) -> Result<Response<BatchSetResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         let limits = backend.limits();
         let items = request
@@ -138,7 +172,7 @@ impl KeyValueBatchInterface for KvService {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        backend.batch_set(&namespace, &items).await?;
+        call.run(backend.batch_set(namespace, &items)).await?;
         Ok(Response::new(prism_plugin_core::kv::batch_set_ok(
             items.len(),
         )))
@@ -148,10 +182,13 @@ impl KeyValueBatchInterface for KvService {
         &self,
         request: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_keys(request.keys.iter().map(String::as_str), backend.limits())?;
-        let values = backend.batch_get(&namespace, &request.keys).await?;
+        let values = call
+            .run(backend.batch_get(namespace, &request.keys))
+            .await?;
         Ok(Response::new(prism_plugin_core::kv::batch_get_response(
             values,
         )))
@@ -161,10 +198,12 @@ impl KeyValueBatchInterface for KvService {
         &self,
         request: Request<BatchDeleteRequest>,
     ) -> Result<Response<BatchDeleteResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_keys(request.keys.iter().map(String::as_str), backend.limits())?;
-        backend.batch_delete(&namespace, &request.keys).await?;
+        call.run(backend.batch_delete(namespace, &request.keys))
+            .await?;
         Ok(Response::new(prism_plugin_core::kv::batch_delete_ok(
             request.keys.len(),
         )))
@@ -177,11 +216,14 @@ impl KeyValueTtlInterface for KvService {
         &self,
         request: Request<ExpireRequest>,
     ) -> Result<Response<ExpireResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_key(&request.key, backend.limits())?;
         let ttl = ttl(request.ttl_seconds)?;
-        let key_existed = backend.expire(&namespace, &request.key, ttl).await?;
+        let key_existed = call
+            .run(backend.expire(namespace, &request.key, ttl))
+            .await?;
         Ok(Response::new(ExpireResponse {
             success: true,
             error: String::new(),
@@ -193,10 +235,11 @@ impl KeyValueTtlInterface for KvService {
         &self,
         request: Request<GetTtlRequest>,
     ) -> Result<Response<GetTtlResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_key(&request.key, backend.limits())?;
-        let ttl_seconds = backend.ttl(&namespace, &request.key).await?;
+        let ttl_seconds = call.run(backend.ttl(namespace, &request.key)).await?;
         Ok(Response::new(GetTtlResponse {
             ttl_seconds,
             error: String::new(),
@@ -207,10 +250,11 @@ impl KeyValueTtlInterface for KvService {
         &self,
         request: Request<PersistRequest>,
     ) -> Result<Response<PersistResponse>, Status> {
-        let (namespace, backend) = self.begin(&request)?;
+        let call = self.begin(&request)?;
+        let (namespace, backend) = (&call.namespace, &call.backend);
         let request = request.into_inner();
         check_key(&request.key, backend.limits())?;
-        let expiration_removed = backend.persist(&namespace, &request.key).await?;
+        let expiration_removed = call.run(backend.persist(namespace, &request.key)).await?;
         Ok(Response::new(PersistResponse {
             success: true,
             error: String::new(),
