@@ -243,11 +243,13 @@ pub fn environment_from<B: Serialize>(
     let core_aliases: Vec<&(&str, &str)> = core_aliases.collect();
     for (name, raw) in vars {
         if let Some(rest) = name.strip_prefix("PRISM_").filter(|r| r.contains("__")) {
-            let key = rest
+            // Segments split on `__` only: a segment may itself contain dots
+            // (`PRISM_BACKEND__LIBRDKAFKA__fetch.wait.max.ms` is one map key).
+            let key: Vec<String> = rest
                 .to_ascii_lowercase()
                 .split("__")
-                .collect::<Vec<_>>()
-                .join(".");
+                .map(str::to_owned)
+                .collect();
             nested.push((name, key, raw));
         } else if let Some((_, key)) = core_aliases
             .iter()
@@ -255,7 +257,7 @@ pub fn environment_from<B: Serialize>(
             .chain(aliases)
             .find(|(alias, _)| *alias == name)
         {
-            aliased.push((name, key.to_string(), raw));
+            aliased.push((name, key.split('.').map(str::to_owned).collect(), raw));
         }
     }
     aliased.sort();
@@ -272,10 +274,19 @@ pub fn environment_from<B: Serialize>(
         })
 }
 
-fn typed_env_value(defaults: &serde_json::Value, key: &str, raw: String) -> serde_json::Value {
-    let default = key.split('.').try_fold(defaults, |v, part| v.get(part));
+fn typed_env_value(defaults: &serde_json::Value, key: &[String], raw: String) -> serde_json::Value {
+    let default = key.iter().try_fold(defaults, |v, part| v.get(part));
+    // An entry of a map whose default is empty (e.g. kafka's `librdkafka`
+    // pass-through) has no default of its own: such maps hold strings.
+    let in_empty_map = || {
+        let parent = key[..key.len().saturating_sub(1)]
+            .iter()
+            .try_fold(defaults, |v, part| v.get(part));
+        matches!(parent, Some(serde_json::Value::Object(map)) if map.is_empty())
+    };
     match default {
         Some(serde_json::Value::String(_)) => serde_json::Value::String(raw),
+        None if in_empty_map() => serde_json::Value::String(raw),
         _ => serde_yaml::from_str::<serde_json::Value>(&raw)
             .ok()
             .filter(|v| !v.is_null() || raw.trim().is_empty())
@@ -283,9 +294,9 @@ fn typed_env_value(defaults: &serde_json::Value, key: &str, raw: String) -> serd
     }
 }
 
-fn nest(key: &str, value: serde_json::Value) -> serde_json::Value {
-    key.rsplit('.').fold(value, |inner, part| {
-        serde_json::Value::Object([(part.to_string(), inner)].into_iter().collect())
+fn nest(key: &[String], value: serde_json::Value) -> serde_json::Value {
+    key.iter().rev().fold(value, |inner, part| {
+        serde_json::Value::Object([(part.clone(), inner)].into_iter().collect())
     })
 }
 
@@ -465,6 +476,8 @@ mod tests {
         pool_size: u32,
         #[serde(default)]
         password: String,
+        #[serde(default)]
+        extra: std::collections::BTreeMap<String, String>,
     }
 
     fn defaults() -> Config<Backend> {
@@ -481,6 +494,7 @@ mod tests {
                 address: "localhost:1".into(),
                 pool_size: 5,
                 password: String::new(),
+                extra: Default::default(),
             },
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
@@ -556,6 +570,20 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.backend.address, "nested:2");
+    }
+
+    #[test]
+    fn env_map_keys_keep_their_dots_and_stay_strings() {
+        let config =
+            extract::<Backend>(&env(&[("PRISM_BACKEND__EXTRA__fetch.wait.max.ms", "10")])).unwrap();
+        assert_eq!(
+            config
+                .backend
+                .extra
+                .get("fetch.wait.max.ms")
+                .map(String::as_str),
+            Some("10")
+        );
     }
 
     #[test]
