@@ -41,6 +41,10 @@ pub(crate) const MESSAGE_ID_HEADER: &str = "prism-message-id";
 const FRAMING_ROOM: usize = 64 * 1024;
 /// Messages waiting in the producer queue above which health is DEGRADED.
 const QUEUE_DEGRADED: i32 = 10_000;
+/// Timed-out sends (queued while the broker answered metadata, with no
+/// successful send in between) after which an idempotent producer counts as
+/// broken: see [`Backend::broker_answers`].
+const STUCK_TIMEOUTS: u32 = 3;
 /// A stream's consumer must be polled within this interval or it leaves its
 /// group; paused streams poll for events well within it.
 const MAX_POLL_INTERVAL_MS: &str = "60000";
@@ -84,6 +88,20 @@ pub(crate) struct Backend {
     /// Why the producer can no longer publish (a fencing or sequence error
     /// a send reported); `None` while it works. See [`Backend::broken`].
     broken: Mutex<Option<String>>,
+    /// Sends that time out although the broker answers; see
+    /// [`Backend::broker_answers`].
+    stuck: Mutex<Stuck>,
+}
+
+/// Evidence of an idempotent producer the broker no longer accepts, though
+/// it answers: sends queued while metadata round trips succeed keep timing out.
+#[derive(Default)]
+struct Stuck {
+    /// Since when health round trips have succeeded without a failure.
+    answering_since: Option<Instant>,
+    /// Sends queued after `answering_since` that timed out since the last
+    /// acknowledged one.
+    timeouts: u32,
 }
 
 /// The outcome of a successful metadata round trip.
@@ -224,6 +242,7 @@ impl Backend {
             auth_hook,
             config: config.clone(),
             broken: Mutex::new(None),
+            stuck: Mutex::new(Stuck::default()),
         };
         let info = backend.metadata(check).await?;
         tracing::info!(
@@ -331,6 +350,57 @@ impl Backend {
                 "the kafka producer failed fatally; publishes fail UNAVAILABLE until it is rebuilt"
             );
             *broken = Some(error.to_string());
+        }
+    }
+
+    /// Called by the health probe with the outcome of its metadata round
+    /// trip. A broker that answers metadata while every send queued since
+    /// then times out ([`STUCK_TIMEOUTS`] in a row) has forgotten the
+    /// idempotent producer's id: a restarted tansu answers
+    /// `UNKNOWN_PRODUCER_ID`, on which librdkafka bumps the epoch and retries
+    /// until `produce_timeout`, forever, reporting only `MessageTimedOut`.
+    /// Such a producer is marked broken (and so replaced). Sends queued
+    /// before the broker answered again are not counted: after an ordinary
+    /// outage they are delivered or time out as usual.
+    pub(crate) fn broker_answers(&self, answers: bool) {
+        let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
+        if !answers {
+            *stuck = Stuck::default();
+            return;
+        }
+        stuck.answering_since.get_or_insert_with(Instant::now);
+        if self.config.idempotent() && stuck.timeouts >= STUCK_TIMEOUTS {
+            let timeouts = stuck.timeouts;
+            drop(stuck);
+            let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+            if broken.is_none() {
+                tracing::error!(
+                    bootstrap = %self.brokers,
+                    timeouts,
+                    "kafka sends keep timing out while the broker answers (it no longer \
+                     knows the idempotent producer's id); publishes fail UNAVAILABLE until \
+                     the producer is rebuilt"
+                );
+                *broken = Some(format!(
+                    "{timeouts} sends timed out in a row while the broker answered metadata"
+                ));
+            }
+        }
+    }
+
+    /// Counts a send's outcome for [`Backend::broker_answers`]: an ack
+    /// resets the count, a timeout of a send queued while the broker
+    /// answered adds to it, other errors leave it.
+    fn send_outcome<T, U>(&self, queued: Instant, sent: &Result<T, (KafkaError, U)>) {
+        let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
+        match sent {
+            Ok(_) => stuck.timeouts = 0,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))
+                if stuck.answering_since.is_some_and(|since| queued >= since) =>
+            {
+                stuck.timeouts += 1;
+            }
+            Err(_) => {}
         }
     }
 
@@ -533,7 +603,10 @@ impl Backend {
             if let Some(key) = key {
                 record = record.key(key);
             }
-            match self.producer()?.send(record, self.produce_timeout).await {
+            let queued = Instant::now();
+            let sent = self.producer()?.send(record, self.produce_timeout).await;
+            self.send_outcome(queued, &sent);
+            match sent {
                 Ok(delivery) => {
                     tracing::trace!(
                         topic,

@@ -112,7 +112,9 @@ impl KafkaPlugin {
     /// Health of a working backend: a metadata round trip, its latency and
     /// the producer queue.
     async fn cluster_health(&self, backend: &Backend) -> HealthReport {
-        match backend.health().await {
+        let health = backend.health().await;
+        backend.broker_answers(health.is_ok());
+        match health {
             Ok(info) => {
                 let (status, message) = if info.latency > backend.degraded_latency() {
                     (

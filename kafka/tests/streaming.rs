@@ -856,6 +856,59 @@ async fn broker_outage_fails_publishes_unavailable_and_recovers_without_restart(
     assert_eq!(&m.payload[..], b"after");
 }
 
+/// With the default idempotent producer, a restarted tansu (in memory: it
+/// forgot the producer id) answers every send UNKNOWN_PRODUCER_ID and
+/// librdkafka retries until `produce_timeout`, forever. The plugin sees
+/// sends time out while the broker answers metadata, reports the producer
+/// broken and replaces it; publishing recovers without a plugin restart.
+/// (Before, every Publish failed `MessageTimedOut` for as long as one
+/// cared to wait.)
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_broker_restart_the_idempotent_producer_is_replaced_and_publishing_recovers() {
+    let mut h = Harness::start(&[("PRISM_BACKEND__PRODUCE_TIMEOUT", "2s")]).await;
+    let mut client = h.pubsub();
+    publish(&mut client, publish_request("idem", "before", "k")).await;
+    h.kafka.stop().await.expect("tansu stops");
+    h.kafka.start_again().await.expect("tansu restarts");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut failures = Vec::new();
+    loop {
+        match client.publish(publish_request("idem", "after", "k")).await {
+            Ok(reply) => {
+                assert!(reply.into_inner().success);
+                break;
+            }
+            Err(err) if Instant::now() < deadline => {
+                assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+                failures.push(err.message().to_string());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("publishing never recovered: {err:?}\n{}", h.plugin.logs()),
+        }
+    }
+    eprintln!(
+        "[recovery] {} failed Publishes before the first ack; last: {:?}",
+        failures.len(),
+        failures.last()
+    );
+    assert!(
+        h.plugin
+            .logs()
+            .contains("replaced the failed kafka producer with a new one"),
+        "the producer was replaced:\n{}",
+        h.plugin.logs()
+    );
+    let mut sub = subscribe(
+        &mut client,
+        "idem",
+        "after-restart",
+        &[("start", "earliest")],
+    )
+    .await;
+    let m = next(&mut sub, RECV).await;
+    assert_eq!(&m.payload[..], b"after");
+}
+
 /// A call's `grpc-timeout` bounds its wait on a frozen broker: Publish,
 /// and the topic lookup of Subscribe and Tail, end DEADLINE_EXCEEDED from
 /// the plugin (not tonic's CANCELLED "Timeout expired"), well before
