@@ -8,14 +8,12 @@
 //! - [`Load`] runs a few concurrent callers against it, bounds every call by
 //!   a hang limit, and keeps a [`CallRecord`] per call so a test can count
 //!   outcomes per phase ([`Counts`]) and check what was acknowledged;
-//! - [`Tee`] records the traffic between a plugin and Vault, so the secrets
-//!   test knows every minted password to search the output for.
+//! - [`vault`] configures OpenBao for prism-postgres (`prism_testkit::Tee`
+//!   records the plugin's Vault traffic for the secrets test).
 
 mod load;
 mod plugin;
-mod tee;
 pub mod vault;
 
 pub use load::{CallOutcome, CallRecord, Counts, Load, LoadOptions, Report};
 pub use plugin::{Kind, Plugin, binary, kv_get, kv_set, poll_until, with_deadline};
-pub use tee::Tee;

@@ -10,10 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use prism_faults::{Kind, Plugin, Tee, binary, kv_get, kv_set, vault};
+use prism_faults::{Kind, Plugin, binary, kv_get, kv_set, vault};
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, InitializeRequest};
 use prism_plugin_core::proto::pubsub::PublishRequest;
+use prism_testkit::Tee;
 use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -462,7 +463,7 @@ async fn postgres_on_vault_never_prints_the_token_or_a_minted_password_across_ro
     )
     .await;
     check_config(&mut out, "postgres on vault", Kind::Postgres, &envs).await;
-    let minted = vault::json_strings(&tee.traffic(), "password");
+    let minted = tee.json_strings("password");
     assert!(
         minted.len() >= 3,
         "Vault minted 3 passwords: {}",

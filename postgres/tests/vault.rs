@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Plugin, get, req, set};
 use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_testkit::{Postgres, Vault};
-
-const SETUP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/vault-dev-setup.sh");
+use prism_testkit::{Postgres, Tee, Vault, json_strings};
 
 /// PostgreSQL and OpenBao, configured by the setup script with the given
 /// role TTLs. Returns the script's stdout.
@@ -36,30 +34,10 @@ async fn run_setup(
     max_ttl: &str,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut cmd = tokio::process::Command::new("bash");
-    cmd.arg(SETUP_SCRIPT)
-        .args(["--pg-port", &pg.port().to_string()])
-        .args(["--pg-ttl", ttl, "--pg-max-ttl", max_ttl])
-        .env("VAULT_ADDR", vault.addr())
-        .env("VAULT_TOKEN", vault.root_token())
-        .env("HOME", vault.dir())
-        .env("PG_DATABASE", pg.database())
-        .env("PG_ADMIN_USER", pg.user())
-        .env("PG_ADMIN_PASSWORD", pg.password())
-        .env("SKIP_REDIS", "1")
-        .env_remove("BAO_ADDR")
-        .env_remove("BAO_TOKEN");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.expect("setup script runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "setup script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    vault
+        .setup_postgres(pg, ttl, max_ttl, extra)
+        .await
+        .unwrap_or_else(|e| panic!("setup script failed: {e}"))
 }
 
 /// Environment for a plugin using Vault with `auth` settings; the
@@ -343,112 +321,6 @@ async fn rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_i
         || async { minted_roles(&pg).await.is_empty() },
     )
     .await;
-}
-
-/// Every string value of `"field":"..."` in the JSON bodies of HTTP traffic.
-fn json_strings(text: &str, field: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for start in text.match_indices('{').map(|(i, _)| i) {
-        let mut values =
-            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
-        if let Some(Ok(value)) = values.next() {
-            collect(&value, field, &mut out);
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// A TCP pass-through to Vault that records both directions, so a test
-/// learns every token and password exchanged (OpenBao allows no audit
-/// device to be enabled through the API).
-struct Tee {
-    port: u16,
-    traffic: Arc<std::sync::Mutex<Vec<u8>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Tee {
-    async fn start(vault_port: u16) -> Tee {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let traffic = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorded = traffic.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let Ok(server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", vault_port)).await
-                    else {
-                        return;
-                    };
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, recorded.clone()), pipe(sr, cw, recorded));
-                });
-            }
-        });
-        Tee {
-            port,
-            traffic,
-            task,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn traffic(&self) -> String {
-        String::from_utf8_lossy(&self.traffic.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for Tee {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    recorded: Arc<std::sync::Mutex<Vec<u8>>>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        recorded.lock().unwrap().extend_from_slice(&buf[..n]);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-fn collect(value: &serde_json::Value, field: &str, out: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                match v {
-                    serde_json::Value::String(s) if k == field && s.len() >= 8 => {
-                        out.push(s.clone())
-                    }
-                    other => collect(other, field, out),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, field, out)),
-        _ => {}
-    }
 }
 
 #[tokio::test]

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use common::{Plugin, get, req, set};
 use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_testkit::{Redis, Vault};
+use prism_testkit::{Redis, Tee, Vault, json_strings};
 
-const SETUP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/vault-dev-setup.sh");
 /// The ACL user Vault creates users with (the default user stays open for
 /// the test's own `redis-cli`).
 const ADMIN_PASSWORD: &str = "vault-admin-test-password";
@@ -36,28 +35,26 @@ async fn servers(ttl: &str, max_ttl: &str) -> (Redis, Vault) {
     ];
     let (redis, vault) = tokio::join!(Redis::start_with_args(&args), Vault::start());
     let (redis, vault) = (redis.expect("redis starts"), vault.expect("vault starts"));
-    let out = tokio::process::Command::new("bash")
-        .arg(SETUP_SCRIPT)
-        .args(["--redis-port", &redis.port().to_string()])
-        .args(["--redis-ttl", ttl, "--redis-max-ttl", max_ttl])
-        .env("VAULT_ADDR", vault.addr())
-        .env("VAULT_TOKEN", vault.root_token())
-        .env("HOME", vault.dir())
-        .env("REDIS_ADMIN_USER", "vault-admin")
-        .env("REDIS_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("SKIP_POSTGRES", "1")
-        .env("SKIP_KAFKA", "1")
-        .env_remove("BAO_ADDR")
-        .env_remove("BAO_TOKEN")
-        .output()
+    let port = redis.port().to_string();
+    vault
+        .dev_setup(
+            &[
+                "--redis-port",
+                &port,
+                "--redis-ttl",
+                ttl,
+                "--redis-max-ttl",
+                max_ttl,
+            ],
+            &[
+                ("REDIS_ADMIN_USER", "vault-admin"),
+                ("REDIS_ADMIN_PASSWORD", ADMIN_PASSWORD),
+                ("SKIP_POSTGRES", "1"),
+                ("SKIP_KAFKA", "1"),
+            ],
+        )
         .await
-        .expect("setup script runs");
-    assert!(
-        out.status.success(),
-        "setup script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap_or_else(|e| panic!("setup script failed: {e}"));
     (redis, vault)
 }
 
@@ -193,112 +190,6 @@ impl Load {
             self.failed.load(Ordering::Relaxed),
             errors,
         )
-    }
-}
-
-/// Every string value of `"field":"..."` in the JSON bodies of HTTP traffic.
-fn json_strings(text: &str, field: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for start in text.match_indices('{').map(|(i, _)| i) {
-        let mut values =
-            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
-        if let Some(Ok(value)) = values.next() {
-            collect(&value, field, &mut out);
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// A TCP pass-through to Vault that records both directions, so a test
-/// learns every token and password exchanged (OpenBao allows no audit
-/// device to be enabled through the API).
-struct Tee {
-    port: u16,
-    traffic: Arc<std::sync::Mutex<Vec<u8>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Tee {
-    async fn start(vault_port: u16) -> Tee {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let traffic = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorded = traffic.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let Ok(server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", vault_port)).await
-                    else {
-                        return;
-                    };
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, recorded.clone()), pipe(sr, cw, recorded));
-                });
-            }
-        });
-        Tee {
-            port,
-            traffic,
-            task,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn traffic(&self) -> String {
-        String::from_utf8_lossy(&self.traffic.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for Tee {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    recorded: Arc<std::sync::Mutex<Vec<u8>>>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        recorded.lock().unwrap().extend_from_slice(&buf[..n]);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-fn collect(value: &serde_json::Value, field: &str, out: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                match v {
-                    serde_json::Value::String(s) if k == field && s.len() >= 8 => {
-                        out.push(s.clone())
-                    }
-                    other => collect(other, field, out),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, field, out)),
-        _ => {}
     }
 }
 

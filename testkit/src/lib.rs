@@ -28,6 +28,7 @@ mod postgres;
 mod probe;
 mod process;
 mod redis;
+mod tee;
 mod vault;
 
 pub use error::{Error, Result};
@@ -40,4 +41,5 @@ pub use plugin::{PluginProcess, SCRUBBED_ENV};
 pub use ports::free_port;
 pub use postgres::{POSTGRES_DB, POSTGRES_PASSWORD, POSTGRES_USER, Postgres};
 pub use redis::Redis;
+pub use tee::{Tee, json_strings};
 pub use vault::{VAULT_ROOT_TOKEN, Vault};

@@ -159,6 +159,49 @@ impl Vault {
         Ok(out.trim_end_matches('\n').to_owned())
     }
 
+    /// Runs `scripts/vault-dev-setup.sh` (what the demo and operators run)
+    /// against this server with the root token: `args` are its flags, `envs` its
+    /// settings (`SKIP_REDIS`, `PG_ADMIN_USER`, ...). Returns its stdout.
+    pub async fn dev_setup(&self, args: &[&str], envs: &[(&str, &str)]) -> Result<String> {
+        let mut cmd = Command::new("bash");
+        cmd.arg(crate::workspace_root().join("scripts/vault-dev-setup.sh"))
+            .args(args)
+            .env("VAULT_ADDR", self.addr())
+            .env("VAULT_TOKEN", VAULT_ROOT_TOKEN)
+            .env("HOME", self.dir())
+            .env_remove("BAO_ADDR")
+            .env_remove("BAO_TOKEN")
+            .envs(envs.iter().copied());
+        process::run_output(cmd).await
+    }
+
+    /// [`dev_setup`](Self::dev_setup) for PostgreSQL only: the database engine
+    /// with `pg`'s superuser and role `prism-postgres` minting users with
+    /// lease `ttl`/`max_ttl` (e.g. `"6s"`), plus the AppRole; `extra` settings
+    /// on top (e.g. `SECRET_ID_FILE`).
+    pub async fn setup_postgres(
+        &self,
+        pg: &crate::Postgres,
+        ttl: &str,
+        max_ttl: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<String> {
+        let port = pg.port().to_string();
+        let mut envs = vec![
+            ("PG_DATABASE", pg.database()),
+            ("PG_ADMIN_USER", pg.user()),
+            ("PG_ADMIN_PASSWORD", pg.password()),
+            ("SKIP_REDIS", "1"),
+            ("SKIP_KAFKA", "1"),
+        ];
+        envs.extend_from_slice(extra);
+        self.dev_setup(
+            &["--pg-port", &port, "--pg-ttl", ttl, "--pg-max-ttl", max_ttl],
+            &envs,
+        )
+        .await
+    }
+
     /// Like [`bao`](Self::bao), parsing stdout as JSON; put `-format=json` in
     /// `args` (e.g. `["kv", "get", "-format=json", "secret/app"]`).
     pub async fn bao_json(&self, args: &[&str]) -> Result<serde_json::Value> {

@@ -178,27 +178,9 @@ async fn main() -> anyhow::Result<()> {
 /// Configures OpenBao with `scripts/vault-dev-setup.sh` (database engine and
 /// the `prism-postgres` role) for this PostgreSQL.
 async fn vault_setup(pg: &Postgres, vault: &Vault) -> anyhow::Result<()> {
-    let script = prism_testkit::workspace_root().join("scripts/vault-dev-setup.sh");
-    let out = tokio::process::Command::new("bash")
-        .arg(&script)
-        .args(["--pg-port", &pg.port().to_string()])
-        .env("VAULT_ADDR", vault.addr())
-        .env("VAULT_TOKEN", vault.root_token())
-        .env("HOME", vault.dir())
-        .env("PG_DATABASE", pg.database())
-        .env("PG_ADMIN_USER", pg.user())
-        .env("PG_ADMIN_PASSWORD", pg.password())
-        .env("SKIP_REDIS", "1")
-        .env("SKIP_KAFKA", "1")
-        .env_remove("BAO_ADDR")
-        .env_remove("BAO_TOKEN")
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!(
-            "vault-dev-setup.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    // The script's own default lease TTLs (1 h, at most 24 h).
+    if let Err(e) = vault.setup_postgres(pg, "1h", "24h", &[]).await {
+        bail!("vault-dev-setup.sh failed: {e}");
     }
     println!("   OpenBao configured by scripts/vault-dev-setup.sh (database role prism-postgres)");
     Ok(())

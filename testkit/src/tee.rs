@@ -1,7 +1,7 @@
 //! [`Tee`]: a recording TCP pass-through. Put between a plugin and Vault, it
 //! lets a test learn every token and password exchanged (OpenBao allows no
 //! audit device to be enabled through the API), so it can search the
-//! plugin's output for each of them.
+//! plugin's output for each of them ([`json_strings`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -50,6 +50,12 @@ impl Tee {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Every `field` value (8 bytes or longer) in the JSON bodies recorded so
+    /// far, e.g. `json_strings("password")` = every minted password.
+    pub fn json_strings(&self, field: &str) -> Vec<String> {
+        json_strings(&self.traffic(), field)
+    }
+
     /// Everything recorded so far (lossy UTF-8).
     pub fn traffic(&self) -> String {
         String::from_utf8_lossy(&self.traffic.lock().unwrap_or_else(PoisonError::into_inner))
@@ -79,4 +85,49 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, recorded: Arc<Mut
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// Every string value (8 bytes or longer) of a `field` key in the JSON
+/// bodies found in `text` (HTTP traffic), sorted and deduplicated.
+pub fn json_strings(text: &str, field: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for start in text.match_indices('{').map(|(i, _)| i) {
+        let mut values =
+            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+        if let Some(Ok(value)) = values.next() {
+            collect(&value, field, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn collect(value: &serde_json::Value, field: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::String(s) if k == field && s.len() >= 8 => {
+                        out.push(s.clone())
+                    }
+                    other => collect(other, field, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, field, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_passwords_in_http_traffic() {
+        let text = "HTTP/1.1 200 OK\r\n\r\n{\"data\":{\"username\":\"v-1\",\"password\":\"abcdefgh12\"}}\
+                    POST /x\r\n\r\n{\"password\":\"short\"}";
+        assert_eq!(json_strings(text, "password"), ["abcdefgh12"]);
+    }
 }
