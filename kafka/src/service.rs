@@ -97,12 +97,9 @@ async fn within<T>(
     what: &'static str,
     fut: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut)
-            .await
-            .map_err(|_| Error::Deadline(what))?,
-        None => fut.await,
-    }
+    prism_plugin_core::within(deadline, fut)
+        .await
+        .unwrap_or(Err(Error::Deadline(what)))
 }
 
 /// The request's topic, or `backend.topic` when it names none; checked against
