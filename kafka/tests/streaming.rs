@@ -356,8 +356,8 @@ async fn two_groups_each_get_every_message_and_a_shared_group_splits_partitions(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_subscriber_gets_backpressure_bounded_memory_and_every_message_once() {
-    const COUNT: usize = 2000;
-    const SIZE: usize = 16 * 1024;
+    const COUNT: usize = 5000;
+    const SIZE: usize = 8 * 1024;
     let h = Harness::start(&[]).await;
     let mut client = h.pubsub();
     let mut sub = subscribe(&mut client, "firehose", "slow", &[("start", "earliest")]).await;
