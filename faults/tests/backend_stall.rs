@@ -210,10 +210,10 @@ async fn postgres_stall_ends_calls_by_their_deadline_and_recovers_after_sigcont(
         // on an overloaded 2-core machine (a debug build doing SCRAM logins
         // while other tests run) tonic's timer can still win that race.
         true,
-        // Not asserted: a frozen server's kernel still completes TCP
-        // handshakes, which prism-postgres's probe fallback takes for "up
-        // but slow" (DEGRADED, SERVING); reported as a finding.
-        false,
+        // Readiness NOT_SERVING during the stall: a probe that times out
+        // while no data statement is answered means down, even though the
+        // frozen server's kernel still completes TCP handshakes.
+        true,
     )
     .await;
     assert!(
