@@ -352,8 +352,8 @@ async fn redis_crash_with_appendfsync_always_keeps_every_acknowledged_set() {
 }
 
 /// tansu keeps topics in memory, so a restarted broker has lost every record
-/// (and its producer ids: an idempotent producer never recovers from that,
-/// hence `acks: 1`, see kafka/README.md). What is asserted: records
+/// and its producer ids (the plugin replaces its idempotent producer then,
+/// see kafka/README.md; this runs with the default `acks: all`). What is asserted: records
 /// acknowledged before the outage were consumable before it; no Publish is
 /// acknowledged while the broker is down; every record acknowledged after
 /// the restart is consumable. Durability of acknowledged records across a
@@ -369,7 +369,6 @@ async fn kafka_broker_restart_fails_publishes_unavailable_and_recovers_without_r
         Kind::Kafka,
         &[
             ("KAFKA_BROKERS", brokers.as_str()),
-            ("PRISM_BACKEND__ACKS", "1"),
             ("PRISM_BACKEND__PRODUCE_TIMEOUT", "1500ms"),
         ],
     )
