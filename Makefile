@@ -66,12 +66,16 @@ test-faults: deps ## Fault-injection and secret-leak suite only (builds the plug
 	$(CARGO) build --bins -p prism-postgres -p prism-redis -p prism-kafka
 	$(CARGO) nextest run -p prism-faults
 
-lint: deps ## rustfmt check, clippy with warnings as errors, hadolint, cargo-deny (licences, bans, sources)
+lint: deps ## rustfmt check, clippy with warnings as errors, hadolint, cargo-deny (licences, bans, sources; advisories where reachable)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	.venv/bin/hadolint Containerfiles/*.Containerfile
 	@command -v cargo-deny >/dev/null || $(CARGO) install --locked --quiet cargo-deny
 	cargo-deny check licenses bans sources
+	@# Advisories need the RustSec database from GitHub: checked strictly when it
+	@# can be fetched, skipped with a message where the network cannot reach it.
+	@if cargo-deny fetch db >/dev/null 2>&1; then cargo-deny check advisories; \
+	 else echo "lint: SKIPPED cargo-deny advisories (RustSec database unreachable from this machine)"; fi
 
 fuzz: ## Run every cargo-fuzz target briefly (FUZZ_SECONDS, default 30)
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
