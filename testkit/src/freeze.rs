@@ -153,14 +153,23 @@ mod tests {
         }
         let tree = FrozenTree::freeze(root).expect("freeze");
         assert!(tree.pids().len() >= 2, "{:?}", tree.pids());
-        for pid in tree.pids() {
+        // SIGSTOP is delivered asynchronously: on a loaded machine a process
+        // may still show as running for a moment.
+        let state = |pid: u32| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-            let state = stat[stat.rfind(')').unwrap() + 1..]
+            stat[stat.rfind(')').unwrap() + 1..]
                 .split_whitespace()
                 .next()
                 .unwrap()
-                .to_string();
-            assert_eq!(state, "T", "pid {pid} stopped");
+                .to_string()
+        };
+        for &pid in tree.pids() {
+            let mut tries = 0;
+            while state(pid) != "T" {
+                tries += 1;
+                assert!(tries < 200, "pid {pid} never stopped: {}", state(pid));
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
         let pids = tree.pids().to_vec();
         tree.thaw().expect("thaw");
