@@ -11,7 +11,9 @@ cargo build --workspace --all-targets --quiet
 if cargo nextest --version >/dev/null 2>&1; then
     profile=default
     if [ "${CI:-}" = "true" ]; then profile=ci; fi
-    exec cargo nextest run --workspace --profile "$profile" --failure-output final
+    # immediate-final: a failed first try that passes on retry (FLAKY) still
+    # shows its output, so flakiness can be diagnosed from the CI log.
+    exec cargo nextest run --workspace --profile "$profile" --failure-output immediate-final
 else
     exec cargo test --workspace --no-fail-fast
 fi
