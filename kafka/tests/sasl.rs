@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{STARTUP, Secured, round_trip, spawn};
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthStatus};
-use prism_testkit::{ServingStatus, health_status, wait_for_health};
+use common::{STARTUP, Secured, round_trip, spawn, wait_for_report};
+use prism_plugin_core::proto::lifecycle::HealthStatus;
+use prism_testkit::lifecycle::wait_all_health;
+use prism_testkit::{ServingStatus, wait_for_health};
 
 const USER: &str = "prism-app";
 const PASSWORD: &str = "sasl-secret-6d1f";
@@ -90,28 +90,17 @@ async fn a_wrong_password_keeps_readiness_off_with_the_reason_and_leaks_nothing(
         .wait_for_log("Authentication failed", STARTUP)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        health_status(&channel, "readiness").await.expect("health"),
-        ServingStatus::NotServing
-    );
-    assert_eq!(
-        health_status(&channel, "liveness").await.expect("health"),
-        ServingStatus::Serving
-    );
-    let report = LifecycleInterfaceClient::new(channel)
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck answers")
-        .into_inner();
-    assert_eq!(report.status, HealthStatus::Unhealthy as i32, "{report:?}");
-    assert!(
-        report.message.contains("Authentication failed"),
-        "{report:?}"
-    );
+    // A probe has run into the rejection: the report names it, readiness
+    // is off and liveness on.
+    wait_for_report(
+        port,
+        HealthStatus::Unhealthy,
+        "Authentication failed",
+        STARTUP,
+    )
+    .await;
+    wait_all_health(port, &["readiness"], ServingStatus::NotServing, STARTUP).await;
+    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
     assert!(secured.proxy.authenticated().is_empty());
     assert!(secured.proxy.rejected().iter().all(|u| u == USER));
     assert!(!secured.proxy.rejected().is_empty());

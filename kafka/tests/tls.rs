@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{STARTUP, Secured, round_trip, spawn};
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthStatus};
-use prism_testkit::{ServingStatus, TestCa, health_status, wait_for_health};
+use common::{STARTUP, Secured, round_trip, spawn, wait_for_report};
+use prism_plugin_core::proto::lifecycle::HealthStatus;
+use prism_testkit::lifecycle::wait_all_health;
+use prism_testkit::{ServingStatus, TestCa, wait_for_health};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_and_subscribe_over_tls_with_the_ca_file() {
@@ -55,32 +55,23 @@ async fn a_wrong_ca_keeps_readiness_off_with_a_clear_reason_and_the_plugin_servi
         .wait_for_log("certificate verify failed", STARTUP)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
-    // Several probe rounds later it is still not ready, and still alive.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for service in ["readiness", "", "kafka"] {
-        assert_eq!(
-            health_status(&channel, service).await.expect("health"),
-            ServingStatus::NotServing,
-            "{service}"
-        );
-    }
-    assert_eq!(
-        health_status(&channel, "liveness").await.expect("health"),
-        ServingStatus::Serving
-    );
-    let report = LifecycleInterfaceClient::new(channel)
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck answers")
-        .into_inner();
-    assert_eq!(report.status, HealthStatus::Unhealthy as i32, "{report:?}");
-    assert!(
-        report.message.contains("certificate verify failed"),
-        "{report:?}"
-    );
+    // A probe has run into the failure: the report names it, and every
+    // status that follows the backend is off while liveness stays on.
+    wait_for_report(
+        port,
+        HealthStatus::Unhealthy,
+        "certificate verify failed",
+        STARTUP,
+    )
+    .await;
+    wait_all_health(
+        port,
+        &["readiness", "", "kafka"],
+        ServingStatus::NotServing,
+        STARTUP,
+    )
+    .await;
+    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
     assert!(
         plugin.try_status().expect("status").is_none(),
         "plugin exited"

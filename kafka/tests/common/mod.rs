@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prism_plugin_core::proto::lifecycle::{HealthCheckResponse, HealthStatus};
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::{PublishRequest, SubscribeRequest};
 use prism_testkit::{Kafka, KafkaProxy, PluginProcess, ProxyOptions, TestCa, free_port};
@@ -82,6 +83,30 @@ pub async fn spawn(envs: &[(&str, &str)]) -> (PluginProcess, u16) {
         .await
         .expect("plugin spawns");
     (plugin, port)
+}
+
+/// Polls the lifecycle `HealthCheck` of the plugin at `port` until it
+/// reports `status` with a message containing `reason` (so a probe has run
+/// and seen it) and returns that report; panics with the last one after
+/// `timeout`.
+pub async fn wait_for_report(
+    port: u16,
+    status: HealthStatus,
+    reason: &str,
+    timeout: Duration,
+) -> HealthCheckResponse {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let report = prism_testkit::lifecycle::health_check(port).await;
+        if report.status == status as i32 && report.message.contains(reason) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {status:?} report mentioning {reason:?} within {timeout:?}; last: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub fn publish_request(topic: &str, payload: &str) -> PublishRequest {
