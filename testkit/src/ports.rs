@@ -5,7 +5,9 @@
 //! open in parallel can never grab a port between the moment it is handed out and the
 //! moment the server binds it, nor while a server is stopped for an outage test.
 //! Every port handed out is remembered for the life of the process and never handed
-//! out twice, so parallel tests in one test binary cannot collide either.
+//! out twice, so parallel tests in one test binary cannot collide either. Servers that
+//! bind a second port at a fixed offset from the first (OpenBao's cluster listener,
+//! Redis Cluster's bus) get both reserved together.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -31,7 +33,7 @@ const ATTEMPTS: u32 = 1_000;
 /// Panics if no free port is found after many attempts (the loopback range is
 /// exhausted), which is not something a test can recover from.
 pub fn free_port() -> u16 {
-    match reserve(1) {
+    match reserve(&[0]) {
         Ok(port) => port,
         Err(err) => panic!("{err}"),
     }
@@ -40,28 +42,42 @@ pub fn free_port() -> u16 {
 /// Returns a port `p` such that both `p` and `p + 1` are free and reserved (OpenBao
 /// binds its cluster listener on the API port plus one).
 pub(crate) fn free_port_pair() -> Result<u16> {
-    reserve(2)
+    reserve(&[0, 1])
 }
 
-/// Reserves `width` consecutive free ports and returns the first.
-fn reserve(width: u16) -> Result<u16> {
-    let range = candidate_range();
+/// Returns a port `p` such that both `p` and `p + offset` are free and reserved
+/// (a Redis Cluster node binds its cluster bus on its port plus 10000).
+pub(crate) fn free_port_with_companion(offset: u16) -> Result<u16> {
+    reserve(&[0, offset])
+}
+
+/// Reserves a port `p` such that `p + o` is free for every `o` in `offsets`, and
+/// returns `p`. Every companion lies below the ephemeral range too.
+fn reserve(offsets: &[u16]) -> Result<u16> {
+    let reach = offsets.iter().copied().max().unwrap_or(0);
+    let range = candidate_range().filter(|(low, high)| high - low > reach);
     let mut guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     let taken = guard.get_or_insert_with(HashSet::new);
     for attempt in 0..ATTEMPTS {
         let first = match range {
             Some((low, high)) => {
                 // The remainder is below `high - low`, so it always fits in a u16.
-                let span = u64::from(high - low - width);
+                let span = u64::from(high - low - reach);
                 low + u16::try_from(random(attempt) % span).unwrap_or(0)
             }
             None => kernel_port()?,
         };
-        let ports = first..first.saturating_add(width);
-        if ports.len() != usize::from(width) || ports.clone().any(|p| taken.contains(&p)) {
+        let Some(ports) = offsets
+            .iter()
+            .map(|&o| first.checked_add(o))
+            .collect::<Option<Vec<u16>>>()
+        else {
+            continue;
+        };
+        if ports.iter().any(|p| taken.contains(p)) {
             continue;
         }
-        if ports.clone().all(bindable) {
+        if ports.iter().all(|&p| bindable(p)) {
             taken.extend(ports);
             return Ok(first);
         }
@@ -126,5 +142,19 @@ mod tests {
         let guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = guard.as_ref().expect("set initialised");
         assert!(taken.contains(&first) && taken.contains(&(first + 1)));
+    }
+
+    #[test]
+    fn companions_are_reserved_below_the_ephemeral_range() {
+        let first = free_port_with_companion(10_000).expect("port with companion");
+        let guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = guard.as_ref().expect("set initialised");
+        assert!(taken.contains(&first) && taken.contains(&(first + 10_000)));
+        if let Some((_, high)) = candidate_range() {
+            assert!(
+                first + 10_000 < high,
+                "{first} + 10000 reaches the ephemeral range"
+            );
+        }
     }
 }

@@ -5,6 +5,10 @@
 //! Persistence is disabled (`--save "" --appendonly no`), so data does not survive
 //! [`Redis::stop`] / [`Redis::start_again`]; files the server writes into its dir
 //! (e.g. a cluster config file) do.
+//!
+//! A cluster-enabled node (`--cluster-enabled yes`) also binds its cluster bus on
+//! its port + [`CLUSTER_BUS_OFFSET`], so that port is reserved with the main one:
+//! a node whose bus port is taken fails to start.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,9 +18,13 @@ use tokio::process::Command;
 
 use crate::error::Result;
 use crate::paths::tool;
-use crate::ports::free_port;
+use crate::ports::{free_port, free_port_with_companion};
 use crate::probe;
 use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+
+/// How far above its port a Redis Cluster node binds its cluster bus (Redis's
+/// default when `--cluster-port` is not given).
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
 
 /// A running (or deliberately stopped) `redis-server` owning its temp dir.
 ///
@@ -41,13 +49,19 @@ impl Redis {
     /// arguments win), e.g. `["--requirepass", "pw"]`,
     /// `["--user", "alice", "on", ">pw", "~*", "+@all"]` or
     /// `["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]`
-    /// (relative paths resolve inside the temp dir).
+    /// (relative paths resolve inside the temp dir). In cluster mode the bus port
+    /// (port + 10000) is reserved too, unless `--cluster-port` is given.
     pub async fn start_with_args(args: &[&str]) -> Result<Self> {
         let server_bin = tool("redis-server")?;
         let cli_bin = tool("redis-cli")?;
+        let port = if needs_bus_port(args) {
+            free_port_with_companion(CLUSTER_BUS_OFFSET)?
+        } else {
+            free_port()
+        };
         let dir = process::temp_dir("redis")?;
         let mut redis = Self {
-            port: free_port(),
+            port,
             server_bin,
             cli_bin,
             extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -153,9 +167,52 @@ impl Redis {
     }
 }
 
+/// Whether `args` enable cluster mode with the bus on the default offset (the
+/// last `--cluster-enabled` wins, as in redis-server).
+fn needs_bus_port(args: &[&str]) -> bool {
+    let value_of = |option: &str| {
+        args.windows(2)
+            .rev()
+            .find(|pair| pair[0].eq_ignore_ascii_case(option))
+            .map(|pair| pair[1])
+    };
+    value_of("--cluster-enabled").is_some_and(|v| v.eq_ignore_ascii_case("yes"))
+        && value_of("--cluster-port").is_none_or(|v| v == "0")
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         self.process
             .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_mode_needs_the_bus_port() {
+        assert!(!needs_bus_port(&[]));
+        assert!(!needs_bus_port(&["--requirepass", "pw"]));
+        assert!(needs_bus_port(&["--cluster-enabled", "yes"]));
+        assert!(needs_bus_port(&[
+            "--cluster-enabled",
+            "YES",
+            "--cluster-port",
+            "0"
+        ]));
+        assert!(!needs_bus_port(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            "7000"
+        ]));
+        assert!(!needs_bus_port(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-enabled",
+            "no"
+        ]));
     }
 }
