@@ -1,6 +1,7 @@
 //! A real PostgreSQL server for tests: `initdb` into a temp dir, `postgres` on a
 //! free 127.0.0.1 port with password (scram-sha-256) auth, outage simulation via
-//! [`Postgres::stop`] / [`Postgres::start_again`], and a `psql` helper.
+//! [`Postgres::stop`] / [`Postgres::start_again`] and stall simulation via
+//! [`Postgres::pause`] / [`Postgres::resume`], and a `psql` helper.
 //!
 //! `initdb` refuses to run as root, so when the tests run as uid 0 both `initdb`
 //! and `postgres` run as the Debian `postgres` system user (the temp dir is chowned
@@ -16,6 +17,7 @@ use nix::unistd::{Gid, Uid, User, chown};
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
+use crate::freeze::FrozenTree;
 use crate::paths::tool;
 use crate::pki::IssuedCert;
 use crate::ports::free_port;
@@ -48,6 +50,8 @@ pub struct Postgres {
     /// `ssl=on` with this certificate and key file (in the data dir).
     tls: Option<(PathBuf, PathBuf)>,
     process: ServerProcess,
+    /// The server's process tree while [`pause`](Self::pause)d.
+    frozen: Option<FrozenTree>,
     dir: tempfile::TempDir,
 }
 
@@ -136,6 +140,7 @@ impl Postgres {
             run_as,
             tls,
             process: ServerProcess::new("postgres", root.join("postgres.log")),
+            frozen: None,
             dir,
         };
         pg.launch().await?;
@@ -181,8 +186,12 @@ impl Postgres {
 
     /// Fast shutdown (`SIGINT`, like `pg_ctl stop -m fast`): disconnects clients,
     /// checkpoints and exits. The data directory and port are kept for
-    /// [`start_again`](Self::start_again).
+    /// [`start_again`](Self::start_again). A paused server is resumed first, so it
+    /// can act on the signal.
     pub async fn stop(&mut self) -> Result<()> {
+        // Dropping the tree thaws it; a process that exited while frozen is no
+        // reason to fail the stop.
+        drop(self.frozen.take());
         self.process.stop(Signal::SIGINT, STOP_TIMEOUT).await?;
         Ok(())
     }
@@ -192,15 +201,25 @@ impl Postgres {
         self.launch().await
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is
-    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
+    /// Freezes the server (SIGSTOP to the postmaster and every child: the
+    /// backend serving each open connection, the background workers):
+    /// connections stay open but nothing is answered, like a network stall.
+    /// Stopping only the postmaster would leave open connections answered.
+    /// [`resume`](Self::resume) undoes it; pausing a paused server does nothing.
     pub fn pause(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGSTOP)
+        if self.frozen.is_none() {
+            self.frozen = Some(FrozenTree::freeze(self.process.pid()?)?);
+        }
+        Ok(())
     }
 
-    /// Resumes a paused server (SIGCONT).
+    /// Resumes a paused server (SIGCONT to the whole tree); does nothing if it
+    /// is not paused.
     pub fn resume(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGCONT)
+        match self.frozen.take() {
+            Some(tree) => tree.thaw(),
+            None => Ok(()),
+        }
     }
 
     /// Whether the server process is running.
@@ -293,6 +312,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        // A frozen server could not act on SIGQUIT: thaw it first.
+        drop(self.frozen.take());
         // SIGQUIT = immediate shutdown; wait so the temp dir is removed afterwards.
         self.process
             .shutdown_blocking(Signal::SIGQUIT, Duration::from_secs(5));
@@ -357,4 +378,55 @@ fn postmaster_ready(pid_file: &Path) -> bool {
     std::fs::read_to_string(pid_file)
         .map(|s| s.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state letter of `pid` (`T` = stopped), `None` once it is gone.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+    }
+
+    /// Polls until `pid` is (or is not) stopped; a vanished process counts as
+    /// not stopped.
+    async fn wait_state(pid: u32, stopped: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (state(pid) == Some('T')) != stopped {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} state {:?}, wanted stopped={stopped}",
+                state(pid)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn pause_freezes_the_whole_server_tree_and_resume_thaws_it() {
+        let mut pg = Postgres::start().await.expect("postgres starts");
+        pg.pause().expect("pause");
+        // Pausing twice keeps the first freeze (its tree still thaws on resume).
+        pg.pause().expect("pause again");
+        let pids = pg.frozen.as_ref().expect("frozen").pids().to_vec();
+        // The postmaster and its auxiliary processes (checkpointer, WAL writer, ...).
+        assert!(pids.len() > 1, "only {pids:?} frozen");
+        for &pid in &pids {
+            wait_state(pid, true).await;
+        }
+        pg.resume().expect("resume");
+        for &pid in &pids {
+            wait_state(pid, false).await;
+        }
+        assert_eq!(
+            pg.psql("SELECT 1").await.expect("answers after resume"),
+            "1"
+        );
+        // Resuming a running server is a no-op; stopping a paused one works.
+        pg.resume().expect("resume again");
+        pg.pause().expect("pause before stop");
+        pg.stop().await.expect("stop a paused server");
+    }
 }

@@ -141,14 +141,17 @@ impl ServerProcess {
         self.child.is_some() && matches!(self.try_status(), Ok(None))
     }
 
+    /// The pid of the running process.
+    pub(crate) fn pid(&self) -> Result<u32> {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .ok_or_else(|| Error::NotRunning(self.name.to_owned()))
+    }
+
     /// Sends `signal` without waiting (SIGSTOP/SIGCONT to simulate a stall).
     pub(crate) fn signal(&mut self, signal: Signal) -> Result<()> {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(|c| c.id())
-            .ok_or_else(|| Error::NotRunning(self.name.to_owned()))?;
-        send_signal(pid, signal)
+        send_signal(self.pid()?, signal)
     }
 
     /// Sends `signal` and waits for the process to exit; kills it if it is still
