@@ -323,7 +323,7 @@ impl Backend {
     /// the idempotent producer for good (seen with tansu after a broker
     /// stall: every later send fails `ProducerFenced`, yet librdkafka does
     /// not flag it fatal). Only a new producer (a new producer id) helps;
-    /// the plugin's health probe builds one ([`Backend::rebuild`]).
+    /// the plugin's rebuilder task builds one ([`Backend::rebuild`]).
     pub(crate) fn broken(&self) -> Option<String> {
         if let Some(reason) = self
             .broken
@@ -359,9 +359,10 @@ impl Backend {
     /// idempotent producer's id: a restarted tansu answers
     /// `UNKNOWN_PRODUCER_ID`, on which librdkafka bumps the epoch and retries
     /// until `produce_timeout`, forever, reporting only `MessageTimedOut`.
-    /// Such a producer is marked broken (and so replaced). Sends queued
-    /// before the broker answered again are not counted: after an ordinary
-    /// outage they are delivered or time out as usual.
+    /// Such a producer is marked broken (and so replaced by the rebuilder,
+    /// see [`crate::rebuilder`]). Sends queued before the broker answered
+    /// again are not counted: after an ordinary outage they are delivered
+    /// or time out as usual.
     pub(crate) fn broker_answers(&self, answers: bool) {
         let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
         if !answers {
@@ -407,7 +408,8 @@ impl Backend {
     /// A new backend (new producer and admin client, same settings and
     /// credentials) to replace this one after a fatal producer error;
     /// checked with a metadata round trip like [`Backend::connect`], but
-    /// within the health probe's bound (the rebuild runs inside one).
+    /// within the health probe's bound (at most 1 s) so the rebuilder's
+    /// attempts stay short and it retries soon when the broker is not back.
     pub(crate) async fn rebuild(&self) -> Result<Backend, Error> {
         let vault = self.auth_hook.clone().map(|hook| (self.generation, hook));
         Backend::connect_within(&self.config, vault, self.health_timeout).await

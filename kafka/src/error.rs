@@ -24,7 +24,7 @@ pub(crate) enum Error {
         /// failure), which says *why* no broker answered.
         cause: Option<Box<str>>,
     },
-    /// The producer hit a fatal error; the health probe replaces it.
+    /// The producer hit a fatal error; the plugin's rebuilder replaces it.
     #[error("kafka producer failed fatally ({reason}); a new one is being built")]
     Fatal {
         /// librdkafka's error code and explanation.
@@ -83,7 +83,7 @@ impl From<Error> for prism_plugin_core::Error {
         match err {
             Error::Client(_) => prism_plugin_core::Error::config(err.to_string()),
             // A broker that is down now may be up later; a fatal producer is
-            // replaced by the health probe.
+            // replaced by the plugin's rebuilder.
             Error::Unreachable { .. } | Error::Fatal { .. } => {
                 prism_plugin_core::Error::Unavailable(err.to_string())
             }

@@ -9,6 +9,7 @@ mod backend;
 mod config;
 mod error;
 mod plugin;
+mod rebuilder;
 mod service;
 mod stream;
 

@@ -1,10 +1,9 @@
-//! The `Plugin` implementation: wires the Kafka backend, the data services
-//! and (with Vault) the SASL credential rotation into core's lifecycle
-//! (initialize, health, drain, stop).
+//! The `Plugin` implementation: wires the Kafka backend, the data services,
+//! the producer rebuilder and (with Vault) the SASL credential rotation into
+//! core's lifecycle (initialize, start, health, drain, stop).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
@@ -19,31 +18,40 @@ use prism_plugin_core::vault::SecretEngine;
 
 use crate::backend::Backend;
 use crate::config::KafkaConfig;
+use crate::rebuilder::{Rebuilder, Rebuilds};
 use crate::service::KafkaService;
 use crate::stream::StreamSet;
 
 /// How long `drain` waits for streams to store their offsets and leave their
 /// groups (each needs a broker round trip or two).
 const STREAM_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Least time between two attempts to replace a failed producer (each one
-/// creates librdkafka clients and waits for a metadata round trip).
-const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Kafka plugin: the current backend in a [`Slot`] that `initialize`
-/// (and a Vault rotation) replaces, the running streams, and the rotation.
+/// (and a Vault rotation, and the rebuilder) replaces, the running streams,
+/// and the background tasks.
 #[derive(Default)]
 pub(crate) struct KafkaPlugin {
     backend: Arc<Slot<Backend>>,
     streams: Arc<StreamSet>,
-    /// The Vault rotation task; serialises initialize and stop.
-    rotator: tokio::sync::Mutex<Option<Rotator>>,
+    /// Serialises initialize, start and stop; the tasks they own.
+    tasks: tokio::sync::Mutex<Tasks>,
     /// What health reports about Vault; `None` without Vault.
     vault: RwLock<Option<Arc<View>>>,
-    /// Replacing a producer that failed fatally: one attempt at a time
-    /// (health probes may overlap), the time of the last attempt.
-    rebuilding: tokio::sync::Mutex<Option<Instant>>,
-    /// Producers replaced after a fatal error (health detail `producer_rebuilds`).
-    rebuilds: AtomicU64,
+    /// What the rebuilder reports to health.
+    rebuilds: Arc<Rebuilds>,
+}
+
+/// Background tasks owned by the plugin; `None` before they are started and
+/// after stop.
+#[derive(Default)]
+struct Tasks {
+    /// The Vault rotation, started by `initialize`.
+    rotator: Option<Rotator>,
+    /// Replaces a producer that failed fatally; started by `start`.
+    rebuilder: Option<Rebuilder>,
+    /// The context of the latest `initialize` (the plugin's cancellation
+    /// token), for the tasks `start` spawns.
+    context: Option<Context>,
 }
 
 /// Builds a backend whose SASL credentials come from one Vault KV v2
@@ -145,43 +153,6 @@ impl KafkaPlugin {
             Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
         }
     }
-
-    /// Replaces `broken` (whose producer failed fatally) with a new backend
-    /// built from the same settings and credentials, through the same slot
-    /// swap as re-initialize and a Vault rotation: publishes in flight on
-    /// the old producer end with its error (UNAVAILABLE) or at their
-    /// deadline, and it is closed when the last of them lets go. Records
-    /// it acknowledged were acknowledged by the broker; nothing is resent.
-    /// Returns what happened, for the health message.
-    async fn rebuild_producer(&self, broken: &Arc<Backend>) -> String {
-        let Ok(mut last) = self.rebuilding.try_lock() else {
-            return "a new producer is being built".to_string();
-        };
-        if last.is_some_and(|at| at.elapsed() < REBUILD_INTERVAL) {
-            return "building a new producer again shortly".to_string();
-        }
-        *last = Some(Instant::now());
-        match broken.rebuild().await {
-            // Only the backend that failed is replaced: a re-initialize or
-            // a Vault rotation may have swapped in a newer one meanwhile.
-            Ok(fresh) => match self.backend.get() {
-                Ok(current) if Arc::ptr_eq(&current, broken) => {
-                    drop(self.backend.replace(Arc::new(fresh)));
-                    let count = self.rebuilds.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(
-                        rebuilds = count,
-                        "replaced the failed kafka producer with a new one"
-                    );
-                    "replaced it with a new producer".to_string()
-                }
-                _ => "the backend was replaced meanwhile".to_string(),
-            },
-            Err(err) => {
-                tracing::warn!(error = %err, "building a new kafka producer failed; retrying");
-                format!("building a new producer failed: {err}")
-            }
-        }
-    }
 }
 
 #[prism_plugin_core::async_trait]
@@ -249,7 +220,7 @@ impl Plugin for KafkaPlugin {
                 config.security_protocol.as_str()
             )));
         }
-        let mut rotator = self.rotator.lock().await;
+        let mut tasks = self.tasks.lock().await;
         let (backend, rotation) = if ctx.vault.enabled() {
             let connect = connector(config.clone(), self.streams.clone());
             let first = Rotator::first(&ctx.vault, &ctx.shutdown, &connect).await?;
@@ -260,7 +231,7 @@ impl Plugin for KafkaPlugin {
         self.streams.attach(&ctx.shutdown);
         // An old rotation stops before the new backend goes in, so it cannot
         // swap in a backend built from the previous config afterwards.
-        let old_source = match rotator.take() {
+        let old_source = match tasks.rotator.take() {
             Some(old) => Some(old.stop().await),
             None => None,
         };
@@ -272,13 +243,27 @@ impl Plugin for KafkaPlugin {
             let spawned =
                 Rotator::spawn(source, alarm, self.backend.clone(), connect, &ctx.shutdown);
             let view = spawned.view();
-            *rotator = Some(spawned);
+            tasks.rotator = Some(spawned);
             view
         });
+        tasks.context = Some(ctx.clone());
         *self.vault.write().unwrap_or_else(|e| e.into_inner()) = view;
         if let Some(source) = old_source {
             // KV v2 has no lease: this only stops the old token's renewal.
             source.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Starts the producer rebuilder (once: Start may come again after a
+    /// re-initialize; the rebuilder follows whatever backend is current).
+    async fn start(&self) -> Result<(), CoreError> {
+        let mut tasks = self.tasks.lock().await;
+        if tasks.rebuilder.is_none()
+            && let Some(ctx) = &tasks.context
+        {
+            let rebuilder = Rebuilder::spawn(self.backend.clone(), self.rebuilds.clone(), ctx);
+            tasks.rebuilder = Some(rebuilder);
         }
         Ok(())
     }
@@ -289,12 +274,14 @@ impl Plugin for KafkaPlugin {
             Err(err) => return HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
         };
         let report = if let Some(reason) = backend.broken() {
-            // Not serving while publishes cannot succeed; the next probe
-            // reports on the replacement.
-            let outcome = self.rebuild_producer(&backend).await;
+            // Not serving while publishes cannot succeed; the rebuilder
+            // replaces the producer and asks for a new probe when it has.
             HealthReport::new(
                 HealthStatus::Unhealthy,
-                format!("kafka producer failed fatally ({reason}); {outcome}"),
+                format!(
+                    "kafka producer failed fatally ({reason}); {}",
+                    self.rebuilds.progress()
+                ),
             )
         } else {
             self.cluster_health(&backend).await
@@ -302,7 +289,7 @@ impl Plugin for KafkaPlugin {
         let mut report = report
             .detail("bootstrap", backend.bootstrap())
             .detail("streams", self.streams.len())
-            .detail("producer_rebuilds", self.rebuilds.load(Ordering::Relaxed));
+            .detail("producer_rebuilds", self.rebuilds.count());
         let vault = self.vault.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(vault) = vault {
             // No secrets in here: user name, versions, counters.
@@ -330,7 +317,14 @@ impl Plugin for KafkaPlugin {
     }
 
     async fn stop(&self) -> Result<(), CoreError> {
-        let source = match self.rotator.lock().await.take() {
+        let mut tasks = self.tasks.lock().await;
+        // The rebuilder first, so it cannot swap a new producer in after
+        // the backend is taken below.
+        if let Some(rebuilder) = tasks.rebuilder.take() {
+            rebuilder.stop().await;
+        }
+        tasks.context = None;
+        let source = match tasks.rotator.take() {
             Some(rotator) => Some(rotator.stop().await),
             None => None,
         };
