@@ -163,6 +163,33 @@ pub const CORE_ENV_ALIASES: &[(&str, &str)] = &[
     ("PRISM_METRICS_PORT", "metrics.port"),
 ];
 
+/// Every conventional (non-`PRISM_*`) environment name a plugin's config
+/// understands: the vault aliases ([`VAULT_ENV_ALIASES`](crate::vault::VAULT_ENV_ALIASES))
+/// and each plugin's [`Plugin::ENV_ALIASES`](crate::Plugin::ENV_ALIASES)
+/// (postgres, kafka, redis). The one list of them outside the plugins: the
+/// watcher passes these (and every `PRISM_*` variable) into containers, and the
+/// testkit removes them from the environment plugin tests inherit. A new alias
+/// belongs here too.
+pub const CONVENTIONAL_ENV: &[&str] = &[
+    // prism-postgres
+    "DATABASE_URL",
+    "POSTGRES_POOL_SIZE",
+    // prism-kafka
+    "KAFKA_BROKERS",
+    "KAFKA_TOPIC",
+    "KAFKA_CONSUMER_GROUP",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    // prism-redis
+    "REDIS_ADDRESS",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    // vault (core)
+    "VAULT_ADDR",
+    "VAULT_NAMESPACE",
+    "VAULT_TOKEN",
+];
+
 /// Values given on the command line, the layer above the environment.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlagOverrides {
@@ -570,6 +597,21 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.backend.address, "nested:2");
+    }
+
+    #[test]
+    fn every_core_alias_is_a_conventional_name() {
+        let core_aliases = CORE_ENV_ALIASES
+            .iter()
+            .chain(crate::vault::VAULT_ENV_ALIASES)
+            .map(|(name, _)| *name)
+            .filter(|name| !name.starts_with("PRISM_"));
+        for name in core_aliases {
+            assert!(
+                CONVENTIONAL_ENV.contains(&name),
+                "{name} not in CONVENTIONAL_ENV"
+            );
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use kafka::Kafka;
 pub use kafka_proxy::{KafkaProxy, ProxyOptions};
 pub use paths::{grpcurl, tool, venv_dir, workspace_root};
 pub use pki::{IssuedCert, TestCa};
-pub use plugin::{PluginProcess, SCRUBBED_ENV};
+pub use plugin::PluginProcess;
 pub use ports::free_port;
 pub use postgres::{POSTGRES_DB, POSTGRES_PASSWORD, POSTGRES_USER, Postgres};
 pub use redis::Redis;

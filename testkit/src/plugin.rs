@@ -11,29 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use prism_plugin_core::config::CONVENTIONAL_ENV;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::process::{describe, send_signal, tail};
-
-/// Conventional configuration variables removed from the inherited environment
-/// (in addition to every `PRISM_*` variable) so plugin tests are hermetic.
-pub const SCRUBBED_ENV: &[&str] = &[
-    "DATABASE_URL",
-    "POSTGRES_POOL_SIZE",
-    "KAFKA_BROKERS",
-    "KAFKA_TOPIC",
-    "KAFKA_CONSUMER_GROUP",
-    "KAFKA_SASL_USERNAME",
-    "KAFKA_SASL_PASSWORD",
-    "REDIS_ADDRESS",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "VAULT_ADDR",
-    "VAULT_TOKEN",
-];
 
 /// How long [`PluginProcess::wait_exit`] waits for the output pipes to drain after
 /// the process exited (a grandchild may keep them open).
@@ -80,7 +64,8 @@ pub struct PluginProcess {
 
 impl PluginProcess {
     /// Spawns `path` with `args`. The inherited environment is kept except every
-    /// `PRISM_*` variable and the names in [`SCRUBBED_ENV`]; then `envs` is applied.
+    /// `PRISM_*` variable and the conventional names a plugin's config understands
+    /// ([`CONVENTIONAL_ENV`]), so plugin tests are hermetic; then `envs` is applied.
     /// stdin is closed; stdout and stderr are captured (see [`logs`](Self::logs)).
     pub async fn spawn(
         path: impl AsRef<Path>,
@@ -234,7 +219,7 @@ impl PluginProcess {
 /// Whether an inherited variable is removed before spawning a plugin.
 fn is_scrubbed(key: &OsStr) -> bool {
     let key = key.to_string_lossy();
-    key.starts_with("PRISM_") || SCRUBBED_ENV.contains(&key.as_ref())
+    key.starts_with("PRISM_") || CONVENTIONAL_ENV.contains(&key.as_ref())
 }
 
 /// The command for a plugin: inherited variables named in `inherited` that are
@@ -250,7 +235,7 @@ fn hermetic_command(
     for key in inherited.filter(|k| is_scrubbed(k)) {
         cmd.env_remove(key);
     }
-    for key in SCRUBBED_ENV {
+    for key in CONVENTIONAL_ENV {
         cmd.env_remove(key);
     }
     cmd.envs(envs.iter().copied())

@@ -1,12 +1,14 @@
 //! `--mode podman`: after a good image build, replace the plugin's container
 //! (`podman stop` sends SIGTERM and waits, like process mode), run the new image
 //! on the host network, and wait until it is up. Containers run read-only as the
-//! image's user with the conventional backend variables passed through.
+//! image's user with every `PRISM_*` variable and the conventional backend ones
+//! ([`CONVENTIONAL_ENV`]) passed through.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use prism_plugin_core::config::CONVENTIONAL_ENV;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -14,23 +16,6 @@ use crate::cli::Ready;
 use crate::error::{Error, Result};
 use crate::ready::{Up, wait_up};
 use crate::workspace::Plugin;
-
-/// Variables passed from the watcher's environment into every container (only
-/// when set), besides every `PRISM_*` one.
-const PASSED_ENV: &[&str] = &[
-    "DATABASE_URL",
-    "POSTGRES_POOL_SIZE",
-    "KAFKA_BROKERS",
-    "KAFKA_TOPIC",
-    "KAFKA_CONSUMER_GROUP",
-    "KAFKA_SASL_USERNAME",
-    "KAFKA_SASL_PASSWORD",
-    "REDIS_ADDRESS",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "VAULT_ADDR",
-    "VAULT_TOKEN",
-];
 
 /// The containers the watcher started.
 #[derive(Debug)]
@@ -148,7 +133,9 @@ impl Containers {
         .collect();
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy().into_owned();
-            if key.starts_with("PRISM_") || PASSED_ENV.contains(&key.as_str()) {
+            // `--env NAME` without a value copies the watcher's: no secret on the
+            // podman command line.
+            if key.starts_with("PRISM_") || CONVENTIONAL_ENV.contains(&key.as_str()) {
                 args.push("--env".to_owned());
                 args.push(key);
             }
