@@ -1,5 +1,5 @@
 //! [`Plugin`]: one built plugin binary (postgres, redis or kafka) spawned by
-//! `prism-testkit` with text logs and a short health interval, a lazily
+//! `prism_testkit::lifecycle` with text logs and a short health interval, a lazily
 //! (re)connecting gRPC channel to it, and helpers to read its health; plus
 //! small request builders shared by the fault tests.
 
@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyValueBasicInterfaceClient;
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_client::KeyValueBatchInterfaceClient;
 use prism_plugin_core::proto::keyvalue::{BatchGetRequest, GetRequest, SetRequest};
-use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
-use prism_plugin_core::proto::pubsub::{StartPosition, TailRequest, tail_request};
+use prism_plugin_core::proto::pubsub::{PublishRequest, StartPosition, TailRequest, tail_request};
+use prism_testkit::lifecycle::{health_check, spawn_plugin};
 use prism_testkit::{PluginProcess, ServingStatus, health_status, wait_for_health};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::{Backend, Load, LoadOptions};
 
 /// How long a plugin may take from spawn to readiness SERVING (a loaded
 /// 2-core machine runs several test servers at once).
@@ -35,6 +36,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The short name the tests print (`postgres`, `redis`, `kafka`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+            Kind::Kafka => "kafka",
+        }
+    }
+
     /// The binary's name.
     pub fn binary_name(self) -> &'static str {
         match self {
@@ -80,30 +90,33 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Spawns `kind` on `port` with text logs, a 200 ms health interval and
-    /// `envs` (applied last, so they win), without waiting for it.
-    pub async fn spawn(kind: Kind, port: u16, envs: &[(&str, &str)]) -> Plugin {
-        Self::spawn_with_args(kind, port, &[], envs).await
+    /// Spawns `kind` on a free port with text logs, a 200 ms health interval
+    /// and `envs` (applied last, so they win), without waiting for it.
+    pub async fn spawn(kind: Kind, envs: &[(&str, &str)]) -> Plugin {
+        let bin = binary(kind.binary_name());
+        let bin = bin.to_str().expect("the binary's path is UTF-8");
+        let (process, port) = spawn_plugin(bin, &with_health_interval(envs)).await;
+        Self::connect(kind, process, port)
     }
 
-    /// Like [`spawn`](Self::spawn) with extra command-line arguments.
-    pub async fn spawn_with_args(
-        kind: Kind,
-        port: u16,
-        args: &[&str],
-        envs: &[(&str, &str)],
-    ) -> Plugin {
-        let mut all = vec![
-            ("PRISM_LOG_FORMAT", "text"),
-            ("PRISM_CONTROL_PLANE__HEALTH_INTERVAL", "200ms"),
-        ];
-        all.extend_from_slice(envs);
-        let port_arg = port.to_string();
-        let mut full_args = vec!["--grpc-port", port_arg.as_str()];
-        full_args.extend_from_slice(args);
-        let process = PluginProcess::spawn(binary(kind.binary_name()), &full_args, &all)
-            .await
-            .expect("plugin spawns");
+    /// Like [`spawn`](Self::spawn) on a given `port` (a restarted plugin on
+    /// the address its clients know): `lifecycle::spawn_plugin` always picks
+    /// a free port, so this passes the same arguments itself.
+    pub async fn spawn_on(kind: Kind, port: u16, envs: &[(&str, &str)]) -> Plugin {
+        let mut all = vec![("PRISM_LOG_FORMAT", "text")];
+        all.extend_from_slice(&with_health_interval(envs));
+        let process = PluginProcess::spawn(
+            binary(kind.binary_name()),
+            &["--grpc-port", &port.to_string()],
+            &all,
+        )
+        .await
+        .expect("plugin spawns");
+        Self::connect(kind, process, port)
+    }
+
+    /// The handle for `process` listening on `port`, with a lazy channel.
+    fn connect(kind: Kind, process: PluginProcess, port: u16) -> Plugin {
         let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
             .expect("endpoint")
             .connect_timeout(Duration::from_secs(1))
@@ -118,9 +131,18 @@ impl Plugin {
 
     /// Spawns and waits for readiness SERVING.
     pub async fn start(kind: Kind, envs: &[(&str, &str)]) -> Plugin {
-        let plugin = Self::spawn(kind, prism_testkit::free_port(), envs).await;
+        let plugin = Self::spawn(kind, envs).await;
         plugin.wait_for(ServingStatus::Serving, STARTUP).await;
         plugin
+    }
+
+    /// Spawns the plugin for `backend` (its address, then `envs`) and waits
+    /// for readiness SERVING.
+    pub async fn start_for(backend: &Backend, envs: &[(&str, &str)]) -> Plugin {
+        let (var, address) = backend.address();
+        let mut all = vec![(var, address.as_str())];
+        all.extend_from_slice(envs);
+        Self::start(backend.kind(), &all).await
     }
 
     /// Waits until readiness is `want`; panics with the plugin's log tail.
@@ -142,14 +164,7 @@ impl Plugin {
 
     /// The lifecycle `HealthCheck` details.
     pub async fn health_details(&self) -> BTreeMap<String, String> {
-        LifecycleInterfaceClient::new(self.channel.clone())
-            .health_check(HealthCheckRequest {})
-            .await
-            .expect("HealthCheck answers")
-            .into_inner()
-            .details
-            .into_iter()
-            .collect()
+        health_check(self.port).await.details.into_iter().collect()
     }
 
     /// A KeyValue basic client.
@@ -224,6 +239,53 @@ impl Plugin {
         missing
     }
 
+    /// A KeyValue load: caller `c` Sets the new key `c<c>-<seq>` to
+    /// `value_of(key)` with a `grpc-timeout` of `deadline`, and acknowledges
+    /// the key.
+    pub fn set_load(
+        &self,
+        options: LoadOptions,
+        deadline: Duration,
+        value_of: fn(&str) -> String,
+    ) -> Load {
+        let kv = self.kv();
+        Load::start(options, move |caller, seq| {
+            let mut kv = kv.clone();
+            async move {
+                let key = format!("c{caller}-{seq}");
+                kv.set(with_deadline(kv_set(&key, &value_of(&key)), deadline))
+                    .await?;
+                Ok(Some(key))
+            }
+        })
+    }
+
+    /// A pub/sub load: caller `c` Publishes the payload `c<c>-<seq>` to
+    /// `topic` (partition key `c<c>`) with a `grpc-timeout` of `deadline`,
+    /// and acknowledges the payload.
+    pub fn publish_load(
+        &self,
+        options: LoadOptions,
+        topic: &'static str,
+        deadline: Duration,
+    ) -> Load {
+        let pubsub = self.pubsub();
+        Load::start(options, move |caller, seq| {
+            let mut pubsub = pubsub.clone();
+            async move {
+                let payload = format!("c{caller}-{seq}");
+                let request = PublishRequest {
+                    topic: topic.to_string(),
+                    payload: payload.clone().into_bytes().into(),
+                    metadata: Default::default(),
+                    partition_key: format!("c{caller}"),
+                };
+                pubsub.publish(with_deadline(request, deadline)).await?;
+                Ok(Some(payload))
+            }
+        })
+    }
+
     /// A pub/sub client.
     pub fn pubsub(&self) -> PubSubBasicInterfaceClient<Channel> {
         PubSubBasicInterfaceClient::new(self.channel.clone())
@@ -245,6 +307,14 @@ impl Plugin {
             tail(&self.process.logs(), 40)
         );
     }
+}
+
+/// `envs` after a 200 ms health interval (so `envs` may override it): the
+/// fault tests wait on health transitions.
+fn with_health_interval<'a>(envs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("PRISM_CONTROL_PLANE__HEALTH_INTERVAL", "200ms")];
+    all.extend_from_slice(envs);
+    all
 }
 
 /// The last `n` lines of `text`.

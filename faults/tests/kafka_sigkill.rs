@@ -140,7 +140,7 @@ async fn sigkill_during_acknowledged_consume_loses_nothing_and_redelivers_the_un
     let env = envs(&brokers);
     let publisher = Plugin::start(Kind::Kafka, &env).await;
     let port = prism_testkit::free_port();
-    let mut consumer_plugin = Plugin::spawn(Kind::Kafka, port, &env).await;
+    let mut consumer_plugin = Plugin::spawn_on(Kind::Kafka, port, &env).await;
     consumer_plugin.wait_for(ServingStatus::Serving, WAIT).await;
 
     // Two publishers through the other plugin instance, all along.
@@ -196,7 +196,7 @@ async fn sigkill_during_acknowledged_consume_loses_nothing_and_redelivers_the_un
     let before = first.session;
 
     // Restart on the same port; the client reopens in the same group.
-    let consumer_plugin = Plugin::spawn(Kind::Kafka, port, &env).await;
+    let consumer_plugin = Plugin::spawn_on(Kind::Kafka, port, &env).await;
     consumer_plugin.wait_for(ServingStatus::Serving, WAIT).await;
     let mut second = Consumer::open(&consumer_plugin).await;
     // Publish a little longer after the restart, then stop publishing.

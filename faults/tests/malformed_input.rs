@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
-use prism_faults::{Kind, Plugin, kv_get, kv_set, with_deadline};
+use prism_faults::{Backend, Kind, Plugin, kv_get, kv_set, with_deadline};
 use prism_plugin_core::proto::pubsub::PublishRequest;
-use prism_testkit::{Kafka, Postgres, Redis, ServingStatus};
+use prism_testkit::ServingStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tower::ServiceExt;
@@ -203,10 +203,12 @@ async fn malformed_cases(name: &str, plugin: &mut Plugin, path: &str) {
         .await;
 }
 
-async fn spawn(kind: Kind, envs: &[(&str, &str)]) -> Plugin {
-    let mut all = vec![("PRISM_CONTROL_PLANE__MAX_MESSAGE_BYTES", MAX_MESSAGE)];
-    all.extend_from_slice(envs);
-    Plugin::start(kind, &all).await
+/// Starts the backend of `kind` and the plugin on it with the message limit.
+async fn start(kind: Kind) -> (Backend, Plugin) {
+    let backend = Backend::start(kind).await;
+    let envs = [("PRISM_CONTROL_PLANE__MAX_MESSAGE_BYTES", MAX_MESSAGE)];
+    let plugin = Plugin::start_for(&backend, &envs).await;
+    (backend, plugin)
 }
 
 /// A well-formed Set just over the message limit, then a normal Set/Get.
@@ -244,27 +246,21 @@ const KV_GET: &str = "/prism.interfaces.keyvalue.KeyValueBasicInterface/Get";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_answers_malformed_frames_with_clean_errors_and_keeps_serving() {
-    let pg = Postgres::start().await.expect("postgres starts");
-    let url = pg.url();
-    let mut plugin = spawn(Kind::Postgres, &[("DATABASE_URL", url.as_str())]).await;
+    let (_pg, mut plugin) = start(Kind::Postgres).await;
     malformed_cases("postgres", &mut plugin, KV_GET).await;
     oversized_then_normal_kv("postgres", &plugin).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_answers_malformed_frames_with_clean_errors_and_keeps_serving() {
-    let redis = Redis::start().await.expect("redis starts");
-    let addr = redis.addr();
-    let mut plugin = spawn(Kind::Redis, &[("REDIS_ADDRESS", addr.as_str())]).await;
+    let (_redis, mut plugin) = start(Kind::Redis).await;
     malformed_cases("redis", &mut plugin, KV_GET).await;
     oversized_then_normal_kv("redis", &plugin).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_answers_malformed_frames_with_clean_errors_and_keeps_serving() {
-    let kafka = Kafka::start().await.expect("tansu starts");
-    let brokers = kafka.bootstrap();
-    let mut plugin = spawn(Kind::Kafka, &[("KAFKA_BROKERS", brokers.as_str())]).await;
+    let (_kafka, mut plugin) = start(Kind::Kafka).await;
     malformed_cases(
         "kafka",
         &mut plugin,

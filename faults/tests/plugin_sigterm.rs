@@ -10,9 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use prism_faults::{
-    CallRecord, Kind, Load, LoadOptions, Plugin, Report, kv_get, kv_set, with_deadline,
-};
+use prism_faults::{CallRecord, Kind, Load, LoadOptions, Plugin, Report, kv_get, with_deadline};
 use prism_plugin_core::proto::pubsub::PublishRequest;
 use prism_testkit::{Kafka, Postgres, Redis};
 use tokio::task::JoinHandle;
@@ -183,15 +181,7 @@ async fn spawn_plugin(kind: Kind, envs: &[(&str, &str)]) -> Plugin {
 }
 
 fn kv_load(plugin: &Plugin) -> Load {
-    let kv = plugin.kv();
-    Load::start(options(), move |caller, seq| {
-        let mut kv = kv.clone();
-        async move {
-            let key = format!("c{caller}-{seq}");
-            kv.set(with_deadline(kv_set(&key, "v"), DEADLINE)).await?;
-            Ok(Some(key))
-        }
-    })
+    plugin.set_load(options(), DEADLINE, |_| "v".into())
 }
 
 fn held_gets(plugin: &Plugin, n: usize) -> Held {

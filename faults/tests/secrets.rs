@@ -11,10 +11,11 @@
 use std::time::{Duration, Instant};
 
 use prism_faults::{Kind, Plugin, binary, kv_get, kv_set, vault};
+use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, InitializeRequest};
 use prism_plugin_core::proto::pubsub::PublishRequest;
 use prism_testkit::Tee;
+use prism_testkit::lifecycle::{self, health_check, text};
 use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -68,22 +69,22 @@ async fn observe<F, Fut>(
 {
     let mut all = vec![("PRISM_LOG_LEVEL", "debug")];
     all.extend_from_slice(envs);
-    let plugin = Plugin::spawn(kind, free_port(), &all).await;
+    let plugin = Plugin::spawn(kind, &all).await;
     plugin
         .wait_for_service("liveness", ServingStatus::Serving, WAIT)
         .await;
-    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
     if ready {
         plugin.wait_for(ServingStatus::Serving, WAIT).await;
     } else {
         // Let it try (and log) a few times: the initial retries back off
         // from 100 ms.
+        let client = LifecycleInterfaceClient::new(plugin.channel.clone());
         let started = Instant::now();
         let failing = prism_faults::poll_until(WAIT, || {
-            let mut lifecycle = lifecycle.clone();
+            let mut client = client.clone();
             async move {
                 started.elapsed() > Duration::from_millis(1500)
-                    && lifecycle
+                    && client
                         .health_check(HealthCheckRequest {})
                         .await
                         .is_ok_and(|r| r.into_inner().status != 1)
@@ -92,11 +93,7 @@ async fn observe<F, Fut>(
         .await;
         assert!(failing, "{label}: health reports the failure");
     }
-    let health = lifecycle
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner();
+    let health = health_check(plugin.port).await;
     out.add(format!("{label}: HealthCheck message"), health.message);
     out.add(
         format!("{label}: HealthCheck details"),
@@ -104,33 +101,11 @@ async fn observe<F, Fut>(
     );
     let mut plugin = exercise(plugin).await;
     if !initialize.is_empty() {
-        let fields = initialize
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    prost_types::Value {
-                        kind: Some(prost_types::value::Kind::StringValue(v.to_string())),
-                    },
-                )
-            })
-            .collect();
-        let reply = lifecycle
-            .initialize(InitializeRequest {
-                name: String::new(),
-                version: String::new(),
-                config: Some(prost_types::Struct { fields }),
-            })
-            .await
-            .expect("Initialize answers in-band")
-            .into_inner();
+        let fields = initialize.iter().map(|(k, v)| (*k, text(v))).collect();
+        let reply = lifecycle::initialize(plugin.port, fields).await;
         eprintln!("[{label}] Initialize override: success {}", reply.success);
         out.add(format!("{label}: Initialize error"), reply.error);
-        let health = lifecycle
-            .health_check(HealthCheckRequest {})
-            .await
-            .expect("HealthCheck")
-            .into_inner();
+        let health = health_check(plugin.port).await;
         out.add(
             format!("{label}: HealthCheck after Initialize"),
             format!("{} {:?}", health.message, health.details),

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use prism_faults::{Kind, Load, LoadOptions, Plugin, Report, kv_set, vault, with_deadline};
+use prism_faults::{Kind, Load, LoadOptions, Plugin, Report, vault};
 use prism_testkit::{Postgres, ServingStatus, Vault};
 
 /// Generous bound for waits.
@@ -41,23 +41,12 @@ async fn plugin_on_vault(pg: &Postgres, vault: &Vault) -> Plugin {
 }
 
 fn kv_load(plugin: &Plugin) -> Load {
-    let kv = plugin.kv();
-    Load::start(
-        LoadOptions {
-            callers: 4,
-            hang_limit: Duration::from_secs(6),
-            ..LoadOptions::default()
-        },
-        move |caller, seq| {
-            let mut kv = kv.clone();
-            async move {
-                let key = format!("c{caller}-{seq}");
-                kv.set(with_deadline(kv_set(&key, "v"), Duration::from_secs(2)))
-                    .await?;
-                Ok(Some(key))
-            }
-        },
-    )
+    let options = LoadOptions {
+        callers: 4,
+        hang_limit: Duration::from_secs(6),
+        ..LoadOptions::default()
+    };
+    plugin.set_load(options, Duration::from_secs(2), |_| "v".into())
 }
 
 fn number(details: &BTreeMap<String, String>, key: &str) -> u64 {
