@@ -2,6 +2,7 @@
 //! do: spawn it on a free port, wait for several health services, call
 //! `Initialize` with a config `Struct`, read the lifecycle `HealthCheck` report.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
@@ -13,14 +14,28 @@ use tonic::transport::Channel;
 use crate::{PluginProcess, ServingStatus, free_port, wait_for_health};
 
 /// Spawns the plugin binary `bin` on a free port with text logs and `envs`.
-pub async fn spawn_plugin(bin: &str, envs: &[(&str, &str)]) -> (PluginProcess, u16) {
+pub async fn spawn_plugin(bin: impl AsRef<Path>, envs: &[(&str, &str)]) -> (PluginProcess, u16) {
     let port = free_port();
-    let mut all = vec![("PRISM_LOG_FORMAT", "text")];
-    all.extend_from_slice(envs);
-    let plugin = PluginProcess::spawn(bin, &["--grpc-port", &port.to_string()], &all)
+    (spawn_plugin_on(bin, port, &[], envs).await, port)
+}
+
+/// Spawns the plugin binary `bin` on `port` (e.g. a restarted plugin on the
+/// address its clients know) with `args` after `--grpc-port`, text logs and
+/// `envs` (applied last, so they win).
+pub async fn spawn_plugin_on(
+    bin: impl AsRef<Path>,
+    port: u16,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> PluginProcess {
+    let port = port.to_string();
+    let mut all_args = vec!["--grpc-port", port.as_str()];
+    all_args.extend_from_slice(args);
+    let mut all_envs = vec![("PRISM_LOG_FORMAT", "text")];
+    all_envs.extend_from_slice(envs);
+    PluginProcess::spawn(bin, &all_args, &all_envs)
         .await
-        .expect("plugin spawns");
-    (plugin, port)
+        .expect("plugin spawns")
 }
 
 /// Waits until every health service in `services` reports `want`; returns how
@@ -31,12 +46,41 @@ pub async fn wait_all_health(
     want: ServingStatus,
     timeout: Duration,
 ) -> Duration {
+    wait_health(None, port, services, want, timeout).await
+}
+
+/// Like [`wait_all_health`] for `plugin` listening on `port`: the panic on
+/// timeout also quotes the plugin's last log lines.
+pub async fn wait_plugin_health(
+    plugin: &PluginProcess,
+    port: u16,
+    services: &[&str],
+    want: ServingStatus,
+    timeout: Duration,
+) -> Duration {
+    wait_health(Some(plugin), port, services, want, timeout).await
+}
+
+async fn wait_health(
+    plugin: Option<&PluginProcess>,
+    port: u16,
+    services: &[&str],
+    want: ServingStatus,
+    timeout: Duration,
+) -> Duration {
     let start = Instant::now();
     for service in services {
         let left = timeout.saturating_sub(start.elapsed());
-        wait_for_health(port, service, want, left)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        if let Err(err) = wait_for_health(port, service, want, left).await {
+            match plugin {
+                Some(plugin) => panic!(
+                    "{err}\n{} last lines:\n{}",
+                    plugin.name(),
+                    plugin.log_tail()
+                ),
+                None => panic!("{err}"),
+            }
+        }
     }
     start.elapsed()
 }

@@ -114,6 +114,11 @@ impl PluginProcess {
         self.captured.text()
     }
 
+    /// The last lines of [`logs`](Self::logs) (as many as timeout errors quote).
+    pub fn log_tail(&self) -> String {
+        tail(&self.logs(), TAIL_LINES)
+    }
+
     /// Waits until the captured output contains `needle`. Fails with the log tail
     /// on timeout, or early if the process closed its output without logging it.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<()> {
@@ -130,7 +135,7 @@ impl PluginProcess {
                     what: format!(
                         "{} to log {needle:?}; it closed its output first. Last lines:\n{}",
                         self.name,
-                        tail(&self.logs(), TAIL_LINES)
+                        self.log_tail()
                     ),
                     timeout,
                 });
@@ -144,7 +149,7 @@ impl PluginProcess {
                     what: format!(
                         "{} to log {needle:?}. Last lines:\n{}",
                         self.name,
-                        tail(&self.logs(), TAIL_LINES)
+                        self.log_tail()
                     ),
                     timeout,
                 });
@@ -177,7 +182,7 @@ impl PluginProcess {
                         "{} (pid {}) to exit. Last lines:\n{}",
                         self.name,
                         self.pid,
-                        tail(&self.logs(), TAIL_LINES)
+                        self.log_tail()
                     ),
                     timeout,
                 });
@@ -204,14 +209,16 @@ impl PluginProcess {
             .map_err(|e| Error::io(format!("polling {}", self.name), e))
     }
 
-    /// Panics, with the captured logs, if the process has exited.
+    /// Panics, with the last log lines, if the process has exited (every
+    /// line was echoed to stderr already).
     pub fn assert_running(&mut self) {
         let status = self.try_status().expect("process status");
         assert!(
             status.is_none(),
-            "{} exited: {status:?}\n{}",
+            "{} (pid {}) exited ({status:?}). Last lines:\n{}",
             self.name,
-            self.logs()
+            self.pid,
+            self.log_tail()
         );
     }
 }
