@@ -37,6 +37,27 @@ impl Backend {
         }
     }
 
+    /// Freezes the server (SIGSTOP to its process tree): connections stay
+    /// open and nothing answers, like a network stall.
+    pub fn pause(&mut self) {
+        match self {
+            Backend::Postgres(pg) => pg.pause(),
+            Backend::Redis(redis) => redis.pause(),
+            Backend::Kafka(kafka) => kafka.pause(),
+        }
+        .expect("SIGSTOP the backend");
+    }
+
+    /// Thaws a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&mut self) {
+        match self {
+            Backend::Postgres(pg) => pg.resume(),
+            Backend::Redis(redis) => redis.resume(),
+            Backend::Kafka(kafka) => kafka.resume(),
+        }
+        .expect("SIGCONT the backend");
+    }
+
     /// The plugin's environment variable naming this server, and its value.
     pub fn address(&self) -> (&'static str, String) {
         match self {

@@ -20,4 +20,6 @@ pub mod vault;
 
 pub use backend::Backend;
 pub use load::{CallOutcome, CallRecord, Counts, Load, LoadOptions, Report};
-pub use plugin::{Kind, Plugin, binary, kv_get, kv_set, poll_until, with_deadline};
+pub use plugin::{
+    Kind, Plugin, binary, kv_get, kv_set, poll_until, publish_request, with_deadline,
+};

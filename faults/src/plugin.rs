@@ -14,8 +14,8 @@ use prism_plugin_core::proto::keyvalue::{BatchGetRequest, GetRequest, SetRequest
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
 use prism_plugin_core::proto::pubsub::{PublishRequest, StartPosition, TailRequest, tail_request};
-use prism_testkit::lifecycle::{health_check, spawn_plugin};
-use prism_testkit::{PluginProcess, ServingStatus, health_status, wait_for_health};
+use prism_testkit::lifecycle::{health_check, spawn_plugin_on, wait_plugin_health};
+use prism_testkit::{PluginProcess, ServingStatus, free_port, health_status};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Backend, Load, LoadOptions};
@@ -93,25 +93,19 @@ impl Plugin {
     /// Spawns `kind` on a free port with text logs, a 200 ms health interval
     /// and `envs` (applied last, so they win), without waiting for it.
     pub async fn spawn(kind: Kind, envs: &[(&str, &str)]) -> Plugin {
-        let bin = binary(kind.binary_name());
-        let bin = bin.to_str().expect("the binary's path is UTF-8");
-        let (process, port) = spawn_plugin(bin, &with_health_interval(envs)).await;
-        Self::connect(kind, process, port)
+        Self::spawn_on(kind, free_port(), envs).await
     }
 
     /// Like [`spawn`](Self::spawn) on a given `port` (a restarted plugin on
-    /// the address its clients know): `lifecycle::spawn_plugin` always picks
-    /// a free port, so this passes the same arguments itself.
+    /// the address its clients know).
     pub async fn spawn_on(kind: Kind, port: u16, envs: &[(&str, &str)]) -> Plugin {
-        let mut all = vec![("PRISM_LOG_FORMAT", "text")];
-        all.extend_from_slice(&with_health_interval(envs));
-        let process = PluginProcess::spawn(
+        let process = spawn_plugin_on(
             binary(kind.binary_name()),
-            &["--grpc-port", &port.to_string()],
-            &all,
+            port,
+            &[],
+            &with_health_interval(envs),
         )
-        .await
-        .expect("plugin spawns");
+        .await;
         Self::connect(kind, process, port)
     }
 
@@ -150,11 +144,10 @@ impl Plugin {
         self.wait_for_service("readiness", want, timeout).await;
     }
 
-    /// Waits until the health of `service` is `want`; panics with the logs.
+    /// Waits until the health of `service` is `want`; panics with the
+    /// plugin's log tail.
     pub async fn wait_for_service(&self, service: &str, want: ServingStatus, timeout: Duration) {
-        if let Err(err) = wait_for_health(self.port, service, want, timeout).await {
-            panic!("{err}\n{}", tail(&self.process.logs(), 30));
-        }
+        wait_plugin_health(&self.process, self.port, &[service], want, timeout).await;
     }
 
     /// The health of `service` now (an error if the plugin did not answer).
@@ -274,12 +267,7 @@ impl Plugin {
             let mut pubsub = pubsub.clone();
             async move {
                 let payload = format!("c{caller}-{seq}");
-                let request = PublishRequest {
-                    topic: topic.to_string(),
-                    payload: payload.clone().into_bytes().into(),
-                    metadata: Default::default(),
-                    partition_key: format!("c{caller}"),
-                };
+                let request = publish_request(topic, payload.clone(), &format!("c{caller}"));
                 pubsub.publish(with_deadline(request, deadline)).await?;
                 Ok(Some(payload))
             }
@@ -295,18 +283,6 @@ impl Plugin {
     pub fn streams(&self) -> StreamInterfaceClient<Channel> {
         StreamInterfaceClient::new(self.channel.clone())
     }
-
-    /// Panics (with the logs) unless the process is still running with the
-    /// pid it was spawned with.
-    pub fn assert_running(&mut self) {
-        let status = self.process.try_status().expect("process status");
-        assert!(
-            status.is_none(),
-            "{} exited ({status:?}):\n{}",
-            self.process.name(),
-            tail(&self.process.logs(), 40)
-        );
-    }
 }
 
 /// `envs` after a 200 ms health interval (so `envs` may override it): the
@@ -315,12 +291,6 @@ fn with_health_interval<'a>(envs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a st
     let mut all = vec![("PRISM_CONTROL_PLANE__HEALTH_INTERVAL", "200ms")];
     all.extend_from_slice(envs);
     all
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `message` as a request carrying a `grpc-timeout` of `deadline`: the
@@ -338,6 +308,20 @@ pub fn kv_set(key: &str, value: &str) -> SetRequest {
         value: value.as_bytes().to_vec().into(),
         tags: None,
         ttl_seconds: 0,
+    }
+}
+
+/// A Publish of `payload` to `topic` with `partition_key` and no metadata.
+pub fn publish_request(
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+    partition_key: &str,
+) -> PublishRequest {
+    PublishRequest {
+        topic: topic.to_string(),
+        payload: payload.into().into(),
+        metadata: Default::default(),
+        partition_key: partition_key.to_string(),
     }
 }
 

@@ -263,7 +263,7 @@ async fn outage(plugin: &mut Plugin, backend: &mut Outage, load: Load) -> (Repor
         "failed calls during the outage"
     );
     tokio::time::sleep(OUTAGE).await;
-    plugin.assert_running();
+    plugin.process.assert_running();
 
     let restarting = Instant::now();
     backend.start_again().await;
@@ -275,7 +275,7 @@ async fn outage(plugin: &mut Plugin, backend: &mut Outage, load: Load) -> (Repor
         plugin.process.logs()
     );
     let report = load.finish().await;
-    plugin.assert_running();
+    plugin.process.assert_running();
     (
         report,
         Timeline {

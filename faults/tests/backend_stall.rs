@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use prism_faults::{Backend, Kind, Load, LoadOptions, Plugin, Report};
 use prism_testkit::ServingStatus;
-use prism_testkit::freeze::FrozenTree;
 use tonic::Code;
 
 /// The deadline of the load calls where a test does not set its own.
@@ -51,47 +50,10 @@ struct Stall {
     deadline_exceeded: bool,
 }
 
-/// The backend frozen with SIGSTOP and thawed with SIGCONT.
-struct Frozen {
-    backend: Backend,
-    /// PostgreSQL's frozen process tree while it is paused.
-    tree: Option<FrozenTree>,
-}
-
-impl Frozen {
-    fn pause(&mut self) {
-        match &mut self.backend {
-            // PostgreSQL forks a backend process per connection, and the
-            // plugin's pool keeps its connections open: the whole process
-            // tree is frozen (stopping only the postmaster, as
-            // `Postgres::pause` does, leaves them answering).
-            Backend::Postgres(pg) => {
-                let tree = FrozenTree::freeze_postgres(pg.data_dir()).expect("SIGSTOP postgres");
-                eprintln!("[postgres] froze {} processes", tree.pids().len());
-                self.tree = Some(tree);
-            }
-            Backend::Redis(redis) => redis.pause().expect("SIGSTOP the backend"),
-            Backend::Kafka(kafka) => kafka.pause().expect("SIGSTOP the backend"),
-        }
-    }
-
-    fn resume(&mut self) {
-        match &mut self.backend {
-            Backend::Postgres(_) => {
-                if let Some(tree) = self.tree.take() {
-                    tree.thaw().expect("SIGCONT postgres");
-                }
-            }
-            Backend::Redis(redis) => redis.resume().expect("SIGCONT the backend"),
-            Backend::Kafka(kafka) => kafka.resume().expect("SIGCONT the backend"),
-        }
-    }
-}
-
 /// Starts the backend and the plugin, stalls the backend under load (see
 /// [`stall`]), then asserts what the scenario expects of its kind.
 async fn run(s: Stall) {
-    let backend = Backend::start(s.kind).await;
+    let mut backend = Backend::start(s.kind).await;
     let mut plugin = Plugin::start_for(&backend, s.envs).await;
     let options = LoadOptions {
         callers: 4,
@@ -101,10 +63,6 @@ async fn run(s: Stall) {
     let load = match s.kind {
         Kind::Postgres | Kind::Redis => plugin.set_load(options, s.deadline, |_| "stall".into()),
         Kind::Kafka => plugin.publish_load(options, TOPIC, s.deadline),
-    };
-    let mut backend = Frozen {
-        backend,
-        tree: None,
     };
     let report = stall(&s, &mut plugin, &mut backend, load).await;
     if s.deadline_exceeded {
@@ -143,7 +101,7 @@ async fn run(s: Stall) {
 /// Warm-up, SIGSTOP, wait for failures and readiness NOT_SERVING, hold,
 /// SIGCONT, wait for 40 successful calls; prints the counts per phase and
 /// asserts the guarantees common to every plugin.
-async fn stall(s: &Stall, plugin: &mut Plugin, backend: &mut Frozen, load: Load) -> Report {
+async fn stall(s: &Stall, plugin: &mut Plugin, backend: &mut Backend, load: Load) -> Report {
     let name = s.name;
     let pid = plugin.process.pid();
     let begin = Instant::now();
@@ -174,7 +132,7 @@ async fn stall(s: &Stall, plugin: &mut Plugin, backend: &mut Frozen, load: Load)
     plugin.wait_for(ServingStatus::Serving, WAIT).await;
     let recovered = load.wait_calls(resuming, 40, WAIT, |r| r.is_ok()).await;
     let report = load.finish().await;
-    plugin.assert_running();
+    plugin.process.assert_running();
 
     let warm = report.warm_since();
     let before = report.counts(|r| r.started >= warm && r.finished < paused);
@@ -335,8 +293,9 @@ async fn kafka_stall_ends_publishes_by_their_deadline_with_deadline_exceeded() {
 /// out during a broker stall leave librdkafka's producer fenced against
 /// tansu ("ProducerFenced ... newer producer with the same
 /// transactionalId"): every later send fails. The plugin reports the
-/// producer broken (readiness NOT_SERVING) and its health probe replaces it
-/// with a new one, so publishing resumes after SIGCONT without a restart.
+/// producer broken (readiness NOT_SERVING) and its background rebuilder
+/// (`kafka/src/rebuilder.rs`) replaces it with a new one, so publishing
+/// resumes after SIGCONT without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_stall_with_the_idempotent_producer_recovers_after_sigcont() {
     run(Stall {

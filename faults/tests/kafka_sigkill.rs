@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use prism_faults::{Kind, Load, LoadOptions, Plugin, with_deadline};
+use prism_faults::{Kind, Load, LoadOptions, Plugin, publish_request, with_deadline};
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, Credit, MessageRef, PublishRequest, StartPosition,
-    consume_request, consume_response,
+    Ack, ConsumeOpen, ConsumeRequest, Credit, MessageRef, StartPosition, consume_request,
+    consume_response,
 };
 use prism_testkit::{Kafka, ServingStatus};
 use tokio::sync::mpsc;
@@ -155,12 +155,7 @@ async fn sigkill_during_acknowledged_consume_loses_nothing_and_redelivers_the_un
             let mut pubsub = pubsub.clone();
             async move {
                 let payload = format!("m{caller}-{seq}");
-                let request = PublishRequest {
-                    topic: TOPIC.into(),
-                    payload: payload.clone().into_bytes().into(),
-                    metadata: Default::default(),
-                    partition_key: format!("k{}", seq % 7),
-                };
+                let request = publish_request(TOPIC, payload.clone(), &format!("k{}", seq % 7));
                 pubsub
                     .publish(with_deadline(request, Duration::from_secs(5)))
                     .await?;

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
-use prism_faults::{Backend, Kind, Plugin, kv_get, kv_set, with_deadline};
-use prism_plugin_core::proto::pubsub::PublishRequest;
+use prism_faults::{Backend, Kind, Plugin, kv_get, kv_set, publish_request, with_deadline};
 use prism_testkit::ServingStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -197,7 +196,7 @@ async fn malformed_cases(name: &str, plugin: &mut Plugin, path: &str) {
     let h2 = raw_tcp(plugin.port, &garbage).await;
     eprintln!("[{name}] HTTP/2 preface + garbage: {} bytes back", h2.len());
 
-    plugin.assert_running();
+    plugin.process.assert_running();
     plugin
         .wait_for(ServingStatus::Serving, Duration::from_secs(10))
         .await;
@@ -268,12 +267,7 @@ async fn kafka_answers_malformed_frames_with_clean_errors_and_keeps_serving() {
     )
     .await;
     let mut pubsub = plugin.pubsub().max_encoding_message_size(8 * 1024 * 1024);
-    let publish = |payload: Vec<u8>| PublishRequest {
-        topic: "faults-malformed".into(),
-        payload: payload.into(),
-        metadata: Default::default(),
-        partition_key: String::new(),
-    };
+    let publish = |payload: Vec<u8>| publish_request("faults-malformed", payload, "");
     let err = pubsub
         .publish(publish(vec![0; 2 * 1024 * 1024]))
         .await

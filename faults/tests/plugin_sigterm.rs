@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use prism_faults::{CallRecord, Kind, Load, LoadOptions, Plugin, Report, kv_get, with_deadline};
-use prism_plugin_core::proto::pubsub::PublishRequest;
+use prism_faults::{
+    CallRecord, Kind, Load, LoadOptions, Plugin, Report, kv_get, publish_request, with_deadline,
+};
 use prism_testkit::{Kafka, Postgres, Redis};
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -284,12 +285,7 @@ async fn kafka_sigterm_completes_in_flight_publishes_and_exits_zero() {
     let publish = move |payload: String| {
         let mut pubsub = pubsub.clone();
         async move {
-            let request = PublishRequest {
-                topic: "faults-sigterm".to_string(),
-                payload: payload.clone().into_bytes().into(),
-                metadata: Default::default(),
-                partition_key: String::new(),
-            };
+            let request = publish_request("faults-sigterm", payload.clone(), "");
             pubsub.publish(with_deadline(request, DEADLINE)).await?;
             Ok::<_, tonic::Status>(Some(payload))
         }

@@ -10,10 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use prism_faults::{Kind, Plugin, binary, kv_get, kv_set, vault};
+use prism_faults::{Kind, Plugin, binary, kv_get, kv_set, publish_request, vault};
 use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::pubsub::PublishRequest;
 use prism_testkit::Tee;
 use prism_testkit::lifecycle::{self, health_check, text};
 use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, free_port};
@@ -322,12 +321,7 @@ async fn kafka_never_prints_or_reports_the_sasl_password() {
         |plugin| async move {
             plugin
                 .pubsub()
-                .publish(PublishRequest {
-                    topic: "faults-secrets".into(),
-                    payload: b"x".to_vec().into(),
-                    metadata: Default::default(),
-                    partition_key: String::new(),
-                })
+                .publish(publish_request("faults-secrets", "x", ""))
                 .await
                 .expect("Publish");
             plugin
