@@ -524,4 +524,22 @@ degraded_latency: 50ms
         let problems = config.validate().join("\n");
         assert!(!problems.contains("url-secret"), "{problems}");
     }
+
+    /// The watcher passes into containers, and the testkit scrubs from plugin
+    /// tests, exactly the names in core's `CONVENTIONAL_ENV`: an alias
+    /// missing there would be dropped in Kubernetes and leak into tests.
+    #[test]
+    fn env_aliases_are_conventional_env_names() {
+        use prism_plugin_core::Plugin as _;
+        use prism_plugin_core::config::CONVENTIONAL_ENV;
+
+        let aliases = crate::plugin::RedisPlugin::ENV_ALIASES;
+        assert!(!aliases.is_empty());
+        for (name, _) in aliases {
+            assert!(
+                CONVENTIONAL_ENV.contains(name),
+                "{name} is missing from prism_plugin_core::config::CONVENTIONAL_ENV"
+            );
+        }
+    }
 }
