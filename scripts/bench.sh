@@ -5,7 +5,8 @@
 # BENCHMARKS.md in the workspace root (keeping its hand-written Analysis).
 #
 #   scripts/bench.sh                 # full run (~10 s per scenario, ~4-5 min)
-#   scripts/bench.sh --quick         # 3 s per scenario (CI smoke)
+#   scripts/bench.sh --quick         # 3 s per scenario (CI smoke; it too rewrites
+#                                    # BENCHMARKS.md unless --out names another file)
 #   scripts/bench.sh --only redis --out /tmp/b.md
 #
 # Every argument is passed to bench-suite (`--help` lists them).

@@ -12,7 +12,10 @@
 //!
 //! plus plugin-only scenarios (the gRPC floor `health`, `kv-batch`,
 //! `kv-mixed`), idle RSS, max RSS under
-//! load and start → SERVING time. Prints a table and writes a markdown report
+//! load and start → SERVING time. Both Kafka consumers (plugin and direct)
+//! long-poll with `fetch.wait.max.ms=10` unless the flags set it: the
+//! testkit's broker answers a fetch only when that wait expires. Prints a
+//! table and writes a markdown report
 //! (`--out`, default `BENCHMARKS.md` in the workspace root); a hand-written
 //! `## Analysis` section already in that file is kept.
 //!
@@ -49,6 +52,15 @@ const NAMESPACE: &str = "bench";
 const REDIS_PREFIX: &str = "prism:";
 /// The prism-postgres default table.
 const PG_TABLE: &str = "\"public\".\"prism_kv\"";
+/// The librdkafka setting both publish → deliver consumers (plugin and
+/// direct) run with unless the flags set it: tansu, the testkit's broker,
+/// answers a fetch only when this long-poll expires rather than when data
+/// arrives, so librdkafka's default (500 ms) would measure the broker's wait,
+/// not the plugin (BENCHMARKS.md, Analysis §3).
+const FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "10");
+/// prism-kafka's pass-through librdkafka map in the environment; an entry is
+/// `PRISM_BACKEND__LIBRDKAFKA__<property>`.
+const LIBRDKAFKA_ENV: &str = "PRISM_BACKEND__LIBRDKAFKA";
 
 /// Plugin vs direct backend benchmarks.
 #[derive(Debug, Parser)]
@@ -80,10 +92,12 @@ struct Args {
     only: Vec<String>,
     /// Extra environment for every plugin process, e.g.
     /// `--plugin-env PRISM_BACKEND__POOL_SIZE=32` (experiments; the report lists them).
+    /// `PRISM_BACKEND__LIBRDKAFKA…` entries go to prism-kafka only, e.g.
+    /// `PRISM_BACKEND__LIBRDKAFKA__fetch.wait.max.ms=500` (default 10).
     #[arg(long, value_name = "KEY=VALUE")]
     plugin_env: Vec<String>,
     /// Extra librdkafka settings for the direct Kafka baseline's producer and
-    /// consumer, e.g. `--kafka-direct fetch.wait.max.ms=10` (experiments).
+    /// consumer, e.g. `--kafka-direct fetch.wait.max.ms=500` (default 10; experiments).
     #[arg(long, value_name = "KEY=VALUE")]
     kafka_direct: Vec<String>,
     /// Keep the stack up after the run (prints ports) until Ctrl-C, for profiling.
@@ -101,6 +115,102 @@ impl Args {
     }
 }
 
+/// The environment and client settings the flags and the suite's defaults
+/// add up to.
+struct Settings {
+    /// `--plugin-env`.
+    plugin_env: Vec<(String, String)>,
+    /// The direct Kafka clients' extra librdkafka settings: [`FETCH_WAIT`]
+    /// unless `--kafka-direct` sets it, then `--kafka-direct`.
+    kafka_direct: Vec<(String, String)>,
+}
+
+impl Settings {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let plugin_env = key_values("--plugin-env", &args.plugin_env)?;
+        let user = key_values("--kafka-direct", &args.kafka_direct)?;
+        let overridden = user.iter().any(|(k, _)| k == FETCH_WAIT.0);
+        let kafka_direct = default_unless(overridden, FETCH_WAIT.0, user);
+        Ok(Settings {
+            plugin_env,
+            kafka_direct,
+        })
+    }
+
+    /// Environment of plugin `name`: `--plugin-env`, except that entries for
+    /// prism-kafka's librdkafka map go to prism-kafka only (the other plugins
+    /// refuse unknown backend keys); prism-kafka gets [`FETCH_WAIT`] first
+    /// unless they set it.
+    fn plugin_env(&self, name: &str) -> Vec<(String, String)> {
+        let librdkafka = |key: &str| key.to_ascii_uppercase().starts_with(LIBRDKAFKA_ENV);
+        if name != "kafka" {
+            return self
+                .plugin_env
+                .iter()
+                .filter(|(k, _)| !librdkafka(k))
+                .cloned()
+                .collect();
+        }
+        let key = fetch_wait_env();
+        let overridden = self.plugin_env.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case(&key)
+                || (k.eq_ignore_ascii_case(LIBRDKAFKA_ENV) && v.contains(FETCH_WAIT.0))
+        });
+        default_unless(overridden, &key, self.plugin_env.clone())
+    }
+
+    /// The publish → deliver setting: how each side's consumer long-polls.
+    fn fetch_wait_line(&self) -> String {
+        let (fetch, key) = (FETCH_WAIT.0, fetch_wait_env());
+        let plugin = self
+            .plugin_env("kafka")
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+            .map_or_else(
+                || format!("as set in `{LIBRDKAFKA_ENV}`"),
+                |(_, v)| format!("`{fetch}={v}`"),
+            );
+        let direct = self
+            .kafka_direct
+            .iter()
+            .rev()
+            .find(|(k, _)| k == FETCH_WAIT.0)
+            .map_or_else(|| "?".to_string(), |(_, v)| format!("`{fetch}={v}`"));
+        format!(
+            "- Kafka consumers (`Publish → deliver`): {plugin} for the plugin (`{key}`) and {direct} \
+             for the direct consumer, instead of librdkafka's default 500 ms: tansu, the testkit's \
+             broker, answers a fetch only when that long-poll expires, not when data arrives \
+             (Analysis §3); `--plugin-env` / `--kafka-direct` override it"
+        )
+    }
+}
+
+/// `PRISM_BACKEND__LIBRDKAFKA__fetch.wait.max.ms`.
+fn fetch_wait_env() -> String {
+    format!("{LIBRDKAFKA_ENV}__{}", FETCH_WAIT.0)
+}
+
+/// `key` = the [`FETCH_WAIT`] value (unless `overridden`), then `entries`.
+fn default_unless(
+    overridden: bool,
+    key: &str,
+    entries: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let default = (!overridden).then(|| (key.to_string(), FETCH_WAIT.1.to_string()));
+    default.into_iter().chain(entries).collect()
+}
+
+/// `KEY=VALUE` arguments of `flag`.
+fn key_values(flag: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(anyhow::anyhow!("{flag} {kv:?}: expected KEY=VALUE")),
+        })
+        .collect()
+}
+
 /// Throughput and latency of one side of a comparison.
 #[derive(Debug, Clone, Default)]
 struct Measure {
@@ -114,6 +224,29 @@ struct Measure {
     plugin_cpu_us: Option<f64>,
     /// Load-generator CPU time per successful operation, µs (plugin runs only).
     client_cpu_us: Option<f64>,
+}
+
+impl Measure {
+    /// A direct tool's result (no CPU accounting, no error detail).
+    fn direct(ops_per_sec: f64, [p50_us, p99_us, p999_us]: [u64; 3], errors: u64) -> Self {
+        Measure {
+            ops_per_sec,
+            p50_us,
+            p99_us,
+            p999_us,
+            errors,
+            ..Measure::default()
+        }
+    }
+
+    /// The error count, or the errors by kind when there were any.
+    fn errors_text(&self) -> String {
+        if self.detail.is_empty() {
+            self.errors.to_string()
+        } else {
+            self.detail.clone()
+        }
+    }
 }
 
 impl From<&Report> for Measure {
@@ -162,6 +295,15 @@ impl Pair {
             _ => None,
         }
     }
+
+    fn ratio_text(&self) -> String {
+        dash(self.ratio().map(|r| format!("{r:.2}")))
+    }
+
+    /// Added p99 in ms, `unit` after the number.
+    fn added_p99_text(&self, unit: &str) -> String {
+        dash(self.added_p99_ms().map(|v| format!("{v:+.2}{unit}")))
+    }
 }
 
 /// A plugin-only scenario.
@@ -185,6 +327,18 @@ struct ProcessFacts {
     binary_bytes: Option<u64>,
     image_bytes: Option<u64>,
     note: String,
+}
+
+impl ProcessFacts {
+    /// First start → SERVING, `unit` after the number.
+    fn first_start(&self, unit: &str) -> String {
+        dash(self.start_first_ms.map(|v| format!("{v:.0}{unit}")))
+    }
+
+    /// Median restart → SERVING, `unit` after the number.
+    fn restart(&self, unit: &str) -> String {
+        dash(median(&self.start_restart_ms).map(|v| format!("{v:.0}{unit}")))
+    }
 }
 
 /// A started plugin with its facts.
@@ -494,16 +648,9 @@ async fn redis_benchmark(
         bail!("cannot parse redis-benchmark line {line}");
     }
     let ms = |v: f64| (v * 1000.0).round() as u64;
-    Ok(Measure {
-        ops_per_sec: fields[0],
-        p50_us: ms(fields[3]),
-        p99_us: ms(fields[5]),
-        p999_us: ms(fields[6]), // redis-benchmark reports max, not p99.9
-        errors: 0,
-        detail: String::new(),
-        plugin_cpu_us: None,
-        client_cpu_us: None,
-    })
+    // redis-benchmark reports max, not p99.9.
+    let latencies = [ms(fields[3]), ms(fields[5]), ms(fields[6])];
+    Ok(Measure::direct(fields[0], latencies, 0))
 }
 
 /// pgbench scripts doing what prism-postgres does for Get and Set (same
@@ -616,16 +763,11 @@ async fn pg_direct(
             hist.value_at_quantile(q)
         }
     };
-    Ok(Measure {
-        ops_per_sec: tps,
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        p999_us: pct(0.999),
-        errors: failed,
-        detail: String::new(),
-        plugin_cpu_us: None,
-        client_cpu_us: None,
-    })
+    Ok(Measure::direct(
+        tps,
+        [pct(0.5), pct(0.99), pct(0.999)],
+        failed,
+    ))
 }
 
 /// The direct librdkafka baseline for `publish` (send → ack) or
@@ -633,15 +775,10 @@ async fn pg_direct(
 async fn kafka_direct(
     args: &Args,
     bootstrap: &str,
+    extra: &[(String, String)],
     in_flight: usize,
     end_to_end: bool,
 ) -> anyhow::Result<Measure> {
-    let extra: Vec<(String, String)> = args
-        .kafka_direct
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     let report = prism_bench::kafka::run(prism_bench::kafka::Direct {
         bootstrap,
         topic: "prism-bench",
@@ -650,20 +787,90 @@ async fn kafka_direct(
         warmup: Duration::from_secs(1),
         duration: args.duration(),
         end_to_end,
-        extra: &extra,
+        extra,
     })
     .await
     .context("librdkafka")?;
-    Ok(Measure {
-        ops_per_sec: report.ops_per_sec,
-        p50_us: report.p50_us,
-        p99_us: report.p99_us,
-        p999_us: report.p999_us,
-        errors: report.errors,
-        detail: String::new(),
-        plugin_cpu_us: None,
-        client_cpu_us: None,
-    })
+    Ok(Measure::direct(
+        report.ops_per_sec,
+        [report.p50_us, report.p99_us, report.p999_us],
+        report.errors,
+    ))
+}
+
+/// The backend's own tool doing what one plugin scenario does.
+#[derive(Clone, Copy)]
+enum Baseline<'a> {
+    /// `redis-benchmark` GET (`get`) or SET on the plugin's keys.
+    RedisBenchmark { port: u16, get: bool },
+    /// `pgbench` running the plugin's SELECT (`get`) or upsert.
+    Pgbench {
+        pg: &'a Postgres,
+        work: &'a Path,
+        get: bool,
+    },
+    /// A librdkafka producer, with `end_to_end` also a consumer.
+    Librdkafka {
+        bootstrap: &'a str,
+        extra: &'a [(String, String)],
+        end_to_end: bool,
+    },
+}
+
+impl Baseline<'_> {
+    /// The "direct tool" column.
+    fn tool(self) -> &'static str {
+        match self {
+            Baseline::RedisBenchmark { .. } => "redis-benchmark",
+            Baseline::Pgbench { .. } => "pgbench -M prepared",
+            Baseline::Librdkafka { .. } => "librdkafka producer (rdkafka)",
+        }
+    }
+
+    async fn run(self, args: &Args, in_flight: usize) -> anyhow::Result<Measure> {
+        match self {
+            Baseline::RedisBenchmark { port, get } => {
+                redis_direct(args, port, get, in_flight).await
+            }
+            Baseline::Pgbench { pg, work, get } => pg_direct(args, pg, get, in_flight, work).await,
+            Baseline::Librdkafka {
+                bootstrap,
+                extra,
+                end_to_end,
+            } => kafka_direct(args, bootstrap, extra, in_flight, end_to_end).await,
+        }
+    }
+}
+
+/// One row of a backend's comparison table: the report's op name, the plugin
+/// scenario, the requests in flight, and the direct baseline.
+type Comparison<'a> = (&'static str, Scenario, usize, Baseline<'a>);
+
+/// Runs each comparison of one backend in order: the plugin scenario, then
+/// right after it the direct baseline at the same concurrency.
+async fn compare<'a>(
+    args: &Args,
+    backend: &'static str,
+    plugin: &Running,
+    table: impl IntoIterator<Item = Comparison<'a>>,
+) -> Vec<Pair> {
+    let mut pairs = Vec::new();
+    for (op, scenario, in_flight, baseline) in table {
+        let measured = run_plugin(args, plugin, scenario, in_flight).await;
+        let direct = baseline.run(args, in_flight).await;
+        let pair = pair(
+            backend,
+            op,
+            scenario,
+            in_flight,
+            measured,
+            direct,
+            baseline.tool(),
+        );
+        println!("{}", pair_line(&pair));
+        pairs.push(pair);
+    }
+    pairs
 }
 
 /// Whether prism-kafka serves Publish yet (its data services are optional).
@@ -716,14 +923,7 @@ async fn main() -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| prism_testkit::workspace_root().join("BENCHMARKS.md"));
-    let plugin_env: Vec<(String, String)> = args
-        .plugin_env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => Err(anyhow::anyhow!("--plugin-env {kv:?}: expected KEY=VALUE")),
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let settings = Settings::new(&args)?;
     let work = tempfile::tempdir()?;
     let suite_started = Instant::now();
 
@@ -760,33 +960,26 @@ async fn main() -> anyhow::Result<()> {
 
     println!("== starting plugins (release binaries, PRISM_LOG_LEVEL=warn; 3 starts each)");
     let mut running: BTreeMap<&'static str, Running> = BTreeMap::new();
-    if let Some(pg) = &pg {
-        let r = start_plugin(&bins, "postgres", ("DATABASE_URL", &pg.url()), &plugin_env).await?;
-        running.insert("postgres", r);
-    }
-    if let Some(redis) = &redis {
-        let r = start_plugin(
-            &bins,
-            "redis",
-            ("REDIS_ADDRESS", &redis.addr()),
-            &plugin_env,
-        )
-        .await?;
-        running.insert("redis", r);
-    }
-    if let Some(kafka) = &kafka {
-        match start_plugin(
-            &bins,
+    let backends = [
+        ("postgres", "DATABASE_URL", pg.as_ref().map(Postgres::url)),
+        ("redis", "REDIS_ADDRESS", redis.as_ref().map(Redis::addr)),
+        (
             "kafka",
-            ("KAFKA_BROKERS", &kafka.bootstrap()),
-            &plugin_env,
-        )
-        .await
-        {
+            "KAFKA_BROKERS",
+            kafka.as_ref().map(Kafka::bootstrap),
+        ),
+    ];
+    for (name, var, value) in backends {
+        let Some(value) = value else {
+            continue;
+        };
+        match start_plugin(&bins, name, (var, &value), &settings.plugin_env(name)).await {
             Ok(r) => {
-                running.insert("kafka", r);
+                running.insert(name, r);
             }
-            Err(e) => eprintln!("   prism-kafka did not become SERVING: {e:#}"),
+            // prism-kafka is optional: measured when it builds and serves.
+            Err(e) if name == "kafka" => eprintln!("   prism-kafka did not become SERVING: {e:#}"),
+            Err(e) => return Err(e),
         }
     }
     for r in running.values() {
@@ -819,94 +1012,51 @@ async fn main() -> anyhow::Result<()> {
         args.value_size,
         args.keys
     );
+    let levels = &args.in_flight;
+    let first_level = levels.first().copied().unwrap_or(32);
     let mut pairs = Vec::new();
-    let mut solos = Vec::new();
     if let (Some(r), Some(redis)) = (running.get("redis"), &redis) {
-        for &in_flight in &args.in_flight {
-            for (get, op, scenario) in [
-                (true, "Get", Scenario::CacheGet),
-                (false, "Set", Scenario::CacheSet),
-            ] {
-                let plugin = run_plugin(&args, r, scenario, in_flight).await;
-                let direct = redis_direct(&args, redis.port(), get, in_flight).await;
-                let pair = pair(
-                    "Redis",
-                    op,
-                    scenario,
-                    in_flight,
-                    plugin,
-                    direct,
-                    "redis-benchmark",
-                );
-                println!("{}", pair_line(&pair));
-                pairs.push(pair);
-            }
-        }
+        let port = redis.port();
+        let redis_benchmark = |get| Baseline::RedisBenchmark { port, get };
+        let table = levels.iter().flat_map(|&n| {
+            [
+                ("Get", Scenario::CacheGet, n, redis_benchmark(true)),
+                ("Set", Scenario::CacheSet, n, redis_benchmark(false)),
+            ]
+        });
+        pairs.extend(compare(&args, "Redis", r, table).await);
     }
     if let (Some(r), Some(pg)) = (running.get("postgres"), &pg) {
-        for &in_flight in &args.in_flight {
-            for (get, op, scenario) in [
-                (true, "Get", Scenario::KvGet),
-                (false, "Set", Scenario::KvSet),
-            ] {
-                let plugin = run_plugin(&args, r, scenario, in_flight).await;
-                let direct = pg_direct(&args, pg, get, in_flight, work.path()).await;
-                let pair = pair(
-                    "PostgreSQL",
-                    op,
-                    scenario,
-                    in_flight,
-                    plugin,
-                    direct,
-                    "pgbench -M prepared",
-                );
-                println!("{}", pair_line(&pair));
-                pairs.push(pair);
-            }
-        }
-    }
-    let first_level = args.in_flight.first().copied().unwrap_or(32);
-    let mut solo_runs: Vec<(&'static str, Scenario, usize)> = Vec::new();
-    if running.contains_key("redis") {
-        for &n in &args.in_flight {
-            solo_runs.push(("redis", Scenario::Health, n));
-        }
-        solo_runs.push(("redis", Scenario::KvBatch, first_level));
-    }
-    if running.contains_key("postgres") {
-        solo_runs.push(("postgres", Scenario::KvMixed, first_level));
-        solo_runs.push(("postgres", Scenario::KvBatch, first_level));
+        let work = work.path();
+        let pgbench = |get| Baseline::Pgbench { pg, work, get };
+        let table = levels.iter().flat_map(|&n| {
+            [
+                ("Get", Scenario::KvGet, n, pgbench(true)),
+                ("Set", Scenario::KvSet, n, pgbench(false)),
+            ]
+        });
+        pairs.extend(compare(&args, "PostgreSQL", r, table).await);
     }
     let mut kafka_note = String::new();
     if let (Some(r), Some(kafka)) = (running.get("kafka"), &kafka) {
         match publish_served(r.port).await {
             Ok(()) => {
-                let runs = args
-                    .in_flight
+                let bootstrap = kafka.bootstrap();
+                let librdkafka = |end_to_end| Baseline::Librdkafka {
+                    bootstrap: &bootstrap,
+                    extra: &settings.kafka_direct,
+                    end_to_end,
+                };
+                let table = levels
                     .iter()
-                    .map(|&n| ("Publish", Scenario::Publish, n, false))
-                    .chain(std::iter::once((
+                    .map(|&n| ("Publish", Scenario::Publish, n, librdkafka(false)))
+                    .chain([(
                         "Publish → deliver",
                         Scenario::PublishSubscribe,
                         first_level,
-                        true,
-                    )));
-                for (op, scenario, in_flight, end_to_end) in runs {
-                    let plugin = run_plugin(&args, r, scenario, in_flight).await;
-                    let direct =
-                        kafka_direct(&args, &kafka.bootstrap(), in_flight, end_to_end).await;
-                    let pair = pair(
-                        "Kafka",
-                        op,
-                        scenario,
-                        in_flight,
-                        plugin,
-                        direct,
-                        "librdkafka producer (rdkafka)",
-                    );
-                    println!("{}", pair_line(&pair));
-                    pairs.push(pair);
-                }
+                        librdkafka(true),
+                    )]);
+                pairs.extend(compare(&args, "Kafka", r, table).await);
             }
             Err(e) => kafka_note = e,
         }
@@ -917,6 +1067,15 @@ async fn main() -> anyhow::Result<()> {
             format!("{} not built", kafka_bin.display())
         };
     }
+    let solo_runs = levels
+        .iter()
+        .map(|&n| ("redis", Scenario::Health, n))
+        .chain([
+            ("redis", Scenario::KvBatch, first_level),
+            ("postgres", Scenario::KvMixed, first_level),
+            ("postgres", Scenario::KvBatch, first_level),
+        ]);
+    let mut solos = Vec::new();
     for (plugin, scenario, in_flight) in solo_runs {
         let Some(r) = running.get(plugin) else {
             continue;
@@ -965,6 +1124,7 @@ async fn main() -> anyhow::Result<()> {
     let total = suite_started.elapsed();
     let report = Markdown {
         args: &args,
+        settings: &settings,
         machine: &machine,
         versions: &versions,
         pairs: &pairs,
@@ -1020,26 +1180,36 @@ fn pair(
     }
 }
 
+/// The value, or a dash where there is none.
+fn dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "–".to_string())
+}
+
+/// `text` between `before` and `after`, or nothing if `text` is empty.
+fn affix(before: &str, text: &str, after: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{before}{text}{after}")
+    }
+}
+
 fn ops(m: &Option<Measure>) -> String {
-    m.as_ref()
-        .map(|m| format!("{:.0}", m.ops_per_sec))
-        .unwrap_or_else(|| "–".to_string())
+    dash(m.as_ref().map(|m| format!("{:.0}", m.ops_per_sec)))
 }
 
 fn lat(m: &Option<Measure>) -> String {
-    m.as_ref()
-        .map(|m| {
-            format!(
-                "{:.2} / {:.2}",
-                m.p50_us as f64 / 1e3,
-                m.p99_us as f64 / 1e3
-            )
-        })
-        .unwrap_or_else(|| "–".to_string())
+    dash(m.as_ref().map(|m| {
+        format!(
+            "{:.2} / {:.2}",
+            m.p50_us as f64 / 1e3,
+            m.p99_us as f64 / 1e3
+        )
+    }))
 }
 
 /// "plugin / client" CPU µs per op.
-fn cpu(m: &Option<Measure>) -> String {
+fn cpu(m: Option<&Measure>) -> String {
     match m {
         Some(Measure {
             plugin_cpu_us: Some(p),
@@ -1058,24 +1228,16 @@ fn pair_line(p: &Pair) -> String {
         p.in_flight,
         ops(&p.plugin),
         lat(&p.plugin),
-        cpu(&p.plugin),
+        cpu(p.plugin.as_ref()),
         ops(&p.direct),
         lat(&p.direct),
-        p.ratio()
-            .map(|r| format!("{r:.2}"))
-            .unwrap_or_else(|| "–".into()),
-        p.added_p99_ms()
-            .map(|v| format!("{v:+.2} ms"))
-            .unwrap_or_else(|| "–".into()),
+        p.ratio_text(),
+        p.added_p99_text(" ms"),
         match p.plugin.as_ref().map(|m| m.errors) {
             Some(e) if e > 0 => format!(" | plugin errors {e}"),
             _ => String::new(),
         },
-        if p.note.is_empty() {
-            String::new()
-        } else {
-            format!(" | {}", p.note)
-        }
+        affix(" | ", &p.note, "")
     )
 }
 
@@ -1089,13 +1251,9 @@ fn solo_line(s: &Solo) -> String {
             m.ops_per_sec,
             m.p50_us as f64 / 1e3,
             m.p99_us as f64 / 1e3,
-            cpu(&Some(m.clone())),
+            cpu(Some(m)),
             m.errors,
-            if m.detail.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", m.detail)
-            }
+            affix(" ", &m.detail, "")
         ),
         Err(e) => format!(
             "   prism-{:<9} {:<12} @{:<3} failed: {e}",
@@ -1137,14 +1295,10 @@ fn summary_table(pairs: &[Pair], solos: &[Solo], facts: &[ProcessFacts]) -> Stri
             p.in_flight,
             ops(&p.plugin),
             ops(&p.direct),
-            p.ratio()
-                .map(|r| format!("{r:.2}"))
-                .unwrap_or_else(|| "–".into()),
+            p.ratio_text(),
             lat(&p.plugin),
             lat(&p.direct),
-            p.added_p99_ms()
-                .map(|v| format!("{v:+.2}ms"))
-                .unwrap_or_else(|| "–".into()),
+            p.added_p99_text("ms"),
         );
     }
     for s in solos {
@@ -1155,12 +1309,8 @@ fn summary_table(pairs: &[Pair], solos: &[Solo], facts: &[ProcessFacts]) -> Stri
             out,
             "prism-{:<9} start→SERVING first {} ms, restart {} ms; idle RSS {}; max RSS {}",
             f.name,
-            f.start_first_ms
-                .map(|v| format!("{v:.0}"))
-                .unwrap_or("–".into()),
-            median(&f.start_restart_ms)
-                .map(|v| format!("{v:.0}"))
-                .unwrap_or("–".into()),
+            f.first_start(""),
+            f.restart(""),
             mib(f.idle_rss_kb),
             mib(Some(f.max_rss_kb.load(Ordering::Relaxed)))
         );
@@ -1175,6 +1325,10 @@ fn median(values: &[f64]) -> Option<f64> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     Some(v[v.len() / 2])
+}
+
+fn mib_bytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 fn mib(kb: Option<u64>) -> String {
@@ -1250,6 +1404,7 @@ async fn tool_versions() -> Vec<(&'static str, String)> {
 /// The markdown report.
 struct Markdown<'a> {
     args: &'a Args,
+    settings: &'a Settings,
     machine: &'a [(&'static str, String)],
     versions: &'a [(&'static str, String)],
     pairs: &'a [Pair],
@@ -1344,33 +1499,27 @@ impl Markdown<'_> {
              in flight, the same payload size, topic `prism-bench` and a 32-byte message-id header like the \
              plugin's; `Publish → deliver` adds a consumer (group member subscribed 3 s before, like the \
              plugin's Subscribe) and reports send → delivery latency{}",
-            if self.args.kafka_direct.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; extra librdkafka settings `{}`",
-                    self.args.kafka_direct.join("`, `")
-                )
-            }
+            affix(
+                "; extra librdkafka settings `",
+                &self.args.kafka_direct.join("`, `"),
+                "`"
+            )
         );
+        let _ = writeln!(md, "{}", self.settings.fetch_wait_line());
         let _ = writeln!(
             md,
             "- backends: `prism-testkit` servers (Redis without persistence; PostgreSQL with fsync off); \
              plugins: release binaries, default configuration (prism-postgres `pool_size` 10, prism-redis \
              one multiplexed connection), `PRISM_LOG_LEVEL=warn`{}\n",
-            if self.args.plugin_env.is_empty() {
-                String::new()
-            } else {
-                format!(", plus `{}`", self.args.plugin_env.join("`, `"))
-            }
+            affix(", plus `", &self.args.plugin_env.join("`, `"), "`")
         );
 
-        let _ = writeln!(md, "## Results: plugin vs direct\n");
-        let _ = writeln!(
-            md,
-            "| backend | op | in flight | plugin ops/s | direct ops/s | **plugin / direct** | plugin p50 / p99 ms | direct p50 / p99 ms | added p99 | CPU µs/op plugin / client | plugin errors | direct tool |"
+        table_head(
+            &mut md,
+            "Results: plugin vs direct",
+            "| backend | op | in flight | plugin ops/s | direct ops/s | **plugin / direct** | plugin p50 / p99 ms | direct p50 / p99 ms | added p99 | CPU µs/op plugin / client | plugin errors | direct tool |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         );
-        let _ = writeln!(md, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
         for p in self.pairs {
             let _ = writeln!(
                 md,
@@ -1381,29 +1530,14 @@ impl Markdown<'_> {
                 p.in_flight,
                 ops(&p.plugin),
                 ops(&p.direct),
-                p.ratio()
-                    .map(|r| format!("{r:.2}"))
-                    .unwrap_or_else(|| "–".into()),
+                p.ratio_text(),
                 lat(&p.plugin),
                 lat(&p.direct),
-                p.added_p99_ms()
-                    .map(|v| format!("{v:+.2} ms"))
-                    .unwrap_or_else(|| "–".into()),
-                cpu(&p.plugin),
-                p.plugin
-                    .as_ref()
-                    .map(|m| if m.detail.is_empty() {
-                        m.errors.to_string()
-                    } else {
-                        m.detail.clone()
-                    })
-                    .unwrap_or_else(|| "–".into()),
+                p.added_p99_text(" ms"),
+                cpu(p.plugin.as_ref()),
+                dash(p.plugin.as_ref().map(Measure::errors_text)),
                 p.direct_tool,
-                if p.note.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", p.note.trim())
-                }
+                affix(" (", p.note.trim(), ")")
             );
         }
         let _ = writeln!(
@@ -1413,12 +1547,12 @@ impl Markdown<'_> {
              (`/proc/<pid>/stat`) over the measured window, divided by the operations completed.\n"
         );
 
-        let _ = writeln!(md, "## Plugin-only scenarios\n");
-        let _ = writeln!(
-            md,
-            "| plugin | scenario | in flight | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op plugin / client | errors |"
+        table_head(
+            &mut md,
+            "Plugin-only scenarios",
+            "| plugin | scenario | in flight | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op plugin / client | errors |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|",
         );
-        let _ = writeln!(md, "|---|---|--:|--:|--:|--:|--:|--:|--:|");
         for s in self.solos {
             match &s.result {
                 Ok(m) => {
@@ -1432,12 +1566,8 @@ impl Markdown<'_> {
                         m.p50_us as f64 / 1e3,
                         m.p99_us as f64 / 1e3,
                         m.p999_us as f64 / 1e3,
-                        cpu(&Some(m.clone())),
-                        if m.detail.is_empty() {
-                            m.errors.to_string()
-                        } else {
-                            m.detail.clone()
-                        }
+                        cpu(Some(m)),
+                        m.errors_text()
                     );
                 }
                 Err(e) => {
@@ -1455,37 +1585,27 @@ impl Markdown<'_> {
             md,
             "\n`health` is `grpc.health.v1.Health/Check` (no backend): the gRPC floor of this client + \
              server on this machine. `kv-batch` is BatchGet of 10 keys; `kv-mixed` 90 % Get / 10 % Set.{}\n",
-            if self.kafka_note.is_empty() {
-                String::new()
-            } else {
-                format!(" Kafka publish: not measured ({}).", self.kafka_note)
-            }
+            affix(" Kafka publish: not measured (", self.kafka_note, ").")
         );
 
-        let _ = writeln!(md, "## Processes\n");
-        let _ = writeln!(
-            md,
-            "| plugin | start → SERVING, first | start → SERVING, restart (median of 2) | idle RSS | max RSS under load | release binary | image |"
+        table_head(
+            &mut md,
+            "Processes",
+            "| plugin | start → SERVING, first | start → SERVING, restart (median of 2) | idle RSS | max RSS under load | release binary | image |",
+            "|---|--:|--:|--:|--:|--:|--:|",
         );
-        let _ = writeln!(md, "|---|--:|--:|--:|--:|--:|--:|");
         for f in self.facts {
             let _ = writeln!(
                 md,
                 "| prism-{} | {} | {} | {} | {} | {} | {} |",
                 f.name,
-                f.start_first_ms
-                    .map(|v| format!("{v:.0} ms"))
-                    .unwrap_or("–".into()),
-                median(&f.start_restart_ms)
-                    .map(|v| format!("{v:.0} ms"))
-                    .unwrap_or("–".into()),
+                f.first_start(" ms"),
+                f.restart(" ms"),
                 mib(f.idle_rss_kb),
                 mib(Some(f.max_rss_kb.load(Ordering::Relaxed))),
-                f.binary_bytes
-                    .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
-                    .unwrap_or("–".into()),
+                dash(f.binary_bytes.map(mib_bytes)),
                 f.image_bytes
-                    .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                    .map(mib_bytes)
                     .unwrap_or("not built (`make images`, then `make sizes`)".into()),
             );
         }
@@ -1497,9 +1617,12 @@ impl Markdown<'_> {
              during all scenarios.\n"
         );
 
-        let _ = writeln!(md, "## Targets\n");
-        let _ = writeln!(md, "| target | measured | met |");
-        let _ = writeln!(md, "|---|---|---|");
+        table_head(
+            &mut md,
+            "Targets",
+            "| target | measured | met |",
+            "|---|---|---|",
+        );
         for p in self.pairs {
             if p.scenario == Scenario::PublishSubscribe {
                 continue;
@@ -1557,10 +1680,11 @@ impl Markdown<'_> {
                     md,
                     "| Kafka publish→deliver p99 ≤ 10 ms (@{}) | {ms:.2} ms (direct {}) | {} |\n",
                     p.in_flight,
-                    p.direct
-                        .as_ref()
-                        .map(|d| format!("{:.2} ms", d.p99_us as f64 / 1e3))
-                        .unwrap_or_else(|| "–".into()),
+                    dash(
+                        p.direct
+                            .as_ref()
+                            .map(|d| format!("{:.2} ms", d.p99_us as f64 / 1e3))
+                    ),
                     yes(ms <= 10.0)
                 );
             }
@@ -1574,6 +1698,11 @@ impl Markdown<'_> {
         md.push_str(&kept_analysis(out_path));
         md
     }
+}
+
+/// A `## title` section starting with a table's header and alignment rows.
+fn table_head(md: &mut String, title: &str, header: &str, align: &str) {
+    let _ = writeln!(md, "## {title}\n\n{header}\n{align}");
 }
 
 fn yes(ok: bool) -> &'static str {
@@ -1593,5 +1722,70 @@ fn kept_analysis(path: &Path) -> String {
         None => "## Analysis\n\n(Not written yet: profile findings go here; \
                  this section is kept when the numbers are regenerated.)\n"
             .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(flags: &[&str]) -> Settings {
+        let args = Args::parse_from(std::iter::once("bench-suite").chain(flags.iter().copied()));
+        Settings::new(&args).expect("valid flags")
+    }
+
+    fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn both_kafka_consumers_get_the_short_fetch_wait_by_default() {
+        let s = settings(&["--plugin-env", "PRISM_BACKEND__POOL_SIZE=32"]);
+        assert_eq!(s.kafka_direct, pairs(&[("fetch.wait.max.ms", "10")]));
+        assert_eq!(
+            s.plugin_env("kafka"),
+            pairs(&[
+                ("PRISM_BACKEND__LIBRDKAFKA__fetch.wait.max.ms", "10"),
+                ("PRISM_BACKEND__POOL_SIZE", "32"),
+            ])
+        );
+        assert_eq!(
+            s.plugin_env("redis"),
+            pairs(&[("PRISM_BACKEND__POOL_SIZE", "32")])
+        );
+    }
+
+    #[test]
+    fn flags_override_the_fetch_wait_and_librdkafka_entries_reach_prism_kafka_only() {
+        let s = settings(&[
+            "--kafka-direct",
+            "fetch.wait.max.ms=500",
+            "--plugin-env",
+            "PRISM_BACKEND__LIBRDKAFKA__FETCH.WAIT.MAX.MS=500",
+        ]);
+        assert_eq!(s.kafka_direct, pairs(&[("fetch.wait.max.ms", "500")]));
+        assert_eq!(
+            s.plugin_env("kafka"),
+            pairs(&[("PRISM_BACKEND__LIBRDKAFKA__FETCH.WAIT.MAX.MS", "500")])
+        );
+        assert!(s.plugin_env("postgres").is_empty());
+        let line = s.fetch_wait_line();
+        assert_eq!(line.matches("`fetch.wait.max.ms=500`").count(), 2, "{line}");
+
+        let map = settings(&[
+            "--plugin-env",
+            r#"PRISM_BACKEND__LIBRDKAFKA={"fetch.wait.max.ms": "50"}"#,
+        ]);
+        assert_eq!(map.plugin_env("kafka").len(), 1);
+    }
+
+    #[test]
+    fn a_setting_without_equals_sign_is_refused() {
+        let args = Args::parse_from(["bench-suite", "--kafka-direct", "fetch.wait.max.ms"]);
+        let err = Settings::new(&args).err().expect("refused");
+        assert!(err.to_string().contains("--kafka-direct"), "{err}");
     }
 }
