@@ -379,4 +379,22 @@ degraded_latency: 50ms
             "{debug}"
         );
     }
+
+    /// The watcher passes into containers, and the testkit scrubs from plugin
+    /// tests, exactly the names in core's `CONVENTIONAL_ENV`: an alias
+    /// missing there would be dropped in Kubernetes and leak into tests.
+    #[test]
+    fn env_aliases_are_conventional_env_names() {
+        use prism_plugin_core::Plugin as _;
+        use prism_plugin_core::config::CONVENTIONAL_ENV;
+
+        let aliases = crate::plugin::PostgresPlugin::ENV_ALIASES;
+        assert!(!aliases.is_empty());
+        for (name, _) in aliases {
+            assert!(
+                CONVENTIONAL_ENV.contains(name),
+                "{name} is missing from prism_plugin_core::config::CONVENTIONAL_ENV"
+            );
+        }
+    }
 }
