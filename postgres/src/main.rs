@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 mod backend;
-mod coalesce;
 mod config;
 mod error;
 mod plugin;

@@ -98,30 +98,6 @@ impl Drop for Conn<'_> {
     }
 }
 
-/// An idle connection being checked: closed and no longer counted if the
-/// check fails or is abandoned.
-struct Checked<'a> {
-    pool: &'a Pool,
-    conn: Option<PgConnection>,
-}
-
-impl Checked<'_> {
-    async fn ping(&mut self) -> Result<(), sqlx::Error> {
-        match self.conn.as_mut() {
-            Some(conn) => conn.ping().await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Checked<'_> {
-    fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            self.pool.open.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 impl Pool {
     /// A pool that connects lazily with `options`.
     pub(crate) fn new(
@@ -187,32 +163,24 @@ impl Pool {
         loop {
             // Most recently used first: keeps the busy set small and warm, and
             // lets the rest reach the idle timeout.
-            let Some(idle) = self.lock().pop() else {
+            let Some(mut idle) = self.lock().pop() else {
                 break;
             };
             if idle.generation != current {
                 self.discard(idle.conn);
                 continue;
             }
-            let (since, created, generation) = (idle.since, idle.created, idle.generation);
-            // Counted as open until it turns out dead or its `Conn` goes, even
-            // if this future is dropped during the ping (a caller that got its
-            // answer elsewhere, or a deadline).
-            let mut checked = Checked {
-                pool: self,
-                conn: Some(idle.conn),
-            };
-            if since.elapsed() >= IDLE_CHECK && checked.ping().await.is_err() {
+            if idle.since.elapsed() >= IDLE_CHECK && idle.conn.ping().await.is_err() {
                 // It died while idle (restart, idle timeout): so may have the others.
                 self.flush();
-                drop(checked);
+                self.open.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             return Ok(Conn {
                 pool: self,
-                conn: checked.conn.take(),
-                created,
-                generation,
+                conn: Some(idle.conn),
+                created: idle.created,
+                generation: idle.generation,
                 _permit: permit,
             });
         }
