@@ -3,8 +3,9 @@
 //! frozen Redis or broker for the others, released shortly after the
 //! signal). Asserted for each plugin: every call in flight at SIGTERM
 //! completes OK (0 failed in-flight calls); calls that arrive later are
-//! refused cleanly, either UNAVAILABLE "draining" from the plugin or a
-//! refused connection once it closed its port (both counted separately);
+//! refused cleanly: UNAVAILABLE "draining" from the plugin, a refused
+//! connection once it closed its port, or cut off unanswered by that close
+//! (each counted separately);
 //! nothing else fails; the process exits 0 within the drain timeout and
 //! logs that it drained.
 
@@ -42,9 +43,11 @@ enum Refusal {
     /// The connection was refused or closed before the call reached a
     /// service (the server had stopped): UNAVAILABLE from the client.
     Connection,
-    /// A call started after SIGTERM that the client library cancelled when
-    /// the server closed the connection under it ("operation was canceled",
-    /// CANCELLED): it never reached a service.
+    /// A call started after SIGTERM that the server's connection close cut
+    /// off before any answer: the client library reports it CANCELLED
+    /// ("operation was canceled") or, when the close races the stream's
+    /// opening (GOAWAY, then the socket closed), INTERNAL "h2 protocol
+    /// error". Such a call got no answer from a service.
     Closed,
     /// Anything else: a failed call.
     Failed,
@@ -70,6 +73,9 @@ fn refusal(r: &CallRecord, sigterm: Instant) -> Option<Refusal> {
             Refusal::Connection
         }
         Some(Code::Cancelled) if r.started >= sigterm && message == "operation was canceled" => {
+            Refusal::Closed
+        }
+        Some(Code::Internal) if r.started >= sigterm && message.contains("h2 protocol error") => {
             Refusal::Closed
         }
         _ => Refusal::Failed,

@@ -390,15 +390,25 @@ mod tests {
         stat[stat.rfind(')')? + 1..].trim_start().chars().next()
     }
 
-    /// Polls until `pid` is (or is not) stopped; a vanished process counts as
-    /// not stopped.
+    /// Polls until `pid` is (or is not) stopped. A process that exited just
+    /// before the freeze counts as stopped too: its frozen parent cannot reap
+    /// it, so it stays a zombie (`Z`), or it is already gone.
     async fn wait_state(pid: u32, stopped: bool) {
+        let halted = |s: Option<char>| matches!(s, None | Some('T' | 't' | 'Z' | 'X'));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while (state(pid) == Some('T')) != stopped {
+        loop {
+            let s = state(pid);
+            let reached = if stopped {
+                halted(s)
+            } else {
+                !matches!(s, Some('T' | 't'))
+            };
+            if reached {
+                return;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "pid {pid} state {:?}, wanted stopped={stopped}",
-                state(pid)
+                "pid {pid} state {s:?}, wanted stopped={stopped}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
