@@ -69,14 +69,7 @@ impl Outage {
     async fn stop(&mut self) {
         match (&mut self.backend, self.crash) {
             (Backend::Postgres(pg), false) => pg.stop().await.expect("postgres stops"),
-            (Backend::Postgres(pg), true) => {
-                FrozenTree::freeze_postgres(pg.data_dir())
-                    .expect("freeze postgres")
-                    .kill()
-                    .expect("SIGKILL postgres");
-                // Reaps the killed postmaster (its signal finds a zombie).
-                let _ = pg.stop().await;
-            }
+            (Backend::Postgres(pg), true) => pg.kill().await.expect("SIGKILL postgres"),
             (Backend::Redis(redis), false) => redis.stop().await.expect("redis stops"),
             (Backend::Redis(redis), true) => {
                 let info = redis.cli(&["INFO", "server"]).await.expect("INFO");

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
@@ -72,8 +73,18 @@ impl FrozenTree {
     pub fn kill(mut self) -> Result<()> {
         let mut first_error = None;
         for pid in std::mem::take(&mut self.pids) {
-            if let Err(err) = send_signal(pid, Signal::SIGKILL) {
-                first_error.get_or_insert(err);
+            match send_signal(pid, Signal::SIGKILL) {
+                // Already gone is what the kill is for: a child that exited
+                // before the freeze stays a zombie only while its frozen
+                // parent lives; once the root is killed, init reaps it.
+                Ok(())
+                | Err(Error::Signal {
+                    source: Errno::ESRCH,
+                    ..
+                }) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -1,7 +1,8 @@
 //! A real PostgreSQL server for tests: `initdb` into a temp dir, `postgres` on a
 //! free 127.0.0.1 port with password (scram-sha-256) auth, outage simulation via
-//! [`Postgres::stop`] / [`Postgres::start_again`] and stall simulation via
-//! [`Postgres::pause`] / [`Postgres::resume`], and a `psql` helper.
+//! [`Postgres::stop`] (or the crash [`Postgres::kill`]) / [`Postgres::start_again`]
+//! and stall simulation via [`Postgres::pause`] / [`Postgres::resume`], and a
+//! `psql` helper.
 //!
 //! `initdb` refuses to run as root, so when the tests run as uid 0 both `initdb`
 //! and `postgres` run as the Debian `postgres` system user (the temp dir is chowned
@@ -175,10 +176,11 @@ impl Postgres {
         }
         as_user(&mut cmd, self.run_as);
         self.process.spawn(cmd)?;
+        let pid = self.process.pid()?;
         let pid_file = self.data_dir.join("postmaster.pid");
         self.process
             .wait_ready(self.port, START_TIMEOUT, || {
-                let ready = postmaster_ready(&pid_file);
+                let ready = postmaster_ready(&pid_file, pid);
                 async move { ready }
             })
             .await
@@ -196,7 +198,39 @@ impl Postgres {
         Ok(())
     }
 
-    /// Restarts a stopped server on the same port with the same data.
+    /// Crashes the server: SIGKILL to the postmaster and every child at once
+    /// (a paused server too), so nothing runs a shutdown path. Returns once
+    /// every server process is gone; the data directory and port are kept, and
+    /// [`start_again`](Self::start_again) then runs PostgreSQL's crash recovery.
+    pub async fn kill(&mut self) -> Result<()> {
+        // Freezing first keeps the postmaster from forking (or restarting a
+        // child) while the tree is being killed.
+        let tree = match self.frozen.take() {
+            Some(tree) => tree,
+            None => FrozenTree::freeze(self.process.pid()?)?,
+        };
+        let pids = tree.pids().to_vec();
+        let killed = tree.kill();
+        // Reap the postmaster (the signal finds it dead or dying) even if a
+        // child could not be signalled.
+        self.process.stop(Signal::SIGKILL, STOP_TIMEOUT).await?;
+        killed?;
+        // A new postmaster refuses the data directory while a dying child
+        // still holds the old shared memory segment.
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        while let Some(&pid) = pids.iter().find(|&&pid| process_alive(pid)) {
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("killed postgres process {pid} to exit"),
+                    timeout: STOP_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Restarts a stopped (or killed) server on the same port with the same data.
     pub async fn start_again(&mut self) -> Result<()> {
         self.launch().await
     }
@@ -372,11 +406,29 @@ fn as_user(cmd: &mut Command, run_as: Option<(Uid, Gid)>) {
     }
 }
 
-/// Whether `postmaster.pid` says the server accepts connections (its 8th line
-/// is `ready`, PostgreSQL 10+).
-fn postmaster_ready(pid_file: &Path) -> bool {
+/// Whether `postmaster.pid` says the postmaster `pid` accepts connections (its
+/// 8th line is `ready`, PostgreSQL 10+). The pid on the first line must match:
+/// after a [`kill`](Postgres::kill) the stale file of the crashed server says
+/// `ready` until the new postmaster replaces it.
+fn postmaster_ready(pid_file: &Path, pid: u32) -> bool {
     std::fs::read_to_string(pid_file)
-        .map(|s| s.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+        .map(|s| {
+            let mut lines = s.lines();
+            lines.next().and_then(|l| l.trim().parse::<u32>().ok()) == Some(pid)
+                && lines.nth(6).is_some_and(|l| l.trim() == "ready")
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie: a zombie has
+/// released its memory, shared segments included).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
+            Some(!matches!(state, 'Z' | 'X'))
+        })
         .unwrap_or(false)
 }
 
@@ -438,5 +490,45 @@ mod tests {
         pg.resume().expect("resume again");
         pg.pause().expect("pause before stop");
         pg.stop().await.expect("stop a paused server");
+    }
+
+    #[tokio::test]
+    async fn kill_crashes_the_whole_tree_and_start_again_recovers() {
+        let mut pg = Postgres::start().await.expect("postgres starts");
+        pg.psql("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+            .await
+            .expect("insert");
+        // Forces the insert to disk (the server runs with
+        // synchronous_commit=off), so the crash cannot lose it.
+        pg.psql("CHECKPOINT").await.expect("checkpoint");
+        // Freezing (and at once thawing) the tree is how to list its pids.
+        let pids = FrozenTree::freeze(pg.process.pid().expect("pid"))
+            .expect("freeze")
+            .pids()
+            .to_vec();
+        assert!(pids.len() > 1, "only {pids:?} in the tree");
+
+        pg.kill().await.expect("kill");
+        assert!(!pg.is_running());
+        for &pid in &pids {
+            assert!(!process_alive(pid), "pid {pid} of {pids:?} survived");
+        }
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", pg.port())).is_err(),
+            "the port refuses connections"
+        );
+
+        pg.start_again().await.expect("restarts after the crash");
+        assert_eq!(pg.psql("SELECT v FROM kept").await.expect("query"), "7");
+        assert!(
+            pg.logs().contains("not properly shut down"),
+            "the restart ran crash recovery:\n{}",
+            pg.logs()
+        );
+        // Killing a paused server works too.
+        pg.pause().expect("pause");
+        pg.kill().await.expect("kill a paused server");
+        pg.start_again().await.expect("restarts again");
+        assert_eq!(pg.psql("SELECT 1").await.expect("answers"), "1");
     }
 }
