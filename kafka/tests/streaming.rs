@@ -18,6 +18,7 @@ use prism_plugin_core::proto::pubsub::{
     PartitionOffsets, PublishRequest, StartPosition, SubscribeRequest, TailRequest,
     UnsubscribeRequest, consume_request, consume_response, tail_request,
 };
+use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
 use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port, wait_for_health};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -81,17 +82,19 @@ async fn spawn_plugin(
 ) -> (PluginProcess, Channel) {
     let brokers = kafka.bootstrap();
     let mut envs = vec![
-        ("PRISM_LOG_FORMAT", "text"),
         ("KAFKA_BROKERS", brokers.as_str()),
         ("PRISM_BACKEND__SESSION_TIMEOUT", SESSION),
     ];
     envs.extend_from_slice(extra);
-    let plugin = PluginProcess::spawn(BIN, &["--grpc-port", &port.to_string()], &envs)
-        .await
-        .expect("plugin spawns");
-    wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    let plugin = spawn_plugin_on(BIN, port, &[], &envs).await;
+    wait_plugin_health(
+        &plugin,
+        port,
+        &["readiness"],
+        ServingStatus::Serving,
+        STARTUP,
+    )
+    .await;
     let channel = prism_testkit::connect(port, STARTUP)
         .await
         .expect("connect");
