@@ -12,6 +12,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::cpu::{Snapshot, Window};
 
 /// Applies extra `key=value` settings on top of a configuration.
 trait WithExtra {
@@ -26,9 +31,6 @@ impl WithExtra for ClientConfig {
         self
     }
 }
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// The header prism-kafka adds to every message (same size here, so both
 /// sides send the same bytes).
@@ -47,6 +49,9 @@ pub struct DirectReport {
     pub p999_us: u64,
     /// Failed sends.
     pub errors: u64,
+    /// CPU cost of the measured window per acknowledged send (this process
+    /// is the client: producer, consumer and their librdkafka threads).
+    pub cpu: Option<crate::cpu::Window>,
 }
 
 /// What to run against the broker.
@@ -172,11 +177,16 @@ pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::Kaf
         seq += 1;
     }
     let mut measured_at = None;
+    let (mut cpu_start, mut cpu_end) = (None, None);
     while let Some((sent, success)) = pending.next().await {
         let now = Instant::now();
         if now >= measure_from && measured_at.is_none() {
             measured_at = Some(now);
+            cpu_start = Snapshot::now();
             measuring.store(true, Ordering::SeqCst);
+        }
+        if now >= end && cpu_end.is_none() {
+            cpu_end = Snapshot::now();
         }
         if sent >= measure_from && now <= end {
             if success {
@@ -213,6 +223,9 @@ pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::Kaf
         p99_us: pct(0.99),
         p999_us: pct(0.999),
         errors,
+        cpu: cpu_start
+            .zip(cpu_end)
+            .and_then(|(start, end)| Window::between(start, end, ok)),
     })
 }
 

@@ -6,6 +6,7 @@
 //! Every worker records into its own histogram (merged at the end) so the
 //! measuring itself adds no shared-state contention.
 
+pub mod cpu;
 pub mod kafka;
 
 use std::collections::BTreeMap;

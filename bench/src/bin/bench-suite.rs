@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use prism_bench::cpu::{self, Snapshot, Window};
 use prism_bench::{Options, Report, Scenario};
 use prism_plugin_core::proto::pubsub::{
     PublishRequest, pub_sub_basic_interface_client::PubSubBasicInterfaceClient,
@@ -222,21 +223,41 @@ struct Measure {
     detail: String,
     /// Plugin process CPU time per successful operation, µs (plugin runs only).
     plugin_cpu_us: Option<f64>,
-    /// Load-generator CPU time per successful operation, µs (plugin runs only).
+    /// CPU time per successful operation of the client side, µs: the load
+    /// generator on a plugin run, the direct tool on a direct one.
     client_cpu_us: Option<f64>,
+    /// CPU time of the whole machine per successful operation, µs.
+    machine_cpu_us: Option<f64>,
+    /// Share of the machine's CPU time that was busy in the window (0–1).
+    busy: Option<f64>,
 }
 
 impl Measure {
-    /// A direct tool's result (no CPU accounting, no error detail).
-    fn direct(ops_per_sec: f64, [p50_us, p99_us, p999_us]: [u64; 3], errors: u64) -> Self {
+    /// A direct tool's result (no error detail); `cpu` is its window and
+    /// `tool_us` the tool's share of it.
+    fn direct(
+        ops_per_sec: f64,
+        [p50_us, p99_us, p999_us]: [u64; 3],
+        errors: u64,
+        cpu: Option<(Window, f64)>,
+    ) -> Self {
         Measure {
             ops_per_sec,
             p50_us,
             p99_us,
             p999_us,
             errors,
+            client_cpu_us: cpu.map(|(_, tool_us)| tool_us),
+            machine_cpu_us: cpu.map(|(w, _)| w.machine_us),
+            busy: cpu.map(|(w, _)| w.busy),
             ..Measure::default()
         }
+    }
+
+    /// CPU per operation left after the plugin and the client: the backend,
+    /// the kernel's share of loopback traffic, and anything else running.
+    fn backend_cpu_us(&self) -> Option<f64> {
+        Some(self.machine_cpu_us? - self.client_cpu_us? - self.plugin_cpu_us.unwrap_or(0.0))
     }
 
     /// The error count, or the errors by kind when there were any.
@@ -262,8 +283,7 @@ impl From<&Report> for Measure {
             } else {
                 format!("{:?}", r.errors)
             },
-            plugin_cpu_us: None,
-            client_cpu_us: None,
+            ..Measure::default()
         }
     }
 }
@@ -365,22 +385,6 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
-
-/// User + system CPU time of a process (all threads) in clock ticks
-/// (`USER_HZ`, 100 per second on Linux).
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line, i.e. the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` times.
-const USER_HZ: f64 = 100.0;
 
 /// Polls the whole-server health every 2 ms until SERVING (the testkit helper
 /// polls every 50 ms, too coarse for a 100 ms target).
@@ -553,16 +557,15 @@ async fn run_plugin(
     };
     let label = format!("{scenario:?}@{in_flight}");
     let tty = std::io::stderr().is_terminal();
-    let pid = plugin.process.pid().to_string();
+    let pid = plugin.process.pid();
     // CPU counters at the start of the measured window (set by the first
     // progress call), so warm-up and preload are not charged to the ops.
-    let at_start = Arc::new(std::sync::Mutex::new(None::<(u64, u64)>));
+    let at_start = Arc::new(std::sync::Mutex::new(None::<(u64, Snapshot)>));
     let snapshot = at_start.clone();
-    let plugin_pid = pid.clone();
     let report = prism_bench::run(opts, move |elapsed, done| {
         if elapsed.is_zero() {
-            if let (Some(p), Some(c)) = (cpu_ticks(&plugin_pid), cpu_ticks("self")) {
-                *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some((p, c));
+            if let (Some(p), Some(s)) = (cpu::process_ticks(pid), Snapshot::now()) {
+                *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some((p, s));
             }
         } else if tty {
             eprint!(
@@ -581,12 +584,13 @@ async fn run_plugin(
     let report = report?;
     let mut measure = Measure::from(&report);
     let start = *at_start.lock().unwrap_or_else(|e| e.into_inner());
-    if let (Some((p0, c0)), Some(p1), Some(c1)) = (start, cpu_ticks(&pid), cpu_ticks("self"))
-        && report.ops > 0
+    if let (Some((p0, s0)), Some(p1), Some(s1)) = (start, cpu::process_ticks(pid), Snapshot::now())
+        && let Some(window) = Window::between(s0, s1, report.ops)
     {
-        let per_op = |ticks: u64| ticks as f64 / USER_HZ * 1e6 / report.ops as f64;
-        measure.plugin_cpu_us = Some(per_op(p1.saturating_sub(p0)));
-        measure.client_cpu_us = Some(per_op(c1.saturating_sub(c0)));
+        measure.plugin_cpu_us = Some(cpu::per_op(p1.saturating_sub(p0), report.ops));
+        measure.client_cpu_us = Some(window.own_us);
+        measure.machine_cpu_us = Some(window.machine_us);
+        measure.busy = Some(window.busy);
     }
     Ok(measure)
 }
@@ -619,13 +623,14 @@ async fn redis_benchmark(
     command: &[&str],
 ) -> anyhow::Result<Measure> {
     let tool = prism_testkit::tool("redis-benchmark")?;
-    let out = tokio::process::Command::new(&tool)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
-        .args(["-r", &keys.to_string(), "--csv", "-q"])
-        .args(command)
-        .output()
-        .await?;
+    let (out, window) = run_tool(
+        tokio::process::Command::new(&tool)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
+            .args(["-r", &keys.to_string(), "--csv", "-q"])
+            .args(command),
+    )
+    .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -650,7 +655,31 @@ async fn redis_benchmark(
     let ms = |v: f64| (v * 1000.0).round() as u64;
     // redis-benchmark reports max, not p99.9.
     let latencies = [ms(fields[3]), ms(fields[5]), ms(fields[6])];
-    Ok(Measure::direct(fields[0], latencies, 0))
+    Ok(Measure::direct(
+        fields[0],
+        latencies,
+        0,
+        tool_cpu(window, requests),
+    ))
+}
+
+/// Runs a direct tool to completion; its output and the CPU counters just
+/// before and after (once waited for, the tool's CPU time shows in this
+/// process's `children` counter).
+async fn run_tool(
+    cmd: &mut tokio::process::Command,
+) -> anyhow::Result<(std::process::Output, Option<(Snapshot, Snapshot)>)> {
+    let start = Snapshot::now();
+    let out = cmd.output().await?;
+    Ok((out, start.zip(Snapshot::now())))
+}
+
+/// The CPU cost of a direct tool's run of `ops` operations, with the
+/// tool's own share.
+fn tool_cpu(window: Option<(Snapshot, Snapshot)>, ops: u64) -> Option<(Window, f64)> {
+    let (start, end) = window?;
+    let w = Window::between(start, end, ops)?;
+    Some((w, w.children_us))
 }
 
 /// pgbench scripts doing what prism-postgres does for Get and Set (same
@@ -690,29 +719,30 @@ async fn pg_direct(
         "log-{}-{in_flight}",
         if get { "get" } else { "set" }
     ));
-    let out = tokio::process::Command::new(&tool)
-        .current_dir(work)
-        .env("PGPASSWORD", pg.password())
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            pg.user(),
-        ])
-        .args(["-n", "-M", "prepared", "-j", "2"])
-        .args(["-c", &in_flight.to_string()])
-        .args(["-T", &args.duration().as_secs().to_string()])
-        .arg("-f")
-        .arg(&script)
-        // Per-transaction latencies for the percentiles (a sample, to keep the
-        // logging cost off the measurement).
-        .args(["--log", "--sampling-rate", "0.2"])
-        .arg(format!("--log-prefix={}", prefix.display()))
-        .arg(pg.database())
-        .output()
-        .await?;
+    let (out, window) = run_tool(
+        tokio::process::Command::new(&tool)
+            .current_dir(work)
+            .env("PGPASSWORD", pg.password())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port().to_string(),
+                "-U",
+                pg.user(),
+            ])
+            .args(["-n", "-M", "prepared", "-j", "2"])
+            .args(["-c", &in_flight.to_string()])
+            .args(["-T", &args.duration().as_secs().to_string()])
+            .arg("-f")
+            .arg(&script)
+            // Per-transaction latencies for the percentiles (a sample, to keep the
+            // logging cost off the measurement).
+            .args(["--log", "--sampling-rate", "0.2"])
+            .arg(format!("--log-prefix={}", prefix.display()))
+            .arg(pg.database()),
+    )
+    .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -726,6 +756,12 @@ async fn pg_direct(
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no tps in pgbench output: {stdout}"))?;
+    let processed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or((tps * args.duration().as_secs_f64()) as u64);
     let failed = stdout
         .lines()
         .find_map(|l| l.strip_prefix("number of failed transactions: "))
@@ -767,6 +803,7 @@ async fn pg_direct(
         tps,
         [pct(0.5), pct(0.99), pct(0.999)],
         failed,
+        tool_cpu(window, processed),
     ))
 }
 
@@ -795,6 +832,8 @@ async fn kafka_direct(
         report.ops_per_sec,
         [report.p50_us, report.p99_us, report.p999_us],
         report.errors,
+        // The client is this process (producer, consumer, librdkafka threads).
+        report.cpu.map(|w| (w, w.own_us)),
     ))
 }
 
@@ -1547,6 +1586,8 @@ impl Markdown<'_> {
              (`/proc/<pid>/stat`) over the measured window, divided by the operations completed.\n"
         );
 
+        self.cpu_budget(&mut md);
+
         table_head(
             &mut md,
             "Plugin-only scenarios",
@@ -1620,8 +1661,8 @@ impl Markdown<'_> {
         table_head(
             &mut md,
             "Targets",
-            "| target | measured | met |",
-            "|---|---|---|",
+            "| target | measured | met | bound measured in this run (see CPU budget) |",
+            "|---|---|---|---|",
         );
         for p in self.pairs {
             if p.scenario == Scenario::PublishSubscribe {
@@ -1630,11 +1671,12 @@ impl Markdown<'_> {
             if let Some(r) = p.ratio() {
                 let _ = writeln!(
                     md,
-                    "| {} {} throughput ≥ 0.8× direct (@{}) | {r:.2}× | {} |",
+                    "| {} {} throughput ≥ 0.8× direct (@{}) | {r:.2}× | {} | {} |",
                     p.backend,
                     p.op,
                     p.in_flight,
-                    yes(r >= 0.8)
+                    yes(r >= 0.8),
+                    self.ceiling_text(p)
                 );
             }
         }
@@ -1642,10 +1684,15 @@ impl Markdown<'_> {
             if let Some(a) = p.added_p99_ms() {
                 let _ = writeln!(
                     md,
-                    "| {} {} added p99 ≤ 2 ms @64 | {a:+.2} ms | {} |",
+                    "| {} {} added p99 ≤ 2 ms @64 | {a:+.2} ms | {} | {} |",
                     p.backend,
                     p.op,
-                    yes(a <= 2.0)
+                    yes(a <= 2.0),
+                    dash(self.floor(p.in_flight).map(|f| format!(
+                        "`health` alone (no backend): p99 {:.2} ms @{}",
+                        f.p99_us as f64 / 1e3,
+                        p.in_flight
+                    )))
                 );
             }
         }
@@ -1654,7 +1701,7 @@ impl Markdown<'_> {
                 let m = kb as f64 / 1024.0;
                 let _ = writeln!(
                     md,
-                    "| prism-{} idle RSS ≤ 15 MB | {m:.1} MiB | {} |",
+                    "| prism-{} idle RSS ≤ 15 MB | {m:.1} MiB | {} | |",
                     f.name,
                     yes(m <= 15.0)
                 );
@@ -1662,7 +1709,7 @@ impl Markdown<'_> {
             if let Some(ms) = median(&f.start_restart_ms) {
                 let _ = writeln!(
                     md,
-                    "| prism-{} start → SERVING ≤ 100 ms | {ms:.0} ms (first {:.0} ms) | {} |",
+                    "| prism-{} start → SERVING ≤ 100 ms | {ms:.0} ms (first {:.0} ms) | {} | |",
                     f.name,
                     f.start_first_ms.unwrap_or(0.0),
                     yes(ms <= 100.0)
@@ -1678,20 +1725,20 @@ impl Markdown<'_> {
                 let ms = m.p99_us as f64 / 1e3;
                 let _ = writeln!(
                     md,
-                    "| Kafka publish→deliver p99 ≤ 10 ms (@{}) | {ms:.2} ms (direct {}) | {} |\n",
+                    "| Kafka publish→deliver p99 ≤ 10 ms (@{}) | {ms:.2} ms | {} | the direct librdkafka consumer: p99 {} |\n",
                     p.in_flight,
+                    yes(ms <= 10.0),
                     dash(
                         p.direct
                             .as_ref()
                             .map(|d| format!("{:.2} ms", d.p99_us as f64 / 1e3))
-                    ),
-                    yes(ms <= 10.0)
+                    )
                 );
             }
             None => {
                 let _ = writeln!(
                     md,
-                    "| Kafka publish ≥ 0.8× librdkafka; publish→deliver p99 ≤ 10 ms | not measured | – |\n"
+                    "| Kafka publish ≥ 0.8× librdkafka; publish→deliver p99 ≤ 10 ms | not measured | – | |\n"
                 );
             }
         }
@@ -1701,6 +1748,121 @@ impl Markdown<'_> {
 }
 
 /// A `## title` section starting with a table's header and alignment rows.
+/// The machine counts as CPU-bound in a window this busy: then throughput is
+/// CPUs ÷ CPU time per operation, and the CPU budget explains the ratio.
+const CPU_BOUND: f64 = 0.9;
+
+impl Markdown<'_> {
+    /// The gRPC floor at `in_flight`: the `health` scenario (no backend).
+    fn floor(&self, in_flight: usize) -> Option<&Measure> {
+        self.solos
+            .iter()
+            .filter(|s| s.scenario == Scenario::Health && s.in_flight == in_flight)
+            .find_map(|s| s.result.as_ref().ok())
+    }
+
+    /// The ratio the plugin would reach if everything it does beyond a bare
+    /// gRPC call (its backend client, the request handling) cost no CPU:
+    /// direct CPU per op ÷ (the gRPC floor's server + client CPU per op +
+    /// what the rest of the machine spent per op on the plugin run). Only
+    /// where both runs were CPU-bound.
+    fn ceiling(&self, p: &Pair) -> Option<f64> {
+        let (plugin, direct) = (p.plugin.as_ref()?, p.direct.as_ref()?);
+        if plugin.busy? < CPU_BOUND || direct.busy? < CPU_BOUND {
+            return None;
+        }
+        let floor = self.floor(p.in_flight)?;
+        let path = floor.plugin_cpu_us? + floor.client_cpu_us? + plugin.backend_cpu_us()?;
+        Some(direct.machine_cpu_us? / path)
+    }
+
+    fn ceiling_text(&self, p: &Pair) -> String {
+        if let Some(c) = self.ceiling(p) {
+            return format!("CPU ceiling {c:.2}×");
+        }
+        match (
+            p.plugin.as_ref().and_then(|m| m.busy),
+            p.direct.as_ref().and_then(|m| m.busy),
+        ) {
+            (Some(a), Some(b)) if a < CPU_BOUND || b < CPU_BOUND => format!(
+                "not CPU-bound (machine {:.0} % / {:.0} % busy)",
+                a * 100.0,
+                b * 100.0
+            ),
+            _ => "–".to_string(),
+        }
+    }
+
+    /// The "CPU budget" section: where each side's CPU time per operation
+    /// goes, and the ceiling that sets on the ratio.
+    fn cpu_budget(&self, md: &mut String) {
+        table_head(
+            md,
+            "CPU budget: what bounds the ratio",
+            "| backend | op | in flight | machine busy plugin run / direct run | plugin path µs/op: plugin + client + rest = machine | direct µs/op: tool + rest = machine | gRPC floor µs/op (`health`: server + client) | **CPU ceiling** | measured ratio |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        );
+        let pct = |m: Option<&Measure>| {
+            dash(
+                m.and_then(|m| m.busy)
+                    .map(|b| format!("{:.0} %", b * 100.0)),
+            )
+        };
+        for p in self.pairs {
+            let plugin = p.plugin.as_ref().and_then(|m| {
+                Some(format!(
+                    "{:.0} + {:.0} + {:.0} = {:.0}",
+                    m.plugin_cpu_us?,
+                    m.client_cpu_us?,
+                    m.backend_cpu_us()?,
+                    m.machine_cpu_us?
+                ))
+            });
+            let direct = p.direct.as_ref().and_then(|m| {
+                Some(format!(
+                    "{:.0} + {:.0} = {:.0}",
+                    m.client_cpu_us?,
+                    m.backend_cpu_us()?,
+                    m.machine_cpu_us?
+                ))
+            });
+            let floor = self
+                .floor(p.in_flight)
+                .and_then(|f| Some(format!("{:.0} + {:.0}", f.plugin_cpu_us?, f.client_cpu_us?)));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} / {} | {} | {} | {} | **{}** | {} |",
+                p.backend,
+                p.op,
+                p.in_flight,
+                pct(p.plugin.as_ref()),
+                pct(p.direct.as_ref()),
+                dash(plugin),
+                dash(direct),
+                dash(floor),
+                self.ceiling_text(p),
+                p.ratio_text(),
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nCPU time per completed operation over each measured window, in µs: `machine` is all \
+             CPUs' busy time (`/proc/stat`), `plugin` and `client` are the plugin process and the load \
+             generator (`/proc/<pid>/stat`), `tool` is the direct tool (pgbench and redis-benchmark as \
+             reaped children; the librdkafka client is this process), `rest` = machine − the named \
+             processes: the backend server, the kernel's loopback work not charged to a process, and \
+             anything else that ran. When both runs keep the machine's CPUs busy (≥ {:.0} %), throughput \
+             is CPUs ÷ machine µs/op, so the ratio is direct machine µs/op ÷ plugin-path machine µs/op. \
+             **CPU ceiling** = direct machine µs/op ÷ (gRPC floor + the plugin run's `rest`): the ratio \
+             the plugin would reach if everything it does beyond answering a bare gRPC call — its \
+             backend client, request handling — cost no CPU at all. A ceiling below 0.8 means no change \
+             to the plugin can meet the target on this machine; the extra hop's gRPC server + client \
+             work alone costs more than the budget allows.\n",
+            CPU_BOUND * 100.0
+        );
+    }
+}
+
 fn table_head(md: &mut String, title: &str, header: &str, align: &str) {
     let _ = writeln!(md, "## {title}\n\n{header}\n{align}");
 }
