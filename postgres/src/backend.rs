@@ -32,6 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::watch;
 
+use crate::coalesce::{self, Queue, Ticket, Waiting};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Kind};
 use crate::pool::{Conn, Pool};
@@ -99,6 +100,120 @@ pub(crate) struct Backend {
     ctx: Context,
     /// Set for Vault credentials: reports a rejected login or session.
     auth: Option<AuthHook>,
+    /// Point Gets and Sets waiting for a connection (see coalesce.rs).
+    gets: Queue<GetJob, Option<Bytes>>,
+    sets: Queue<SetJob, ()>,
+}
+
+/// A point Get: namespace and key.
+pub(crate) struct GetJob {
+    ns: String,
+    key: String,
+}
+
+/// A point Set.
+pub(crate) struct SetJob {
+    ns: String,
+    key: String,
+    value: Bytes,
+    ttl_seconds: i64,
+}
+
+/// A kind of point call that can share one statement with others of its
+/// kind (see coalesce.rs).
+trait Coalesce: Sized + Send {
+    /// A call's result.
+    type Out: Send;
+
+    /// The backend's queue of these calls.
+    fn queue(backend: &Backend) -> &Queue<Self, Self::Out>;
+
+    /// Runs `jobs` as one statement (one job: the point statement), one
+    /// result per job, in order.
+    fn run(
+        backend: &Backend,
+        conn: &mut PgConnection,
+        jobs: &[&Self],
+    ) -> impl Future<Output = Result<Vec<Self::Out>, sqlx::Error>> + Send;
+}
+
+impl Coalesce for GetJob {
+    type Out = Option<Bytes>;
+
+    fn queue(backend: &Backend) -> &Queue<Self, Self::Out> {
+        &backend.gets
+    }
+
+    async fn run(
+        backend: &Backend,
+        conn: &mut PgConnection,
+        jobs: &[&Self],
+    ) -> Result<Vec<Self::Out>, sqlx::Error> {
+        if let [job] = jobs {
+            let query = sqlx::query_scalar::<_, Vec<u8>>(&backend.sql.get)
+                .bind(&job.ns)
+                .bind(&job.key);
+            return Ok(vec![query.fetch_optional(conn).await?.map(Bytes::from)]);
+        }
+        let namespaces: Vec<&str> = jobs.iter().map(|j| j.ns.as_str()).collect();
+        let keys: Vec<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
+        let query = sqlx::query_as::<_, (i64, Vec<u8>)>(&backend.sql.coalesced_get)
+            .bind(namespaces)
+            .bind(keys);
+        let mut found = vec![None; jobs.len()];
+        for (ordinal, value) in query.fetch_all(conn).await? {
+            if let Some(slot) = ordinal_slot(&mut found, ordinal) {
+                *slot = Some(Bytes::from(value));
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Coalesce for SetJob {
+    type Out = ();
+
+    fn queue(backend: &Backend) -> &Queue<Self, Self::Out> {
+        &backend.sets
+    }
+
+    async fn run(
+        backend: &Backend,
+        conn: &mut PgConnection,
+        jobs: &[&Self],
+    ) -> Result<Vec<Self::Out>, sqlx::Error> {
+        if let [job] = jobs {
+            let query = sqlx::query(&backend.sql.set)
+                .bind(&job.ns)
+                .bind(&job.key)
+                .bind(job.value.as_ref())
+                .bind(job.ttl_seconds);
+            return query.execute(conn).await.map(|_| vec![()]);
+        }
+        // One statement may not update a row twice: the last Set of a key
+        // wins, as if the calls had run in queue order. Sorted, so that two
+        // batches lock rows in the same order and cannot deadlock.
+        let mut last = std::collections::BTreeMap::new();
+        for job in jobs {
+            last.insert((job.ns.as_str(), job.key.as_str()), *job);
+        }
+        let mut namespaces = Vec::with_capacity(last.len());
+        let mut keys = Vec::with_capacity(last.len());
+        let mut values = Vec::with_capacity(last.len());
+        let mut ttls = Vec::with_capacity(last.len());
+        for ((ns, key), job) in last {
+            namespaces.push(ns);
+            keys.push(key);
+            values.push(job.value.as_ref());
+            ttls.push(job.ttl_seconds);
+        }
+        let query = sqlx::query(&backend.sql.coalesced_set)
+            .bind(namespaces)
+            .bind(keys)
+            .bind(values)
+            .bind(ttls);
+        query.execute(conn).await.map(|_| vec![(); jobs.len()])
+    }
 }
 
 /// Vault-minted credentials replacing the ones in `database_url`.
@@ -260,6 +375,8 @@ impl Backend {
             answered: AtomicU64::new(0),
             ctx: ctx.clone(),
             auth,
+            gets: Queue::default(),
+            sets: Queue::default(),
         })
     }
 
@@ -413,38 +530,184 @@ impl Backend {
         }
     }
 
-    /// Stores `value` under `key` (insert or overwrite) in one upsert.
+    /// Stores `value` under `key` (insert or overwrite) in one upsert,
+    /// shared with concurrent Sets when all connections are busy.
     pub(crate) async fn set(
         &self,
-        ns: &str,
-        key: &str,
-        value: &[u8],
+        ns: String,
+        key: String,
+        value: Bytes,
         ttl_seconds: i64,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let mut conn = self.acquire(deadline).await?;
-        let query = sqlx::query(&self.sql.set)
-            .bind(ns)
-            .bind(key)
-            .bind(value)
-            .bind(ttl_seconds);
-        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
-        self.settle(conn, done).map(drop)
+        let job = SetJob {
+            ns,
+            key,
+            value,
+            ttl_seconds,
+        };
+        self.coalesced(job, deadline).await
     }
 
-    /// The live value of `key`, if any.
+    /// The live value of `key`, if any; read together with concurrent Gets
+    /// when all connections are busy.
     pub(crate) async fn get(
         &self,
-        ns: &str,
-        key: &str,
+        ns: String,
+        key: String,
         deadline: Deadline,
     ) -> Result<Option<Bytes>, Error> {
-        let mut conn = self.acquire(deadline).await?;
-        let query = sqlx::query_scalar::<_, Vec<u8>>(&self.sql.get)
-            .bind(ns)
-            .bind(key);
-        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
-        Ok(self.settle(conn, done)?.map(Bytes::from))
+        self.coalesced(GetJob { ns, key }, deadline).await
+    }
+
+    /// Runs `job` through `queue` (see coalesce.rs): joins the queue, then
+    /// either is answered by another call's statement, or gets a connection
+    /// and runs every queued job (its own among them, usually) with `run`,
+    /// which must return one result per job, in order.
+    async fn coalesced<J: Coalesce>(&self, job: J, deadline: Deadline) -> Result<J::Out, Error> {
+        // A free connection: run alone, awaited to the end. Only calls that
+        // find every connection busy queue and race their reply against a
+        // connection; if they raced while one was still being opened, an
+        // answered call would drop it half-open (measured: thousands of
+        // abandoned PostgreSQL logins per second, the pool stuck below size).
+        if let Some(conn) = self.acquire_free(deadline).await {
+            return self.alone_on(conn?, job, deadline).await;
+        }
+        let queue = J::queue(self);
+        let Ticket { id, mut reply } = queue.push(job, deadline);
+        loop {
+            if !queue.contains(id) {
+                // Another call took it into its statement.
+                break;
+            }
+            tokio::select! {
+                biased;
+                answer = &mut reply => return self.answered(answer, deadline).await,
+                conn = self.acquire(deadline) => match conn {
+                    Err(err) => {
+                        queue.remove(id);
+                        return Err(err);
+                    }
+                    Ok(conn) => {
+                        if let Some(mine) = self.run_queue(queue, id, deadline, conn).await {
+                            return mine;
+                        }
+                    }
+                },
+            }
+        }
+        match prism_plugin_core::within(deadline, reply).await {
+            Some(answer) => self.answered(answer, deadline).await,
+            None => Err(Error::Deadline {
+                target: self.target.clone(),
+                what: "the statement",
+            }),
+        }
+    }
+
+    /// A queued call's outcome: its result, or its job handed back, to run alone.
+    async fn answered<J: Coalesce>(
+        &self,
+        answer: Result<coalesce::Reply<J, J::Out>, tokio::sync::oneshot::error::RecvError>,
+        deadline: Deadline,
+    ) -> Result<J::Out, Error> {
+        match answer {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(job)) => self.alone(job, deadline).await,
+            // Only if the queue itself went away, which the caller's Arc prevents.
+            Err(_) => Err(self.unreachable()),
+        }
+    }
+
+    /// Runs one job on a connection of its own.
+    async fn alone<J: Coalesce>(&self, job: J, deadline: Deadline) -> Result<J::Out, Error> {
+        let conn = self.acquire(deadline).await?;
+        self.alone_on(conn, job, deadline).await
+    }
+
+    /// Runs one job on `conn`.
+    async fn alone_on<J: Coalesce>(
+        &self,
+        mut conn: Conn<'_>,
+        job: J,
+        deadline: Deadline,
+    ) -> Result<J::Out, Error> {
+        let done = prism_plugin_core::within(deadline, J::run(self, &mut conn, &[&job])).await;
+        let mut results = self.settle(conn, done)?;
+        results
+            .pop()
+            .ok_or_else(|| self.fail(sqlx::Error::RowNotFound))
+    }
+
+    /// Runs the queue's jobs in batches on `conn` until call `id` is answered
+    /// (`Some`), or `None`: another call's statement has it, or a failed batch
+    /// cost the connection while it was still queued.
+    async fn run_queue<J: Coalesce>(
+        &self,
+        queue: &Queue<J, J::Out>,
+        id: u64,
+        deadline: Deadline,
+        mut conn: Conn<'_>,
+    ) -> Option<Result<J::Out, Error>> {
+        loop {
+            let batch = queue.take();
+            if batch.is_empty() {
+                self.pool.release(conn);
+                return None;
+            }
+            let jobs: Vec<&J> = batch.iter().map(Waiting::job).collect();
+            let bound = coalesce::latest(&batch);
+            let done = prism_plugin_core::within(bound, J::run(self, &mut conn, &jobs)).await;
+            drop(jobs);
+            match done {
+                Some(Ok(results)) if results.len() == batch.len() => {
+                    self.note_answer();
+                    let mut mine = None;
+                    for (call, result) in batch.into_iter().zip(results) {
+                        if call.id() == id {
+                            call.into_job();
+                            mine = Some(result);
+                        } else {
+                            call.answer(result);
+                        }
+                    }
+                    if let Some(result) = mine {
+                        self.pool.release(conn);
+                        return Some(Ok(result));
+                    }
+                    if !queue.contains(id) {
+                        // Another call's statement has ours: stop serving the
+                        // queue, or a busy plugin would keep this call waiting.
+                        self.pool.release(conn);
+                        return None;
+                    }
+                }
+                done => {
+                    let alone = batch.len() == 1;
+                    // (A result count that does not match the batch is a bug in
+                    // `run`; treated as a failed statement.)
+                    let done = done.map(|d| d.and_then(|_| Err(sqlx::Error::RowNotFound)));
+                    let Err(err) = self.settle::<()>(conn, done) else {
+                        return None;
+                    };
+                    // Everyone in a failed batch runs alone (dropping `batch`
+                    // hands the others their jobs back): one bad item must not
+                    // fail the rest.
+                    let mut mine = None;
+                    for call in batch {
+                        if call.id() == id {
+                            mine = Some(call.into_job());
+                        }
+                    }
+                    return match mine {
+                        Some(_) if alone => Some(Err(err)),
+                        Some(job) => Some(self.alone(job, deadline).await),
+                        // Still queued: back to waiting for an answer or a connection.
+                        None => None,
+                    };
+                }
+            }
+        }
     }
 
     /// Whether `key` holds a live value.
@@ -524,11 +787,7 @@ impl Backend {
             .bind(keys);
         let done = prism_plugin_core::within(deadline, query.fetch_all(&mut *conn)).await;
         for (ordinal, value) in self.settle(conn, done)? {
-            // WITH ORDINALITY counts from 1; anything else cannot come back.
-            let slot = usize::try_from(ordinal - 1)
-                .ok()
-                .and_then(|i| found.get_mut(i));
-            if let Some(slot) = slot {
+            if let Some(slot) = ordinal_slot(&mut found, ordinal) {
                 *slot = Some(Bytes::from(value));
             }
         }
@@ -651,6 +910,21 @@ impl Backend {
             .execute(&mut *conn)
             .await;
         Ok(self.settle(conn, Some(done))?.rows_affected())
+    }
+
+    /// A connection if one is free now (see [`Pool::try_acquire`]); `None`
+    /// when every one is in use.
+    async fn acquire_free(&self, deadline: Deadline) -> Option<Result<Conn<'_>, Error>> {
+        if !*self.link.up.borrow() {
+            return Some(Err(self.unreachable()));
+        }
+        match prism_plugin_core::within(deadline, self.pool.try_acquire()).await {
+            None => Some(Err(Error::Deadline {
+                target: self.target.clone(),
+                what: "waiting for a connection",
+            })),
+            Some(found) => found.map(|conn| conn.map_err(|e| self.fail(e))),
+        }
     }
 
     /// A pooled connection, unless the server is known to be down, goes down
@@ -789,6 +1063,14 @@ impl Drain for Backend {
     async fn close(&self) {
         Backend::close(self).await;
     }
+}
+
+/// The slot of a `WITH ORDINALITY` row (counted from 1); `None` for anything
+/// else, which cannot come back.
+fn ordinal_slot<T>(found: &mut [T], ordinal: i64) -> Option<&mut T> {
+    usize::try_from(ordinal - 1)
+        .ok()
+        .and_then(|i| found.get_mut(i))
 }
 
 /// The smallest string greater than every string starting with `prefix`, in

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod coalesce;
 mod config;
 mod error;
 mod plugin;

@@ -98,6 +98,30 @@ impl Drop for Conn<'_> {
     }
 }
 
+/// An idle connection being checked: closed and no longer counted if the
+/// check fails or is abandoned.
+struct Checked<'a> {
+    pool: &'a Pool,
+    conn: Option<PgConnection>,
+}
+
+impl Checked<'_> {
+    async fn ping(&mut self) -> Result<(), sqlx::Error> {
+        match self.conn.as_mut() {
+            Some(conn) => conn.ping().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Checked<'_> {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Pool {
     /// A pool that connects lazily with `options`.
     pub(crate) fn new(
@@ -150,12 +174,38 @@ impl Pool {
         }
     }
 
+    /// Like [`Pool::acquire`] when a connection may be taken now; `None`,
+    /// without waiting, when every one is in use. Once a permit is taken the
+    /// caller must not drop this future early: a connection being opened or
+    /// pinged would be thrown away with it.
+    pub(crate) async fn try_acquire(&self) -> Option<Result<Conn<'_>, sqlx::Error>> {
+        let permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return None,
+            Err(tokio::sync::TryAcquireError::Closed) => return Some(Err(sqlx::Error::PoolClosed)),
+        };
+        Some(
+            match tokio::time::timeout(self.acquire_timeout, self.with_permit(permit)).await {
+                Ok(result) => result,
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+            },
+        )
+    }
+
     async fn acquire_inner(&self) -> Result<Conn<'_>, sqlx::Error> {
         let permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.with_permit(permit).await
+    }
+
+    /// An idle or new connection for the holder of `permit`.
+    async fn with_permit<'a>(
+        &'a self,
+        permit: SemaphorePermit<'a>,
+    ) -> Result<Conn<'a>, sqlx::Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
@@ -163,24 +213,32 @@ impl Pool {
         loop {
             // Most recently used first: keeps the busy set small and warm, and
             // lets the rest reach the idle timeout.
-            let Some(mut idle) = self.lock().pop() else {
+            let Some(idle) = self.lock().pop() else {
                 break;
             };
             if idle.generation != current {
                 self.discard(idle.conn);
                 continue;
             }
-            if idle.since.elapsed() >= IDLE_CHECK && idle.conn.ping().await.is_err() {
+            let (since, created, generation) = (idle.since, idle.created, idle.generation);
+            // Counted as open until it turns out dead or its `Conn` goes, even
+            // if this future is dropped during the ping (a caller that got its
+            // answer elsewhere, or a deadline).
+            let mut checked = Checked {
+                pool: self,
+                conn: Some(idle.conn),
+            };
+            if since.elapsed() >= IDLE_CHECK && checked.ping().await.is_err() {
                 // It died while idle (restart, idle timeout): so may have the others.
                 self.flush();
-                self.open.fetch_sub(1, Ordering::Relaxed);
+                drop(checked);
                 continue;
             }
             return Ok(Conn {
                 pool: self,
-                conn: Some(idle.conn),
-                created: idle.created,
-                generation: idle.generation,
+                conn: checked.conn.take(),
+                created,
+                generation,
                 _permit: permit,
             });
         }

@@ -189,6 +189,10 @@ pub(crate) struct Statements {
     pub(crate) delete: String,
     pub(crate) batch_set: String,
     pub(crate) batch_get: String,
+    /// Point Sets of several callers (any namespaces) in one upsert.
+    pub(crate) coalesced_set: String,
+    /// Point Gets of several callers (any namespaces) in one select.
+    pub(crate) coalesced_get: String,
     pub(crate) batch_delete: String,
     pub(crate) expire: String,
     pub(crate) expire_now: String,
@@ -259,6 +263,18 @@ impl Statements {
                 "SELECT k.ord, t.value \
                  FROM unnest($2::text[]) WITH ORDINALITY AS k(key, ord) \
                  JOIN {t} t ON t.namespace = $1 AND t.key_md5 = md5(k.key)::uuid AND t.key = k.key \
+                 WHERE (t.expires_at IS NULL OR t.expires_at > now())"
+            ),
+            coalesced_set: format!(
+                "INSERT INTO {t} AS t (namespace, key, value, expires_at) \
+                 SELECT i.ns, i.key, i.value, {} \
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[]) AS i(ns, key, value, ttl) {upsert}",
+                expiry("i.ttl")
+            ),
+            coalesced_get: format!(
+                "SELECT k.ord, t.value \
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(ns, key, ord) \
+                 JOIN {t} t ON t.namespace = k.ns AND t.key_md5 = md5(k.key)::uuid AND t.key = k.key \
                  WHERE (t.expires_at IS NULL OR t.expires_at > now())"
             ),
             batch_delete: format!(

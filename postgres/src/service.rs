@@ -103,13 +103,7 @@ impl KeyValueBasicInterface for KvService {
         check_value(req.value.len(), &limits)?;
         check_ttl(req.ttl_seconds)?;
         call.backend
-            .set(
-                &call.ns,
-                &req.key,
-                &req.value,
-                req.ttl_seconds,
-                call.deadline,
-            )
+            .set(call.ns, req.key, req.value, req.ttl_seconds, call.deadline)
             .await?;
         Ok(Response::new(SetResponse {
             success: true,
@@ -121,7 +115,7 @@ impl KeyValueBasicInterface for KvService {
         let call = self.call(&request)?;
         let req = request.into_inner();
         check_key(&req.key, &call.backend.settings().limits)?;
-        let value = call.backend.get(&call.ns, &req.key, call.deadline).await?;
+        let value = call.backend.get(call.ns, req.key, call.deadline).await?;
         Ok(Response::new(GetResponse {
             found: value.is_some(),
             value: value.unwrap_or_default(),

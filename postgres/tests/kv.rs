@@ -803,3 +803,213 @@ async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflectio
         .into_inner();
     assert!(got.found);
 }
+
+/// With every connection busy, point Gets and Sets that queue share one
+/// statement (coalesce.rs), and each caller still gets exactly its own answer:
+/// the right namespace, the right key, last-Set-wins for a key set twice.
+#[tokio::test]
+async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
+    use sqlx::Connection;
+
+    let (pg, plugin) = pg_and_plugin(&[("PRISM_BACKEND__POOL_SIZE", "1")]).await;
+    let mut kv = plugin.basic();
+    for ns in ["ns-a", "ns-b"] {
+        for i in 0..32 {
+            kv.set(req(
+                Some(ns),
+                set(&format!("old/{i}"), format!("{ns}:old{i}"), 0),
+            ))
+            .await
+            .expect("preload");
+        }
+    }
+
+    // Hold the table so the pool's one connection stalls on the first call
+    // and every other call queues behind it.
+    let mut holder = sqlx::PgConnection::connect(&pg.url())
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE prism_kv IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+
+    let mut calls = tokio::task::JoinSet::new();
+    for ns in ["ns-a", "ns-b"] {
+        for i in 0..32 {
+            let mut kv = plugin.basic();
+            calls.spawn(async move {
+                kv.set(req(
+                    Some(ns),
+                    set(&format!("new/{i}"), format!("{ns}:new{i}"), 0),
+                ))
+                .await
+                .map(drop)
+                .map_err(|e| format!("set {ns} new/{i}: {e}"))
+            });
+            let mut kv = plugin.basic();
+            calls.spawn(async move {
+                let got = kv
+                    .get(req(Some(ns), get(&format!("old/{i}"))))
+                    .await
+                    .map_err(|e| format!("get {ns} old/{i}: {e}"))?
+                    .into_inner();
+                if got.found && got.value == format!("{ns}:old{i}").into_bytes() {
+                    Ok(())
+                } else {
+                    Err(format!("get {ns} old/{i}: wrong answer {got:?}"))
+                }
+            });
+            let mut kv = plugin.basic();
+            calls.spawn(async move {
+                let got = kv
+                    .get(req(Some(ns), get(&format!("missing/{i}"))))
+                    .await
+                    .map_err(|e| format!("get {ns} missing/{i}: {e}"))?
+                    .into_inner();
+                if got.found {
+                    Err(format!("get {ns} missing/{i}: found {got:?}"))
+                } else {
+                    Ok(())
+                }
+            });
+        }
+    }
+    for value in ["first", "second"] {
+        let mut kv = plugin.basic();
+        calls.spawn(async move {
+            kv.set(req(Some("ns-a"), set("twice", value, 0)))
+                .await
+                .map(drop)
+                .map_err(|e| format!("set twice={value}: {e}"))
+        });
+    }
+    // The first call reached the server and waits for the lock: the others
+    // are on their way or queued.
+    poll_until(Duration::from_secs(10), "a plugin statement waits for the lock", || async {
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'prism-postgres' AND wait_event_type = 'Lock'")
+            .await
+            .is_ok_and(|n| n == "1")
+    })
+    .await;
+    sqlx::query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("unlock");
+
+    let mut failures = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        if let Err(e) = done.expect("task") {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    for ns in ["ns-a", "ns-b"] {
+        for i in 0..32 {
+            let got = kv
+                .get(req(Some(ns), get(&format!("new/{i}"))))
+                .await
+                .expect("get")
+                .into_inner();
+            assert_eq!(got.value, format!("{ns}:new{i}").into_bytes());
+        }
+    }
+    let twice = kv
+        .get(req(Some("ns-a"), get("twice")))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(
+        twice.value[..] == b"first"[..] || twice.value[..] == b"second"[..],
+        "{twice:?}"
+    );
+    // One transaction per statement, and now() is the transaction's start:
+    // 66 Sets written by few statements share few updated_at values.
+    let statements: u32 = pg
+        .psql("SELECT count(DISTINCT updated_at) FROM prism_kv WHERE key LIKE 'new/%' OR key = 'twice'")
+        .await
+        .expect("count")
+        .parse()
+        .expect("number");
+    assert!(
+        statements <= 16,
+        "66 queued Sets took {statements} statements: they were not batched"
+    );
+}
+
+/// Calls that queue for a connection (coalesce.rs) never start opening one
+/// they may then abandon when another call's statement answers them first.
+/// (A first version raced every queued call's connect against its answer:
+/// under load PostgreSQL saw thousands of logins per second cut off half-way,
+/// and the pool never grew to its size.)
+#[tokio::test]
+async fn queued_calls_under_load_abandon_no_login() {
+    let (pg, plugin) = pg_and_plugin(&[("PRISM_BACKEND__POOL_SIZE", "4")]).await;
+    pg.psql("ALTER SYSTEM SET log_connections = on")
+        .await
+        .expect("log_connections");
+    pg.psql("SELECT pg_reload_conf()").await.expect("reload");
+    let mut kv = plugin.basic();
+    for i in 0..64 {
+        kv.set(req(None, set(&format!("k{i}"), format!("v{i}"), 0)))
+            .await
+            .expect("preload");
+    }
+    // The reload reaches the postmaster asynchronously: wait until a new
+    // session is logged, so every plugin login after this point is too.
+    poll_until(Duration::from_secs(10), "logins are logged", || async {
+        pg.psql("SELECT 1").await.is_ok() && pg.logs().contains("connection authorized")
+    })
+    .await;
+
+    let mut calls = tokio::task::JoinSet::new();
+    for t in 0..64 {
+        let mut kv = plugin.basic();
+        calls.spawn(async move {
+            for n in 0..40 {
+                let i = (t + n) % 64;
+                if n % 4 == 0 {
+                    kv.set(req(None, set(&format!("k{i}"), format!("v{i}"), 0)))
+                        .await
+                        .map_err(|e| format!("set k{i}: {e}"))?;
+                } else {
+                    let got = kv
+                        .get(req(None, get(&format!("k{i}"))))
+                        .await
+                        .map_err(|e| format!("get k{i}: {e}"))?
+                        .into_inner();
+                    if got.value != format!("v{i}").into_bytes() {
+                        return Err(format!("get k{i}: wrong answer {got:?}"));
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        if let Err(e) = done.expect("task") {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    let logs = pg.logs();
+    let received = logs.matches("connection received").count();
+    let authorized = logs.matches("connection authorized").count();
+    assert_eq!(
+        received,
+        authorized,
+        "{} logins were abandoned half-way",
+        received - authorized
+    );
+    assert!(
+        authorized <= 40,
+        "{authorized} sessions for a pool of 4 (plus the probe and psql)"
+    );
+}
