@@ -1053,6 +1053,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let levels = &args.in_flight;
     let first_level = levels.first().copied().unwrap_or(32);
+    // The gRPC floor first, on a quiet stack: the CPU ceilings divide by it,
+    // and the broker keeps working for a while after the Kafka scenarios.
+    let floor_runs: Vec<_> = levels
+        .iter()
+        .map(|&n| ("redis", Scenario::Health, n))
+        .collect();
+    let mut solos = run_solos(&args, &running, floor_runs).await;
     let mut pairs = Vec::new();
     if let (Some(r), Some(redis)) = (running.get("redis"), &redis) {
         let port = redis.port();
@@ -1076,6 +1083,19 @@ async fn main() -> anyhow::Result<()> {
         });
         pairs.extend(compare(&args, "PostgreSQL", r, table).await);
     }
+    solos.extend(
+        run_solos(
+            &args,
+            &running,
+            [
+                ("redis", Scenario::KvBatch, first_level),
+                ("postgres", Scenario::KvMixed, first_level),
+                ("postgres", Scenario::KvBatch, first_level),
+            ],
+        )
+        .await,
+    );
+    // Kafka last: see the floor above.
     let mut kafka_note = String::new();
     if let (Some(r), Some(kafka)) = (running.get("kafka"), &kafka) {
         match publish_served(r.port).await {
@@ -1105,29 +1125,6 @@ async fn main() -> anyhow::Result<()> {
         } else {
             format!("{} not built", kafka_bin.display())
         };
-    }
-    let solo_runs = levels
-        .iter()
-        .map(|&n| ("redis", Scenario::Health, n))
-        .chain([
-            ("redis", Scenario::KvBatch, first_level),
-            ("postgres", Scenario::KvMixed, first_level),
-            ("postgres", Scenario::KvBatch, first_level),
-        ]);
-    let mut solos = Vec::new();
-    for (plugin, scenario, in_flight) in solo_runs {
-        let Some(r) = running.get(plugin) else {
-            continue;
-        };
-        let result = run_plugin(&args, r, scenario, in_flight).await;
-        let solo = Solo {
-            plugin,
-            scenario,
-            in_flight,
-            result,
-        };
-        println!("{}", solo_line(&solo));
-        solos.push(solo);
     }
     if let Some(r) = running.get_mut("kafka") {
         r.facts.note = kafka_note.clone();
@@ -1181,6 +1178,31 @@ async fn main() -> anyhow::Result<()> {
         total.as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs plugin-only scenarios `(plugin, scenario, in flight)` in order,
+/// printing each result; plugins that are not running are skipped.
+async fn run_solos(
+    args: &Args,
+    running: &BTreeMap<&'static str, Running>,
+    runs: impl IntoIterator<Item = (&'static str, Scenario, usize)>,
+) -> Vec<Solo> {
+    let mut solos = Vec::new();
+    for (plugin, scenario, in_flight) in runs {
+        let Some(r) = running.get(plugin) else {
+            continue;
+        };
+        let result = run_plugin(args, r, scenario, in_flight).await;
+        let solo = Solo {
+            plugin,
+            scenario,
+            in_flight,
+            result,
+        };
+        println!("{}", solo_line(&solo));
+        solos.push(solo);
+    }
+    solos
 }
 
 fn pair(
