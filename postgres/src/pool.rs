@@ -168,10 +168,7 @@ impl Pool {
     /// a new one. `PoolTimedOut` after `acquire_timeout`, `PoolClosed` once
     /// [`Pool::close`] began; a failed login is returned as is.
     pub(crate) async fn acquire(&self) -> Result<Conn<'_>, sqlx::Error> {
-        match tokio::time::timeout(self.acquire_timeout, self.acquire_inner()).await {
-            Ok(result) => result,
-            Err(_) => Err(sqlx::Error::PoolTimedOut),
-        }
+        self.timed(self.acquire_inner()).await
     }
 
     /// Like [`Pool::acquire`] when a connection may be taken now; `None`,
@@ -184,12 +181,17 @@ impl Pool {
             Err(tokio::sync::TryAcquireError::NoPermits) => return None,
             Err(tokio::sync::TryAcquireError::Closed) => return Some(Err(sqlx::Error::PoolClosed)),
         };
-        Some(
-            match tokio::time::timeout(self.acquire_timeout, self.with_permit(permit)).await {
-                Ok(result) => result,
-                Err(_) => Err(sqlx::Error::PoolTimedOut),
-            },
-        )
+        Some(self.timed(self.with_permit(permit)).await)
+    }
+
+    /// `acquiring`, or `PoolTimedOut` once `acquire_timeout` passes.
+    async fn timed<'a>(
+        &self,
+        acquiring: impl Future<Output = Result<Conn<'a>, sqlx::Error>>,
+    ) -> Result<Conn<'a>, sqlx::Error> {
+        tokio::time::timeout(self.acquire_timeout, acquiring)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 
     async fn acquire_inner(&self) -> Result<Conn<'_>, sqlx::Error> {

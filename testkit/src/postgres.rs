@@ -423,24 +423,19 @@ fn postmaster_ready(pid_file: &Path, pid: u32) -> bool {
 /// Whether `pid` is a live process (not gone, not a zombie: a zombie has
 /// released its memory, shared segments included).
 fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
-            Some(!matches!(state, 'Z' | 'X'))
-        })
-        .unwrap_or(false)
+    process_state(pid).is_some_and(|state| !matches!(state, 'Z' | 'X'))
+}
+
+/// The state letter of `pid` from `/proc/<pid>/stat` (`T` = stopped, `Z` =
+/// zombie), `None` once it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The state letter of `pid` (`T` = stopped), `None` once it is gone.
-    fn state(pid: u32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-    }
 
     /// Polls until `pid` is (or is not) stopped. A process that exited just
     /// before the freeze counts as stopped too: its frozen parent cannot reap
@@ -449,7 +444,7 @@ mod tests {
         let halted = |s: Option<char>| matches!(s, None | Some('T' | 't' | 'Z' | 'X'));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let s = state(pid);
+            let s = process_state(pid);
             let reached = if stopped {
                 halted(s)
             } else {
