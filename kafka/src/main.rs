@@ -1,18 +1,6 @@
-//! `prism-kafka`: the Prism pub/sub and streaming plugin backed by Apache Kafka
-//! (or any Kafka-protocol broker).
-//!
-//! Everything process-level (flags, config, gRPC server, health, drain) lives in
-//! `prism-plugin-core`; this binary only supplies the Kafka plugin.
+//! The `prism-kafka` binary: hands the plugin to core's bootstrap.
 #![forbid(unsafe_code)]
 
-mod backend;
-mod config;
-mod error;
-mod plugin;
-mod rebuilder;
-mod service;
-mod stream;
-
 fn main() -> std::process::ExitCode {
-    prism_plugin_core::run(plugin::KafkaPlugin::default())
+    prism_plugin_core::run(prism_kafka::KafkaPlugin::default())
 }

@@ -30,7 +30,7 @@ const STREAM_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (and a Vault rotation, and the rebuilder) replaces, the running streams,
 /// and the background tasks.
 #[derive(Default)]
-pub(crate) struct KafkaPlugin {
+pub struct KafkaPlugin {
     backend: Arc<Slot<Backend>>,
     streams: Arc<StreamSet>,
     /// Serialises initialize, start and stop; the tasks they own.

@@ -1,19 +1,6 @@
-//! `prism-postgres`: the Prism key-value plugin backed by PostgreSQL.
-//!
-//! Everything process-level (flags, config, gRPC server, health, drain) lives in
-//! `prism-plugin-core`; this binary only supplies the PostgreSQL plugin.
+//! The `prism-postgres` binary: hands the plugin to core's bootstrap.
 #![forbid(unsafe_code)]
 
-mod backend;
-mod coalesce;
-mod config;
-mod error;
-mod plugin;
-mod pool;
-mod reaper;
-mod schema;
-mod service;
-
 fn main() -> std::process::ExitCode {
-    prism_plugin_core::run(plugin::PostgresPlugin::default())
+    prism_plugin_core::run(prism_postgres::PostgresPlugin::default())
 }

@@ -28,7 +28,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// (and a Vault rotation) replaces, shared with the services; the reaper
 /// sweeping it; the rotation task.
 #[derive(Default)]
-pub(crate) struct PostgresPlugin {
+pub struct PostgresPlugin {
     backend: Arc<Slot<Backend>>,
     /// Serialises initialize and stop; the tasks they own.
     tasks: tokio::sync::Mutex<Tasks>,

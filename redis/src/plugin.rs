@@ -23,7 +23,7 @@ const INTERFACE_VERSION: &str = "1.0.0";
 /// The Redis plugin: the current backend in a [`Slot`] that `initialize`
 /// (and a Vault rotation) replaces, and the rotation task.
 #[derive(Default)]
-pub(crate) struct RedisPlugin {
+pub struct RedisPlugin {
     backend: Arc<Slot<Backend>>,
     /// Serialises initialize and stop; the rotation, `None` without Vault.
     rotator: tokio::sync::Mutex<Option<Rotator>>,

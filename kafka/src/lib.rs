@@ -1,0 +1,16 @@
+//! `prism-kafka`: the Prism pub/sub and streaming plugin backed by Apache Kafka
+//! (or any Kafka-protocol broker).
+//!
+//! Everything process-level (flags, config, gRPC server, health, drain) lives in
+//! `prism-plugin-core`; this crate only supplies the Kafka plugin.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod config;
+mod error;
+mod plugin;
+mod rebuilder;
+mod service;
+mod stream;
+
+pub use plugin::KafkaPlugin;

@@ -1,0 +1,17 @@
+//! `prism-postgres`: the Prism key-value plugin backed by PostgreSQL.
+//!
+//! Everything process-level (flags, config, gRPC server, health, drain) lives in
+//! `prism-plugin-core`; this crate only supplies the PostgreSQL plugin.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod coalesce;
+mod config;
+mod error;
+mod plugin;
+mod pool;
+mod reaper;
+mod schema;
+mod service;
+
+pub use plugin::PostgresPlugin;
