@@ -6,15 +6,19 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 .DEFAULT_GOAL := help
 
 # ---- variables (override on the command line: make images VERSION=1.2.3 REGISTRY=ghcr.io/acme)
-PLUGINS   := postgres kafka redis
+# Every plugin declares itself in <dir>/plugin.toml (docs/adding-a-plugin.md): the
+# plugin list and each plugin's facts come from there, never from a list kept here.
+PLUGINS   := $(sort $(patsubst %/plugin.toml,%,$(wildcard */plugin.toml)))
+# $(call manifest,PLUGIN,KEY): a top-level string or number of PLUGIN/plugin.toml.
+manifest = $(shell sed -n 's/^$(2)[[:space:]]*=[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}.*/\1/p' $(1)/plugin.toml | head -n1)
 VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # OCI source label: where this checkout came from.
 SOURCE_URL ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
 REGISTRY  ?= prism
 PODMAN    ?= podman
-# Base images: empty = the Containerfile defaults (distroless static-debian12 for
-# postgres/redis, cc-debian12 for kafka; :debug-nonroot for debug). Set both to
+# Base images: empty = each plugin's declared `image_base` (distroless
+# static-debian12 or cc-debian12; :debug-nonroot for debug). Set both to
 # `scratch` where images cannot be pulled (the binaries are self-contained).
 BASE_IMAGE       ?=
 DEBUG_BASE_IMAGE ?=
@@ -40,10 +44,12 @@ WATCH_ARGS ?=
 
 .PHONY: help deps build build-debug test test-only test-faults lint fmt demo stack run-postgres run-kafka fuzz bench \
         run-redis clean static-bins images images-debug $(PLUGINS) $(PLUGINS:%=%-debug) \
-        push sizes list watch validate test-images test-packaging clean-images
+        push sizes list watch validate test-images test-packaging clean-images \
+        manifests new-plugin plugins $(PLUGINS:%=run-%)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo "  run-PLUGIN       Run one plugin locally on its declared port ($(PLUGINS:%=run-%))"
 	@echo "  variables: VERSION=$(VERSION) REGISTRY=$(REGISTRY) PODMAN=$(PODMAN) IMAGE_PROFILE=$(IMAGE_PROFILE)"
 	@echo "             BASE_IMAGE=$(BASE_IMAGE) DEBUG_BASE_IMAGE=$(DEBUG_BASE_IMAGE) (empty = distroless defaults)"
 
@@ -63,13 +69,13 @@ test-only: ## Run the tests without the install step
 	@scripts/test.sh
 
 test-faults: deps ## Fault-injection and secret-leak suite only (builds the plugin binaries it spawns)
-	$(CARGO) build --bins -p prism-postgres -p prism-redis -p prism-kafka
+	$(CARGO) build --bins $(PLUGINS:%=-p prism-%)
 	$(CARGO) nextest run -p prism-faults
 
 lint: deps ## rustfmt check, clippy with warnings as errors, hadolint, cargo-deny (licences, bans, sources; advisories where reachable)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	.venv/bin/hadolint Containerfiles/*.Containerfile
+	.venv/bin/hadolint Containerfiles/*.Containerfile $(wildcard $(PLUGINS:%=%/Containerfile))
 	@command -v cargo-deny >/dev/null || $(CARGO) install --locked --quiet cargo-deny
 	cargo-deny check licenses bans sources
 	@# Advisories need the RustSec database from GitHub: checked strictly when it
@@ -92,14 +98,19 @@ demo: build-debug ## Start backends + the three plugins, call them with grpcurl,
 stack: build-debug ## Like demo, but keep everything running until Ctrl-C
 	$(CARGO) run -q -p prism-testkit --bin prism-demo -- --keep-running
 
-run-postgres: build-debug ## Run prism-postgres locally (DATABASE_URL from the environment)
-	$(CARGO) run -q --bin prism-postgres -- --grpc-port 9090
+plugins: ## List the plugins (from */plugin.toml): name, port, image base
+	@$(foreach p,$(PLUGINS),printf '  %-12s %-6s %s\n' $(p) $(call manifest,$(p),port) $(or $(call manifest,$(p),image_base),static);)
 
-run-kafka: build-debug ## Run prism-kafka locally (KAFKA_BROKERS from the environment)
-	$(CARGO) run -q --bin prism-kafka -- --grpc-port 9091
+# Runs one plugin on its declared port, with its backend named by the conventional env vars.
+$(PLUGINS:%=run-%): run-%: build-debug
+	$(CARGO) run -q --bin prism-$* -- --grpc-port $(call manifest,$*,port)
 
-run-redis: build-debug ## Run prism-redis locally (REDIS_ADDRESS from the environment)
-	$(CARGO) run -q --bin prism-redis -- --grpc-port 9092
+manifests: ## Regenerate compose.yaml and deploy/kubernetes/ from the plugins' plugin.toml
+	$(CARGO) run -q -p prism-xtask -- manifests
+
+new-plugin: ## Write a new plugin crate from the skeleton: make new-plugin NAME=foo [PORT=9093]
+	@test -n "$(NAME)" || { echo "usage: make new-plugin NAME=foo [PORT=9093]"; exit 2; }
+	$(CARGO) run -q -p prism-xtask -- new-plugin $(NAME) $(if $(PORT),--port $(PORT))
 
 watch: ## Dev loop: rebuild and restart the plugins on every source change (WATCH_ARGS=...)
 	$(CARGO) run -q --release -p prism-watcher -- $(WATCH_ARGS)
@@ -110,9 +121,16 @@ static-bins: ## Self-contained static plugin binaries (+ prism-probe) for the im
 	$(STATIC_ENV) RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release \
 	    --target $(TRIPLE) --target-dir $(STATIC_TARGET_DIR) $(PLUGINS:%=--bin prism-%) --bin prism-probe
 
-# Build context per plugin: only the binary and the CA bundle (small, no secrets).
-$(IMAGE_DIR)/%/.staged: static-bins
+# Build context per plugin: only the binary, prism-probe, the CA bundle and the
+# Containerfile rendered from the plugin's facts (small, no secrets). A plugin's
+# own <dir>/Containerfile replaces the shared one.
+$(IMAGE_DIR)/%/.staged: static-bins %/plugin.toml Containerfiles/plugin.Containerfile
 	@mkdir -p $(IMAGE_DIR)/$*
+	@if [ -f $*/Containerfile ]; then cp $*/Containerfile $(IMAGE_DIR)/$*/Containerfile; else \
+	  sed -e 's|@NAME@|$*|g' -e 's|@PORT@|$(call manifest,$*,port)|g' \
+	      -e 's|@BASE@|$(or $(call manifest,$*,image_base),static)-debian12|g' \
+	      -e 's|@DESCRIPTION@|$(call manifest,$*,description)|g' \
+	      Containerfiles/plugin.Containerfile > $(IMAGE_DIR)/$*/Containerfile; fi
 	@install -m 0755 $(STATIC_BIN_DIR)/prism-$* $(IMAGE_DIR)/$*/prism-$*
 	@install -m 0755 $(STATIC_BIN_DIR)/prism-probe $(IMAGE_DIR)/$*/prism-probe
 	@install -m 0644 $(CA_BUNDLE) $(IMAGE_DIR)/$*/ca-certificates.crt
@@ -124,12 +142,12 @@ images-debug: $(PLUGINS:%=%-debug) ## Debug images of all plugins (:debug, :VERS
 
 postgres: ## Production image prism/postgres-plugin:VERSION and :latest (same for kafka, redis)
 $(PLUGINS): %: $(IMAGE_DIR)/%/.staged
-	$(PODMAN) build -q --target production $(BUILD_ARGS) -f Containerfiles/$@.Containerfile \
+	$(PODMAN) build -q --target production $(BUILD_ARGS) -f $(IMAGE_DIR)/$@/Containerfile \
 	    -t $(REGISTRY)/$@-plugin:$(VERSION) -t $(REGISTRY)/$@-plugin:latest $(IMAGE_DIR)/$@
 
 postgres-debug: ## Debug image prism/postgres-plugin:debug and :VERSION-debug (same for kafka, redis)
 $(PLUGINS:%=%-debug): %-debug: $(IMAGE_DIR)/%/.staged
-	$(PODMAN) build -q --target debug $(BUILD_ARGS) -f Containerfiles/$*.Containerfile \
+	$(PODMAN) build -q --target debug $(BUILD_ARGS) -f $(IMAGE_DIR)/$*/Containerfile \
 	    -t $(REGISTRY)/$*-plugin:debug -t $(REGISTRY)/$*-plugin:$(VERSION)-debug $(IMAGE_DIR)/$*
 
 push: ## Push every tag of every plugin image to REGISTRY

@@ -20,13 +20,19 @@ export IMAGE_PROFILE="${IMAGE_PROFILE:-fast}"
 REGISTRY="${PRISM_IMAGE_REGISTRY:-localhost/prism-test}"
 VERSION="${PRISM_IMAGE_TAG:-0.0.0-test}"
 MAKE_VARS=(REGISTRY="$REGISTRY" VERSION="$VERSION" BASE_IMAGE=scratch DEBUG_BASE_IMAGE=scratch)
-PLUGINS=(postgres kafka redis)
-declare -A PORTS=([postgres]=9090 [kafka]=9091 [redis]=9092)
+# Every plugin that declares itself (*/plugin.toml), with its declared port.
+PLUGINS=()
+declare -A PORTS=()
+for manifest in */plugin.toml; do
+    p=${manifest%/plugin.toml}
+    PLUGINS+=("$p")
+    PORTS[$p]=$(sed -n 's/^port[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/p' "$manifest")
+done
 failures=0
 fail() { echo "test-images: FAIL: $*" >&2; failures=$((failures + 1)); }
 
-echo "== hadolint Containerfiles/"
-.venv/bin/hadolint Containerfiles/*.Containerfile
+echo "== hadolint Containerfiles/ and plugins' own Containerfiles"
+.venv/bin/hadolint Containerfiles/*.Containerfile $(ls */Containerfile 2>/dev/null)
 
 echo "== building images (IMAGE_PROFILE=$IMAGE_PROFILE, base scratch)"
 started=$(date +%s)

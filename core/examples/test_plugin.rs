@@ -13,7 +13,8 @@ use prism_plugin_core::proto::keyvalue::{
     key_value_basic_interface_server::{KeyValueBasicInterface, KeyValueBasicInterfaceServer},
 };
 use prism_plugin_core::{
-    Context, Error, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry, Slot, proto,
+    Context, Error, HealthReport, HealthStatus, Interface, ManifestSource, Plugin, ServiceRegistry,
+    Slot, proto,
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
@@ -68,11 +69,11 @@ struct TestPlugin {
 #[prism_plugin_core::async_trait]
 impl Plugin for TestPlugin {
     type Config = TestConfig;
-    const NAME: &'static str = "test";
-    const VERSION: &'static str = "0.0.1";
-    const DEFAULT_PORT: u16 = 9099;
-    const ENV_ALIASES: &'static [(&'static str, &'static str)] =
-        &[("TEST_PROBE_ADDRESS", "backend.probe_address")];
+
+    const MANIFEST: ManifestSource = ManifestSource {
+        toml: include_str!("test_plugin.toml"),
+        version: "0.0.1",
+    };
 
     fn default_config() -> TestConfig {
         TestConfig {

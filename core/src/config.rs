@@ -163,46 +163,6 @@ pub const CORE_ENV_ALIASES: &[(&str, &str)] = &[
     ("PRISM_METRICS_PORT", "metrics.port"),
 ];
 
-/// Every conventional (non-`PRISM_*`) environment name a plugin's config
-/// understands: the vault aliases ([`VAULT_ENV_ALIASES`](crate::vault::VAULT_ENV_ALIASES))
-/// and each plugin's [`Plugin::ENV_ALIASES`](crate::Plugin::ENV_ALIASES)
-/// (postgres, kafka, redis). The one list of them outside the plugins: the
-/// watcher passes these (and every `PRISM_*` variable) into containers, and the
-/// testkit removes them from the environment plugin tests inherit. A new alias
-/// belongs here too.
-pub const CONVENTIONAL_ENV: &[&str] = &[
-    // prism-postgres
-    "DATABASE_URL",
-    "POSTGRES_POOL_SIZE",
-    // prism-kafka
-    "KAFKA_BROKERS",
-    "KAFKA_TOPIC",
-    "KAFKA_CONSUMER_GROUP",
-    "KAFKA_SASL_USERNAME",
-    "KAFKA_SASL_PASSWORD",
-    // prism-redis
-    "REDIS_ADDRESS",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    // vault (core)
-    "VAULT_ADDR",
-    "VAULT_NAMESPACE",
-    "VAULT_TOKEN",
-];
-
-/// The alias names in `aliases` that are neither `PRISM_*` nor in
-/// [`CONVENTIONAL_ENV`]: names the watcher would not pass into containers and
-/// the testkit would not scrub from plugin tests. For plugins' unit tests
-/// (`unconventional_aliases(MyPlugin::ENV_ALIASES)` must be empty), so the
-/// check lives in one place.
-pub fn unconventional_aliases<'a>(aliases: &[(&'a str, &str)]) -> Vec<&'a str> {
-    aliases
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| !name.starts_with("PRISM_") && !CONVENTIONAL_ENV.contains(name))
-        .collect()
-}
-
 /// Values given on the command line, the layer above the environment.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlagOverrides {
@@ -610,30 +570,6 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.backend.address, "nested:2");
-    }
-
-    #[test]
-    fn every_core_alias_is_a_conventional_name() {
-        let core_aliases: Vec<(&str, &str)> = CORE_ENV_ALIASES
-            .iter()
-            .chain(crate::vault::VAULT_ENV_ALIASES)
-            .copied()
-            .collect();
-        assert_eq!(
-            unconventional_aliases(&core_aliases),
-            Vec::<&str>::new(),
-            "add them to CONVENTIONAL_ENV"
-        );
-    }
-
-    #[test]
-    fn unconventional_aliases_names_only_the_unlisted_non_prism_names() {
-        let aliases = [
-            ("DATABASE_URL", "backend.database_url"),
-            ("PRISM_LOG_LEVEL", "log.level"),
-            ("MY_NEW_ALIAS", "backend.new"),
-        ];
-        assert_eq!(unconventional_aliases(&aliases), vec!["MY_NEW_ALIAS"]);
     }
 
     #[test]

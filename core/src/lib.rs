@@ -13,6 +13,7 @@ mod gate;
 mod health;
 pub mod kv;
 mod lifecycle;
+pub mod manifest;
 pub mod metrics;
 mod plugin;
 pub mod proto;
@@ -27,6 +28,7 @@ pub use cli::Cli;
 pub use error::Error;
 pub use gate::DrainOutcome;
 pub use health::{LIVENESS, READINESS};
+pub use manifest::{Manifest, ManifestSource};
 pub use plugin::{Context, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry, Slot};
 pub use server::{EXIT_CONFIG, EXIT_FAILURE, run, run_with};
 

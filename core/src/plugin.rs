@@ -23,15 +23,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// The `backend:` config section.
     type Config: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
 
-    /// Short name (`postgres`, `kafka`, `redis`); also a health service name.
-    const NAME: &'static str;
-    /// Version reported in metadata and `--version`.
-    const VERSION: &'static str;
-    /// Default gRPC port.
-    const DEFAULT_PORT: u16;
-    /// Conventional environment names mapped to dotted config keys,
-    /// e.g. `("DATABASE_URL", "backend.database_url")`.
-    const ENV_ALIASES: &'static [(&'static str, &'static str)] = &[];
+    /// The crate's `plugin.toml` and version: `prism_plugin_core::manifest!()`.
+    /// Name, default port and environment aliases come from it.
+    const MANIFEST: crate::manifest::ManifestSource;
 
     /// The default `backend` section.
     fn default_config() -> Self::Config;

@@ -39,18 +39,30 @@ pub(crate) struct Runtime<P: Plugin> {
     pub(crate) endpoint: String,
 }
 
+/// What the serve loop wires into a [`Runtime`] besides the plugin and its config.
+pub(crate) struct Wiring {
+    pub(crate) gate: Gate,
+    pub(crate) health: Health,
+    pub(crate) metrics: Metrics,
+    pub(crate) ctx: Context,
+    /// `localhost:<bound port>`, returned by Start.
+    pub(crate) endpoint: String,
+}
+
 impl<P: Plugin> Runtime<P> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         plugin: Arc<P>,
         base: Figment,
         config: Config<P::Config>,
-        gate: Gate,
-        health: Health,
-        metrics: Metrics,
-        ctx: Context,
-        endpoint: String,
+        wiring: Wiring,
     ) -> Self {
+        let Wiring {
+            gate,
+            health,
+            metrics,
+            ctx,
+            endpoint,
+        } = wiring;
         Runtime {
             plugin,
             base,
@@ -111,7 +123,7 @@ impl<P: Plugin> Runtime<P> {
                     self.health.set_draining(false).await;
                 }
                 self.ctx.health_changed();
-                tracing::info!(plugin = P::NAME, "backend initialized");
+                tracing::info!(plugin = %crate::manifest::of::<P>().name, "backend initialized");
                 Ok(())
             }
             Err(err) => {
@@ -288,7 +300,10 @@ impl<P: Plugin> Runtime<P> {
             .collect();
         let mut extra = std::collections::HashMap::new();
         extra.insert("data_endpoint".to_string(), self.endpoint.clone());
-        extra.insert("plugin".to_string(), P::NAME.to_string());
+        extra.insert(
+            "plugin".to_string(),
+            crate::manifest::of::<P>().name.clone(),
+        );
         pb::PatternMetadata {
             name: config.plugin.name,
             version: config.plugin.version,

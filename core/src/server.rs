@@ -20,8 +20,8 @@ use crate::lifecycle::LifecycleService;
 use crate::metrics::Metrics;
 use crate::plugin::{Context, Plugin, ServiceRegistry};
 use crate::proto::lifecycle::lifecycle_interface_server::LifecycleInterfaceServer;
-use crate::runtime::{Runtime, validate};
-use crate::{Cli, Error, proto};
+use crate::runtime::{Runtime, Wiring, validate};
+use crate::{Cli, Error, manifest, proto};
 
 /// Exit code for invalid configuration (sysexits `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -42,13 +42,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let manifest = manifest::of::<P>();
     let command = Cli::command()
-        .name(format!("prism-{}", P::NAME))
-        .version(P::VERSION)
+        .name(manifest.binary())
+        .version(manifest.version.clone())
         .about(format!(
-            "Prism {} backend plugin (gRPC on port {} by default)",
-            P::NAME,
-            P::DEFAULT_PORT
+            "Prism backend plugin: {} (gRPC on port {} by default)",
+            manifest.description, manifest.port
         ));
     let cli = match command
         .try_get_matches_from(args)
@@ -69,7 +69,7 @@ where
     let (figment, config) = match load::<P>(&cli) {
         Ok(loaded) => loaded,
         Err(err) => {
-            eprintln!("prism-{}: {err}", P::NAME);
+            eprintln!("{}: {err}", manifest.binary());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -79,27 +79,27 @@ where
         match serde_yaml::to_string(&config::redact(&value)) {
             Ok(yaml) => {
                 println!(
-                    "# effective configuration of prism-{} (secrets redacted)",
-                    P::NAME
+                    "# effective configuration of {} (secrets redacted)",
+                    manifest.binary()
                 );
                 print!("{yaml}");
                 return ExitCode::SUCCESS;
             }
             Err(err) => {
-                eprintln!("prism-{}: cannot print config: {err}", P::NAME);
+                eprintln!("{}: cannot print config: {err}", manifest.binary());
                 return ExitCode::from(EXIT_FAILURE);
             }
         }
     }
 
     if let Err(err) = crate::telemetry::init(&config.log) {
-        eprintln!("prism-{}: {err}", P::NAME);
+        eprintln!("{}: {err}", manifest.binary());
         return ExitCode::from(EXIT_CONFIG);
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name(format!("prism-{}", P::NAME))
+        .thread_name(manifest.binary())
         .build()
     {
         Ok(rt) => rt,
@@ -126,13 +126,14 @@ where
 
 /// Defaults ← file ← env ← flags, extracted and validated.
 fn load<P: Plugin>(cli: &Cli) -> Result<(figment::Figment, Config<P::Config>), Error> {
+    let manifest = manifest::of::<P>();
     let defaults = Config {
         plugin: config::PluginSection {
-            name: P::NAME.to_string(),
-            version: P::VERSION.to_string(),
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
         },
         control_plane: config::ControlPlane {
-            port: P::DEFAULT_PORT,
+            port: manifest.port,
             ..Default::default()
         },
         backend: P::default_config(),
@@ -145,7 +146,12 @@ fn load<P: Plugin>(cli: &Cli) -> Result<(figment::Figment, Config<P::Config>), E
         grpc_port: cli.grpc_port,
         log_level: cli.log_level.clone(),
     };
-    let figment = config::layered(&defaults, file.as_deref(), P::ENV_ALIASES, &flags);
+    let aliases: Vec<(&str, &str)> = manifest
+        .env
+        .iter()
+        .map(|(name, key)| (name.as_str(), key.as_str()))
+        .collect();
+    let figment = config::layered(&defaults, file.as_deref(), &aliases, &flags);
     let config = config::extract::<P::Config>(&figment)?;
     validate::<P>(&config)?;
     Ok((figment, config))
@@ -170,12 +176,13 @@ async fn bind(address: &str, port: u16) -> Result<tokio::net::TcpListener, Error
     }
 }
 
+/// The serve loop: load TLS → bind → build the services → serve (plus the
+/// probe and metrics ports) → wait for shutdown → the shutdown sequence.
 async fn serve<P: Plugin>(
     plugin: P,
     figment: figment::Figment,
     config: Config<P::Config>,
 ) -> Result<(), Error> {
-    let plugin = Arc::new(plugin);
     let cp = config.control_plane.clone();
     // Bad certificate files are a configuration error (exit 64), found before binding.
     let tls = match &cp.tls {
@@ -186,127 +193,44 @@ async fn serve<P: Plugin>(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Server(format!("cannot read the bound address: {e}")))?;
-    let endpoint = format!("localhost:{}", local.port());
-
-    let metrics = Metrics::new(P::NAME);
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let mut registry = ServiceRegistry::new(cp.max_message_bytes);
-    plugin.register(&mut registry);
-    let probe_health = tonic_health::pb::health_server::HealthServer::new(
-        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
-    );
-    let health = Health::new(reporter, P::NAME, &registry.names).await;
-
-    let lifecycle_name =
-        <LifecycleInterfaceServer<LifecycleService<P>> as tonic::server::NamedService>::NAME;
-    let mut known: Vec<String> = registry.names.iter().map(|s| s.to_string()).collect();
-    known.extend(
-        [
-            lifecycle_name,
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-        ]
-        .map(String::from),
-    );
-    let gate = Gate::new(metrics.clone(), known.clone());
-
-    // One cancellation tree: `root` ends every background task.
-    let root = CancellationToken::new();
-    let ctx = Context {
-        shutdown: root.child_token(),
-        health_changed: Arc::new(tokio::sync::Notify::new()),
-        vault: config.vault.clone(),
-    };
-    let runtime = Arc::new(Runtime::new(
-        plugin.clone(),
-        figment,
-        config.clone(),
-        gate.clone(),
-        health.clone(),
-        metrics.clone(),
-        ctx,
-        endpoint,
-    ));
-
-    // Reflection lists exactly the services this port serves (not every
-    // service in the compiled protos), under both protocol versions.
-    let reflection = |other_version: &'static [u8]| {
-        known.iter().fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(other_version),
-            |builder, name| builder.with_service_name(name.clone()),
-        )
-    };
-    let reflection_v1 = reflection(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Server(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| Error::Server(format!("reflection: {e}")))?;
-    let lifecycle = LifecycleInterfaceServer::new(LifecycleService::new(runtime.clone()))
-        .max_decoding_message_size(cp.max_message_bytes)
-        .max_encoding_message_size(cp.max_message_bytes);
-    let mut routes = registry.routes;
-    routes
-        .add_service(lifecycle)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let built = Built::new(Arc::new(plugin), figment, &config, local.port()).await?;
 
     let tasks = TaskTracker::new();
     let server_stop = CancellationToken::new();
-    let router = tonic::transport::Server::builder()
-        .layer(GateLayer::new(gate.clone()))
-        .add_routes(routes.routes());
-    let stop_signal = server_stop.clone().cancelled_owned();
-    type ServeFuture = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    >;
-    let server: ServeFuture = match tls {
-        Some((tls, loaded)) => {
-            let incoming = crate::tls::incoming(listener, tls, loaded, &tasks, server_stop.clone());
-            Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
-        }
-        None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
-        }
-    };
+    let server = grpc_server(
+        built.routes,
+        &built.runtime.gate,
+        listener,
+        tls,
+        &tasks,
+        &server_stop,
+    );
     let server_task = tasks.spawn(server);
+    let manifest = manifest::of::<P>();
     tracing::info!(
-        plugin = P::NAME,
-        version = P::VERSION,
+        plugin = %manifest.name,
+        version = %manifest.version,
         address = %local,
         tls = cp.tls.is_some(),
         mtls = cp.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
         "serving gRPC (lifecycle, health, reflection, data services)"
     );
-
     if let Some(port) = cp.probe_port.filter(|p| *p != 0) {
         let listener = bind(&cp.bind_address, port).await?;
-        tracing::info!(port, "serving plaintext grpc.health.v1 for probes");
-        let probe = tonic::transport::Server::builder()
-            .add_service(probe_health)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                server_stop.clone().cancelled_owned(),
-            );
-        tasks.spawn(async move {
-            if let Err(err) = probe.await {
-                tracing::error!(error = %err, "probe port failed");
-            }
-        });
+        serve_probe_port(built.probe_health, listener, &tasks, &server_stop);
     }
-
+    let root = built.root;
     if let Some(port) = config.metrics.port.filter(|p| *p != 0) {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(local.ip(), port))
             .await
             .map_err(|e| Error::Server(format!("cannot bind metrics port {port}: {e}")))?;
         tracing::info!(port, "serving /metrics, /health/live, /health/ready");
-        let (m, h, stop) = (metrics.clone(), health.clone(), root.child_token());
+        let runtime = &built.runtime;
+        let (m, h, stop) = (
+            runtime.metrics.clone(),
+            runtime.health.clone(),
+            root.child_token(),
+        );
         tasks.spawn(async move {
             if let Err(err) = crate::metrics::serve_http(listener, m, h, stop).await {
                 tracing::error!(error = %err, "metrics endpoint failed");
@@ -314,32 +238,10 @@ async fn serve<P: Plugin>(
         });
     }
 
-    tasks.spawn(runtime.clone().health_loop(cp.health_interval));
-    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<Error>(1);
-    {
-        let runtime = runtime.clone();
-        tasks.spawn(async move {
-            if let Err(err) = runtime.auto_initialize().await {
-                let _ = fatal_tx.send(err).await;
-            }
-        });
-    }
-    tasks.spawn(watch_signals(
-        runtime.shutdown_requested.clone(),
-        root.clone(),
-    ));
-
-    let mut outcome = Ok(());
-    tokio::select! {
-        _ = runtime.shutdown_requested.cancelled() => {}
-        Some(err) = fatal_rx.recv() => {
-            outcome = Err(err);
-            runtime.request_shutdown();
-        }
-    }
+    let outcome = run_until_shutdown(&built.runtime, &tasks, &root, cp.health_interval).await;
 
     // The shutdown sequence; Stop may already have done the first steps.
-    if let Err(err) = runtime.stop(cp.drain_timeout).await {
+    if let Err(err) = built.runtime.stop(cp.drain_timeout).await {
         tracing::warn!(error = %err, "plugin stop reported an error");
     }
     server_stop.cancel();
@@ -359,6 +261,202 @@ async fn serve<P: Plugin>(
     }
     tracing::info!("exiting");
     outcome
+}
+
+/// Everything the port serves, built before it serves: the runtime (plugin,
+/// config, gate, health, metrics), the routes, and the health service for the
+/// probe port; `root` is the one cancellation tree of the process.
+struct Built<P: Plugin> {
+    runtime: Arc<Runtime<P>>,
+    routes: tonic::service::RoutesBuilder,
+    probe_health:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    root: CancellationToken,
+}
+
+impl<P: Plugin> Built<P> {
+    async fn new(
+        plugin: Arc<P>,
+        figment: figment::Figment,
+        config: &Config<P::Config>,
+        port: u16,
+    ) -> Result<Self, Error> {
+        let name = manifest::of::<P>().name.as_str();
+        let max_message_bytes = config.control_plane.max_message_bytes;
+        let metrics = Metrics::new(name);
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mut registry = ServiceRegistry::new(max_message_bytes);
+        plugin.register(&mut registry);
+        let probe_health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        );
+        let health = Health::new(reporter, name, &registry.names).await;
+
+        let lifecycle_name =
+            <LifecycleInterfaceServer<LifecycleService<P>> as tonic::server::NamedService>::NAME;
+        let mut known: Vec<String> = registry.names.iter().map(|s| s.to_string()).collect();
+        known.extend(
+            [
+                lifecycle_name,
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ]
+            .map(String::from),
+        );
+        let gate = Gate::new(metrics.clone(), known.clone());
+
+        let root = CancellationToken::new();
+        let ctx = Context {
+            shutdown: root.child_token(),
+            health_changed: Arc::new(tokio::sync::Notify::new()),
+            vault: config.vault.clone(),
+        };
+        let wiring = Wiring {
+            gate,
+            health,
+            metrics,
+            ctx,
+            endpoint: format!("localhost:{port}"),
+        };
+        let runtime = Arc::new(Runtime::new(plugin, figment, config.clone(), wiring));
+        let lifecycle = LifecycleInterfaceServer::new(LifecycleService::new(runtime.clone()))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let (reflection_v1, reflection_v1alpha) = reflection(&known)?;
+        let mut routes = registry.routes;
+        routes
+            .add_service(lifecycle)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        Ok(Built {
+            runtime,
+            routes,
+            probe_health,
+            root,
+        })
+    }
+}
+
+/// Reflection lists exactly the services this port serves (not every service
+/// in the compiled protos), under both protocol versions.
+#[allow(clippy::type_complexity)]
+fn reflection(
+    known: &[String],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    Error,
+> {
+    let builder = |other_version: &'static [u8]| {
+        known.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(other_version),
+            |builder, name| builder.with_service_name(name.clone()),
+        )
+    };
+    let v1 = builder(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Server(format!("reflection: {e}")))?;
+    let v1alpha = builder(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Server(format!("reflection: {e}")))?;
+    Ok((v1, v1alpha))
+}
+
+type ServeFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+>;
+
+/// The main gRPC server (plaintext h2c or TLS) behind the drain gate; ends
+/// when `stop` is cancelled.
+fn grpc_server(
+    routes: tonic::service::RoutesBuilder,
+    gate: &Gate,
+    listener: tokio::net::TcpListener,
+    tls: Option<(crate::tls::TlsConfig, Arc<rustls::ServerConfig>)>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> ServeFuture {
+    let router = tonic::transport::Server::builder()
+        .layer(GateLayer::new(gate.clone()))
+        .add_routes(routes.routes());
+    let stop_signal = stop.clone().cancelled_owned();
+    match tls {
+        Some((tls, loaded)) => {
+            let incoming = crate::tls::incoming(listener, tls, loaded, tasks, stop.clone());
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
+        }
+    }
+}
+
+/// The plaintext port serving only `grpc.health.v1`, for probes when TLS is on.
+fn serve_probe_port(
+    health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    listener: tokio::net::TcpListener,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    tracing::info!(
+        port = listener.local_addr().map(|a| a.port()).unwrap_or_default(),
+        "serving plaintext grpc.health.v1 for probes"
+    );
+    let probe = tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop.clone().cancelled_owned(),
+        );
+    tasks.spawn(async move {
+        if let Err(err) = probe.await {
+            tracing::error!(error = %err, "probe port failed");
+        }
+    });
+}
+
+/// Starts the health loop, the initialization with retries and the signal
+/// watcher, then waits until shutdown is requested (signal or Stop) or
+/// initialization failed for good (returned as the process's outcome).
+async fn run_until_shutdown<P: Plugin>(
+    runtime: &Arc<Runtime<P>>,
+    tasks: &TaskTracker,
+    root: &CancellationToken,
+    health_interval: Duration,
+) -> Result<(), Error> {
+    tasks.spawn(runtime.clone().health_loop(health_interval));
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<Error>(1);
+    {
+        let runtime = runtime.clone();
+        tasks.spawn(async move {
+            if let Err(err) = runtime.auto_initialize().await {
+                let _ = fatal_tx.send(err).await;
+            }
+        });
+    }
+    tasks.spawn(watch_signals(
+        runtime.shutdown_requested.clone(),
+        root.clone(),
+    ));
+    tokio::select! {
+        _ = runtime.shutdown_requested.cancelled() => Ok(()),
+        Some(err) = fatal_rx.recv() => {
+            runtime.request_shutdown();
+            Err(err)
+        }
+    }
 }
 
 /// First SIGTERM/SIGINT starts the graceful sequence; a second exits at once.

@@ -9,8 +9,8 @@ use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasi
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
 use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO};
 use prism_plugin_core::{
-    Context, Error as CoreError, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry,
-    Slot,
+    Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
+    ServiceRegistry, Slot,
 };
 
 use prism_plugin_core::rotation::{Connect, Rotator, View};
@@ -159,16 +159,7 @@ impl KafkaPlugin {
 impl Plugin for KafkaPlugin {
     type Config = KafkaConfig;
 
-    const NAME: &'static str = "kafka";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DEFAULT_PORT: u16 = 9091;
-    const ENV_ALIASES: &'static [(&'static str, &'static str)] = &[
-        ("KAFKA_BROKERS", "backend.brokers"),
-        ("KAFKA_TOPIC", "backend.topic"),
-        ("KAFKA_CONSUMER_GROUP", "backend.consumer_group"),
-        ("KAFKA_SASL_USERNAME", "backend.sasl.username"),
-        ("KAFKA_SASL_PASSWORD", "backend.sasl.password"),
-    ];
+    const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
     fn default_config() -> KafkaConfig {
         KafkaConfig::default()

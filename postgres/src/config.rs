@@ -36,7 +36,7 @@ const KNOWN_URL_PARAMS: &[&str] = &[
 /// `backend:` for PostgreSQL. Every key has a default, so a partial file works.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PostgresConfig {
+pub struct PostgresConfig {
     /// Connection URL `postgres://user[:password]@host[:port]/database[?sslmode=...]`
     /// (`DATABASE_URL`). The password is never logged.
     #[serde(default = "default_database_url")]
@@ -377,23 +377,6 @@ degraded_latency: 50ms
         assert!(
             !debug.contains("url-secret") && !debug.contains("query-secret"),
             "{debug}"
-        );
-    }
-
-    /// The watcher passes into containers, and the testkit scrubs from plugin
-    /// tests, exactly the names in core's `CONVENTIONAL_ENV`: an alias
-    /// missing there would be dropped in Kubernetes and leak into tests.
-    #[test]
-    fn env_aliases_are_conventional_env_names() {
-        use prism_plugin_core::Plugin as _;
-        use prism_plugin_core::config::unconventional_aliases;
-
-        let aliases = crate::plugin::PostgresPlugin::ENV_ALIASES;
-        assert!(!aliases.is_empty());
-        assert_eq!(
-            unconventional_aliases(aliases),
-            Vec::<&str>::new(),
-            "add them to prism_plugin_core::config::CONVENTIONAL_ENV"
         );
     }
 }

@@ -10,8 +10,8 @@ use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyVal
 use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
 use prism_plugin_core::{
-    Context, Error as CoreError, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry,
-    Slot, proto,
+    Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
+    ServiceRegistry, Slot, proto,
 };
 
 use crate::backend::{Backend, Login};
@@ -74,13 +74,7 @@ fn connector(config: PostgresConfig, ctx: Context, slot: Arc<Slot<Backend>>) -> 
 impl Plugin for PostgresPlugin {
     type Config = PostgresConfig;
 
-    const NAME: &'static str = "postgres";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DEFAULT_PORT: u16 = 9090;
-    const ENV_ALIASES: &'static [(&'static str, &'static str)] = &[
-        ("DATABASE_URL", "backend.database_url"),
-        ("POSTGRES_POOL_SIZE", "backend.pool_size"),
-    ];
+    const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
     fn default_config() -> PostgresConfig {
         PostgresConfig::default()

@@ -8,8 +8,8 @@ use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyVal
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
 use prism_plugin_core::{
-    Context, Error as CoreError, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry,
-    Slot,
+    Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
+    ServiceRegistry, Slot,
 };
 
 use crate::backend::{Backend, Login};
@@ -51,14 +51,7 @@ fn connector(config: RedisConfig) -> Connect<Backend> {
 impl Plugin for RedisPlugin {
     type Config = RedisConfig;
 
-    const NAME: &'static str = "redis";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DEFAULT_PORT: u16 = 9092;
-    const ENV_ALIASES: &'static [(&'static str, &'static str)] = &[
-        ("REDIS_ADDRESS", "backend.address"),
-        ("REDIS_USERNAME", "backend.username"),
-        ("REDIS_PASSWORD", "backend.password"),
-    ];
+    const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
     fn default_config() -> RedisConfig {
         RedisConfig::default()

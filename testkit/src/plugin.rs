@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use prism_plugin_core::config::CONVENTIONAL_ENV;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
@@ -65,7 +64,7 @@ pub struct PluginProcess {
 impl PluginProcess {
     /// Spawns `path` with `args`. The inherited environment is kept except every
     /// `PRISM_*` variable and the conventional names a plugin's config understands
-    /// ([`CONVENTIONAL_ENV`]), so plugin tests are hermetic; then `envs` is applied.
+    /// (the plugins' declared aliases), so plugin tests are hermetic; then `envs` is applied.
     /// stdin is closed; stdout and stderr are captured (see [`logs`](Self::logs)).
     pub async fn spawn(
         path: impl AsRef<Path>,
@@ -226,7 +225,16 @@ impl PluginProcess {
 /// Whether an inherited variable is removed before spawning a plugin.
 fn is_scrubbed(key: &OsStr) -> bool {
     let key = key.to_string_lossy();
-    key.starts_with("PRISM_") || CONVENTIONAL_ENV.contains(&key.as_ref())
+    key.starts_with("PRISM_") || conventional_env().iter().any(|name| *name == key)
+}
+
+/// The workspace plugins' declared aliases and core's (Vault), read once.
+fn conventional_env() -> &'static [String] {
+    static CONVENTIONAL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    CONVENTIONAL.get_or_init(|| {
+        prism_plugin_core::manifest::conventional_env(&crate::paths::workspace_root())
+            .expect("the workspace's plugin.toml files")
+    })
 }
 
 /// The command for a plugin: inherited variables named in `inherited` that are
@@ -242,7 +250,7 @@ fn hermetic_command(
     for key in inherited.filter(|k| is_scrubbed(k)) {
         cmd.env_remove(key);
     }
-    for key in CONVENTIONAL_ENV {
+    for key in conventional_env() {
         cmd.env_remove(key);
     }
     cmd.envs(envs.iter().copied())

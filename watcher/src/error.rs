@@ -14,6 +14,9 @@ pub enum Error {
         /// What went wrong (cargo's stderr or the parse error).
         reason: String,
     },
+    /// A plugin's `plugin.toml` is unreadable or invalid.
+    #[error(transparent)]
+    Manifest(#[from] prism_plugin_core::manifest::ManifestError),
     /// `--plugins` named something the workspace does not have.
     #[error("unknown plugin {name:?}; the workspace has: {available}")]
     UnknownPlugin {

@@ -82,14 +82,19 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<Outcome> {
             cli.ready_timeout,
             cli.stop_timeout,
         )),
-        Mode::Podman => Runner::Podman(Containers::new(
-            &cli.podman,
-            &cli.run_args,
-            &cli.image,
-            cli.ready,
-            cli.ready_timeout,
-            cli.stop_timeout,
-        )),
+        Mode::Podman => Runner::Podman(
+            Containers::new(
+                &cli.podman,
+                &cli.run_args,
+                &cli.image,
+                cli.ready,
+                cli.ready_timeout,
+                cli.stop_timeout,
+            )
+            .passing_env(prism_plugin_core::manifest::conventional_env(
+                &workspace.root,
+            )?),
+        ),
     };
     let mut state = Loop {
         cargo: CargoBuild {

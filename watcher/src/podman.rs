@@ -2,13 +2,12 @@
 //! (`podman stop` sends SIGTERM and waits, like process mode), run the new image
 //! on the host network, and wait until it is up. Containers run read-only as the
 //! image's user with every `PRISM_*` variable and the conventional backend ones
-//! ([`CONVENTIONAL_ENV`]) passed through.
+//! (the plugins' declared aliases, see `Containers::passing_env`) passed through.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use prism_plugin_core::config::CONVENTIONAL_ENV;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +26,8 @@ pub struct Containers {
     ready: Ready,
     ready_timeout: Duration,
     stop_timeout: Duration,
+    /// Conventional (non-`PRISM_*`) variables passed into the containers.
+    conventional_env: Vec<String>,
 }
 
 impl Containers {
@@ -47,7 +48,16 @@ impl Containers {
             ready,
             ready_timeout,
             stop_timeout,
+            conventional_env: Vec::new(),
         }
+    }
+
+    /// Also passes these conventional variables (besides every `PRISM_*` one)
+    /// into the containers: the plugins' declared aliases
+    /// ([`conventional_env`](prism_plugin_core::manifest::conventional_env)).
+    pub fn passing_env(mut self, names: Vec<String>) -> Self {
+        self.conventional_env = names;
+        self
     }
 
     fn container(plugin: &str) -> String {
@@ -135,7 +145,7 @@ impl Containers {
             let key = key.to_string_lossy().into_owned();
             // `--env NAME` without a value copies the watcher's: no secret on the
             // podman command line.
-            if key.starts_with("PRISM_") || CONVENTIONAL_ENV.contains(&key.as_str()) {
+            if key.starts_with("PRISM_") || self.conventional_env.contains(&key) {
                 args.push("--env".to_owned());
                 args.push(key);
             }

@@ -9,9 +9,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// Ports of the known plugins (README: postgres 9090, kafka 9091, redis 9092).
-const KNOWN_PORTS: &[(&str, u16)] = &[("postgres", 9090), ("kafka", 9091), ("redis", 9092)];
-/// First port handed to a plugin without a known or configured port.
+/// First port handed to a plugin without a declared (`plugin.toml`) or configured port.
 const FIRST_EXTRA_PORT: u16 = 9093;
 /// Extensions that make a file outside every crate a build input of all plugins
 /// (`proto/*.proto` compiled by core's build script, the root manifest, shared sources).
@@ -326,11 +324,13 @@ fn find_plugins(packages: &[Package], core_package: &str, ports: &[(String, u16)
         }
         for bin in &package.bins {
             let name = bin.strip_prefix("prism-").unwrap_or(bin).to_owned();
+            // A crate that declares itself (plugin.toml) brings its port.
+            let declared = prism_plugin_core::Manifest::read(&package.dir).map_or(0, |m| m.port);
             plugins.push(Plugin {
                 name,
                 package: package.name.clone(),
                 bin: bin.clone(),
-                port: 0,
+                port: declared,
                 inputs: inputs.clone(),
             });
         }
@@ -339,11 +339,10 @@ fn find_plugins(packages: &[Package], core_package: &str, ports: &[(String, u16)
     let mut next = FIRST_EXTRA_PORT;
     for plugin in &mut plugins {
         let configured = ports.iter().rev().find(|(n, _)| *n == plugin.name);
-        let known = KNOWN_PORTS.iter().find(|(n, _)| *n == plugin.name);
-        plugin.port = match (configured, known) {
+        plugin.port = match (configured, plugin.port) {
             (Some((_, port)), _) => *port,
-            (None, Some((_, port))) => *port,
-            (None, None) => {
+            (None, declared) if declared != 0 => declared,
+            (None, _) => {
                 next += 1;
                 next - 1
             }
@@ -422,16 +421,32 @@ mod tests {
         plugins.into_iter().map(|p| p.name.as_str()).collect()
     }
 
-    #[test]
-    fn plugins_are_the_binaries_depending_on_core_with_their_ports() {
-        let ws = workspace();
-        let found: Vec<_> = ws
-            .plugins
+    fn found(ws: &Workspace) -> Vec<(&str, &str, u16)> {
+        ws.plugins
             .iter()
             .map(|p| (p.name.as_str(), p.bin.as_str(), p.port))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn plugins_are_the_binaries_depending_on_core_with_their_ports() {
+        // No plugin.toml under /w: ports are handed out from 9093.
         assert_eq!(
-            found,
+            found(&workspace()),
+            [
+                ("kafka", "prism-kafka", 9093),
+                ("postgres", "prism-postgres", 9094),
+                ("redis", "prism-redis", 9095)
+            ]
+        );
+        // This repository's crates declare their ports in plugin.toml.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let real = String::from_utf8(metadata())
+            .unwrap()
+            .replace("/w", &root.display().to_string());
+        let ws = Workspace::from_metadata_json(real.as_bytes(), "prism-plugin-core", &[]).unwrap();
+        assert_eq!(
+            found(&ws),
             [
                 ("kafka", "prism-kafka", 9091),
                 ("postgres", "prism-postgres", 9090),
