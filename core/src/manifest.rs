@@ -207,6 +207,16 @@ impl Manifest {
                 self.name
             ));
         }
+        // It is substituted into the Containerfile and YAML as it is.
+        if self.description.is_empty()
+            || self.description.len() > 120
+            || self.description.contains(['|', '&', '"', '\\', '\n', '#'])
+        {
+            problems.push(format!(
+                "`description` {:?}: 1-120 characters without | & \" \\ # or line breaks",
+                self.description
+            ));
+        }
         if self.port == 0 {
             problems.push("`port`: must not be 0".to_string());
         }
