@@ -156,3 +156,169 @@ impl Http {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    /// A stand-in for Vault that answers every request with `status` and
+    /// `body`, and hands over each request's text.
+    async fn canned(
+        status: &'static str,
+        body: &'static str,
+    ) -> (VaultConfig, mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let request = read_request(&mut conn).await;
+                let _ = tx.send(request);
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+        });
+        let config = VaultConfig {
+            address: format!("http://{addr}/"),
+            namespace: "team-a".into(),
+            ..VaultConfig::default()
+        };
+        (config, rx)
+    }
+
+    /// Reads one request: the head, then `content-length` bytes of body.
+    async fn read_request(conn: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await.unwrap_or(0);
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                if n == 0 {
+                    return text;
+                }
+                continue;
+            };
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if n == 0 || buf.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+    }
+
+    fn http(config: &VaultConfig) -> Http {
+        // As the worker does before building clients.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut http = Http::new(config).unwrap();
+        http.set_token("s.tok3n");
+        http
+    }
+
+    #[tokio::test]
+    async fn a_renewal_sends_token_namespace_and_increment_and_reads_the_grant() {
+        let (config, mut requests) = canned("200 OK", r#"{"lease_duration":45}"#).await;
+        let granted = http(&config)
+            .renew_lease("database/creds/prism/abc", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(granted, 45);
+        let request = requests.recv().await.unwrap();
+        let lower = request.to_lowercase();
+        assert!(lower.starts_with("put /v1/sys/leases/renew "), "{request}");
+        assert!(lower.contains("x-vault-token: s.tok3n"), "{request}");
+        assert!(lower.contains("x-vault-namespace: team-a"), "{request}");
+        assert!(request.contains(r#""lease_id":"database/creds/prism/abc""#));
+        assert!(request.contains(r#""increment":60"#), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_4xx_is_a_refusal_and_a_5xx_an_outage() {
+        let (config, _requests) =
+            canned("400 Bad Request", r#"{"errors":["lease not found"]}"#).await;
+        let err = http(&config)
+            .renew_lease("l", Duration::from_secs(60))
+            .await;
+        let Err(Error::Config(problems)) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            problems,
+            ["Vault lease renewal refused: HTTP 400 Bad Request"]
+        );
+        let (config, _requests) = canned("503 Service Unavailable", "{}").await;
+        let err = http(&config)
+            .renew_lease("l", Duration::from_secs(60))
+            .await;
+        let Err(Error::Unavailable(text)) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            text,
+            "Vault lease renewal failed: HTTP 503 Service Unavailable"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revocation_answered_with_no_content_succeeds() {
+        let (config, mut requests) = canned("204 No Content", "").await;
+        http(&config).revoke_lease("l").await.unwrap();
+        let request = requests.recv().await.unwrap().to_lowercase();
+        assert!(
+            request.starts_with("put /v1/sys/leases/revoke "),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn database_credentials_keep_their_lease_and_a_refusal_is_an_outage() {
+        let body = r#"{"lease_id":"db/creds/prism/x","lease_duration":300,"renewable":true,
+            "data":{"username":"v-prism-x","password":"pw"}}"#;
+        let (config, mut requests) = canned("200 OK", body).await;
+        let got = http(&config).database_creds("db", "prism").await.unwrap();
+        assert_eq!(
+            (got.lease_id.as_str(), got.lease_duration, got.renewable),
+            ("db/creds/prism/x", 300, true)
+        );
+        assert_eq!(
+            (got.data.username.as_str(), got.data.password.as_str()),
+            ("v-prism-x", "pw")
+        );
+        let request = requests.recv().await.unwrap().to_lowercase();
+        assert!(request.starts_with("get /v1/db/creds/prism "), "{request}");
+        // No credentials is not a config problem: the worker retries.
+        let (config, _requests) = canned("403 Forbidden", "{}").await;
+        // (`.err()`: the response holds a password and has no `Debug`.)
+        let err = http(&config).database_creds("db", "prism").await.err();
+        assert!(matches!(err, Some(Error::Unavailable(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_vault_is_an_outage_whose_text_holds_no_token() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let config = VaultConfig {
+            address: format!("http://{addr}"),
+            ..VaultConfig::default()
+        };
+        let err = http(&config).revoke_lease("l").await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Unavailable(_)), "{text}");
+        assert!(
+            text.starts_with("backend unavailable: Vault lease revocation failed"),
+            "{text}"
+        );
+        assert!(!text.contains("s.tok3n"), "{text}");
+    }
+}
