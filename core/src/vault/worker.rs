@@ -281,6 +281,8 @@ fn spawn_after(delay: Duration, task: impl Future<Output = ()> + Send + 'static)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::config::AuthConfig;
+    use crate::vault::status::Status;
 
     #[tokio::test(start_paused = true)]
     async fn a_replaced_lease_is_revoked_after_the_grace() {
@@ -292,5 +294,81 @@ mod tests {
         // The paused clock jumps straight to the task's timer.
         let revoked = rx.await.unwrap();
         assert_eq!(revoked - replaced, policy::REVOKE_GRACE);
+    }
+
+    /// A worker holding credentials with a 30 s lease and a 30 s token,
+    /// pointed at a port where no Vault listens.
+    fn worker_with_vault_gone(status: &SharedStatus) -> (Worker, Credentials) {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", unused.local_addr().unwrap());
+        drop(unused);
+        let secret = SecretConfig {
+            engine: SecretEngine::Database,
+            mount: String::new(),
+            role: "prism".into(),
+            path: String::new(),
+            poll_interval: Duration::from_secs(30),
+        };
+        let config = VaultConfig {
+            address,
+            auth: AuthConfig {
+                token: SecretString::new("s.token"),
+                ..AuthConfig::default()
+            },
+            secret: Some(secret.clone()),
+            request_timeout: Duration::from_secs(1),
+            ..VaultConfig::default()
+        };
+        let mut worker = Worker::new(config, secret, status.clone()).unwrap();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(30);
+        let creds = Credentials {
+            username: "v-prism-1".into(),
+            password: SecretString::new("pw"),
+            extra: Default::default(),
+            generation: 1,
+            lease: Some(Lease::issued(
+                "database/creds/prism/1".into(),
+                true,
+                ttl,
+                now,
+            )),
+        };
+        worker.token = Some(TokenState::looked_up(now, ttl, true));
+        worker.current = Some(creds.clone());
+        worker.generation = 1;
+        *status::lock(status) = Status {
+            vault_reachable: true,
+            expires_at: Some(now + ttl),
+            ..Status::default()
+        };
+        (worker, creds)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_vault_keeps_the_credentials_until_they_expire() {
+        let status = SharedStatus::default();
+        let (worker, creds) = worker_with_vault_gone(&status);
+        let started = Instant::now();
+        let (tx, mut rx) = watch::channel(Arc::new(creds));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(worker.run(tx, Arc::new(Notify::new()), cancel.clone()));
+        // The first round is due at 2/3 of the TTLs (20 s) and fails.
+        while status::lock(&status).vault_reachable {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let failed_at = Instant::now() - started;
+        assert!(failed_at >= Duration::from_secs(20), "{failed_at:?}");
+        let error = status::lock(&status).last_error.clone().unwrap_or_default();
+        assert!(error.contains("Vault token renewal failed"), "{error}");
+        assert!(!status::lock(&status).expired(Instant::now()));
+        // Retries with backoff change nothing until the lease runs out.
+        tokio::time::sleep_until(started + Duration::from_secs(30)).await;
+        assert!(status::lock(&status).expired(Instant::now()));
+        assert!(!status::lock(&status).vault_reachable);
+        assert!(!rx.has_changed().unwrap(), "no credentials were published");
+        assert_eq!(rx.borrow_and_update().username, "v-prism-1");
+        cancel.cancel();
+        task.await.unwrap();
     }
 }
