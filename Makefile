@@ -45,7 +45,7 @@ WATCH_ARGS ?=
 .PHONY: help deps build build-debug test test-only test-faults lint fmt demo stack run-postgres run-kafka fuzz bench \
         run-redis clean static-bins images images-debug $(PLUGINS) $(PLUGINS:%=%-debug) \
         push sizes list watch validate test-images test-packaging clean-images \
-        manifests new-plugin plugins $(PLUGINS:%=run-%)
+        manifests new-plugin test-new-plugin plugins $(PLUGINS:%=run-%)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -180,6 +180,9 @@ validate: ## Validate compose.yaml (compose spec) and deploy/kubernetes (Kuberne
 
 test-images: ## Build every image FROM scratch, inspect it, run it against real backends
 	@scripts/test-images.sh
+
+test-new-plugin: ## The SDK promise: generate a plugin in a scratch copy; it builds, serves, passes conformance, is in compose/k8s, the watcher rebuilds it, its image runs
+	@scripts/test-new-plugin.sh
 
 test-packaging: validate test-images ## validate + test-images (what CI runs after `make test`)
 

@@ -5,11 +5,15 @@
 //!   fails when the checked-in files differ (the unit test below runs it, so a
 //!   stale file fails `make test`).
 //!
+//! - `new-plugin NAME [--port N]` writes a new plugin crate from the skeleton
+//!   in `templates/plugin/` (see [`new_plugin`]), then regenerates the above.
+//!
 //! The output is plain text built here, not a YAML serializer's, so it keeps
 //! comments and anchors and reads like a hand-written file.
 
 mod compose;
 mod kubernetes;
+mod new_plugin;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +47,16 @@ fn stale(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// Writes every generated file.
+fn write_generated(root: &Path) -> anyhow::Result<()> {
+    for (path, text) in generated(root)? {
+        std::fs::write(root.join(&path), text)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.parent().unwrap_or(here).to_path_buf()
@@ -57,12 +71,19 @@ fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["manifests"] => {
-            for (path, text) in generated(&root)? {
-                std::fs::write(root.join(&path), text)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
+        ["manifests"] => write_generated(&root),
+        ["new-plugin", name, rest @ ..] => {
+            let port = match rest {
+                [] => None,
+                ["--port", port] => Some(port.parse().context("--port takes a number")?),
+                _ => bail!("usage: prism-xtask new-plugin NAME [--port N]"),
+            };
+            let port = new_plugin::create(&root, name, port)?;
+            write_generated(&root)?;
+            println!(
+                "created {name}/ (prism-{name}, port {port}); next: docs/adding-a-plugin.md\n\
+                 \x20 cargo test -p prism-{name}    make run-{name}    make {name} BASE_IMAGE=scratch"
+            );
             Ok(())
         }
         ["manifests", "--check"] => {
@@ -74,7 +95,7 @@ fn main() -> anyhow::Result<()> {
                 bail!("stale (run `make manifests`): {stale:?}")
             }
         }
-        _ => bail!("usage: prism-xtask manifests [--check]"),
+        _ => bail!("usage: prism-xtask manifests [--check] | new-plugin NAME [--port N]"),
     }
 }
 
