@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, wait_for_health};
+use prism_testkit::{
+    Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, wait_for_health, workspace_root,
+};
 
 /// Environment variables handed to one plugin.
 type EnvVars<'a> = Vec<(&'a str, &'a str)>;
@@ -91,10 +93,13 @@ async fn main() -> anyhow::Result<()> {
     // carries no credentials at all.
     let pg_url = format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database());
     let vault_addr = vault.addr();
+    // Each plugin on the port its plugin.toml declares.
+    let declared = prism_plugin_core::manifest::workspace_manifests(&workspace_root())?;
+    let port = |name: &str| declared.iter().find(|m| m.name == name).map_or(0, |m| m.port);
     let specs: [(&str, u16, EnvVars<'_>); 3] = [
         (
             "postgres",
-            9090,
+            port("postgres"),
             vec![
                 ("DATABASE_URL", pg_url.as_str()),
                 ("VAULT_ADDR", vault_addr.as_str()),
@@ -103,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
                 ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
             ],
         ),
-        ("kafka", 9091, vec![("KAFKA_BROKERS", &kafka_bootstrap)]),
-        ("redis", 9092, vec![("REDIS_ADDRESS", &redis_addr)]),
+        ("kafka", port("kafka"), vec![("KAFKA_BROKERS", &kafka_bootstrap)]),
+        ("redis", port("redis"), vec![("REDIS_ADDRESS", &redis_addr)]),
     ];
     println!("== starting plugins");
     let mut plugins = Vec::new();
