@@ -15,6 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::task::JoinHandle;
 
 use crate::cpu::{Snapshot, Window};
 
@@ -80,62 +81,20 @@ pub struct Direct<'a> {
 /// `end_to_end`, a consumer subscribed beforehand records send → delivery
 /// latency instead (the rate is still the acknowledged sends).
 pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::KafkaError> {
-    let Direct {
-        bootstrap,
-        topic,
-        in_flight,
-        value_size,
-        warmup,
-        duration,
-        end_to_end,
-        extra,
-    } = direct;
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", direct.bootstrap)
         .set("client.id", "prism-bench-direct")
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", "none")
         .set("message.timeout.ms", "10000")
         .set("allow.auto.create.topics", "false")
-        .with_extra(extra)
+        .with_extra(direct.extra)
         .create()?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let consumer = if end_to_end {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set(
-                "group.id",
-                format!("prism-bench-direct-{}", std::process::id()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "latest")
-            .set("session.timeout.ms", "6000")
-            .set("allow.auto.create.topics", "false")
-            .with_extra(extra)
-            .create()?;
-        consumer.subscribe(&[topic])?;
-        let (measuring, stop) = (measuring.clone(), stop.clone());
-        let handle = tokio::spawn(async move {
-            let mut hist = new_hist();
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let next = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
-                if let Ok(Ok(msg)) = next
-                    && measuring.load(Ordering::Relaxed)
-                    && let Some(payload) = msg.payload()
-                    && payload.len() >= 8
-                {
-                    let mut sent = [0u8; 8];
-                    sent.copy_from_slice(&payload[..8]);
-                    let latency = now_us().saturating_sub(u64::from_be_bytes(sent));
-                    let _ = hist.record(latency.max(1));
-                    count += 1;
-                }
-            }
-            (hist, count)
-        });
+    let consumer = if direct.end_to_end {
+        let handle = spawn_consumer(&direct, measuring.clone(), stop.clone())?;
         // Same settling time as the plugin's publish-subscribe scenario: a new
         // group member takes a moment to get its partitions.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -143,11 +102,101 @@ pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::Kaf
     } else {
         None
     };
+    let Sends {
+        mut hist,
+        ok,
+        errors,
+        seconds,
+        cpu,
+    } = send_for(&direct, &producer, &measuring).await;
+    if let Some(handle) = consumer {
+        // Let the last deliveries arrive before stopping the consumer.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::SeqCst);
+        if let Ok((e2e, _)) = handle.await {
+            hist = e2e;
+        }
+    }
+    let pct = |q: f64| {
+        if hist.is_empty() {
+            0
+        } else {
+            hist.value_at_quantile(q)
+        }
+    };
+    Ok(DirectReport {
+        ops_per_sec: ok as f64 / seconds.max(1e-9),
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        errors,
+        cpu,
+    })
+}
 
-    let filler = vec![b'x'; value_size.max(8)];
+/// A consumer subscribed to the topic that, while `measuring`, records the
+/// send → delivery latency of each message (its payload starts with the
+/// send time) until `stop`; its task returns the histogram and the count.
+fn spawn_consumer(
+    direct: &Direct<'_>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<(Histogram<u64>, u64)>, rdkafka::error::KafkaError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", direct.bootstrap)
+        .set(
+            "group.id",
+            format!("prism-bench-direct-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("session.timeout.ms", "6000")
+        .set("allow.auto.create.topics", "false")
+        .with_extra(direct.extra)
+        .create()?;
+    consumer.subscribe(&[direct.topic])?;
+    Ok(tokio::spawn(async move {
+        let mut hist = new_hist();
+        let mut count = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let next = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+            if let Ok(Ok(msg)) = next
+                && measuring.load(Ordering::Relaxed)
+                && let Some(payload) = msg.payload()
+                && payload.len() >= 8
+            {
+                let mut sent = [0u8; 8];
+                sent.copy_from_slice(&payload[..8]);
+                let latency = now_us().saturating_sub(u64::from_be_bytes(sent));
+                let _ = hist.record(latency.max(1));
+                count += 1;
+            }
+        }
+        (hist, count)
+    }))
+}
+
+/// What the sends of a run measured.
+struct Sends {
+    /// Send → acknowledgement latencies (µs) of the measured window.
+    hist: Histogram<u64>,
+    /// Acknowledged sends in the measured window.
+    ok: u64,
+    /// Failed sends in the measured window.
+    errors: u64,
+    /// Length of the measured window.
+    seconds: f64,
+    /// The CPU counters of the measured window.
+    cpu: Option<Window>,
+}
+
+/// Keeps `in_flight` sends going for `warmup + duration` and measures the
+/// `duration` (setting `measuring` when it starts).
+async fn send_for(direct: &Direct<'_>, producer: &FutureProducer, measuring: &AtomicBool) -> Sends {
+    let filler = vec![b'x'; direct.value_size.max(8)];
     let started = Instant::now();
-    let measure_from = started + warmup;
-    let end = measure_from + duration;
+    let measure_from = started + direct.warmup;
+    let end = measure_from + direct.duration;
     let mut hist = new_hist();
     let mut ok = 0u64;
     let mut errors = 0u64;
@@ -158,7 +207,7 @@ pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::Kaf
         payload[..8].copy_from_slice(&now_us().to_be_bytes());
         let id = format!("{seq:032x}");
         let producer = producer.clone();
-        let topic = topic.to_string();
+        let topic = direct.topic.to_string();
         async move {
             let sent = Instant::now();
             let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
@@ -172,7 +221,7 @@ pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::Kaf
             (sent, result.is_ok())
         }
     };
-    for _ in 0..in_flight.max(1) {
+    for _ in 0..direct.in_flight.max(1) {
         pending.push(send(seq));
         seq += 1;
     }
@@ -201,32 +250,15 @@ pub async fn run(direct: Direct<'_>) -> Result<DirectReport, rdkafka::error::Kaf
             seq += 1;
         }
     }
-    let seconds = measured_at.map_or(0.0, |at| (end.min(Instant::now()) - at).as_secs_f64());
-    if let Some(handle) = consumer {
-        // Let the last deliveries arrive before stopping the consumer.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, Ordering::SeqCst);
-        if let Ok((e2e, _)) = handle.await {
-            hist = e2e;
-        }
-    }
-    let pct = |q: f64| {
-        if hist.is_empty() {
-            0
-        } else {
-            hist.value_at_quantile(q)
-        }
-    };
-    Ok(DirectReport {
-        ops_per_sec: ok as f64 / seconds.max(1e-9),
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        p999_us: pct(0.999),
+    Sends {
+        hist,
+        ok,
         errors,
+        seconds: measured_at.map_or(0.0, |at| (end.min(Instant::now()) - at).as_secs_f64()),
         cpu: cpu_start
             .zip(cpu_end)
             .and_then(|(start, end)| Window::between(start, end, ok)),
-    })
+    }
 }
 
 fn new_hist() -> Histogram<u64> {

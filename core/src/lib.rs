@@ -8,6 +8,7 @@
 
 mod cli;
 pub mod config;
+pub mod deadline;
 mod error;
 mod gate;
 mod health;

@@ -21,14 +21,21 @@
 //! connection, the runner's request cancelled) gets its job back (see
 //! [`Waiting`]'s `Drop`) and runs it alone, so one bad item or one impatient
 //! client never fails the others.
+//!
+//! This file holds the [`Coalesce`] trait, its two jobs (point Get and Set,
+//! each with its point and its batched statement) and the [`Queue`]; the
+//! backend's `point` module drives them with its connections.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+use prism_plugin_core::deadline::Deadline;
+use sqlx::postgres::PgConnection;
 use tokio::sync::oneshot;
 
-use crate::backend::Deadline;
+use crate::schema::{Statements, ordinal_slot};
 
 /// Most calls one statement carries (bounds its size and run time).
 pub(crate) const MAX_BATCH: usize = 64;
@@ -114,6 +121,11 @@ impl<J, R> Waiting<J, R> {
         self.id
     }
 
+    /// When the call must be answered by.
+    pub(crate) fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
     /// The call's job (present until answered or handed back).
     pub(crate) fn job(&self) -> &J {
         self.job
@@ -144,17 +156,122 @@ impl<J, R> Drop for Waiting<J, R> {
     }
 }
 
-/// The latest of the batch's deadlines (none if any call has none): the
-/// statement serves them all, and each caller stops waiting at its own.
-pub(crate) fn latest<J, R>(batch: &[Waiting<J, R>]) -> Deadline {
-    let mut latest = None;
-    for w in batch {
-        match w.deadline {
-            None => return None,
-            Some(d) => latest = Some(latest.map_or(d, |l: tokio::time::Instant| l.max(d))),
-        }
+/// The backend's queues, one per kind of point call.
+#[derive(Default)]
+pub(crate) struct Queues {
+    gets: Queue<GetJob, Option<Bytes>>,
+    sets: Queue<SetJob, ()>,
+}
+
+/// A point Get: namespace and key.
+pub(crate) struct GetJob {
+    pub(crate) ns: String,
+    pub(crate) key: String,
+}
+
+/// A point Set.
+pub(crate) struct SetJob {
+    pub(crate) ns: String,
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) ttl_seconds: i64,
+}
+
+/// A kind of point call that can share one statement with others of its
+/// kind.
+pub(crate) trait Coalesce: Sized + Send {
+    /// A call's result.
+    type Out: Send;
+
+    /// The queue of these calls.
+    fn queue(queues: &Queues) -> &Queue<Self, Self::Out>;
+
+    /// Runs `jobs` as one statement (one job: the point statement), one
+    /// result per job, in order.
+    fn run(
+        sql: &Statements,
+        conn: &mut PgConnection,
+        jobs: &[&Self],
+    ) -> impl Future<Output = Result<Vec<Self::Out>, sqlx::Error>> + Send;
+}
+
+impl Coalesce for GetJob {
+    type Out = Option<Bytes>;
+
+    fn queue(queues: &Queues) -> &Queue<Self, Self::Out> {
+        &queues.gets
     }
-    latest
+
+    async fn run(
+        sql: &Statements,
+        conn: &mut PgConnection,
+        jobs: &[&Self],
+    ) -> Result<Vec<Self::Out>, sqlx::Error> {
+        if let [job] = jobs {
+            let query = sqlx::query_scalar::<_, Vec<u8>>(&sql.get)
+                .bind(&job.ns)
+                .bind(&job.key);
+            return Ok(vec![query.fetch_optional(conn).await?.map(Bytes::from)]);
+        }
+        let namespaces: Vec<&str> = jobs.iter().map(|j| j.ns.as_str()).collect();
+        let keys: Vec<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
+        let query = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql.coalesced_get)
+            .bind(namespaces)
+            .bind(keys);
+        let mut found = vec![None; jobs.len()];
+        for (ordinal, value) in query.fetch_all(conn).await? {
+            if let Some(slot) = ordinal_slot(&mut found, ordinal) {
+                *slot = Some(Bytes::from(value));
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Coalesce for SetJob {
+    type Out = ();
+
+    fn queue(queues: &Queues) -> &Queue<Self, Self::Out> {
+        &queues.sets
+    }
+
+    async fn run(
+        sql: &Statements,
+        conn: &mut PgConnection,
+        jobs: &[&Self],
+    ) -> Result<Vec<Self::Out>, sqlx::Error> {
+        if let [job] = jobs {
+            let query = sqlx::query(&sql.set)
+                .bind(&job.ns)
+                .bind(&job.key)
+                .bind(job.value.as_ref())
+                .bind(job.ttl_seconds);
+            return query.execute(conn).await.map(|_| vec![()]);
+        }
+        // One statement may not update a row twice: the last Set of a key
+        // wins, as if the calls had run in queue order. Sorted, so that two
+        // batches lock rows in the same order and cannot deadlock.
+        let mut last = std::collections::BTreeMap::new();
+        for job in jobs {
+            last.insert((job.ns.as_str(), job.key.as_str()), *job);
+        }
+        let mut namespaces = Vec::with_capacity(last.len());
+        let mut keys = Vec::with_capacity(last.len());
+        let mut values = Vec::with_capacity(last.len());
+        let mut ttls = Vec::with_capacity(last.len());
+        for ((ns, key), job) in last {
+            namespaces.push(ns);
+            keys.push(key);
+            values.push(job.value.as_ref());
+            ttls.push(job.ttl_seconds);
+        }
+        let query = sqlx::query(&sql.coalesced_set)
+            .bind(namespaces)
+            .bind(keys)
+            .bind(values)
+            .bind(ttls);
+        query.execute(conn).await.map(|_| vec![(); jobs.len()])
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +319,9 @@ mod tests {
         let _a = queue.push((), Some(now));
         let _b = queue.push((), Some(later));
         let batch = queue.take();
+        let latest = |batch: &[Waiting<(), ()>]| {
+            prism_plugin_core::deadline::latest(batch.iter().map(Waiting::deadline))
+        };
         assert_eq!(latest(&batch), Some(later));
         let _c = queue.push((), None);
         let mut batch = batch;

@@ -160,7 +160,7 @@ async fn layout_comment(
 
 /// Table, indexes and marker comment, as one multi-statement string.
 fn ddl(schema: &str, table: &str) -> String {
-    let t = format!("\"{schema}\".\"{table}\"");
+    let t = quoted_table(schema, table);
     let n = SCAN_INDEX_CHARS;
     format!(
         r#"CREATE TABLE IF NOT EXISTS {t} (
@@ -211,19 +211,59 @@ pub(crate) fn scan_index(keys_only: bool, after_cursor: bool, has_upper: bool) -
 /// One key: the primary-key lookup plus the comparison that makes an MD5
 /// collision harmless for reads.
 const ONE_KEY: &str = "namespace = $1 AND key_md5 = md5($2)::uuid AND key = $2";
+/// The tail of every insert: an upsert; a row that had expired (but was not
+/// reaped yet) counts as new, so its created_at restarts.
+const UPSERT: &str = "ON CONFLICT (namespace, key_md5) DO UPDATE SET \
+    key = EXCLUDED.key, value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, \
+    created_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.created_at END, \
+    updated_at = now()";
+
+/// `"schema"."table"`.
+fn quoted_table(schema: &str, table: &str) -> String {
+    format!("\"{schema}\".\"{table}\"")
+}
+
+/// The `expires_at` of a row written with a TTL of `seconds` (an SQL
+/// expression; 0 = no expiry).
+fn expiry(seconds: &str) -> String {
+    format!("CASE WHEN {seconds} > 0 THEN now() + {seconds} * interval '1 second' END")
+}
+
+/// The statement of a point Get on `schema`.`table`, exactly as the plugin
+/// prepares it: binds `$1` namespace and `$2` key (text), returns the live
+/// value (bytea) if any. Public so that tools measuring or checking the
+/// plugin (the pgbench baseline of `bench-suite`) run what it runs instead
+/// of a copy.
+pub fn get_statement(schema: &str, table: &str) -> String {
+    let t = quoted_table(schema, table);
+    format!("SELECT value FROM {t} WHERE {ONE_KEY} AND {LIVE}")
+}
+
+/// The statement of a point Set on `schema`.`table` (an upsert), exactly as
+/// the plugin prepares it: binds `$1` namespace and `$2` key (text), `$3`
+/// value (bytea) and `$4` seconds to live (int8, 0 = none). Public for the
+/// same reason as [`get_statement`].
+pub fn set_statement(schema: &str, table: &str) -> String {
+    let t = quoted_table(schema, table);
+    format!(
+        "INSERT INTO {t} AS t (namespace, key, value, expires_at) \
+         VALUES ($1, $2, $3, {}) {UPSERT}",
+        expiry("$4::int8")
+    )
+}
+
+/// The slot of a `WITH ORDINALITY` row (counted from 1) in `found`; `None`
+/// for anything else, which cannot come back.
+pub(crate) fn ordinal_slot<T>(found: &mut [T], ordinal: i64) -> Option<&mut T> {
+    usize::try_from(ordinal - 1)
+        .ok()
+        .and_then(|i| found.get_mut(i))
+}
 
 impl Statements {
     pub(crate) fn new(schema: &str, table: &str) -> Self {
-        let t = format!("\"{schema}\".\"{table}\"");
+        let t = quoted_table(schema, table);
         let n = SCAN_INDEX_CHARS;
-        // An upsert; a row that had expired (but was not reaped yet) counts
-        // as new, so its created_at restarts.
-        let upsert = "ON CONFLICT (namespace, key_md5) DO UPDATE SET \
-            key = EXCLUDED.key, value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, \
-            created_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.created_at END, \
-            updated_at = now()";
-        let expiry =
-            |p: &str| format!("CASE WHEN {p} > 0 THEN now() + {p} * interval '1 second' END");
         let scan = std::array::from_fn(|i| {
             let (keys_only, after, upper) = (i & 4 != 0, i & 2 != 0, i & 1 != 0);
             let columns = if keys_only { "key" } else { "key, value" };
@@ -245,18 +285,14 @@ impl Statements {
             sql
         });
         Statements {
-            set: format!(
-                "INSERT INTO {t} AS t (namespace, key, value, expires_at) \
-                 VALUES ($1, $2, $3, {}) {upsert}",
-                expiry("$4::int8")
-            ),
-            get: format!("SELECT value FROM {t} WHERE {ONE_KEY} AND {LIVE}"),
+            set: set_statement(schema, table),
+            get: get_statement(schema, table),
             exists: format!("SELECT 1 FROM {t} WHERE {ONE_KEY} AND {LIVE}"),
             delete: format!("DELETE FROM {t} WHERE {ONE_KEY}"),
             batch_set: format!(
                 "INSERT INTO {t} AS t (namespace, key, value, expires_at) \
                  SELECT $1, i.key, i.value, {} \
-                 FROM unnest($2::text[], $3::bytea[], $4::int8[]) AS i(key, value, ttl) {upsert}",
+                 FROM unnest($2::text[], $3::bytea[], $4::int8[]) AS i(key, value, ttl) {UPSERT}",
                 expiry("i.ttl")
             ),
             batch_get: format!(
@@ -268,7 +304,7 @@ impl Statements {
             coalesced_set: format!(
                 "INSERT INTO {t} AS t (namespace, key, value, expires_at) \
                  SELECT i.ns, i.key, i.value, {} \
-                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[]) AS i(ns, key, value, ttl) {upsert}",
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[]) AS i(ns, key, value, ttl) {UPSERT}",
                 expiry("i.ttl")
             ),
             coalesced_get: format!(
