@@ -13,4 +13,5 @@ mod rebuilder;
 mod service;
 mod stream;
 
+pub use config::KafkaConfig;
 pub use plugin::KafkaPlugin;

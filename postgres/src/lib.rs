@@ -14,4 +14,5 @@ mod reaper;
 mod schema;
 mod service;
 
+pub use config::PostgresConfig;
 pub use plugin::PostgresPlugin;

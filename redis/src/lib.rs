@@ -10,4 +10,5 @@ mod error;
 mod plugin;
 mod service;
 
+pub use config::RedisConfig;
 pub use plugin::RedisPlugin;
