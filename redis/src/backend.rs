@@ -153,7 +153,7 @@ impl Backend {
             Some(login) => {
                 with_login = config.clone();
                 with_login.username = login.username.to_string();
-                with_login.password = login.password.to_string();
+                with_login.password = login.password.into();
                 (&with_login, Some(login.hook))
             }
             None => (config, None),
