@@ -278,6 +278,50 @@ mod tests {
         );
     }
 
+    /// Core's rules plus a backend's own, as PostgreSQL adds U+0000.
+    struct NoDots(Limits);
+
+    impl Rules for NoDots {
+        fn limits(&self) -> &Limits {
+            &self.0
+        }
+
+        fn check_key(&self, key: &str) -> Result<(), Status> {
+            check_key(key, &self.0)?;
+            match key.contains('.') {
+                true => Err(Status::invalid_argument("no dots")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_rule_applies_after_the_size_checks_and_names_the_position() {
+        let rules = NoDots(LIMITS);
+        let set = |key: &str, ttl_seconds| SetRequest {
+            key: key.into(),
+            ttl_seconds,
+            ..Default::default()
+        };
+        assert_eq!(check_set(&set("a", 7), &rules).ok(), Some(7));
+        let err = check_set(&set("a.b", 0), &rules).unwrap_err();
+        assert_eq!(err.message(), "no dots");
+        let err = check_set(&set("123456789.", 0), &rules).unwrap_err();
+        assert!(
+            err.message().contains("the limit is 8"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            check_batch_set(&[set("a", 1), set("b", 0)], &rules).ok(),
+            Some(vec![1, 0])
+        );
+        let err = check_batch_set(&[set("a", 1), set("b.", 0)], &rules).unwrap_err();
+        assert_eq!(err.message(), "requests[1]: no dots");
+        let err = check_keys(["a", "b", "."], &rules).unwrap_err();
+        assert_eq!(err.message(), "keys[2]: no dots");
+    }
+
     #[test]
     fn batch_replies_keep_order_and_count() {
         let reply = batch_get_response(vec![Some("x".into()), None, Some(bytes::Bytes::new())]);

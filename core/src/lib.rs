@@ -4,6 +4,13 @@
 //! process: CLI flags, layered config, JSON logs, the one gRPC port (lifecycle,
 //! `grpc.health.v1`, reflection and the plugin's data services), the request
 //! gate that drains on SIGTERM or the Drain RPC, the health loop, and metrics.
+//!
+//! What two plugins do alike is here too, so a plugin holds only its backend:
+//! [`Rotated`] (the backend slot, its Vault rotation and swap, the expired
+//! credentials health overlay), [`Call::begin`] (the request preamble),
+//! [`ServiceRegistry::add`] (message size limits), [`secret`] (redacting
+//! config types) and [`kv::KvService`] (the KeyValue services over a
+//! [`kv::Store`]).
 #![forbid(unsafe_code)]
 
 mod call;

@@ -170,3 +170,91 @@ impl<B: Drain> Stopped<B> {
         closed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A backend that records being closed.
+    #[derive(Default)]
+    struct Fake {
+        closed: AtomicBool,
+    }
+
+    impl Drain for Fake {
+        async fn close(&self) {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn context() -> Context {
+        Context {
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            health_changed: Arc::default(),
+            vault: crate::vault::VaultConfig::default(),
+        }
+    }
+
+    fn no_vault() -> Connect<Fake> {
+        Arc::new(|_, _| Box::pin(async { Err(Error::Internal("no Vault here".into())) }))
+    }
+
+    #[tokio::test]
+    async fn a_reinitialize_swaps_and_closes_the_old_backend_once_released() {
+        let rotated = Rotated::<Fake>::default();
+        let ctx = context();
+        let report = rotated
+            .health(|_| async { HealthReport::new(HealthStatus::Healthy, "up") })
+            .await;
+        assert_eq!(report.status, HealthStatus::Unhealthy, "before initialize");
+
+        rotated
+            .initialize(&ctx, no_vault(), async { Ok(Fake::default()) })
+            .await
+            .expect("first");
+        let first = rotated.slot().get().expect("installed");
+        let failed = rotated
+            .initialize(&ctx, no_vault(), async {
+                Err(Error::Unavailable("down".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(
+            Arc::ptr_eq(&first, &rotated.slot().get().expect("kept")),
+            "a failed initialize keeps the backend"
+        );
+
+        rotated
+            .initialize(&ctx, no_vault(), async { Ok(Fake::default()) })
+            .await
+            .expect("second");
+        assert!(!Arc::ptr_eq(
+            &first,
+            &rotated.slot().get().expect("swapped")
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!first.closed.load(Ordering::Relaxed), "held by a request");
+        let held = Arc::downgrade(&first);
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while held.strong_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("retired once released");
+
+        let report = rotated
+            .health(|_| async { HealthReport::new(HealthStatus::Healthy, "up") })
+            .await;
+        assert_eq!(report.status, HealthStatus::Healthy);
+        assert!(report.details.is_empty(), "no Vault details without Vault");
+
+        let current = rotated.slot().get().expect("current");
+        assert!(rotated.stop().await.close().await);
+        assert!(current.closed.load(Ordering::Relaxed), "closed at stop");
+        assert!(rotated.slot().get().is_err(), "taken out at stop");
+    }
+}
