@@ -38,7 +38,7 @@ pub use call::{
     within,
 };
 pub use cli::Cli;
-pub use error::Error;
+pub use error::{BadSetting, Error};
 pub use gate::DrainOutcome;
 pub use health::{LIVENESS, READINESS};
 pub use plugin::{
