@@ -130,8 +130,9 @@ impl<B: Drain> Rotated<B> {
 
     /// Stops the rotation (no swap happens after this) and forgets its
     /// health view. The backend stays in the slot until [`Stopped::close`],
-    /// so the plugin can wind down what still uses it first.
-    pub async fn stop(&self) -> Stopped<B> {
+    /// so the plugin can wind down what still uses it first; no initialize
+    /// runs in between.
+    pub async fn stop(&self) -> Stopped<'_, B> {
         let mut rotator = self.rotator.lock().await;
         let source = match rotator.take() {
             Some(rotator) => Some(rotator.stop().await),
@@ -139,19 +140,22 @@ impl<B: Drain> Rotated<B> {
         };
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = None;
         Stopped {
-            slot: self.slot.clone(),
+            _serial: rotator,
+            slot: &self.slot,
             source,
         }
     }
 }
 
 /// A stopped rotation: what is left to close.
-pub struct Stopped<B> {
-    slot: Arc<Slot<B>>,
+pub struct Stopped<'a, B> {
+    /// Held until closed, so no initialize runs in between.
+    _serial: tokio::sync::MutexGuard<'a, Option<Rotator>>,
+    slot: &'a Slot<B>,
     source: Option<Source>,
 }
 
-impl<B: Drain> Stopped<B> {
+impl<B: Drain> Stopped<'_, B> {
     /// Takes the backend out of the slot and closes it (waiting at most
     /// 5 s for connections still busy), then revokes the last lease, which
     /// drops the backend user. `false` when the backend was still busy and

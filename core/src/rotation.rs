@@ -66,7 +66,7 @@ pub trait Drain: Send + Sync + 'static {
 
 /// Raised by a backend whose credentials the server rejected.
 #[derive(Debug, Default)]
-pub struct AuthAlarm {
+pub(crate) struct AuthAlarm {
     /// Calls (and probes) that failed on rejected credentials.
     failures: AtomicU64,
     /// Highest credential generation that was rejected.

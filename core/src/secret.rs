@@ -54,7 +54,7 @@ impl SecretUrl {
     }
 
     /// The URL as `Debug` shows it: password masked, query dropped.
-    pub fn redacted(&self) -> String {
+    fn redacted(&self) -> String {
         let without_query = self.0.split_once('?').map_or(&*self.0, |(base, _)| base);
         redact_url(without_query)
     }
