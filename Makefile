@@ -72,9 +72,10 @@ test-faults: deps ## Fault-injection and secret-leak suite only (builds the plug
 	$(CARGO) build --bins $(PLUGINS:%=-p prism-%)
 	$(CARGO) nextest run -p prism-faults
 
-lint: deps ## rustfmt check, clippy with warnings as errors, hadolint, cargo-deny (licences, bans, sources; advisories where reachable)
+lint: deps ## rustfmt check, clippy with warnings as errors, file/function size and import cycles, hadolint, cargo-deny (licences, bans, sources; advisories where reachable)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-structure.py
 	.venv/bin/hadolint Containerfiles/*.Containerfile $(wildcard $(PLUGINS:%=%/Containerfile))
 	@command -v cargo-deny >/dev/null || $(CARGO) install --locked --quiet cargo-deny
 	cargo-deny check licenses bans sources

@@ -104,11 +104,7 @@ impl Plugin for TestPlugin {
             backend: self.backend.clone(),
             data: self.data.clone(),
         };
-        services.add(
-            KeyValueBasicInterfaceServer::new(svc)
-                .max_decoding_message_size(services.max_message_bytes())
-                .max_encoding_message_size(services.max_message_bytes()),
-        );
+        services.add(KeyValueBasicInterfaceServer::new(svc));
     }
 
     async fn initialize(&self, config: TestConfig, _ctx: &Context) -> Result<(), Error> {

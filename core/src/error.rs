@@ -1,4 +1,6 @@
-//! The core crate's one error type and its single mapping to `tonic::Status`.
+//! The core crate's one error type and its single mapping to `tonic::Status`,
+//! and [`BadSetting`], how every plugin reports a `backend` setting that can
+//! never work.
 
 /// What went wrong in core or in a plugin's lifecycle hook. Plugins convert
 /// their own error enums into this at the lifecycle boundary.
@@ -56,5 +58,30 @@ impl From<Error> for tonic::Status {
             }
             Error::Server(_) | Error::Internal(_) => tonic::Status::internal(err.to_string()),
         }
+    }
+}
+
+/// A `backend` setting that can never work, as opposed to a backend that is
+/// down (retriable): it names the key, so the operator knows what to fix.
+/// A lifecycle call reports it as a configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", BadSetting::text(key, problem))]
+pub struct BadSetting {
+    /// The `backend` key at fault.
+    pub key: &'static str,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl BadSetting {
+    /// How a bad setting reads: `` `backend.<key>`: <problem> ``.
+    pub fn text(key: &str, problem: &str) -> String {
+        format!("`backend.{key}`: {problem}")
+    }
+}
+
+impl From<BadSetting> for Error {
+    fn from(setting: BadSetting) -> Self {
+        Error::config(setting.to_string())
     }
 }

@@ -1,12 +1,19 @@
-//! Request validation shared by the KeyValue plugins (PostgreSQL, Redis), so
-//! both answer bad input with the same gRPC status and wording.
+//! Request validation and replies shared by the KeyValue plugins (PostgreSQL,
+//! Redis), so both answer bad input with the same gRPC status and wording and
+//! build their replies the same way (in-band `error` always empty: failures
+//! are gRPC statuses). [`KvService`] serves the KeyValue interfaces over
+//! any [`Store`] with these.
+
+mod service;
 
 use tonic::Status;
 
 use crate::proto::keyvalue::{
-    BatchDeleteResponse, BatchGetResponse, BatchSetResponse, DeleteResponse, GetResponse,
-    SetRequest, SetResponse,
+    BatchDeleteResponse, BatchGetResponse, BatchSetResponse, DeleteResponse, ExistsResponse,
+    ExpireResponse, GetResponse, GetTtlResponse, PersistResponse, SetRequest, SetResponse,
 };
+
+pub use service::{Entry, Item, KvService, Store};
 
 /// Limits a KeyValue plugin enforces on every request.
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +22,27 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Largest value in bytes.
     pub max_value_bytes: usize,
+}
+
+/// The rules a KV plugin checks requests against: core's [`Limits`], plus
+/// whatever its backend cannot store in a key (PostgreSQL `text` cannot hold
+/// U+0000). [`Limits`] alone is core's rules.
+pub trait Rules {
+    /// The size limits.
+    fn limits(&self) -> &Limits;
+
+    /// Checks one key; the default is core's [`check_key`]. A backend with
+    /// stricter keys calls that first, so the size errors read the same.
+    #[allow(clippy::result_large_err)]
+    fn check_key(&self, key: &str) -> Result<(), Status> {
+        check_key(key, self.limits())
+    }
+}
+
+impl Rules for Limits {
+    fn limits(&self) -> &Limits {
+        self
+    }
 }
 
 /// Empty key or key over the limit → `INVALID_ARGUMENT`.
@@ -37,13 +65,21 @@ pub fn check_key(key: &str, limits: &Limits) -> Result<(), Status> {
 #[allow(clippy::result_large_err)]
 pub fn check_keys<'a>(
     keys: impl IntoIterator<Item = &'a str>,
-    limits: &Limits,
+    rules: &impl Rules,
 ) -> Result<(), Status> {
     for (i, key) in keys.into_iter().enumerate() {
-        check_key(key, limits)
-            .map_err(|s| Status::invalid_argument(format!("keys[{i}]: {}", s.message())))?;
+        rules.check_key(key).map_err(|s| at("keys", i, s))?;
     }
     Ok(())
+}
+
+/// Prefixes an error with the position of the batch item at fault
+/// (`keys[3]: ...`), keeping its code.
+fn at(field: &str, index: usize, status: Status) -> Status {
+    Status::new(
+        status.code(),
+        format!("{field}[{index}]: {}", status.message()),
+    )
 }
 
 /// Value over the limit → `RESOURCE_EXHAUSTED` (an empty value is valid).
@@ -76,25 +112,33 @@ pub fn check_ttl(ttl_seconds: i64) -> Result<(), Status> {
     Ok(())
 }
 
-/// Validates one Set (key, value size, TTL); `Ok` carries the TTL in seconds
-/// (0 = no expiry).
+/// A checked TTL in seconds (0 = no expiry): [`check_ttl`] refuses
+/// negatives, so the conversion is exact.
 #[allow(clippy::result_large_err)]
-pub fn check_set(request: &SetRequest, limits: &Limits) -> Result<u64, Status> {
-    check_key(&request.key, limits)?;
-    check_value(request.value.len(), limits)?;
-    check_ttl(request.ttl_seconds)?;
-    Ok(request.ttl_seconds as u64)
+pub fn ttl(ttl_seconds: i64) -> Result<u64, Status> {
+    check_ttl(ttl_seconds)?;
+    Ok(ttl_seconds.unsigned_abs())
+}
+
+/// Validates one Set (key, value size, TTL, in that order); `Ok` carries the
+/// TTL in seconds (0 = no expiry).
+#[allow(clippy::result_large_err)]
+pub fn check_set(request: &SetRequest, rules: &impl Rules) -> Result<u64, Status> {
+    rules.check_key(&request.key)?;
+    check_value(request.value.len(), rules.limits())?;
+    ttl(request.ttl_seconds)
 }
 
 /// Validates every Set of a batch before anything is written; an error names
-/// the position (`requests[i]: ...`) and fails the whole batch.
+/// the position (`requests[i]: ...`) and fails the whole batch. `Ok` carries
+/// each item's TTL in seconds, in request order.
 #[allow(clippy::result_large_err)]
-pub fn check_batch_set(requests: &[SetRequest], limits: &Limits) -> Result<(), Status> {
-    for (i, request) in requests.iter().enumerate() {
-        check_set(request, limits)
-            .map_err(|s| Status::new(s.code(), format!("requests[{i}]: {}", s.message())))?;
-    }
-    Ok(())
+pub fn check_batch_set(requests: &[SetRequest], rules: &impl Rules) -> Result<Vec<u64>, Status> {
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, request)| check_set(request, rules).map_err(|s| at("requests", i, s)))
+        .collect()
 }
 
 /// The reply to a successful Set (in-band `error` empty).
@@ -111,6 +155,48 @@ pub fn get_response(value: Option<bytes::Bytes>) -> GetResponse {
         found: value.is_some(),
         value: value.unwrap_or_default(),
         error: String::new(),
+    }
+}
+
+/// The reply to a Delete (deleting a missing key succeeds too).
+pub fn delete_ok() -> DeleteResponse {
+    DeleteResponse {
+        success: true,
+        error: String::new(),
+    }
+}
+
+/// The reply to an Exists.
+pub fn exists_response(exists: bool) -> ExistsResponse {
+    ExistsResponse {
+        exists,
+        error: String::new(),
+    }
+}
+
+/// The reply to an Expire; `key_existed` false when there was nothing to expire.
+pub fn expire_response(key_existed: bool) -> ExpireResponse {
+    ExpireResponse {
+        success: true,
+        error: String::new(),
+        key_existed,
+    }
+}
+
+/// The reply to a GetTTL (-1 no expiry, -2 no such key).
+pub fn ttl_response(ttl_seconds: i64) -> GetTtlResponse {
+    GetTtlResponse {
+        ttl_seconds,
+        error: String::new(),
+    }
+}
+
+/// The reply to a Persist; `expiration_removed` false when the key had none.
+pub fn persist_response(expiration_removed: bool) -> PersistResponse {
+    PersistResponse {
+        success: true,
+        error: String::new(),
+        expiration_removed,
     }
 }
 
@@ -135,12 +221,7 @@ pub fn batch_set_ok(n: usize) -> BatchSetResponse {
 /// deleted, as a single Delete of a missing key succeeds).
 pub fn batch_delete_ok(n: usize) -> BatchDeleteResponse {
     BatchDeleteResponse {
-        results: (0..n)
-            .map(|_| DeleteResponse {
-                success: true,
-                error: String::new(),
-            })
-            .collect(),
+        results: (0..n).map(|_| delete_ok()).collect(),
         all_success: true,
     }
 }
@@ -195,6 +276,50 @@ mod tests {
             "{}",
             err.message()
         );
+    }
+
+    /// Core's rules plus a backend's own, as PostgreSQL adds U+0000.
+    struct NoDots(Limits);
+
+    impl Rules for NoDots {
+        fn limits(&self) -> &Limits {
+            &self.0
+        }
+
+        fn check_key(&self, key: &str) -> Result<(), Status> {
+            check_key(key, &self.0)?;
+            match key.contains('.') {
+                true => Err(Status::invalid_argument("no dots")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_rule_applies_after_the_size_checks_and_names_the_position() {
+        let rules = NoDots(LIMITS);
+        let set = |key: &str, ttl_seconds| SetRequest {
+            key: key.into(),
+            ttl_seconds,
+            ..Default::default()
+        };
+        assert_eq!(check_set(&set("a", 7), &rules).ok(), Some(7));
+        let err = check_set(&set("a.b", 0), &rules).unwrap_err();
+        assert_eq!(err.message(), "no dots");
+        let err = check_set(&set("123456789.", 0), &rules).unwrap_err();
+        assert!(
+            err.message().contains("the limit is 8"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            check_batch_set(&[set("a", 1), set("b", 0)], &rules).ok(),
+            Some(vec![1, 0])
+        );
+        let err = check_batch_set(&[set("a", 1), set("b.", 0)], &rules).unwrap_err();
+        assert_eq!(err.message(), "requests[1]: no dots");
+        let err = check_keys(["a", "b", "."], &rules).unwrap_err();
+        assert_eq!(err.message(), "keys[2]: no dots");
     }
 
     #[test]

@@ -118,7 +118,8 @@ pub struct Interface {
 }
 
 /// Collects the plugin's tonic services and their full names (each gets a
-/// health status), and carries the message size limit they must apply.
+/// health status), and bounds each one's messages to the configured
+/// `control_plane.max_message_bytes` as it is added.
 pub struct ServiceRegistry {
     pub(crate) routes: tonic::service::RoutesBuilder,
     pub(crate) names: Vec<&'static str>,
@@ -134,16 +135,12 @@ impl ServiceRegistry {
         }
     }
 
-    /// The configured `control_plane.max_message_bytes`; apply it with the
-    /// generated server's `max_decoding_message_size`/`max_encoding_message_size`.
-    pub fn max_message_bytes(&self) -> usize {
-        self.max_message_bytes
-    }
-
-    /// Adds a generated tonic server.
+    /// Adds a generated tonic server, its messages (both ways) bounded by
+    /// `control_plane.max_message_bytes`.
     pub fn add<S>(&mut self, svc: S) -> &mut Self
     where
-        S: tower::Service<
+        S: DataService
+            + tower::Service<
                 http::Request<tonic::body::Body>,
                 Response = http::Response<tonic::body::Body>,
                 Error = std::convert::Infallible,
@@ -155,9 +152,64 @@ impl ServiceRegistry {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
-        self.routes.add_service(svc);
+        self.routes
+            .add_service(svc.limit_messages(self.max_message_bytes));
         self
     }
+}
+
+/// A generated tonic server whose message size the [`ServiceRegistry`]
+/// bounds. tonic generates `max_decoding_message_size` and
+/// `max_encoding_message_size` as inherent methods of each server type, so
+/// each type gets this impl: core's data services below, a plugin's own with
+/// [`data_service!`](crate::data_service).
+pub trait DataService: Sized {
+    /// The server with requests and replies bounded to `max_bytes`.
+    fn limit_messages(self, max_bytes: usize) -> Self;
+}
+
+/// Implements [`DataService`] for generated tonic servers, given as
+/// `ServerType: ServiceTrait` (both in scope), e.g.
+/// `data_service!(KeyValueBasicInterfaceServer: KeyValueBasicInterface);`.
+#[macro_export]
+macro_rules! data_service {
+    ($($server:ident: $service:ident),+ $(,)?) => {$(
+        impl<T: $service> $crate::DataService for $server<T> {
+            fn limit_messages(self, max_bytes: usize) -> Self {
+                self.max_decoding_message_size(max_bytes)
+                    .max_encoding_message_size(max_bytes)
+            }
+        }
+    )+};
+}
+
+/// The data services of core's protos.
+mod data_services {
+    use crate::proto::keyvalue::key_value_basic_interface_server::{
+        KeyValueBasicInterface, KeyValueBasicInterfaceServer,
+    };
+    use crate::proto::keyvalue::key_value_batch_interface_server::{
+        KeyValueBatchInterface, KeyValueBatchInterfaceServer,
+    };
+    use crate::proto::keyvalue::key_value_scan_interface_server::{
+        KeyValueScanInterface, KeyValueScanInterfaceServer,
+    };
+    use crate::proto::keyvalue::key_value_ttl_interface_server::{
+        KeyValueTtlInterface, KeyValueTtlInterfaceServer,
+    };
+    use crate::proto::pubsub::pub_sub_basic_interface_server::{
+        PubSubBasicInterface, PubSubBasicInterfaceServer,
+    };
+    use crate::proto::pubsub::stream_interface_server::{StreamInterface, StreamInterfaceServer};
+
+    crate::data_service!(
+        KeyValueBasicInterfaceServer: KeyValueBasicInterface,
+        KeyValueBatchInterfaceServer: KeyValueBatchInterface,
+        KeyValueTtlInterfaceServer: KeyValueTtlInterface,
+        KeyValueScanInterfaceServer: KeyValueScanInterface,
+        PubSubBasicInterfaceServer: PubSubBasicInterface,
+        StreamInterfaceServer: StreamInterface,
+    );
 }
 
 /// Handed to `initialize`: the plugin's share of the process's cancellation

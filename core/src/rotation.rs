@@ -10,6 +10,9 @@
 //! (revoked from outside) the backend raises the [`AuthAlarm`]; the task asks
 //! Vault for new credentials at once (once per credential set), and the calls
 //! that failed meanwhile are counted.
+//!
+//! Plugins use it through [`crate::Rotated`], which owns the slot, the
+//! swap at initialize and the order of stopping.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,7 +66,7 @@ pub trait Drain: Send + Sync + 'static {
 
 /// Raised by a backend whose credentials the server rejected.
 #[derive(Debug, Default)]
-pub struct AuthAlarm {
+pub(crate) struct AuthAlarm {
     /// Calls (and probes) that failed on rejected credentials.
     failures: AtomicU64,
     /// Highest credential generation that was rejected.
@@ -102,7 +105,7 @@ struct Stats {
 }
 
 /// The running rotation: what health reads, and the task.
-pub struct Rotator {
+pub(crate) struct Rotator {
     view: Arc<View>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -110,27 +113,27 @@ pub struct Rotator {
 
 /// What health reports about the rotation: the source's own details and
 /// expiry, and the counters of the task.
-pub struct View {
+pub(crate) struct View {
     source: Arc<CredentialSource>,
     alarm: Arc<AuthAlarm>,
     stats: Arc<Stats>,
 }
 
 /// The first backend of a rotation, built by [`Rotator::first`].
-pub struct First<B> {
+pub(crate) struct First<B> {
     /// The credential source (logged in, first credentials fetched).
-    pub source: CredentialSource,
+    pub(crate) source: CredentialSource,
     /// The alarm every backend of this source raises.
-    pub alarm: Arc<AuthAlarm>,
+    pub(crate) alarm: Arc<AuthAlarm>,
     /// A backend connected with the first credentials.
-    pub backend: B,
+    pub(crate) backend: B,
 }
 
 impl Rotator {
     /// Logs in to Vault, fetches the first credentials and builds the first
     /// backend with them. On failure the source is shut down (its lease
     /// revoked), so a retried initialize leaves no user behind.
-    pub async fn first<B>(
+    pub(crate) async fn first<B>(
         vault: &crate::vault::VaultConfig,
         shutdown: &CancellationToken,
         connect: &Connect<B>,
@@ -157,7 +160,7 @@ impl Rotator {
 
     /// Starts watching `first.source` for new credentials; the first backend
     /// must already be in `slot`.
-    pub fn spawn<B: Drain>(
+    pub(crate) fn spawn<B: Drain>(
         source: CredentialSource,
         alarm: Arc<AuthAlarm>,
         slot: Arc<Slot<B>>,
@@ -195,14 +198,14 @@ impl Rotator {
     }
 
     /// The health view (shares the source; drop it before [`Source::shutdown`]).
-    pub fn view(&self) -> Arc<View> {
+    pub(crate) fn view(&self) -> Arc<View> {
         self.view.clone()
     }
 
     /// Stops the task (waiting for replaced backends to close, bounded) and
     /// returns the source, which the caller shuts down once the current
     /// backend is closed (that revokes the last lease).
-    pub async fn stop(self) -> Source {
+    pub(crate) async fn stop(self) -> Source {
         self.cancel.cancel();
         if let Err(err) = self.task.await {
             tracing::warn!(error = %err, "credential rotation task failed");
@@ -214,12 +217,12 @@ impl Rotator {
 impl View {
     /// True once the credentials in use ran out without renewal (Vault away
     /// for longer than their TTL): the plugin cannot log in any more.
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         self.source.expired()
     }
 
     /// Health details of the source (no secrets) plus the rotation counters.
-    pub fn details(&self) -> BTreeMap<String, String> {
+    pub(crate) fn details(&self) -> BTreeMap<String, String> {
         let mut details = self.source.health_details();
         details.insert(
             "vault_auth_failures".into(),
@@ -242,11 +245,11 @@ impl View {
 }
 
 /// A stopped rotator's credential source.
-pub struct Source(Arc<CredentialSource>);
+pub(crate) struct Source(Arc<CredentialSource>);
 
 impl Source {
     /// Stops renewing and revokes the current lease.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         // The task and the rotator are gone; a health check may still hold
         // the view for a moment. If it does not let go, dropping the source
         // still stops it (without waiting for the revocation).
@@ -396,7 +399,7 @@ impl<B: Drain> Task<B> {
 
 /// Waits until no request holds `old` (the slot no longer does), then
 /// closes it; bounded by [`DRAIN_TIMEOUT`].
-pub async fn retire<B: Drain>(old: Arc<B>) {
+pub(crate) async fn retire<B: Drain>(old: Arc<B>) {
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(DRAIN_POLL).await;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use prism_plugin_core::secret::SecretString;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +66,8 @@ impl SecurityProtocol {
 }
 
 /// `backend:` for Kafka. Every key has a default, so a partial file works.
-#[derive(Clone, Serialize, Deserialize)]
+/// `Debug` shows no password (see [`SaslConfig`] and [`TlsConfig`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers as `host:port`: a list, or one comma-separated string
@@ -221,7 +223,7 @@ fn default_commit_interval() -> Duration {
 
 /// `backend.tls`: how the client verifies the brokers (and, optionally,
 /// authenticates itself with a certificate). Files are PEM.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TlsConfig {
     /// CA bundle that signs the brokers' certificates (librdkafka
@@ -236,7 +238,7 @@ pub(crate) struct TlsConfig {
     pub(crate) key_file: Option<PathBuf>,
     /// Password of an encrypted `key_file` (`ssl.key.password`); never logged.
     #[serde(default)]
-    pub(crate) key_password: String,
+    pub(crate) key_password: SecretString,
     /// Check that the broker's certificate names the host dialled
     /// (`ssl.endpoint.identification.algorithm=https`). Default on.
     #[serde(default = "default_true")]
@@ -258,27 +260,8 @@ impl TlsConfig {
     }
 }
 
-impl fmt::Debug for TlsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("ca_file", &self.ca_file)
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
-            .field(
-                "key_password",
-                &if self.key_password.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
-            .field("verify_hostname", &self.verify_hostname)
-            .finish()
-    }
-}
-
 /// `backend.sasl`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SaslConfig {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
@@ -289,7 +272,7 @@ pub(crate) struct SaslConfig {
     pub(crate) username: String,
     /// Password (`KAFKA_SASL_PASSWORD`). Never logged.
     #[serde(default)]
-    pub(crate) password: String,
+    pub(crate) password: SecretString,
 }
 
 impl Default for SaslConfig {
@@ -297,7 +280,7 @@ impl Default for SaslConfig {
         SaslConfig {
             mechanism: default_sasl_mechanism(),
             username: String::new(),
-            password: String::new(),
+            password: SecretString::default(),
         }
     }
 }
@@ -327,42 +310,6 @@ impl Default for KafkaConfig {
             commit_interval: default_commit_interval(),
             librdkafka: BTreeMap::new(),
         }
-    }
-}
-
-/// Hand-written so the SASL password can never reach a log line through `{:?}`.
-impl fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let password = if self.sasl.password.is_empty() {
-            ""
-        } else {
-            "<redacted>"
-        };
-        f.debug_struct("KafkaConfig")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("consumer_group", &self.consumer_group)
-            .field("security_protocol", &self.security_protocol)
-            .field("tls", &self.tls)
-            .field("sasl.mechanism", &self.sasl.mechanism)
-            .field("sasl.username", &self.sasl.username)
-            .field("sasl.password", &password)
-            .field("client_id", &self.client_id)
-            .field("acks", &self.acks)
-            .field("session_timeout", &self.session_timeout)
-            .field("auto_create_topics", &self.auto_create_topics)
-            .field("default_partitions", &self.default_partitions)
-            .field("replication_factor", &self.replication_factor)
-            .field("metadata_timeout", &self.metadata_timeout)
-            .field("degraded_latency", &self.degraded_latency)
-            .field("produce_timeout", &self.produce_timeout)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .field("compression", &self.compression)
-            .field("stream_buffer", &self.stream_buffer)
-            .field("fetch_buffer_kbytes", &self.fetch_buffer_kbytes)
-            .field("commit_interval", &self.commit_interval)
-            .field("librdkafka", &self.librdkafka)
-            .finish()
     }
 }
 

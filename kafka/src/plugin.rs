@@ -2,19 +2,18 @@
 //! the producer rebuilder and (with Vault) the SASL credential rotation into
 //! core's lifecycle (initialize, start, health, drain, stop).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
 use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO};
+use prism_plugin_core::rotation::Connect;
+use prism_plugin_core::vault::SecretEngine;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
-    ServiceRegistry, Slot,
+    Rotated, ServiceRegistry,
 };
-
-use prism_plugin_core::rotation::{Connect, Rotator, View};
-use prism_plugin_core::vault::SecretEngine;
 
 use crate::backend::Backend;
 use crate::config::KafkaConfig;
@@ -26,17 +25,15 @@ use crate::stream::StreamSet;
 /// groups (each needs a broker round trip or two).
 const STREAM_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The Kafka plugin: the current backend in a [`Slot`] that `initialize`
-/// (and a Vault rotation, and the rebuilder) replaces, the running streams,
-/// and the background tasks.
+/// The Kafka plugin: the current backend, which `initialize` (and a Vault
+/// rotation, and the rebuilder) replaces, the running streams, and the
+/// background tasks.
 #[derive(Default)]
 pub struct KafkaPlugin {
-    backend: Arc<Slot<Backend>>,
+    backend: Rotated<Backend>,
     streams: Arc<StreamSet>,
     /// Serialises initialize, start and stop; the tasks they own.
     tasks: tokio::sync::Mutex<Tasks>,
-    /// What health reports about Vault; `None` without Vault.
-    vault: RwLock<Option<Arc<View>>>,
     /// What the rebuilder reports to health.
     rebuilds: Arc<Rebuilds>,
 }
@@ -45,8 +42,6 @@ pub struct KafkaPlugin {
 /// after stop.
 #[derive(Default)]
 struct Tasks {
-    /// The Vault rotation, started by `initialize`.
-    rotator: Option<Rotator>,
     /// Replaces a producer that failed fatally; started by `start`.
     rebuilder: Option<Rebuilder>,
     /// The context of the latest `initialize` (the plugin's cancellation
@@ -65,7 +60,7 @@ fn connector(config: KafkaConfig, streams: Arc<StreamSet>) -> Connect<Backend> {
         let streams = streams.clone();
         Box::pin(async move {
             config.sasl.username = creds.username.clone();
-            config.sasl.password = creds.password.expose().to_string();
+            config.sasl.password = creds.password.clone();
             if let Some(mechanism) = creds.extra.get("mechanism") {
                 config.sasl.mechanism = mechanism.clone();
             }
@@ -117,41 +112,62 @@ fn check_vault(config: &KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
 }
 
 impl KafkaPlugin {
-    /// Health of a working backend: a metadata round trip, its latency and
-    /// the producer queue.
-    async fn cluster_health(&self, backend: &Backend) -> HealthReport {
-        let health = backend.health().await;
-        backend.broker_answers(health.is_ok());
-        match health {
-            Ok(info) => {
-                let (status, message) = if info.latency > backend.degraded_latency() {
-                    (
-                        HealthStatus::Degraded,
-                        format!(
-                            "kafka metadata took {} ms (over {} ms)",
-                            info.latency.as_millis(),
-                            backend.degraded_latency().as_millis()
-                        ),
-                    )
-                } else if info.queued > backend.queue_degraded() {
-                    (
-                        HealthStatus::Degraded,
-                        format!(
-                            "{} messages wait in the producer queue (over {})",
-                            info.queued,
-                            backend.queue_degraded()
-                        ),
-                    )
-                } else {
-                    (HealthStatus::Healthy, "kafka cluster answers".to_string())
-                };
-                HealthReport::new(status, message)
-                    .detail("brokers", info.brokers)
-                    .detail("latency_ms", info.latency.as_millis())
-                    .detail("producer_queue", info.queued)
-            }
-            Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
+    /// The backend's own health: a broken producer, or a metadata round trip.
+    async fn backend_health(&self, backend: Arc<Backend>) -> HealthReport {
+        let report = if let Some(reason) = backend.broken() {
+            // Not serving while publishes cannot succeed; the rebuilder
+            // replaces the producer and asks for a new probe when it has.
+            HealthReport::new(
+                HealthStatus::Unhealthy,
+                format!(
+                    "kafka producer failed fatally ({reason}); {}",
+                    self.rebuilds.progress()
+                ),
+            )
+        } else {
+            cluster_health(&backend).await
+        };
+        report
+            .detail("bootstrap", backend.bootstrap())
+            .detail("streams", self.streams.len())
+            .detail("producer_rebuilds", self.rebuilds.count())
+    }
+}
+
+/// Health of a working backend: a metadata round trip, its latency and the
+/// producer queue.
+async fn cluster_health(backend: &Backend) -> HealthReport {
+    let health = backend.health().await;
+    backend.broker_answers(health.is_ok());
+    match health {
+        Ok(info) => {
+            let (status, message) = if info.latency > backend.degraded_latency() {
+                (
+                    HealthStatus::Degraded,
+                    format!(
+                        "kafka metadata took {} ms (over {} ms)",
+                        info.latency.as_millis(),
+                        backend.degraded_latency().as_millis()
+                    ),
+                )
+            } else if info.queued > backend.queue_degraded() {
+                (
+                    HealthStatus::Degraded,
+                    format!(
+                        "{} messages wait in the producer queue (over {})",
+                        info.queued,
+                        backend.queue_degraded()
+                    ),
+                )
+            } else {
+                (HealthStatus::Healthy, "kafka cluster answers".to_string())
+            };
+            HealthReport::new(status, message)
+                .detail("brokers", info.brokers)
+                .detail("latency_ms", info.latency.as_millis())
+                .detail("producer_queue", info.queued)
         }
+        Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
     }
 }
 
@@ -185,18 +201,10 @@ impl Plugin for KafkaPlugin {
     }
 
     fn register(&self, services: &mut ServiceRegistry) {
-        let service = KafkaService::new(self.backend.clone(), self.streams.clone());
-        let limit = services.max_message_bytes();
-        services.add(
-            PubSubBasicInterfaceServer::new(service.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        );
-        services.add(
-            StreamInterfaceServer::new(service)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        );
+        let service = KafkaService::new(self.backend.slot(), self.streams.clone());
+        services
+            .add(PubSubBasicInterfaceServer::new(service.clone()))
+            .add(StreamInterfaceServer::new(service));
     }
 
     async fn initialize(&self, config: KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
@@ -212,37 +220,14 @@ impl Plugin for KafkaPlugin {
             )));
         }
         let mut tasks = self.tasks.lock().await;
-        let (backend, rotation) = if ctx.vault.enabled() {
-            let connect = connector(config.clone(), self.streams.clone());
-            let first = Rotator::first(&ctx.vault, &ctx.shutdown, &connect).await?;
-            (first.backend, Some((first.source, first.alarm, connect)))
-        } else {
-            (Backend::connect(&config, None).await?, None)
-        };
-        self.streams.attach(&ctx.shutdown);
-        // An old rotation stops before the new backend goes in, so it cannot
-        // swap in a backend built from the previous config afterwards.
-        let old_source = match tasks.rotator.take() {
-            Some(old) => Some(old.stop().await),
-            None => None,
-        };
+        let connect = connector(config.clone(), self.streams.clone());
+        let plain = async { Ok(Backend::connect(&config, None).await?) };
         // The old producer (if any) is closed on a blocking thread once the
         // last in-flight user releases it (see `Backend`'s `Drop`). Running
         // streams keep their own consumers (a rotation rebuilds them).
-        drop(self.backend.replace(Arc::new(backend)));
-        let view = rotation.map(|(source, alarm, connect)| {
-            let spawned =
-                Rotator::spawn(source, alarm, self.backend.clone(), connect, &ctx.shutdown);
-            let view = spawned.view();
-            tasks.rotator = Some(spawned);
-            view
-        });
+        self.backend.initialize(ctx, connect, plain).await?;
+        self.streams.attach(&ctx.shutdown);
         tasks.context = Some(ctx.clone());
-        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = view;
-        if let Some(source) = old_source {
-            // KV v2 has no lease: this only stops the old token's renewal.
-            source.shutdown().await;
-        }
         Ok(())
     }
 
@@ -253,40 +238,16 @@ impl Plugin for KafkaPlugin {
         if tasks.rebuilder.is_none()
             && let Some(ctx) = &tasks.context
         {
-            let rebuilder = Rebuilder::spawn(self.backend.clone(), self.rebuilds.clone(), ctx);
+            let rebuilder = Rebuilder::spawn(self.backend.slot(), self.rebuilds.clone(), ctx);
             tasks.rebuilder = Some(rebuilder);
         }
         Ok(())
     }
 
     async fn health(&self) -> HealthReport {
-        let backend = match self.backend.get() {
-            Ok(backend) => backend,
-            Err(err) => return HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
-        };
-        let report = if let Some(reason) = backend.broken() {
-            // Not serving while publishes cannot succeed; the rebuilder
-            // replaces the producer and asks for a new probe when it has.
-            HealthReport::new(
-                HealthStatus::Unhealthy,
-                format!(
-                    "kafka producer failed fatally ({reason}); {}",
-                    self.rebuilds.progress()
-                ),
-            )
-        } else {
-            self.cluster_health(&backend).await
-        };
-        let mut report = report
-            .detail("bootstrap", backend.bootstrap())
-            .detail("streams", self.streams.len())
-            .detail("producer_rebuilds", self.rebuilds.count());
-        let vault = self.vault.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(vault) = vault {
-            // No secrets in here: user name, versions, counters.
-            report.details.extend(vault.details());
-        }
-        report
+        self.backend
+            .health(|backend| self.backend_health(backend))
+            .await
     }
 
     /// Ends every Subscribe, Tail and Consume stream cleanly: each stores the
@@ -315,25 +276,12 @@ impl Plugin for KafkaPlugin {
             rebuilder.stop().await;
         }
         tasks.context = None;
-        let source = match tasks.rotator.take() {
-            Some(rotator) => Some(rotator.stop().await),
-            None => None,
-        };
-        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = None;
-        // Streams first (they commit through their own consumers), then the producer.
+        let stopped = self.backend.stop().await;
+        // Streams first (they commit through their own consumers), then the
+        // producer: closing it flushes and joins librdkafka's threads, which
+        // the last holder does on a blocking thread (see `Backend`'s `Drop`).
         self.streams.drain(STREAM_DRAIN_TIMEOUT).await;
-        if let Some(backend) = self.backend.take() {
-            // Closing flushes and joins librdkafka's threads: blocking work.
-            // If a request still holds a reference, the last holder closes
-            // it instead (see `Backend`'s `Drop`).
-            let closed = tokio::task::spawn_blocking(move || drop(backend));
-            if closed.await.is_err() {
-                tracing::warn!("closing the kafka producer failed");
-            }
-        }
-        if let Some(source) = source {
-            source.shutdown().await;
-        }
+        stopped.close().await;
         Ok(())
     }
 }

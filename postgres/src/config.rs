@@ -1,9 +1,9 @@
 //! The `backend:` section of `prism-postgres`'s configuration, its defaults and
 //! its pure validation (no I/O).
 
-use std::fmt;
 use std::time::Duration;
 
+use prism_plugin_core::secret::SecretUrl;
 use serde::{Deserialize, Serialize};
 
 /// PostgreSQL limits a `bytea` (and any field) to 1 GiB.
@@ -34,13 +34,14 @@ const KNOWN_URL_PARAMS: &[&str] = &[
 ];
 
 /// `backend:` for PostgreSQL. Every key has a default, so a partial file works.
-#[derive(Clone, Serialize, Deserialize)]
+/// `Debug` masks the password in `database_url` and drops its query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Connection URL `postgres://user[:password]@host[:port]/database[?sslmode=...]`
     /// (`DATABASE_URL`). The password is never logged.
     #[serde(default = "default_database_url")]
-    pub(crate) database_url: String,
+    pub(crate) database_url: SecretUrl,
     /// Most connections the pool opens (`POSTGRES_POOL_SIZE`).
     #[serde(default = "default_pool_size")]
     pub(crate) pool_size: u32,
@@ -82,8 +83,8 @@ pub struct PostgresConfig {
     pub(crate) degraded_latency: Duration,
 }
 
-fn default_database_url() -> String {
-    "postgres://prism@localhost:5432/prism".to_string()
+fn default_database_url() -> SecretUrl {
+    SecretUrl::from("postgres://prism@localhost:5432/prism")
 }
 fn default_pool_size() -> u32 {
     10
@@ -137,35 +138,6 @@ impl Default for PostgresConfig {
             degraded_latency: default_degraded_latency(),
         }
     }
-}
-
-/// Hand-written so the password inside `database_url` can never reach a log
-/// line through `{:?}`.
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("database_url", &redacted_url(&self.database_url))
-            .field("pool_size", &self.pool_size)
-            .field("min_connections", &self.min_connections)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .field("table", &self.table)
-            .field("schema", &self.schema)
-            .field("max_key_bytes", &self.max_key_bytes)
-            .field("max_value_bytes", &self.max_value_bytes)
-            .field("reaper_interval", &self.reaper_interval)
-            .field("scan_max_limit", &self.scan_max_limit)
-            .field("degraded_latency", &self.degraded_latency)
-            .finish()
-    }
-}
-
-/// The URL with the userinfo password masked and the query dropped (a
-/// `?password=` parameter would otherwise survive `redact_url`).
-pub(crate) fn redacted_url(url: &str) -> String {
-    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
-    prism_plugin_core::config::redact_url(without_query)
 }
 
 impl PostgresConfig {

@@ -7,14 +7,16 @@
 
 use std::time::Duration;
 
+use prism_plugin_core::BadSetting;
 use tonic::Status;
 
 /// Everything the PostgreSQL backend can fail with.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// A setting cannot be turned into a connection (e.g. an unparsable URL),
-    /// or the configured table belongs to something else.
-    #[error("`backend.{key}`: {problem}")]
+    /// or the configured table belongs to something else: core's
+    /// [`BadSetting`], kept as fields here so the backend names them in place.
+    #[error("{}", BadSetting::text(key, problem))]
     Config {
         /// The `backend` key at fault.
         key: &'static str,
@@ -170,7 +172,7 @@ impl From<Error> for Status {
 impl From<Error> for prism_plugin_core::Error {
     fn from(err: Error) -> Self {
         match err {
-            Error::Config { .. } => prism_plugin_core::Error::config(err.to_string()),
+            Error::Config { key, problem } => BadSetting { key, problem }.into(),
             // Refused connections, missing databases and failed logins may all
             // be fixed outside this process (server starting, Vault provisioning
             // the role): retriable, so the plugin stays up and NOT_SERVING.

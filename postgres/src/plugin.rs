@@ -2,46 +2,32 @@
 //! KeyValue services, the expiry reaper and (with Vault) the credential
 //! rotation into core's lifecycle (initialize, health, stop).
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
+use prism_plugin_core::kv::KvService;
 use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
+use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
-    ServiceRegistry, Slot, proto,
+    Rotated, ServiceRegistry, Slot, proto,
 };
 
 use crate::backend::{Backend, Login};
 use crate::config::PostgresConfig;
 use crate::reaper::Reaper;
-use crate::service::KvService;
-use prism_plugin_core::rotation::{self, Connect, Rotator, View};
+use crate::service::ScanService;
 
-/// How long closing a pool waits for borrowed connections (statements are
-/// bounded by `statement_timeout`, but a stop must not hang on one).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The PostgreSQL plugin: the current backend in a [`Slot`] that `initialize`
-/// (and a Vault rotation) replaces, shared with the services; the reaper
-/// sweeping it; the rotation task.
+/// The PostgreSQL plugin: the current backend, which `initialize` (and a
+/// Vault rotation) replaces, shared with the services; the reaper sweeping it.
 #[derive(Default)]
 pub struct PostgresPlugin {
-    backend: Arc<Slot<Backend>>,
-    /// Serialises initialize and stop; the tasks they own.
-    tasks: tokio::sync::Mutex<Tasks>,
-    /// What health reports about Vault; `None` without Vault.
-    vault: RwLock<Option<Arc<View>>>,
-}
-
-/// Background tasks owned by the plugin; `None` before the first initialize
-/// and after stop.
-#[derive(Default)]
-struct Tasks {
-    reaper: Option<Reaper>,
-    rotator: Option<Rotator>,
+    backend: Rotated<Backend>,
+    /// Serialises initialize and stop; the reaper, `None` before the first
+    /// initialize and after stop.
+    reaper: tokio::sync::Mutex<Option<Reaper>>,
 }
 
 /// Connections a rotated-in pool opens (and checks) before it is swapped in.
@@ -101,159 +87,89 @@ impl Plugin for PostgresPlugin {
     }
 
     fn register(&self, services: &mut ServiceRegistry) {
-        let svc = KvService::new(self.backend.clone());
-        let max = services.max_message_bytes();
+        let kv = KvService::new(self.backend.slot());
         services
-            .add(
-                KeyValueBasicInterfaceServer::new(svc.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add(
-                KeyValueBatchInterfaceServer::new(svc.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add(
-                KeyValueTtlInterfaceServer::new(svc.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add(
-                KeyValueScanInterfaceServer::new(svc)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            );
+            .add(KeyValueBasicInterfaceServer::new(kv.clone()))
+            .add(KeyValueBatchInterfaceServer::new(kv.clone()))
+            .add(KeyValueTtlInterfaceServer::new(kv))
+            .add(KeyValueScanInterfaceServer::new(ScanService::new(
+                self.backend.slot(),
+            )));
     }
 
     async fn initialize(&self, config: PostgresConfig, ctx: &Context) -> Result<(), CoreError> {
-        let mut tasks = self.tasks.lock().await;
-        let (backend, rotation) = if ctx.vault.enabled() {
-            let connect = connector(config.clone(), ctx.clone(), self.backend.clone());
-            let first = Rotator::first(&ctx.vault, &ctx.shutdown, &connect).await?;
-            (first.backend, Some((first.source, first.alarm, connect)))
-        } else {
-            (Backend::connect(&config, ctx, None).await?, None)
-        };
-        // The old reaper and rotation stop before the new ones start: at most
-        // one reaper per process sweeps, and an old rotation cannot swap in a
-        // backend built from the previous config after this one.
-        if let Some(old) = tasks.reaper.take() {
+        let mut reaper = self.reaper.lock().await;
+        let connect = connector(config.clone(), ctx.clone(), self.backend.slot());
+        let plain = async { Ok(Backend::connect(&config, ctx, None).await?) };
+        self.backend.initialize(ctx, connect, plain).await?;
+        // The old reaper stops before the new one starts: at most one reaper
+        // per process sweeps.
+        if let Some(old) = reaper.take() {
             old.stop().await;
         }
-        let old_source = match tasks.rotator.take() {
-            Some(old) => Some(old.stop().await),
-            None => None,
-        };
-        let old = self.backend.replace(Arc::new(backend));
-        tasks.reaper = Some(Reaper::spawn(
-            self.backend.clone(),
+        *reaper = Some(Reaper::spawn(
+            self.backend.slot(),
             config.reaper_interval,
             &ctx.shutdown,
         ));
-        let view = rotation.map(|(source, alarm, connect)| {
-            let rotator =
-                Rotator::spawn(source, alarm, self.backend.clone(), connect, &ctx.shutdown);
-            let view = rotator.view();
-            tasks.rotator = Some(rotator);
-            view
-        });
-        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = view;
-        // Requests still holding the old backend finish on it; it is closed
-        // once none does, off the lifecycle call, and only then is its lease
-        // revoked. Nothing awaits it: it is bounded, and if the process exits
-        // first the sockets close with it.
-        if let Some(old) = old {
-            tokio::spawn(async move {
-                rotation::retire(old).await;
-                if let Some(source) = old_source {
-                    source.shutdown().await;
-                }
-            });
-        } else if let Some(source) = old_source {
-            source.shutdown().await;
-        }
         Ok(())
     }
 
     async fn health(&self) -> HealthReport {
-        let backend = match self.backend.get() {
-            Ok(backend) => backend,
-            Err(err) => return HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
-        };
-        let vault = self.vault.read().unwrap_or_else(|e| e.into_inner()).clone();
-        // Stats before the probe, so the probe's own connection is not counted as busy.
-        let pool = backend.pool_stats();
-        let report = match backend.ping().await {
-            Ok(latency) => {
-                let slow = latency > backend.degraded_latency();
-                let (status, message) = if slow {
-                    (
-                        HealthStatus::Degraded,
-                        format!(
-                            "postgres SELECT 1 took {} ms (over {} ms)",
-                            latency.as_millis(),
-                            backend.degraded_latency().as_millis()
-                        ),
-                    )
-                } else if pool.nearly_exhausted() {
-                    (
-                        HealthStatus::Degraded,
-                        format!(
-                            "postgres pool nearly exhausted: {} of {} connections busy",
-                            pool.busy(),
-                            pool.max
-                        ),
-                    )
-                } else {
-                    (
-                        HealthStatus::Healthy,
-                        "postgres answers SELECT 1".to_string(),
-                    )
-                };
-                HealthReport::new(status, message).detail("latency_ms", latency.as_millis())
-            }
-            Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
-        };
-        let mut report = report
-            .detail("target", backend.target())
-            .detail("pool_size", pool.size)
-            .detail("pool_idle", pool.idle)
-            .detail("pool_max", pool.max);
-        if let Some(vault) = vault {
-            report.details.extend(vault.details());
-            // Vault being unreachable alone changes nothing: the current
-            // credentials keep working until they expire.
-            if vault.expired() {
-                report.status = HealthStatus::Unhealthy;
-                report.message =
-                    "the Vault credentials expired without renewal (Vault unreachable?)".into();
-            }
-        }
-        report
+        self.backend.health(backend_health).await
     }
 
     async fn stop(&self) -> Result<(), CoreError> {
-        let mut tasks = self.tasks.lock().await;
-        if let Some(reaper) = tasks.reaper.take() {
+        let mut reaper = self.reaper.lock().await;
+        if let Some(reaper) = reaper.take() {
             reaper.stop().await;
         }
-        let source = match tasks.rotator.take() {
-            Some(rotator) => Some(rotator.stop().await),
-            None => None,
-        };
-        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = None;
-        if let Some(backend) = self.backend.take()
-            && tokio::time::timeout(CLOSE_TIMEOUT, backend.close())
-                .await
-                .is_err()
-        {
+        // Closes the pool, then revokes the lease (which drops the database user).
+        if !self.backend.stop().await.close().await {
             tracing::warn!("postgres connections still busy at stop; closing anyway");
-        }
-        // Last: revoking the lease drops the database user.
-        if let Some(source) = source {
-            source.shutdown().await;
         }
         Ok(())
     }
+}
+
+/// The backend's own health: a `SELECT 1` round trip and the pool's use.
+async fn backend_health(backend: Arc<Backend>) -> HealthReport {
+    // Stats before the probe, so the probe's own connection is not counted as busy.
+    let pool = backend.pool_stats();
+    let report = match backend.ping().await {
+        Ok(latency) => {
+            let slow = latency > backend.degraded_latency();
+            let (status, message) = if slow {
+                (
+                    HealthStatus::Degraded,
+                    format!(
+                        "postgres SELECT 1 took {} ms (over {} ms)",
+                        latency.as_millis(),
+                        backend.degraded_latency().as_millis()
+                    ),
+                )
+            } else if pool.nearly_exhausted() {
+                (
+                    HealthStatus::Degraded,
+                    format!(
+                        "postgres pool nearly exhausted: {} of {} connections busy",
+                        pool.busy(),
+                        pool.max
+                    ),
+                )
+            } else {
+                (
+                    HealthStatus::Healthy,
+                    "postgres answers SELECT 1".to_string(),
+                )
+            };
+            HealthReport::new(status, message).detail("latency_ms", latency.as_millis())
+        }
+        Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
+    };
+    report
+        .detail("target", backend.target())
+        .detail("pool_size", pool.size)
+        .detail("pool_idle", pool.idle)
+        .detail("pool_max", pool.max)
 }

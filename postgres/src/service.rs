@@ -1,6 +1,7 @@
-//! The four KeyValue gRPC services (basic, batch, TTL, scan): read the
-//! namespace and deadline, validate the request, call the backend, map the
-//! result. No SQL here.
+//! The backend as core's KeyValue [`Store`] (core's `KvService` serves the
+//! basic, batch and TTL interfaces: preamble, validation, replies) with
+//! PostgreSQL's own key rule, and the Scan service, which is this plugin's
+//! alone. No SQL here.
 //!
 //! Failures are gRPC statuses (see `error.rs`); the in-band `error` strings
 //! stay empty, on success and on "not found" alike.
@@ -9,274 +10,122 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prism_plugin_core::Slot;
-use prism_plugin_core::kv::{Limits, check_ttl, check_value};
-use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterface;
-use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterface;
+use bytes::Bytes;
+use prism_plugin_core::kv::{self, Entry, Limits, Rules, Store};
 use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterface;
-use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterface;
-use prism_plugin_core::proto::keyvalue::{
-    BatchDeleteRequest, BatchDeleteResponse, BatchGetRequest, BatchGetResponse, BatchSetRequest,
-    BatchSetResponse, DeleteRequest, DeleteResponse, ExistsRequest, ExistsResponse, ExpireRequest,
-    ExpireResponse, GetRequest, GetResponse, GetTtlRequest, GetTtlResponse, PersistRequest,
-    PersistResponse, ScanItem, ScanRequest, ScanResponse, SetRequest, SetResponse,
-};
+use prism_plugin_core::proto::keyvalue::{ScanItem, ScanRequest, ScanResponse};
+use prism_plugin_core::{Call, Scope, Slot};
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Backend, Deadline, Item};
+use crate::backend::{Backend, Item};
 
 /// Page size when a Scan asks for none.
 const DEFAULT_SCAN_LIMIT: u32 = 100;
 /// First byte of every cursor, so the format can change compatibly.
 const CURSOR_VERSION: u8 = 1;
 
-/// Serves all four KeyValue interfaces from the current backend.
+/// Core's KV rules plus PostgreSQL's own: `text` cannot hold U+0000.
+impl Rules for Backend {
+    fn limits(&self) -> &Limits {
+        &self.settings().limits
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Status> {
+        kv::check_key(key, self.limits())?;
+        if key.contains('\0') {
+            return Err(Status::invalid_argument(
+                "key must not contain U+0000 (PostgreSQL text cannot store it)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TTL checked by core (at most ~100 years), so it fits an `i64`.
+fn seconds(ttl_seconds: u64) -> i64 {
+    i64::try_from(ttl_seconds).unwrap_or(i64::MAX)
+}
+
+#[tonic::async_trait]
+impl Store for Backend {
+    async fn set(&self, scope: Scope, entry: Entry) -> Result<(), Status> {
+        let (key, value, ttl_seconds) = (entry.key, entry.value, seconds(entry.ttl_seconds));
+        let set = Backend::set(
+            self,
+            scope.namespace,
+            key,
+            value,
+            ttl_seconds,
+            scope.deadline,
+        );
+        Ok(set.await?)
+    }
+
+    async fn get(&self, scope: Scope, key: String) -> Result<Option<Bytes>, Status> {
+        Ok(Backend::get(self, scope.namespace, key, scope.deadline).await?)
+    }
+
+    async fn delete(&self, scope: Scope, key: String) -> Result<(), Status> {
+        Ok(Backend::delete(self, &scope.namespace, &key, scope.deadline).await?)
+    }
+
+    async fn exists(&self, scope: Scope, key: String) -> Result<bool, Status> {
+        Ok(Backend::exists(self, &scope.namespace, &key, scope.deadline).await?)
+    }
+
+    async fn batch_set(&self, scope: Scope, items: &[kv::Item<'_>]) -> Result<(), Status> {
+        let items: Vec<Item<'_>> = items
+            .iter()
+            .map(|item| Item {
+                key: item.key,
+                value: item.value,
+                ttl_seconds: seconds(item.ttl_seconds),
+            })
+            .collect();
+        Ok(Backend::batch_set(self, &scope.namespace, &items, scope.deadline).await?)
+    }
+
+    async fn batch_get(&self, scope: Scope, keys: &[String]) -> Result<Vec<Option<Bytes>>, Status> {
+        Ok(Backend::batch_get(self, &scope.namespace, keys, scope.deadline).await?)
+    }
+
+    async fn batch_delete(&self, scope: Scope, keys: &[String]) -> Result<(), Status> {
+        Ok(Backend::batch_delete(self, &scope.namespace, keys, scope.deadline).await?)
+    }
+
+    async fn expire(&self, scope: Scope, key: String, ttl_seconds: u64) -> Result<bool, Status> {
+        let ttl_seconds = seconds(ttl_seconds);
+        let expire = Backend::expire(self, &scope.namespace, &key, ttl_seconds, scope.deadline);
+        Ok(expire.await?)
+    }
+
+    async fn ttl(&self, scope: Scope, key: String) -> Result<i64, Status> {
+        Ok(Backend::ttl(self, &scope.namespace, &key, scope.deadline).await?)
+    }
+
+    async fn persist(&self, scope: Scope, key: String) -> Result<bool, Status> {
+        Ok(Backend::persist(self, &scope.namespace, &key, scope.deadline).await?)
+    }
+}
+
+/// Serves `KeyValueScanInterface` (this project's extension) from the
+/// current backend.
 #[derive(Clone)]
-pub(crate) struct KvService {
+pub(crate) struct ScanService {
     backend: Arc<Slot<Backend>>,
 }
 
-impl KvService {
+impl ScanService {
     /// A service reading the backend from `backend` on every call.
     pub(crate) fn new(backend: Arc<Slot<Backend>>) -> Self {
-        KvService { backend }
-    }
-}
-
-/// What every call needs before touching its message: the backend, the
-/// namespace (`x-prism-namespace`) and the deadline (`grpc-timeout`).
-struct Call {
-    backend: Arc<Backend>,
-    ns: String,
-    deadline: Deadline,
-}
-
-impl KvService {
-    #[allow(clippy::result_large_err)]
-    fn call<T>(&self, request: &Request<T>) -> Result<Call, Status> {
-        let ns = prism_plugin_core::namespace(request)?;
-        let deadline = prism_plugin_core::deadline(request);
-        let backend = self.backend.get()?;
-        Ok(Call {
-            backend,
-            ns,
-            deadline,
-        })
-    }
-}
-
-/// Core's key check plus PostgreSQL's own rule: `text` cannot hold U+0000.
-#[allow(clippy::result_large_err)]
-fn check_key(key: &str, limits: &Limits) -> Result<(), Status> {
-    prism_plugin_core::kv::check_key(key, limits)?;
-    if key.contains('\0') {
-        return Err(Status::invalid_argument(
-            "key must not contain U+0000 (PostgreSQL text cannot store it)",
-        ));
-    }
-    Ok(())
-}
-
-/// Prefixes a validation error with the offending position of a batch.
-fn at(field: &str, index: usize, status: Status) -> Status {
-    Status::new(
-        status.code(),
-        format!("{field}[{index}]: {}", status.message()),
-    )
-}
-
-#[allow(clippy::result_large_err)]
-fn check_keys(keys: &[String], limits: &Limits) -> Result<(), Status> {
-    for (i, key) in keys.iter().enumerate() {
-        check_key(key, limits).map_err(|s| at("keys", i, s))?;
-    }
-    Ok(())
-}
-
-#[tonic::async_trait]
-impl KeyValueBasicInterface for KvService {
-    async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        let limits = call.backend.settings().limits;
-        check_key(&req.key, &limits)?;
-        check_value(req.value.len(), &limits)?;
-        check_ttl(req.ttl_seconds)?;
-        call.backend
-            .set(call.ns, req.key, req.value, req.ttl_seconds, call.deadline)
-            .await?;
-        Ok(Response::new(SetResponse {
-            success: true,
-            error: String::new(),
-        }))
-    }
-
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_key(&req.key, &call.backend.settings().limits)?;
-        let value = call.backend.get(call.ns, req.key, call.deadline).await?;
-        Ok(Response::new(GetResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-            error: String::new(),
-        }))
-    }
-
-    async fn delete(
-        &self,
-        request: Request<DeleteRequest>,
-    ) -> Result<Response<DeleteResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_key(&req.key, &call.backend.settings().limits)?;
-        call.backend
-            .delete(&call.ns, &req.key, call.deadline)
-            .await?;
-        Ok(Response::new(DeleteResponse {
-            success: true,
-            error: String::new(),
-        }))
-    }
-
-    async fn exists(
-        &self,
-        request: Request<ExistsRequest>,
-    ) -> Result<Response<ExistsResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_key(&req.key, &call.backend.settings().limits)?;
-        let exists = call
-            .backend
-            .exists(&call.ns, &req.key, call.deadline)
-            .await?;
-        Ok(Response::new(ExistsResponse {
-            exists,
-            error: String::new(),
-        }))
+        ScanService { backend }
     }
 }
 
 #[tonic::async_trait]
-impl KeyValueBatchInterface for KvService {
-    async fn batch_set(
-        &self,
-        request: Request<BatchSetRequest>,
-    ) -> Result<Response<BatchSetResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        let limits = call.backend.settings().limits;
-        // All or nothing: one bad item rejects the batch before anything is written.
-        let mut items = Vec::with_capacity(req.requests.len());
-        for (i, set) in req.requests.iter().enumerate() {
-            check_key(&set.key, &limits).map_err(|s| at("requests", i, s))?;
-            check_value(set.value.len(), &limits).map_err(|s| at("requests", i, s))?;
-            check_ttl(set.ttl_seconds).map_err(|s| at("requests", i, s))?;
-            items.push(Item {
-                key: &set.key,
-                value: &set.value,
-                ttl_seconds: set.ttl_seconds,
-            });
-        }
-        call.backend
-            .batch_set(&call.ns, &items, call.deadline)
-            .await?;
-        Ok(Response::new(prism_plugin_core::kv::batch_set_ok(
-            items.len(),
-        )))
-    }
-
-    async fn batch_get(
-        &self,
-        request: Request<BatchGetRequest>,
-    ) -> Result<Response<BatchGetResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_keys(&req.keys, &call.backend.settings().limits)?;
-        let values = call
-            .backend
-            .batch_get(&call.ns, &req.keys, call.deadline)
-            .await?;
-        Ok(Response::new(prism_plugin_core::kv::batch_get_response(
-            values,
-        )))
-    }
-
-    async fn batch_delete(
-        &self,
-        request: Request<BatchDeleteRequest>,
-    ) -> Result<Response<BatchDeleteResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_keys(&req.keys, &call.backend.settings().limits)?;
-        call.backend
-            .batch_delete(&call.ns, &req.keys, call.deadline)
-            .await?;
-        Ok(Response::new(prism_plugin_core::kv::batch_delete_ok(
-            req.keys.len(),
-        )))
-    }
-}
-
-#[tonic::async_trait]
-impl KeyValueTtlInterface for KvService {
-    async fn expire(
-        &self,
-        request: Request<ExpireRequest>,
-    ) -> Result<Response<ExpireResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_key(&req.key, &call.backend.settings().limits)?;
-        check_ttl(req.ttl_seconds)?;
-        let key_existed = call
-            .backend
-            .expire(&call.ns, &req.key, req.ttl_seconds, call.deadline)
-            .await?;
-        Ok(Response::new(ExpireResponse {
-            success: true,
-            error: String::new(),
-            key_existed,
-        }))
-    }
-
-    async fn get_ttl(
-        &self,
-        request: Request<GetTtlRequest>,
-    ) -> Result<Response<GetTtlResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_key(&req.key, &call.backend.settings().limits)?;
-        let ttl_seconds = call.backend.ttl(&call.ns, &req.key, call.deadline).await?;
-        Ok(Response::new(GetTtlResponse {
-            ttl_seconds,
-            error: String::new(),
-        }))
-    }
-
-    async fn persist(
-        &self,
-        request: Request<PersistRequest>,
-    ) -> Result<Response<PersistResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
-        check_key(&req.key, &call.backend.settings().limits)?;
-        let expiration_removed = call
-            .backend
-            .persist(&call.ns, &req.key, call.deadline)
-            .await?;
-        Ok(Response::new(PersistResponse {
-            success: true,
-            error: String::new(),
-            expiration_removed,
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl KeyValueScanInterface for KvService {
+impl KeyValueScanInterface for ScanService {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let call = self.call(&request)?;
-        let req = request.into_inner();
+        let (call, req) = Call::begin(&self.backend, request)?;
         let settings = call.backend.settings();
         if req.prefix.len() > settings.limits.max_key_bytes || req.prefix.contains('\0') {
             return Err(Status::invalid_argument(format!(
@@ -298,12 +147,12 @@ impl KeyValueScanInterface for KvService {
         let page = call
             .backend
             .scan(
-                &call.ns,
+                &call.scope.namespace,
                 &req.prefix,
                 after.as_deref(),
                 limit,
                 req.keys_only,
-                call.deadline,
+                call.scope.deadline,
             )
             .await?;
         let next_cursor = match page.items.last() {

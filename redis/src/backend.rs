@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::try_join_all;
+use prism_plugin_core::BadSetting;
 use prism_plugin_core::kv::Limits;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -142,7 +143,7 @@ pub(crate) struct SetItem<'a> {
 impl Backend {
     /// Connects (standalone or cluster, per `cluster_nodes`) and checks the
     /// deployment answers `PING` within `connection_timeout + response_timeout`.
-    /// `Error::Config` for settings that can never work, anything else is retriable.
+    /// `Error::Config` ([`BadSetting`]) for settings that can never work, anything else is retriable.
     /// With a `login` (Vault), its user and password replace the configured ones.
     pub(crate) async fn connect(
         config: &RedisConfig,
@@ -153,7 +154,7 @@ impl Backend {
             Some(login) => {
                 with_login = config.clone();
                 with_login.username = login.username.to_string();
-                with_login.password = login.password.to_string();
+                with_login.password = login.password.into();
                 (&with_login, Some(login.hook))
             }
             None => (config, None),
@@ -187,13 +188,13 @@ impl Backend {
     fn connect_single(config: &RedisConfig) -> Result<(Target, String), Error> {
         let info = config
             .connection_info()
-            .map_err(|(key, problem)| Error::Config { key, problem })?;
+            .map_err(|(key, problem)| BadSetting { key, problem })?;
         let address = info.addr().to_string();
         let client = match tls_certificates(config)? {
             Some(certs) => redis::Client::build_with_tls(info, certs),
             None => redis::Client::open(info),
         }
-        .map_err(|e| Error::Config {
+        .map_err(|e| BadSetting {
             key: "address",
             problem: e.to_string(),
         })?;
@@ -219,12 +220,10 @@ impl Backend {
         config: &RedisConfig,
         op_timeout: Duration,
     ) -> Result<(Target, String), Error> {
-        let nodes = config
-            .cluster_node_infos()
-            .map_err(|problem| Error::Config {
-                key: "cluster_nodes",
-                problem,
-            })?;
+        let nodes = config.cluster_node_infos().map_err(|problem| BadSetting {
+            key: "cluster_nodes",
+            problem,
+        })?;
         let address = format!(
             "cluster {}",
             nodes
@@ -245,7 +244,7 @@ impl Backend {
             .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
             .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
             .build()
-            .map_err(|e| Error::Config {
+            .map_err(|e| BadSetting {
                 key: "cluster_nodes",
                 problem: e.to_string(),
             })?;
@@ -723,7 +722,7 @@ fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificate
     if config.tls_ca_file.is_empty() {
         return Ok(None);
     }
-    let pem = std::fs::read(&config.tls_ca_file).map_err(|e| Error::Config {
+    let pem = std::fs::read(&config.tls_ca_file).map_err(|e| BadSetting {
         key: "tls_ca_file",
         problem: format!("cannot read {}: {e}", config.tls_ca_file),
     })?;

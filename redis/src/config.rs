@@ -2,9 +2,9 @@
 //! pure validation (no I/O), plus the translation of `address` and credentials
 //! into the Redis client's connection info.
 
-use std::fmt;
 use std::time::Duration;
 
+use prism_plugin_core::secret::{SecretString, SecretUrl};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use serde::{Deserialize, Serialize};
 
@@ -14,20 +14,21 @@ const DEFAULT_REDIS_PORT: u16 = 6379;
 const REDIS_MAX_BULK: usize = 512 * 1024 * 1024;
 
 /// `backend:` for Redis. Every key has a default, so a partial file works.
-#[derive(Clone, Serialize, Deserialize)]
+/// `Debug` shows neither password (its own key or inside the URL).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// Server as `host:port`, `[v6addr]:port`, or a `redis://[user[:password]@]host[:port][/db]`
     /// URL (`REDIS_ADDRESS`); `rediss://` connects with TLS (rustls). Ignored
     /// when `cluster_nodes` is set.
     #[serde(default = "default_address")]
-    pub(crate) address: String,
+    pub(crate) address: SecretUrl,
     /// ACL user name; empty means the default user or the one in the URL (`REDIS_USERNAME`).
     #[serde(default)]
     pub(crate) username: String,
     /// Password; empty means none or the one in the URL (`REDIS_PASSWORD`). Never logged.
     #[serde(default)]
-    pub(crate) password: String,
+    pub(crate) password: SecretString,
     /// Logical database number (`SELECT`); a database in the URL path is used when this is 0.
     #[serde(default)]
     pub(crate) database: u32,
@@ -66,8 +67,8 @@ pub struct RedisConfig {
     pub(crate) degraded_latency: Duration,
 }
 
-fn default_address() -> String {
-    "127.0.0.1:6379".to_string()
+fn default_address() -> SecretUrl {
+    SecretUrl::from("127.0.0.1:6379")
 }
 fn default_key_prefix() -> String {
     "prism:".to_string()
@@ -100,7 +101,7 @@ impl Default for RedisConfig {
         RedisConfig {
             address: default_address(),
             username: String::new(),
-            password: String::new(),
+            password: SecretString::default(),
             database: 0,
             key_prefix: default_key_prefix(),
             cluster_nodes: Vec::new(),
@@ -112,36 +113,6 @@ impl Default for RedisConfig {
             max_key_bytes: default_max_key_bytes(),
             degraded_latency: default_degraded_latency(),
         }
-    }
-}
-
-/// Hand-written so the password (in its own key or inside a URL) can never reach
-/// a log line through `{:?}`.
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let password = if self.password.is_empty() {
-            ""
-        } else {
-            "<redacted>"
-        };
-        f.debug_struct("RedisConfig")
-            .field(
-                "address",
-                &prism_plugin_core::config::redact_url(&self.address),
-            )
-            .field("username", &self.username)
-            .field("password", &password)
-            .field("database", &self.database)
-            .field("key_prefix", &self.key_prefix)
-            .field("cluster_nodes", &self.cluster_nodes)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("connections", &self.connections)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("max_value_bytes", &self.max_value_bytes)
-            .field("max_key_bytes", &self.max_key_bytes)
-            .field("degraded_latency", &self.degraded_latency)
-            .finish()
     }
 }
 
@@ -266,7 +237,7 @@ impl RedisConfig {
             redis = redis.set_username(&self.username);
         }
         if !self.password.is_empty() {
-            redis = redis.set_password(&self.password);
+            redis = redis.set_password(self.password.expose());
         }
         info.set_redis_settings(redis)
     }

@@ -6,19 +6,15 @@
 
 use std::time::Duration;
 
+use prism_plugin_core::BadSetting;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Everything the Redis backend can fail with.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// A setting cannot be turned into a connection (bad address, unsupported TLS).
-    #[error("`backend.{key}`: {problem}")]
-    Config {
-        /// The `backend` key at fault.
-        key: &'static str,
-        /// What is wrong and how to fix it.
-        problem: String,
-    },
+    #[error(transparent)]
+    Config(#[from] BadSetting),
     /// Redis refused or failed the connection or the command.
     #[error("redis at {address}: {source}")]
     Redis {
@@ -134,7 +130,7 @@ fn redis_code(source: &RedisError) -> tonic::Code {
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         let code = match &err {
-            Error::Config { .. } => tonic::Code::FailedPrecondition,
+            Error::Config(_) => tonic::Code::FailedPrecondition,
             Error::Redis { source, .. } => redis_code(source),
             Error::Timeout { .. } => tonic::Code::DeadlineExceeded,
             Error::Unavailable { .. } => tonic::Code::Unavailable,
@@ -147,7 +143,7 @@ impl From<Error> for tonic::Status {
 impl From<Error> for prism_plugin_core::Error {
     fn from(err: Error) -> Self {
         match err {
-            Error::Config { .. } => prism_plugin_core::Error::config(err.to_string()),
+            Error::Config(setting) => setting.into(),
             // Refused connections, auth failures (credentials may be provisioned
             // later, e.g. by Vault) and timeouts are all worth retrying: the
             // process stays up and NOT_SERVING instead of crash-looping.

@@ -12,16 +12,46 @@ use prism_plugin_core::manifest::workspace_manifests;
 
 /// Template path (relative to `templates/plugin/`, without `.tmpl`) and text.
 const FILES: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../templates/plugin/Cargo.toml.tmpl")),
-    ("plugin.toml", include_str!("../templates/plugin/plugin.toml.tmpl")),
-    ("README.md", include_str!("../templates/plugin/README.md.tmpl")),
-    ("src/main.rs", include_str!("../templates/plugin/src/main.rs.tmpl")),
-    ("src/lib.rs", include_str!("../templates/plugin/src/lib.rs.tmpl")),
-    ("src/config.rs", include_str!("../templates/plugin/src/config.rs.tmpl")),
-    ("src/store.rs", include_str!("../templates/plugin/src/store.rs.tmpl")),
-    ("src/service.rs", include_str!("../templates/plugin/src/service.rs.tmpl")),
-    ("src/plugin.rs", include_str!("../templates/plugin/src/plugin.rs.tmpl")),
-    ("tests/plugin.rs", include_str!("../templates/plugin/tests/plugin.rs.tmpl")),
+    (
+        "Cargo.toml",
+        include_str!("../templates/plugin/Cargo.toml.tmpl"),
+    ),
+    (
+        "plugin.toml",
+        include_str!("../templates/plugin/plugin.toml.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../templates/plugin/README.md.tmpl"),
+    ),
+    (
+        "src/main.rs",
+        include_str!("../templates/plugin/src/main.rs.tmpl"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../templates/plugin/src/lib.rs.tmpl"),
+    ),
+    (
+        "src/config.rs",
+        include_str!("../templates/plugin/src/config.rs.tmpl"),
+    ),
+    (
+        "src/store.rs",
+        include_str!("../templates/plugin/src/store.rs.tmpl"),
+    ),
+    (
+        "src/service.rs",
+        include_str!("../templates/plugin/src/service.rs.tmpl"),
+    ),
+    (
+        "src/plugin.rs",
+        include_str!("../templates/plugin/src/plugin.rs.tmpl"),
+    ),
+    (
+        "tests/plugin.rs",
+        include_str!("../templates/plugin/tests/plugin.rs.tmpl"),
+    ),
 ];
 
 /// The names a template's placeholders stand for.
@@ -92,7 +122,10 @@ pub(crate) fn create(root: &Path, name: &str, port: Option<u16>) -> anyhow::Resu
 fn add_member(root: &Path, name: &str) -> anyhow::Result<()> {
     let path = root.join("Cargo.toml");
     let text = std::fs::read_to_string(&path)?;
-    let Some(line) = text.lines().find(|l| l.trim_start().starts_with("members = [")) else {
+    let Some(line) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("members = ["))
+    else {
         bail!("no one-line `members = [...]` in {}", path.display());
     };
     let Some(open) = line.strip_suffix(']') else {
@@ -116,7 +149,10 @@ mod tests {
         let text = names.fill("__NAME__ __CRATE__ __TYPE__Plugin __ENV__URL __PORT__");
         assert_eq!(text, "demo-kv demo_kv DemoKvPlugin DEMO_KV_URL 9093");
         for (path, template) in FILES {
-            assert!(!names.fill(template).contains("__"), "{path} keeps a placeholder");
+            assert!(
+                !names.fill(template).contains("__"),
+                "{path} keeps a placeholder"
+            );
         }
     }
 

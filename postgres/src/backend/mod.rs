@@ -46,9 +46,6 @@ mod link;
 mod point;
 mod probe;
 
-/// When a call must be answered by (from the client's `grpc-timeout`).
-pub(crate) use prism_plugin_core::deadline::Deadline;
-
 /// One item of a batch write.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Item<'a> {

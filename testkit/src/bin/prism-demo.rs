@@ -95,7 +95,12 @@ async fn main() -> anyhow::Result<()> {
     let vault_addr = vault.addr();
     // Each plugin on the port its plugin.toml declares.
     let declared = prism_plugin_core::manifest::workspace_manifests(&workspace_root())?;
-    let port = |name: &str| declared.iter().find(|m| m.name == name).map_or(0, |m| m.port);
+    let port = |name: &str| {
+        declared
+            .iter()
+            .find(|m| m.name == name)
+            .map_or(0, |m| m.port)
+    };
     let specs: [(&str, u16, EnvVars<'_>); 3] = [
         (
             "postgres",
@@ -108,7 +113,11 @@ async fn main() -> anyhow::Result<()> {
                 ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
             ],
         ),
-        ("kafka", port("kafka"), vec![("KAFKA_BROKERS", &kafka_bootstrap)]),
+        (
+            "kafka",
+            port("kafka"),
+            vec![("KAFKA_BROKERS", &kafka_bootstrap)],
+        ),
         ("redis", port("redis"), vec![("REDIS_ADDRESS", &redis_addr)]),
     ];
     println!("== starting plugins");
