@@ -67,7 +67,7 @@ impl SecurityProtocol {
 /// `backend:` for Kafka. Every key has a default, so a partial file works.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct KafkaConfig {
+pub struct KafkaConfig {
     /// Bootstrap brokers as `host:port`: a list, or one comma-separated string
     /// (`KAFKA_BROKERS`).
     #[serde(default = "default_brokers", deserialize_with = "string_or_list")]

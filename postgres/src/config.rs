@@ -36,7 +36,7 @@ const KNOWN_URL_PARAMS: &[&str] = &[
 /// `backend:` for PostgreSQL. Every key has a default, so a partial file works.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PostgresConfig {
+pub struct PostgresConfig {
     /// Connection URL `postgres://user[:password]@host[:port]/database[?sslmode=...]`
     /// (`DATABASE_URL`). The password is never logged.
     #[serde(default = "default_database_url")]

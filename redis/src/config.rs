@@ -16,7 +16,7 @@ const REDIS_MAX_BULK: usize = 512 * 1024 * 1024;
 /// `backend:` for Redis. Every key has a default, so a partial file works.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RedisConfig {
+pub struct RedisConfig {
     /// Server as `host:port`, `[v6addr]:port`, or a `redis://[user[:password]@]host[:port][/db]`
     /// URL (`REDIS_ADDRESS`); `rediss://` connects with TLS (rustls). Ignored
     /// when `cluster_nodes` is set.
