@@ -5,16 +5,15 @@
 //! [`Kafka::stop`] / [`Kafka::start_again`].
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use crate::error::Result;
 use crate::paths::tool;
 use crate::ports::free_port;
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::process::{self, START_TIMEOUT, ServerProcess};
+use crate::server::server_handle;
 
 /// Environment variables tansu reads as defaults for its flags; removed so the
 /// inherited environment cannot reconfigure the test broker.
@@ -39,6 +38,8 @@ pub struct Kafka {
     process: ServerProcess,
     dir: tempfile::TempDir,
 }
+
+server_handle!(Kafka, "tansu", signals, "All topics and records are lost.");
 
 impl Kafka {
     /// Starts a single tansu broker with in-memory storage.
@@ -90,39 +91,6 @@ impl Kafka {
             .await
     }
 
-    /// Stops the broker (`SIGTERM`); the port is kept for
-    /// [`start_again`](Self::start_again). All topics and records are lost.
-    pub async fn stop(&mut self) -> Result<()> {
-        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
-        Ok(())
-    }
-
-    /// Restarts a stopped broker on the same port (with empty storage).
-    pub async fn start_again(&mut self) -> Result<()> {
-        self.launch().await
-    }
-
-    /// Freezes the broker (SIGSTOP): connections stay open but nothing is
-    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
-    pub fn pause(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGSTOP)
-    }
-
-    /// Resumes a paused broker (SIGCONT).
-    pub fn resume(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGCONT)
-    }
-
-    /// Whether the broker process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The bootstrap servers string, `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -131,22 +99,5 @@ impl Kafka {
     /// The broker's temp dir.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The broker log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the broker logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        self.process
-            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
     }
 }

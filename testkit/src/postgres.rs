@@ -23,6 +23,7 @@ use crate::paths::tool;
 use crate::pki::IssuedCert;
 use crate::ports::free_port;
 use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::server::server_handle;
 
 /// The superuser the test cluster is initialised with.
 pub const POSTGRES_USER: &str = "prism";
@@ -55,6 +56,8 @@ pub struct Postgres {
     frozen: Option<FrozenTree>,
     dir: tempfile::TempDir,
 }
+
+server_handle!(Postgres, "postgres");
 
 impl Postgres {
     /// Initialises a fresh cluster (superuser [`POSTGRES_USER`], database
@@ -256,16 +259,6 @@ impl Postgres {
         }
     }
 
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The user name ([`POSTGRES_USER`]).
     pub fn user(&self) -> &str {
         POSTGRES_USER
@@ -309,16 +302,6 @@ impl Postgres {
     /// The temp dir holding data, sockets and the server log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the server logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
     }
 
     /// Runs `sql` with `psql` over TCP with password auth against the test

@@ -10,16 +10,15 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
 use crate::paths::tool;
 use crate::ports::free_port_pair;
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::process::{self, START_TIMEOUT, ServerProcess};
+use crate::server::server_handle;
 
 /// The root token of every test server.
 pub const VAULT_ROOT_TOKEN: &str = "prism-test-root-token";
@@ -34,6 +33,8 @@ pub struct Vault {
     process: ServerProcess,
     dir: tempfile::TempDir,
 }
+
+server_handle!(Vault, "bao", signals, "All state is lost (dev mode).");
 
 impl Vault {
     /// Starts `bao server -dev` and waits until `GET /v1/sys/health` returns 200
@@ -84,40 +85,6 @@ impl Vault {
         cmd.env("HOME", self.dir.path());
     }
 
-    /// Stops the server (`SIGTERM`); the port is kept for
-    /// [`start_again`](Self::start_again). All state is lost (dev mode).
-    pub async fn stop(&mut self) -> Result<()> {
-        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
-        Ok(())
-    }
-
-    /// Restarts a stopped server on the same port and root token, with fresh
-    /// in-memory state.
-    pub async fn start_again(&mut self) -> Result<()> {
-        self.launch().await
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is
-    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
-    pub fn pause(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGSTOP)
-    }
-
-    /// Resumes a paused server (SIGCONT).
-    pub fn resume(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGCONT)
-    }
-
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The API port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -131,16 +98,6 @@ impl Vault {
     /// The server's temp dir.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the server logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
     }
 
     /// Runs the `bao` CLI with `VAULT_ADDR`/`BAO_ADDR` and `VAULT_TOKEN`/`BAO_TOKEN`
@@ -210,12 +167,5 @@ impl Vault {
             context: format!("`bao {}` printed: {out}", args.join(" ")),
             source,
         })
-    }
-}
-
-impl Drop for Vault {
-    fn drop(&mut self) {
-        self.process
-            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
     }
 }
