@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Plugin, code, get, poll_until, req, set};
+use common::{code, get, poll_until, req, set, spawn_plugin, start_plugin};
 use prism_plugin_core::proto::keyvalue::GetRequest;
 use prism_testkit::{POSTGRES_PASSWORD, Postgres, ServingStatus, wait_for_health};
 use tonic::Code;
@@ -15,7 +15,7 @@ use tonic::Code;
 #[tokio::test]
 async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart() {
     let mut pg = Postgres::start().await.expect("postgres starts");
-    let mut plugin = Plugin::start(&pg, &[]).await;
+    let mut plugin = start_plugin(&pg, &[]).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("before", "x", 0))).await.expect("set");
 
@@ -106,12 +106,16 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
         ("PRISM_BACKEND__TABLE", "items"),
     ];
     let (a, b, c) = tokio::join!(
-        Plugin::spawn(&pg, &envs),
-        Plugin::spawn(&pg, &envs),
-        Plugin::spawn(&pg, &envs)
+        spawn_plugin(&pg, &envs),
+        spawn_plugin(&pg, &envs),
+        spawn_plugin(&pg, &envs)
     );
     let started = Instant::now();
-    tokio::join!(a.wait_serving(), b.wait_serving(), c.wait_serving());
+    tokio::join!(
+        a.wait("", common::STARTUP),
+        b.wait("", common::STARTUP),
+        c.wait("", common::STARTUP)
+    );
     eprintln!(
         "[timing] three replicas SERVING after {:?}",
         started.elapsed()
@@ -152,7 +156,7 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
     pg.psql("CREATE TABLE public.foreign_items (id int)")
         .await
         .unwrap();
-    let mut foreign = Plugin::spawn(&pg, &[("PRISM_BACKEND__TABLE", "foreign_items")]).await;
+    let mut foreign = spawn_plugin(&pg, &[("PRISM_BACKEND__TABLE", "foreign_items")]).await;
     let status = foreign
         .process
         .wait_exit(Duration::from_secs(15))
@@ -169,8 +173,8 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
 #[tokio::test]
 async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_server() {
     let pg = Postgres::start().await.expect("postgres starts");
-    let plugin = Plugin::start(&pg, &[]).await;
-    let tiny = Plugin::start(&pg, &[("PRISM_BACKEND__STATEMENT_TIMEOUT", "200ms")]).await;
+    let plugin = start_plugin(&pg, &[]).await;
+    let tiny = start_plugin(&pg, &[("PRISM_BACKEND__STATEMENT_TIMEOUT", "200ms")]).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("locked", "x", 0))).await.expect("set");
     let mut tiny_kv = tiny.basic();
@@ -264,7 +268,7 @@ async fn a_frozen_server_turns_readiness_off_and_thawing_turns_it_back_on() {
     // probe must call that down (no statement was answered while it waited),
     // not "slow".
     let pg = Postgres::start().await.expect("postgres starts");
-    let mut plugin = Plugin::start(&pg, &[]).await;
+    let mut plugin = start_plugin(&pg, &[]).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("k", "v", 0))).await.expect("set");
     let frozen = prism_testkit::freeze::FrozenTree::freeze_postgres(pg.data_dir())

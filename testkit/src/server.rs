@@ -84,10 +84,10 @@ macro_rules! server_handle {
 
         impl $handle {
             #[doc = concat!(
-                        "Stops the server (`SIGTERM`); the port is kept for ",
-                        "[`start_again`](Self::start_again). ",
-                        $lost
-                    )]
+                                        "Stops the server (`SIGTERM`); the port is kept for ",
+                                        "[`start_again`](Self::start_again). ",
+                                        $lost
+                                    )]
             pub async fn stop(&mut self) -> $crate::Result<()> {
                 self.process
                     .stop(
