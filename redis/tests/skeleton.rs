@@ -10,29 +10,25 @@ use prism_testkit::lifecycle::{health_check, spawn_plugin, text, wait_all_health
 use prism_testkit::skeleton::{self, Subject, Swap};
 use prism_testkit::{Redis, ServingStatus, free_port};
 
-const PLUGIN: Subject = Subject {
-    bin: env!("CARGO_BIN_EXE_prism-redis"),
-    backend: "redis",
-    startup: Duration::from_secs(15),
-};
+const PLUGIN: Subject<Redis> = Subject::new(env!("CARGO_BIN_EXE_prism-redis"), "redis", |redis| {
+    vec![("REDIS_ADDRESS", redis.addr())]
+});
 const BIN: &str = PLUGIN.bin;
 /// Statuses that follow the backend.
 const READY: &[&str] = &["", "readiness", "redis"];
 /// First SERVING after spawn (process start plus first connect).
 const STARTUP: Duration = PLUGIN.startup;
 
-async fn redis() -> (Redis, String) {
-    let redis = Redis::start().await.expect("redis starts");
-    let addr = redis.addr();
-    (redis, addr)
-}
+prism_testkit::skeleton_tests!(PLUGIN;
+    outage_turns_readiness_off_and_recovery_turns_it_back_on => outage,
+    started_before_redis_it_stays_up_and_catches_up => late_start,
+);
 
 #[tokio::test]
 async fn serves_all_health_statuses_and_details_with_a_password_that_never_leaks() {
     const PASSWORD: &str = "redis-test-secret-4711";
-    let redis = Redis::start_with_args(&["--requirepass", PASSWORD])
-        .await
-        .expect("redis starts");
+    let redis = Redis::start_with_args(&["--requirepass", PASSWORD]).await;
+    let redis = redis.expect("redis starts");
     let envs = [
         ("REDIS_ADDRESS", &*redis.addr()),
         ("REDIS_PASSWORD", PASSWORD),
@@ -41,40 +37,12 @@ async fn serves_all_health_statuses_and_details_with_a_password_that_never_leaks
 }
 
 #[tokio::test]
-async fn outage_turns_readiness_off_and_recovery_turns_it_back_on() {
-    let (redis, addr) = redis().await;
-    skeleton::outage_turns_readiness_off_and_recovery_turns_it_back_on(
-        &PLUGIN,
-        redis,
-        &[("REDIS_ADDRESS", &addr)],
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn started_before_redis_it_stays_up_and_catches_up() {
-    let (redis, addr) = redis().await;
-    skeleton::started_before_the_backend_it_stays_up_and_catches_up(
-        &PLUGIN,
-        redis,
-        &[("REDIS_ADDRESS", &addr)],
-    )
-    .await;
-}
-
-#[tokio::test]
 async fn misspelt_key_in_the_config_file_exits_64_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("plugin.yaml");
     std::fs::write(&path, "backend: { adress: x }\n").expect("write config");
-    let path = path.to_string_lossy().into_owned();
-    skeleton::bad_config_exits_64_naming_the_key(
-        &PLUGIN,
-        &["--config", &path],
-        &[],
-        "backend.adress",
-    )
-    .await;
+    let args = ["--config", &*path.to_string_lossy()];
+    skeleton::bad_config_exits_64_naming_the_key(&PLUGIN, &args, &[], "backend.adress").await;
 }
 
 #[tokio::test]
@@ -92,12 +60,8 @@ async fn reinitialize_swaps_the_connection_and_a_failed_one_keeps_the_old() {
         invalid: vec![("address", text("http://cache:6380"))],
         invalid_key: "backend.address",
     };
-    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(
-        &PLUGIN,
-        &[("REDIS_ADDRESS", &first.addr())],
-        swap,
-    )
-    .await;
+    let envs = [("REDIS_ADDRESS", &*first.addr())];
+    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &envs, swap).await;
 }
 
 #[tokio::test]

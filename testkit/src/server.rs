@@ -14,6 +14,11 @@ pub trait Server {
     /// The server program's name, for messages ("postgres", "redis-server", ...).
     const NAME: &'static str;
 
+    /// Starts a server with the default test settings.
+    fn start() -> impl Future<Output = Result<Self>>
+    where
+        Self: Sized;
+
     /// The TCP port on 127.0.0.1 (kept across [`stop`](Self::stop) /
     /// [`start_again`](Self::start_again)).
     fn port(&self) -> u16;
@@ -61,6 +66,10 @@ macro_rules! server_handle {
 
         impl $crate::server::Server for $handle {
             const NAME: &'static str = $name;
+
+            async fn start() -> $crate::Result<Self> {
+                $handle::start().await
+            }
 
             fn port(&self) -> u16 {
                 self.port
