@@ -14,6 +14,7 @@ use prism_plugin_core::proto::lifecycle::{
     DrainRequest, HealthCheckRequest, HealthStatus, InitializeRequest, StartRequest, StopRequest,
     lifecycle_interface_client::LifecycleInterfaceClient,
 };
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{
     PluginProcess, Redis, ServingStatus, connect, free_port, health_status, wait_for_health,
 };
@@ -51,9 +52,7 @@ async fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let process = PluginProcess::spawn(test_plugin(), &all_args, envs)
         .await
         .expect("spawn");
-    wait_for_health(port, "liveness", ServingStatus::Serving, STARTUP)
-        .await
-        .expect("liveness");
+    expect_serving(port, "liveness", STARTUP).await;
     let channel = connect(port, STARTUP).await.expect("connect");
     Running {
         process,
@@ -139,9 +138,7 @@ async fn gateway_lifecycle_initialize_start_health_drain_stop() {
         .unwrap()
         .into_inner();
     assert_eq!(hc.status, HealthStatus::Healthy as i32, "{}", hc.message);
-    wait_for_health(r.port, "", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "", STARTUP).await;
 
     // Drain with one call in flight: it completes; a new call is UNAVAILABLE.
     let mut slow_client = kv(&r);
@@ -213,18 +210,9 @@ async fn initialize_overrides_backend_keys_and_reports_errors_in_band() {
         .unwrap()
         .into_inner();
     assert!(init.success, "{}", init.error);
-    wait_for_health(r.port, "readiness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "readiness", STARTUP).await;
     redis.stop().await.unwrap();
-    wait_for_health(
-        r.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("override took effect: readiness follows the overridden backend");
+    expect_not_serving(r.port, "readiness", Duration::from_secs(5)).await;
 
     // A misspelt key is an in-band error naming it; gRPC status stays OK.
     let bad = lc
@@ -276,14 +264,7 @@ async fn readiness_follows_the_backend_and_liveness_does_not() {
 
     redis.stop().await.unwrap();
     let lost = Instant::now();
-    wait_for_health(
-        r.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap();
+    expect_not_serving(r.port, "readiness", Duration::from_secs(3)).await;
     eprintln!(
         "readiness NOT_SERVING {:?} after the backend stopped",
         lost.elapsed()
@@ -312,9 +293,7 @@ async fn readiness_follows_the_backend_and_liveness_does_not() {
 
     redis.start_again().await.unwrap();
     let back = Instant::now();
-    wait_for_health(r.port, "", ServingStatus::Serving, Duration::from_secs(3))
-        .await
-        .unwrap();
+    expect_serving(r.port, "", Duration::from_secs(3)).await;
     eprintln!(
         "\"\" SERVING {:?} after the backend returned",
         back.elapsed()
@@ -348,9 +327,7 @@ async fn backend_down_at_startup_keeps_process_alive_until_it_appears() {
     );
 
     redis.start_again().await.unwrap();
-    wait_for_health(r.port, "", ServingStatus::Serving, Duration::from_secs(10))
-        .await
-        .unwrap();
+    expect_serving(r.port, "", Duration::from_secs(10)).await;
     kv(&r)
         .set(SetRequest {
             key: "k".into(),
@@ -534,9 +511,7 @@ async fn grpc_port_flag_overrides_file_and_check_config_redacts_secrets() {
 #[tokio::test]
 async fn grpcurl_lists_services_and_checks_health() {
     let r = start(&[], &[]).await;
-    wait_for_health(r.port, "", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "", STARTUP).await;
     let grpcurl = prism_testkit::grpcurl().unwrap();
     let target = format!("localhost:{}", r.port);
     let out = tokio::process::Command::new(&grpcurl)
@@ -581,9 +556,7 @@ async fn grpcurl_lists_services_and_checks_health() {
 async fn metrics_endpoint_counts_calls_by_method_and_status() {
     let metrics_port = free_port();
     let r = start(&[], &[("PRISM_METRICS_PORT", &metrics_port.to_string())]).await;
-    wait_for_health(r.port, "", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "", STARTUP).await;
     kv(&r).get(GetRequest { key: "a".into() }).await.unwrap();
     let err = kv(&r).set(SetRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

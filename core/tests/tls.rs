@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use prism_plugin_core::proto::keyvalue::{
     GetRequest, key_value_basic_interface_client::KeyValueBasicInterfaceClient,
 };
-use prism_testkit::{PluginProcess, ServingStatus, TestCa, free_port, wait_for_health};
+use prism_testkit::lifecycle::expect_serving;
+use prism_testkit::{PluginProcess, ServingStatus, TestCa, free_port};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -120,9 +121,7 @@ async fn start_tls_plugin(pki: &Pki, mtls: bool) -> (PluginProcess, u16, u16) {
         .await
         .unwrap();
     // Probes use the plaintext probe port.
-    wait_for_health(probe, "", ServingStatus::Serving, Duration::from_secs(20))
-        .await
-        .unwrap();
+    expect_serving(probe, "", Duration::from_secs(20)).await;
     (process, port, probe)
 }
 

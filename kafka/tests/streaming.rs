@@ -18,8 +18,9 @@ use prism_plugin_core::proto::pubsub::{
     PartitionOffsets, PublishRequest, StartPosition, SubscribeRequest, TailRequest,
     UnsubscribeRequest, consume_request, consume_response, tail_request,
 };
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
-use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port, wait_for_health};
+use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -813,32 +814,11 @@ async fn broker_outage_fails_publishes_unavailable_and_recovers_without_restart(
         took < Duration::from_secs(6),
         "bounded by the produce timeout: {took:?}"
     );
-    wait_for_health(
-        h.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("readiness off");
-    wait_for_health(
-        h.port,
-        "liveness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("still alive");
+    expect_not_serving(h.port, "readiness", Duration::from_secs(5)).await;
+    expect_serving(h.port, "liveness", Duration::from_secs(1)).await;
 
     h.kafka.start_again().await.expect("tansu restarts");
-    wait_for_health(
-        h.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("readiness back");
+    expect_serving(h.port, "readiness", Duration::from_secs(10)).await;
     // The restarted (in-memory) broker lost the topic; the plugin recreates it.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{code, get, poll_until, req, set, spawn_plugin, start_plugin};
 use prism_plugin_core::proto::keyvalue::GetRequest;
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{POSTGRES_PASSWORD, Postgres, ServingStatus, wait_for_health};
 use tonic::Code;
 
@@ -38,22 +39,8 @@ async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart(
         "[timing] first three calls after the stop: {:?}",
         stopped.elapsed()
     );
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("readiness NOT_SERVING");
-    wait_for_health(
-        plugin.port,
-        "liveness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("liveness stays SERVING");
+    expect_not_serving(plugin.port, "readiness", Duration::from_secs(3)).await;
+    expect_serving(plugin.port, "liveness", Duration::from_secs(1)).await;
     // Known down: calls fail at once instead of waiting for acquire_timeout.
     for _ in 0..5 {
         let started = Instant::now();
@@ -87,14 +74,7 @@ async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart(
     kv.set(req(None, set("after", "y", 0)))
         .await
         .expect("set after recovery");
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(2),
-    )
-    .await
-    .expect("readiness back");
+    expect_serving(plugin.port, "readiness", Duration::from_secs(2)).await;
     plugin.assert_running();
 }
 
@@ -282,14 +262,7 @@ async fn a_frozen_server_turns_readiness_off_and_thawing_turns_it_back_on() {
     .await;
     frozen.thaw().expect("SIGCONT postgres");
     outcome.expect("readiness NOT_SERVING while frozen");
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("readiness back after thawing");
+    expect_serving(plugin.port, "readiness", Duration::from_secs(10)).await;
     poll_until(Duration::from_secs(10), "calls succeed again", || {
         let mut kv = kv.clone();
         async move { kv.get(req(None, get("k"))).await.is_ok() }

@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Plugin, get, poll_until, req, set, start_plugin};
+use prism_testkit::lifecycle::expect_serving;
 use prism_testkit::load::Load;
 use prism_testkit::rotation::{self, MintedUsers};
 use prism_testkit::{Postgres, Tee, Vault};
@@ -182,14 +183,7 @@ async fn a_vault_stall_shorter_than_the_ttl_fails_no_call_and_renewal_resumes() 
 }
 
 async fn wait_serving(plugin: &Plugin) {
-    prism_testkit::wait_for_health(
-        plugin.port,
-        "readiness",
-        prism_testkit::ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("readiness stays SERVING while Vault is away");
+    expect_serving(plugin.port, "readiness", Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, GetTtlRequest,
 };
 use prism_testkit::Redis;
+use prism_testkit::lifecycle::expect_not_serving;
 use tonic::Code;
 
 const N: usize = 1000;
@@ -204,14 +205,7 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
         err.code(),
         down.elapsed()
     );
-    prism_testkit::wait_for_health(
-        plugin.port,
-        "readiness",
-        prism_testkit::ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    expect_not_serving(plugin.port, "readiness", Duration::from_secs(3)).await;
     let err = kv.set(req(None, set(&key(1), "x", 0))).await;
     eprintln!(
         "[info] single Set while a node is down: {:?}",

@@ -11,6 +11,7 @@ use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest,
 };
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{Redis, ServingStatus, conformance, wait_for_health};
 use tonic::Code;
 
@@ -313,14 +314,7 @@ async fn every_config_key_takes_effect() {
         report.details.get("mode").map(String::as_str),
         Some("standalone")
     );
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    expect_serving(plugin.port, "readiness", Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -442,22 +436,8 @@ async fn redis_outage_is_unavailable_and_recovers_without_a_plugin_restart() {
         "[timing] 4 failing calls during the outage took {:?}",
         down.elapsed()
     );
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    wait_for_health(
-        plugin.port,
-        "liveness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    expect_not_serving(plugin.port, "readiness", Duration::from_secs(3)).await;
+    expect_serving(plugin.port, "liveness", Duration::from_secs(1)).await;
 
     redis.start_again().await.expect("redis restarts");
     let back = poll_until(Duration::from_secs(10), "data calls succeed again", || {
@@ -736,14 +716,7 @@ async fn rediss_address_talks_tls_verified_against_the_configured_ca() {
 
     // Without the CA the server's certificate is not trusted: never ready.
     let untrusted = spawn_plugin(&[("REDIS_ADDRESS", &address)]).await;
-    wait_for_health(
-        untrusted.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    expect_not_serving(untrusted.port, "readiness", Duration::from_secs(2)).await;
     let err = untrusted
         .basic()
         .get(req(None, get("secure")))

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::paths::tool;
 use crate::ports::free_port;
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, ServerProcess};
+use crate::process::{self, ServerProcess};
 use crate::server::server_handle;
 
 /// Environment variables tansu reads as defaults for its flags; removed so the
@@ -57,13 +57,13 @@ impl Kafka {
 
     async fn start_with(port: u16, advertised: u16) -> Result<Self> {
         let tansu_bin = tool("tansu")?;
-        let dir = process::temp_dir("kafka")?;
+        let (dir, process) = process::in_temp_dir("kafka", "tansu")?;
         let mut kafka = Self {
+            process,
+            dir,
             port,
             advertised,
             tansu_bin,
-            process: ServerProcess::new("tansu", dir.path().join("tansu.log")),
-            dir,
         };
         kafka.launch().await?;
         Ok(kafka)
@@ -84,11 +84,9 @@ impl Kafka {
         for var in TANSU_ENV {
             cmd.env_remove(var);
         }
-        self.process.spawn(cmd)?;
         let port = self.port;
-        self.process
-            .wait_ready(port, START_TIMEOUT, || probe::kafka_api_versions(port))
-            .await
+        let ready = move || probe::kafka_api_versions(port);
+        self.process.launch(cmd, port, ready).await
     }
 
     /// The bootstrap servers string, `127.0.0.1:PORT`.

@@ -181,11 +181,12 @@ impl Postgres {
         self.process.spawn(cmd)?;
         let pid = self.process.pid()?;
         let pid_file = self.data_dir.join("postmaster.pid");
+        let ready = || {
+            let ready = postmaster_ready(&pid_file, pid);
+            async move { ready }
+        };
         self.process
-            .wait_ready(self.port, START_TIMEOUT, || {
-                let ready = postmaster_ready(&pid_file, pid);
-                async move { ready }
-            })
+            .wait_ready(self.port, START_TIMEOUT, ready)
             .await
     }
 

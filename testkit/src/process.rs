@@ -86,6 +86,18 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// Spawns `cmd` (see [`spawn`](Self::spawn)) and waits, as
+    /// [`wait_ready`](Self::wait_ready) does, up to [`START_TIMEOUT`] for
+    /// `ready` on `port`.
+    pub(crate) async fn launch<F, Fut>(&mut self, cmd: Command, port: u16, ready: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.spawn(cmd)?;
+        self.wait_ready(port, START_TIMEOUT, ready).await
+    }
+
     /// Polls `ready` every [`POLL`] until it returns true, failing early (with the log
     /// tail) if the process exits, or after `timeout`.
     pub(crate) async fn wait_ready<F, Fut>(
@@ -255,6 +267,17 @@ pub(crate) fn describe(cmd: &Command) -> String {
 pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A temp dir `prism-<what>-XXXX` and a not-yet-started `name` server logging
+/// to `<name>.log` in it.
+pub(crate) fn in_temp_dir(
+    what: &str,
+    name: &'static str,
+) -> Result<(tempfile::TempDir, ServerProcess)> {
+    let dir = temp_dir(what)?;
+    let process = ServerProcess::new(name, dir.path().join(format!("{name}.log")));
+    Ok((dir, process))
 }
 
 /// Creates a temp dir named `prism-<what>-XXXX` in the system temp dir.

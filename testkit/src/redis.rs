@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::paths::tool;
 use crate::ports::{free_port, free_port_with_companion};
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, ServerProcess};
+use crate::process::{self, ServerProcess};
 use crate::server::server_handle;
 
 /// How far above its port a Redis Cluster node binds its cluster bus (Redis's
@@ -65,13 +65,13 @@ impl Redis {
         } else {
             free_port()
         };
-        let dir = process::temp_dir("redis")?;
+        let (dir, process) = process::in_temp_dir("redis", "redis-server")?;
         let mut redis = Self {
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
             port,
             server_bin,
             cli_bin,
-            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
-            process: ServerProcess::new("redis-server", dir.path().join("redis.log")),
+            process,
             dir,
         };
         redis.launch().await?;
@@ -92,11 +92,9 @@ impl Redis {
             .arg(self.dir.path())
             .args(&self.extra_args)
             .current_dir(self.dir.path());
-        self.process.spawn(cmd)?;
         let port = self.port;
-        self.process
-            .wait_ready(port, START_TIMEOUT, || probe::redis_ping(port))
-            .await
+        let ready = move || probe::redis_ping(port);
+        self.process.launch(cmd, port, ready).await
     }
 
     /// `127.0.0.1:PORT`.

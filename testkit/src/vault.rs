@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::paths::tool;
 use crate::ports::free_port_pair;
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, ServerProcess};
+use crate::process::{self, ServerProcess};
 use crate::server::server_handle;
 
 /// The root token of every test server.
@@ -41,11 +41,11 @@ impl Vault {
     /// (initialised, unsealed, active).
     pub async fn start() -> Result<Self> {
         let bao_bin = tool("bao")?;
-        let dir = process::temp_dir("vault")?;
+        let (dir, process) = process::in_temp_dir("vault", "bao")?;
         let mut vault = Self {
             port: free_port_pair()?,
             bao_bin,
-            process: ServerProcess::new("bao", dir.path().join("bao.log")),
+            process,
             dir,
         };
         vault.launch().await?;
@@ -60,13 +60,11 @@ impl Vault {
             .arg(format!("-dev-root-token-id={VAULT_ROOT_TOKEN}"))
             .current_dir(self.dir.path());
         self.hermetic_env(&mut cmd);
-        self.process.spawn(cmd)?;
         let port = self.port;
-        self.process
-            .wait_ready(port, START_TIMEOUT, || async move {
-                probe::http_get_status(port, "/v1/sys/health").await == Some(200)
-            })
-            .await
+        let ready = move || async move {
+            probe::http_get_status(port, "/v1/sys/health").await == Some(200)
+        };
+        self.process.launch(cmd, port, ready).await
     }
 
     /// Removes inherited `VAULT_*`/`BAO_*` variables and points `HOME` at the temp

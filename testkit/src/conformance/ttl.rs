@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyValueBasicInterfaceClient;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_client::KeyValueTtlInterfaceClient;
 use prism_plugin_core::proto::keyvalue::{
-    BatchGetRequest, ExpireRequest, GetTtlRequest, PersistRequest,
+    BatchGetRequest, ExpireRequest, ExpireResponse, GetTtlRequest, PersistRequest, PersistResponse,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -50,10 +50,21 @@ fn expire(key: &str, ttl_seconds: i64) -> ExpireRequest {
     }
 }
 
-fn persist(key: &str) -> PersistRequest {
-    PersistRequest {
+/// Expire's reply for `key`, `ttl_seconds`.
+async fn expired(ttl: &mut Ttl, key: &str, ttl_seconds: i64) -> ExpireResponse {
+    let reply = ttl.expire(req(None, expire(key, ttl_seconds))).await;
+    reply.expect("expire").into_inner()
+}
+
+/// Persist's reply for `key`.
+async fn persisted(ttl: &mut Ttl, key: &str) -> PersistResponse {
+    let request = PersistRequest {
         key: key.to_owned(),
-    }
+    };
+    ttl.persist(req(None, request))
+        .await
+        .expect("persist")
+        .into_inner()
 }
 
 async fn a_short_ttl_hides_the_item_at_once(
@@ -122,55 +133,27 @@ async fn get_ttl_expire_and_persist(kv: &mut KeyValueBasicInterfaceClient<Channe
     assert_eq!(ttl_of(ttl, "forever").await, -1, "no expiry");
     assert_eq!(ttl_of(ttl, "missing").await, -2, "missing");
 
-    let reply = ttl
-        .expire(req(None, expire("forever", 100)))
-        .await
-        .expect("expire")
-        .into_inner();
-    assert!(
-        reply.success && reply.key_existed && reply.error.is_empty(),
-        "{reply:?}"
-    );
+    let reply = expired(ttl, "forever", 100).await;
+    let ok = reply.success && reply.error.is_empty();
+    assert!(ok && reply.key_existed, "{reply:?}");
     let left = ttl_of(ttl, "forever").await;
     assert!((99..=100).contains(&left), "{left}");
-    let reply = ttl
-        .persist(req(None, persist("forever")))
-        .await
-        .expect("persist")
-        .into_inner();
-    assert!(
-        reply.success && reply.expiration_removed && reply.error.is_empty(),
-        "{reply:?}"
-    );
+    let reply = persisted(ttl, "forever").await;
+    let ok = reply.success && reply.error.is_empty();
+    assert!(ok && reply.expiration_removed, "{reply:?}");
     assert_eq!(ttl_of(ttl, "forever").await, -1);
     for key in ["forever", "missing"] {
-        let reply = ttl
-            .persist(req(None, persist(key)))
-            .await
-            .expect("persist")
-            .into_inner();
-        assert!(
-            reply.success && !reply.expiration_removed,
-            "no expiry to remove on {key}: {reply:?}"
-        );
+        let reply = persisted(ttl, key).await;
+        let removed = reply.expiration_removed;
+        assert!(reply.success && !removed, "no expiry on {key}: {reply:?}");
     }
-    let reply = ttl
-        .expire(req(None, expire("missing", 10)))
-        .await
-        .expect("expire")
-        .into_inner();
-    assert!(
-        reply.success && !reply.key_existed && reply.error.is_empty(),
-        "{reply:?}"
-    );
+    let reply = expired(ttl, "missing", 10).await;
+    let ok = reply.success && reply.error.is_empty();
+    assert!(ok && !reply.key_existed, "{reply:?}");
     assert!(!found(kv, None, "missing").await, "Expire creates nothing");
 
     // Expire 0 = now.
-    let reply = ttl
-        .expire(req(None, expire("forever", 0)))
-        .await
-        .expect("expire")
-        .into_inner();
+    let reply = expired(ttl, "forever", 0).await;
     assert!(reply.success && reply.key_existed, "{reply:?}");
     assert!(!found(kv, None, "forever").await);
     assert_eq!(ttl_of(ttl, "forever").await, -2);
