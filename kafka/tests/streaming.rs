@@ -820,23 +820,46 @@ async fn broker_outage_fails_publishes_unavailable_and_recovers_without_restart(
     h.kafka.start_again().await.expect("tansu restarts");
     expect_serving(h.port, "readiness", Duration::from_secs(10)).await;
     // The restarted (in-memory) broker lost the topic; the plugin recreates it.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let request = publish_request("ops", "after", "");
+    let failures = publish_until_acked(&h, &mut client, request, Duration::from_secs(15)).await;
+    eprintln!("[recovery] failed publishes after restart: {failures:?}");
+    let m = first_from_earliest(&mut client, "ops", "after-outage").await;
+    assert_eq!(&m.payload[..], b"after");
+}
+
+/// Publishes `request` until it is acknowledged, every 250 ms for at most
+/// `timeout` (then panics with the plugin's logs); returns the failures.
+async fn publish_until_acked(
+    h: &Harness,
+    client: &mut PubSubBasicInterfaceClient<Channel>,
+    request: PublishRequest,
+    timeout: Duration,
+) -> Vec<tonic::Status> {
+    let deadline = Instant::now() + timeout;
+    let mut failures = Vec::new();
     loop {
-        match client.publish(publish_request("ops", "after", "")).await {
+        match client.publish(request.clone()).await {
             Ok(reply) => {
                 assert!(reply.into_inner().success);
-                break;
+                return failures;
             }
             Err(err) if Instant::now() < deadline => {
-                eprintln!("[recovery] publish after restart: {err:?}");
+                failures.push(err);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(err) => panic!("publishing never recovered: {err:?}\n{}", h.plugin.logs()),
         }
     }
-    let mut sub = subscribe(&mut client, "ops", "after-outage", &[("start", "earliest")]).await;
-    let m = next(&mut sub, RECV).await;
-    assert_eq!(&m.payload[..], b"after");
+}
+
+/// The first message a new group `group` reads from the start of `topic`.
+async fn first_from_earliest(
+    client: &mut PubSubBasicInterfaceClient<Channel>,
+    topic: &str,
+    group: &str,
+) -> Message {
+    let mut sub = subscribe(client, topic, group, &[("start", "earliest")]).await;
+    next(&mut sub, RECV).await
 }
 
 /// With the default idempotent producer, a restarted tansu (in memory: it
@@ -853,27 +876,16 @@ async fn after_a_broker_restart_the_idempotent_producer_is_replaced_and_publishi
     publish(&mut client, publish_request("idem", "before", "k")).await;
     h.kafka.stop().await.expect("tansu stops");
     h.kafka.start_again().await.expect("tansu restarts");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut failures = Vec::new();
-    loop {
-        match client.publish(publish_request("idem", "after", "k")).await {
-            Ok(reply) => {
-                assert!(reply.into_inner().success);
-                break;
-            }
-            Err(err) if Instant::now() < deadline => {
-                assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-                failures.push(err.message().to_string());
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => panic!("publishing never recovered: {err:?}\n{}", h.plugin.logs()),
-        }
-    }
+    let request = publish_request("idem", "after", "k");
+    let failures = publish_until_acked(&h, &mut client, request, Duration::from_secs(40)).await;
     eprintln!(
         "[recovery] {} failed Publishes before the first ack; last: {:?}",
         failures.len(),
         failures.last()
     );
+    for err in &failures {
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
     assert!(
         h.plugin
             .logs()
@@ -881,14 +893,7 @@ async fn after_a_broker_restart_the_idempotent_producer_is_replaced_and_publishi
         "the producer was replaced:\n{}",
         h.plugin.logs()
     );
-    let mut sub = subscribe(
-        &mut client,
-        "idem",
-        "after-restart",
-        &[("start", "earliest")],
-    )
-    .await;
-    let m = next(&mut sub, RECV).await;
+    let m = first_from_earliest(&mut client, "idem", "after-restart").await;
     assert_eq!(&m.payload[..], b"after");
 }
 
