@@ -4,11 +4,14 @@
 //! redaction, reflection via grpcurl, and the metrics endpoint. The plugin is
 //! `examples/test_plugin.rs`; its backend probe points at a harness Redis.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::test_plugin;
 use prism_plugin_core::proto::keyvalue::{
-    GetRequest, SetRequest, key_value_basic_interface_client::KeyValueBasicInterfaceClient,
+    GetRequest, GetResponse, SetRequest,
+    key_value_basic_interface_client::KeyValueBasicInterfaceClient,
 };
 use prism_plugin_core::proto::lifecycle::{
     DrainRequest, HealthCheckRequest, HealthStatus, InitializeRequest, StartRequest, StopRequest,
@@ -21,22 +24,6 @@ use prism_testkit::{
 use tonic::transport::Channel;
 
 const STARTUP: Duration = Duration::from_secs(20);
-
-/// The example plugin binary, built by `cargo test` beside the test binaries.
-fn test_plugin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("examples").join("test_plugin");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo test -p prism-plugin-core` (it builds examples)",
-        path.display()
-    );
-    path
-}
 
 struct Running {
     process: PluginProcess,
@@ -67,6 +54,16 @@ fn lifecycle(r: &Running) -> LifecycleInterfaceClient<Channel> {
 
 fn kv(r: &Running) -> KeyValueBasicInterfaceClient<Channel> {
     KeyValueBasicInterfaceClient::new(r.channel.clone())
+}
+
+/// A Get the test plugin answers after `ms` milliseconds, in flight in a task.
+fn slow_get(
+    r: &Running,
+    ms: u64,
+) -> tokio::task::JoinHandle<Result<tonic::Response<GetResponse>, tonic::Status>> {
+    let mut client = kv(r);
+    let key = format!("sleep:{ms}");
+    tokio::spawn(async move { client.get(GetRequest { key }).await })
 }
 
 fn init_request(pairs: &[(&str, &str)]) -> InitializeRequest {
@@ -141,14 +138,7 @@ async fn gateway_lifecycle_initialize_start_health_drain_stop() {
     expect_serving(r.port, "", STARTUP).await;
 
     // Drain with one call in flight: it completes; a new call is UNAVAILABLE.
-    let mut slow_client = kv(&r);
-    let slow = tokio::spawn(async move {
-        slow_client
-            .get(GetRequest {
-                key: "sleep:1500".into(),
-            })
-            .await
-    });
+    let slow = slow_get(&r, 1500);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut drain_client = lifecycle(&r);
     let drain = tokio::spawn(async move {
@@ -343,14 +333,7 @@ async fn sigterm_with_calls_in_flight_completes_them_and_exits_zero() {
     let mut r = start(&[], &[]).await;
     let mut calls = Vec::new();
     for _ in 0..5 {
-        let mut client = kv(&r);
-        calls.push(tokio::spawn(async move {
-            client
-                .get(GetRequest {
-                    key: "sleep:1000".into(),
-                })
-                .await
-        }));
+        calls.push(slow_get(&r, 1000));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     r.process.sigterm().unwrap();
@@ -367,14 +350,7 @@ async fn sigterm_with_calls_in_flight_completes_them_and_exits_zero() {
 #[tokio::test]
 async fn second_signal_exits_at_once() {
     let mut r = start(&[], &[]).await;
-    let mut client = kv(&r);
-    let _slow = tokio::spawn(async move {
-        client
-            .get(GetRequest {
-                key: "sleep:20000".into(),
-            })
-            .await
-    });
+    let _slow = slow_get(&r, 20000);
     tokio::time::sleep(Duration::from_millis(300)).await;
     r.process.sigterm().unwrap();
     r.process
@@ -395,14 +371,7 @@ async fn second_signal_exits_at_once() {
 #[tokio::test]
 async fn drain_timeout_reports_aborted_calls() {
     let r = start(&["--log-level", "warn"], &[]).await;
-    let mut client = kv(&r);
-    let slow = tokio::spawn(async move {
-        client
-            .get(GetRequest {
-                key: "sleep:4000".into(),
-            })
-            .await
-    });
+    let slow = slow_get(&r, 4000);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reply = lifecycle(&r)
         .drain(DrainRequest {

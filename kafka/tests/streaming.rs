@@ -244,11 +244,8 @@ async fn round_trip_keeps_metadata_ids_keys_and_millisecond_timestamps() {
         .await
         .expect("grpcurl runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("messageId"), "{stdout}");
     let got = next(&mut sub, RECV).await;
     assert_eq!(&got.payload[..], b"hello");
@@ -520,6 +517,13 @@ struct Consumer {
 }
 
 impl Consumer {
+    /// Asserts that no message arrives within 700 ms (`why` says why none may).
+    async fn assert_no_message(&mut self, why: &str) {
+        let event = self.next_event(Duration::from_millis(700)).await;
+        let message = matches!(event, Some(consume_response::Response::Message(_)));
+        assert!(!message, "{why}");
+    }
+
     async fn open(h: &Harness, topic: &str, group: &str, credit: i32) -> Self {
         let (tx, rx) = mpsc::channel(16);
         tx.send(ConsumeRequest {
@@ -631,13 +635,8 @@ async fn consume_honours_credit_and_redelivers_exactly_the_unacknowledged_after_
     let first = c.messages(5, RECV).await;
     assert_eq!(payloads(&first), ["0", "1", "2", "3", "4"]);
     // No more than the credit: nothing else arrives until credit is granted.
-    assert!(
-        !matches!(
-            c.next_event(Duration::from_millis(700)).await,
-            Some(consume_response::Response::Message(_))
-        ),
-        "a message beyond the granted credit"
-    );
+    c.assert_no_message("a message beyond the granted credit")
+        .await;
     c.credit(15).await;
     let rest = c.messages(15, RECV).await;
     let all: Vec<Message> = first.into_iter().chain(rest).collect();
@@ -660,13 +659,8 @@ async fn consume_honours_credit_and_redelivers_exactly_the_unacknowledged_after_
         (10..20).map(|i| i.to_string()).collect::<Vec<_>>(),
         "exactly the unacknowledged ones (12 was acked past a gap, so it comes again)"
     );
-    assert!(
-        !matches!(
-            again.next_event(Duration::from_millis(700)).await,
-            Some(consume_response::Response::Message(_))
-        ),
-        "nothing acknowledged is delivered again"
-    );
+    let why = "nothing acknowledged is delivered again";
+    again.assert_no_message(why).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -683,13 +677,9 @@ async fn after_sigkill_a_restarted_plugin_redelivers_exactly_the_unacknowledged(
     let mut again = Consumer::open(&h, "crashy", "g", 100).await;
     let redelivered = again.messages(5, RECV).await;
     assert_eq!(payloads(&redelivered), ["5", "6", "7", "8", "9"]);
-    assert!(
-        !matches!(
-            again.next_event(Duration::from_millis(700)).await,
-            Some(consume_response::Response::Message(_))
-        ),
-        "acknowledged messages are not delivered again"
-    );
+    again
+        .assert_no_message("acknowledged messages are not delivered again")
+        .await;
 }
 
 async fn tail(h: &Harness, topic: &str, start: tail_request::Start, max: i64) -> Vec<Message> {

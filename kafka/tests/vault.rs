@@ -67,6 +67,15 @@ fn consume_message(request: consume_request::Request) -> ConsumeRequest {
     }
 }
 
+/// The next item of an open `stream` within `timeout`.
+async fn receive<T>(stream: &mut Streaming<T>, timeout: Duration) -> T {
+    tokio::time::timeout(timeout, stream.message())
+        .await
+        .expect("a stream item within the timeout")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
 /// Acknowledges `messages` (offset, payload) of partition 0 on the Consume
 /// stream `commands` feeds.
 async fn ack(commands: &mpsc::Sender<ConsumeRequest>, messages: &[(i64, String)]) {
@@ -88,11 +97,7 @@ async fn next_message(
     committed: &mut i64,
 ) -> (i64, String) {
     loop {
-        let response = tokio::time::timeout(RECV, stream.message())
-            .await
-            .expect("a consume response within the timeout")
-            .expect("stream ok")
-            .expect("stream open");
+        let response = receive(stream, RECV).await;
         match response.response {
             Some(consume_response::Response::Message(m)) => {
                 return (
@@ -111,11 +116,7 @@ async fn next_message(
 }
 
 async fn next_payload(stream: &mut Streaming<Message>) -> String {
-    let message = tokio::time::timeout(RECV, stream.message())
-        .await
-        .expect("a message within the timeout")
-        .expect("stream ok")
-        .expect("stream open");
+    let message = receive(stream, RECV).await;
     String::from_utf8(message.payload.to_vec()).expect("utf-8")
 }
 
@@ -127,11 +128,7 @@ async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut
             !left.is_zero(),
             "commit {want} not confirmed (at {committed})"
         );
-        let response = tokio::time::timeout(left, stream.message())
-            .await
-            .expect("a committed notice within the timeout")
-            .expect("stream ok")
-            .expect("stream open");
+        let response = receive(stream, left).await;
         match response.response {
             Some(consume_response::Response::Committed(c)) => {
                 for offset in c.offsets {

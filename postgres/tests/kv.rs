@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Rng, code, get, pg_and_plugin, poll_until, req, scan, set};
+use common::{Rng, code, get, pg_and_plugin, poll_until, read, req, scan, set};
 use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest, GetTtlRequest, ScanRequest,
 };
@@ -217,13 +217,7 @@ async fn ttl_hides_expired_items_at_once_and_ttl_rpcs_follow_design() {
     kv.set(req(None, set("brief", "x", 1))).await.unwrap();
     poll_until(Duration::from_secs(3), "expiry", || {
         let mut kv = kv.clone();
-        async move {
-            !kv.get(req(None, get("brief")))
-                .await
-                .unwrap()
-                .into_inner()
-                .found
-        }
+        async move { !read(&mut kv, None, "brief").await.found }
     })
     .await;
     let page = plugin
@@ -275,19 +269,13 @@ async fn scan_pages_return_every_stable_key_once_in_order_while_keys_change() {
         .await
         .expect("seed");
     // Noise outside the prefix on both sides.
-    batch
-        .batch_set(req(
-            Some("scan"),
-            BatchSetRequest {
-                requests: vec![
-                    set("item.", "x", 0),
-                    set("item0", "x", 0),
-                    set("iteM/1", "x", 0),
-                ],
-            },
-        ))
-        .await
-        .unwrap();
+    let noise = vec![
+        set("item.", "x", 0),
+        set("item0", "x", 0),
+        set("iteM/1", "x", 0),
+    ];
+    let requests = BatchSetRequest { requests: noise };
+    batch.batch_set(req(Some("scan"), requests)).await.unwrap();
 
     let mut sc = plugin.scan();
     let mut kv = plugin.basic();
@@ -448,29 +436,16 @@ async fn batches_answer_in_request_order_and_scale_to_10000_items() {
     }
 
     // A key twice in one BatchSet: the last one wins.
+    let twice = vec![
+        set("dup", "first", 0),
+        set("other", "o", 0),
+        set("dup", "last", 0),
+    ];
     batch
-        .batch_set(req(
-            None,
-            BatchSetRequest {
-                requests: vec![
-                    set("dup", "first", 0),
-                    set("other", "o", 0),
-                    set("dup", "last", 0),
-                ],
-            },
-        ))
+        .batch_set(req(None, BatchSetRequest { requests: twice }))
         .await
         .expect("duplicates");
-    assert_eq!(
-        &plugin
-            .basic()
-            .get(req(None, get("dup")))
-            .await
-            .unwrap()
-            .into_inner()
-            .value[..],
-        b"last"
-    );
+    assert_eq!(&plugin.read(None, "dup").await.value[..], b"last");
 
     // BatchDelete with missing keys mixed in.
     let started = Instant::now();
@@ -546,12 +521,7 @@ async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflectio
     assert_eq!(reply["items"][0]["key"], "cli/two", "{reply}");
     assert_eq!(reply["items"].as_array().map(Vec::len), Some(1), "{reply}");
     // The namespace header reached the plugin.
-    let got = plugin
-        .basic()
-        .get(req(Some("cli"), get("cli/one")))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = plugin.read(Some("cli"), "cli/one").await;
     assert!(got.found);
 }
 
@@ -670,11 +640,7 @@ async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
             assert_eq!(got.value, format!("{ns}:new{i}").into_bytes());
         }
     }
-    let twice = kv
-        .get(req(Some("ns-a"), get("twice")))
-        .await
-        .expect("get")
-        .into_inner();
+    let twice = read(&mut kv, Some("ns-a"), "twice").await;
     assert!(
         twice.value[..] == b"first"[..] || twice.value[..] == b"second"[..],
         "{twice:?}"

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{code, get, poll_until, req, set, spawn_plugin, start_plugin};
+use common::{code, get, poll_until, read, req, set, spawn_plugin, start_plugin};
 use prism_plugin_core::proto::keyvalue::GetRequest;
 use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{POSTGRES_PASSWORD, Postgres, ServingStatus, wait_for_health};
@@ -65,11 +65,7 @@ async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart(
     })
     .await;
     eprintln!("[timing] calls succeed {back:?} after postgres restarted");
-    let got = kv
-        .get(req(None, get("before")))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = read(&mut kv, None, "before").await;
     assert!(got.found, "data survived the restart");
     kv.set(req(None, set("after", "y", 0)))
         .await
@@ -116,12 +112,7 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
         .set(req(None, set("shared", "from-a", 0)))
         .await
         .expect("set via a");
-    let got = c
-        .basic()
-        .get(req(None, get("shared")))
-        .await
-        .expect("get via c")
-        .into_inner();
+    let got = c.read(None, "shared").await;
     assert_eq!(&got.value[..], b"from-a");
     assert_eq!(
         pg.psql(
@@ -233,11 +224,7 @@ async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_se
     };
     let (held, ()) = tokio::join!(holder, checks);
     held.expect("lock holder");
-    let got = kv
-        .get(req(None, get("locked")))
-        .await
-        .expect("works after the lock")
-        .into_inner();
+    let got = read(&mut kv, None, "locked").await;
     assert!(got.found);
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Plugin, code, get, req, set, spawn_plugin, start_plugin};
+use common::{Plugin, code, get, read, req, set, spawn_plugin, start_plugin};
 use prism_testkit::{IssuedCert, Postgres, ServingStatus, TestCa, health_status};
 
 /// A server certificate for `names`, the PostgreSQL server using it, and a
@@ -107,11 +107,7 @@ async fn verify_full_with_the_configured_ca_talks_tls_on_every_session() {
         .set(req(None, set("tls-key", "over tls", 0)))
         .await
         .expect("set");
-    let reply = basic
-        .get(req(None, get("tls-key")))
-        .await
-        .expect("get")
-        .into_inner();
+    let reply = read(&mut basic, None, "tls-key").await;
     assert_eq!(&reply.value[..], b"over tls");
 
     let (tls, plain) = setup.plugin_sessions().await;

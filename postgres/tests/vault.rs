@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Plugin, get, poll_until, req, set, start_plugin};
+use common::{Plugin, poll_until, req, set, start_plugin};
 use prism_testkit::lifecycle::expect_serving;
 use prism_testkit::load::Load;
 use prism_testkit::rotation::{self, MintedUsers};
@@ -118,13 +118,7 @@ async fn rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_i
     let envs = vault_envs(&url, &tee_addr, &token_auth(&vault));
     let plugin = start_plugin(&pg, &envs).await;
     let secrets = [vault.root_token(), pg.password()];
-    rotation::rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_in_logs(
-        &Users(&pg),
-        plugin,
-        &tee,
-        &secrets,
-    )
-    .await;
+    rotation::under_load(&Users(&pg), plugin, &tee, &secrets).await;
 }
 
 #[tokio::test]
@@ -135,14 +129,8 @@ async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failure
     // Revocation drops the user and ends its sessions (the setup script's
     // revocation statements). Calls that loaded the old pool just before the
     // swap end soon after it (1 s allowance: CI machines are loaded).
-    rotation::a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failures(
-        &Users(&pg),
-        &plugin,
-        &vault,
-        "prism-postgres",
-        Duration::from_secs(1),
-    )
-    .await;
+    let settle = Duration::from_secs(1);
+    rotation::revoked_lease(&Users(&pg), &plugin, &vault, "prism-postgres", settle).await;
 }
 
 #[tokio::test]
@@ -230,12 +218,7 @@ async fn approle_from_the_setup_script_and_a_token_file_both_log_in() {
         token_file.to_str().expect("utf-8"),
     )];
     let second = start_vault_plugin(&pg, &vault, &token).await;
-    let got = second
-        .basic()
-        .get(req(None, get("k")))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = second.read(None, "k").await;
     assert_eq!(got.value.as_ref(), b"approle");
     let users = Users(&pg).in_use().await;
     assert!(

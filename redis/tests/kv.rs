@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{code, get, poll_until, redis_and_plugin, req, set, spawn_plugin, start_plugin};
+use common::{
+    cli, code, get, poll_until, read, redis_and_plugin, req, set, spawn_plugin, start_plugin,
+};
 use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest,
 };
@@ -26,13 +28,10 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
         .await
         .expect("set");
     assert_eq!(
-        redis.cli(&["GET", "prism:default:greeting"]).await.unwrap(),
+        cli(&redis, &["GET", "prism:default:greeting"]).await,
         "hello"
     );
-    assert_eq!(
-        redis.cli(&["GET", "prism:load:w07/k03"]).await.unwrap(),
-        "w07/k03"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:load:w07/k03"]).await, "w07/k03");
 
     // Validation.
     assert_eq!(
@@ -53,7 +52,7 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
         Code::InvalidArgument
     );
     assert_eq!(
-        redis.cli(&["EXISTS", "prism:default:k"]).await.unwrap(),
+        cli(&redis, &["EXISTS", "prism:default:k"]).await,
         "0",
         "a rejected write never reaches Redis"
     );
@@ -157,15 +156,9 @@ async fn batch_of_1000_keys_with_missing_ones_keeps_request_order() {
     assert!(reply.all_success);
     assert_eq!(reply.results.len(), written);
     assert!(reply.results.iter().all(|r| r.success));
-    assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), written.to_string());
-    assert_eq!(
-        redis.cli(&["TTL", "prism:default:item-5"]).await.unwrap(),
-        "300"
-    );
-    assert_eq!(
-        redis.cli(&["TTL", "prism:default:item-7"]).await.unwrap(),
-        "-1"
-    );
+    assert_eq!(cli(&redis, &["DBSIZE"]).await, written.to_string());
+    assert_eq!(cli(&redis, &["TTL", "prism:default:item-5"]).await, "300");
+    assert_eq!(cli(&redis, &["TTL", "prism:default:item-7"]).await, "-1");
 
     // Ask in reverse order to prove order follows the request, not storage.
     let keys: Vec<String> = (0..N).rev().map(|i| format!("item-{i}")).collect();
@@ -222,19 +215,14 @@ async fn namespaces_isolate_key_spaces() {
     let (redis, plugin) = redis_and_plugin(&[]).await;
     conformance::namespaces_isolate(&plugin.channel).await;
     // Each namespace is a key prefix: tenant-a's item is gone, the others remain.
-    let mut keys: Vec<String> = redis
-        .cli(&["--scan", "--pattern", "prism:*"])
+    let mut keys: Vec<String> = cli(&redis, &["--scan", "--pattern", "prism:*"])
         .await
-        .unwrap()
         .lines()
         .map(str::to_owned)
         .collect();
     keys.sort();
     assert_eq!(keys, ["prism:default:shared", "prism:tenant-b:shared"]);
-    assert_eq!(
-        redis.cli(&["GET", "prism:tenant-b:shared"]).await.unwrap(),
-        "b"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:tenant-b:shared"]).await, "b");
 }
 
 #[tokio::test]
@@ -253,7 +241,7 @@ async fn every_config_key_takes_effect() {
     ])
     .await;
     // Three multiplexed connections: readiness needed a health PING on each.
-    let clients = redis.cli(&["CLIENT", "LIST"]).await.unwrap();
+    let clients = cli(&redis, &["CLIENT", "LIST"]).await;
     let plugin_clients = clients
         .lines()
         .filter(|line| !line.contains("cmd=client"))
@@ -264,14 +252,11 @@ async fn every_config_key_takes_effect() {
         .await
         .expect("value at the limit");
     assert_eq!(
-        redis
-            .cli(&["-n", "3", "STRLEN", "app1|ns:k"])
-            .await
-            .unwrap(),
+        cli(&redis, &["-n", "3", "STRLEN", "app1|ns:k"]).await,
         "1024"
     );
     assert_eq!(
-        redis.cli(&["-n", "0", "DBSIZE"]).await.unwrap(),
+        cli(&redis, &["-n", "0", "DBSIZE"]).await,
         "0",
         "database 3 only"
     );
@@ -322,14 +307,12 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
     const PASSWORD: &str = "ro-user-secret-99";
     let redis = Redis::start().await.expect("redis starts");
     assert_eq!(
-        redis
-            .cli(&["SET", "prism:default:seeded", "yes"])
-            .await
-            .unwrap(),
+        cli(&redis, &["SET", "prism:default:seeded", "yes"]).await,
         "OK"
     );
-    let acl = redis
-        .cli(&[
+    let acl = cli(
+        &redis,
+        &[
             "ACL",
             "SETUSER",
             "reader",
@@ -337,9 +320,9 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
             &format!(">{PASSWORD}"),
             "~prism:*",
             "+@read",
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(acl, "OK");
     let plugin = start_plugin(&[
         ("REDIS_ADDRESS", &redis.addr()),
@@ -349,11 +332,7 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
     .await;
     let mut kv = plugin.basic();
 
-    let got = kv
-        .get(req(None, get("seeded")))
-        .await
-        .expect("read allowed")
-        .into_inner();
+    let got = read(&mut kv, None, "seeded").await;
     assert!(got.found && &got.value[..] == b"yes");
     let reply = plugin
         .batch()
@@ -397,10 +376,7 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert_eq!(
-        redis.cli(&["GET", "prism:default:seeded"]).await.unwrap(),
-        "yes"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:default:seeded"]).await, "yes");
     assert!(!plugin.process.logs().contains(PASSWORD));
 }
 
@@ -446,7 +422,7 @@ async fn redis_outage_is_unavailable_and_recovers_without_a_plugin_restart() {
     })
     .await;
     eprintln!("[timing] data calls work {back:?} after redis is back");
-    let got = kv.get(req(None, get("k"))).await.unwrap().into_inner();
+    let got = read(&mut kv, None, "k").await;
     assert_eq!(&got.value[..], b"again");
     plugin.wait("readiness", Duration::from_secs(5)).await;
     plugin.assert_running();
@@ -474,26 +450,20 @@ async fn oversized_value_is_resource_exhausted_and_the_server_keeps_serving() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), "0");
+    assert_eq!(cli(&redis, &["DBSIZE"]).await, "0");
 
     // Exactly the limit works, and small calls keep working.
     kv.set(req(None, set("max", vec![2u8; limit], 0)))
         .await
         .expect("16 MiB value");
     assert_eq!(
-        redis.cli(&["STRLEN", "prism:default:max"]).await.unwrap(),
+        cli(&redis, &["STRLEN", "prism:default:max"]).await,
         limit.to_string()
     );
     kv.set(req(None, set("small", "ok", 0)))
         .await
         .expect("still serving");
-    assert!(
-        kv.get(req(None, get("small")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
+    assert!(read(&mut kv, None, "small").await.found);
 }
 
 #[tokio::test]
@@ -533,13 +503,7 @@ async fn redis_oom_is_resource_exhausted_and_slow_redis_is_deadline_exceeded() {
     assert!(status.message().contains("OOM"), "{}", status.message());
     eprintln!("[info] OOM after {writes} writes of 512 KiB");
     // Reads still work under OOM.
-    assert!(
-        kv.get(req(None, get("fill-0")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
+    assert!(read(&mut kv, None, "fill-0").await.found);
 
     // A server stuck longer than response_timeout → DEADLINE_EXCEEDED.
     let sleeper = tokio::spawn({
@@ -610,12 +574,7 @@ async fn grpcurl_sets_with_a_ttl_and_gets_via_reflection() {
     let left: i64 = reply["ttlSeconds"].as_str().unwrap_or("0").parse().unwrap();
     assert!((59..=60).contains(&left), "{reply}");
     // The namespace header reached the plugin.
-    let got = plugin
-        .basic()
-        .get(req(Some("cli"), get("from-cli")))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = plugin.read(Some("cli"), "from-cli").await;
     assert!(got.found);
 }
 
@@ -700,17 +659,12 @@ async fn rediss_address_talks_tls_verified_against_the_configured_ca() {
     kv.set(req(None, set("secure", "yes", 30)))
         .await
         .expect("set over TLS");
-    let got = kv.get(req(None, get("secure"))).await.unwrap().into_inner();
+    let got = read(&mut kv, None, "secure").await;
     assert_eq!(&got.value[..], b"yes");
-    assert_eq!(
-        redis.cli(&["GET", "prism:default:secure"]).await.unwrap(),
-        "yes"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:default:secure"]).await, "yes");
     assert!(
-        redis
-            .cli(&["INFO", "stats"])
+        cli(&redis, &["INFO", "stats"])
             .await
-            .unwrap()
             .contains("total_connections_received")
     );
 

@@ -104,13 +104,8 @@ async fn rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_i
     let (redis, vault) = servers("6s", "6s").await;
     let tee = Tee::start(vault.port()).await;
     let plugin = start_vault_plugin(&redis, &tee.addr(), vault.root_token()).await;
-    rotation::rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_in_logs(
-        &Users(&redis),
-        plugin,
-        &tee,
-        &[vault.root_token(), ADMIN_PASSWORD],
-    )
-    .await;
+    let secrets = [vault.root_token(), ADMIN_PASSWORD];
+    rotation::under_load(&Users(&redis), plugin, &tee, &secrets).await;
 }
 
 #[tokio::test]
@@ -121,12 +116,6 @@ async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failure
     // Revocation deletes the ACL user, which disconnects its connections; the
     // first rejected re-dial asks Vault at once. Calls that loaded the old
     // connection just before the swap end within ms.
-    rotation::a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failures(
-        &Users(&redis),
-        &plugin,
-        &vault,
-        "prism-redis",
-        Duration::from_millis(100),
-    )
-    .await;
+    let settle = Duration::from_millis(100);
+    rotation::revoked_lease(&Users(&redis), &plugin, &vault, "prism-redis", settle).await;
 }

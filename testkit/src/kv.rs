@@ -12,7 +12,7 @@ use prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyVal
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_client::KeyValueBatchInterfaceClient;
 use prism_plugin_core::proto::keyvalue::key_value_scan_interface_client::KeyValueScanInterfaceClient;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_client::KeyValueTtlInterfaceClient;
-use prism_plugin_core::proto::keyvalue::{GetRequest, ScanRequest, SetRequest};
+use prism_plugin_core::proto::keyvalue::{GetRequest, GetResponse, ScanRequest, SetRequest};
 use tonic::transport::Channel;
 
 use crate::{PluginProcess, ServingStatus, free_port, wait_for_health};
@@ -77,6 +77,11 @@ impl KvPlugin {
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
+    /// Get's reply for `key` in namespace `ns`.
+    pub async fn read(&self, ns: Option<&str>, key: &str) -> GetResponse {
+        read(&mut self.basic(), ns, key).await
+    }
+
     /// The lifecycle `HealthCheck` details, sorted by key.
     pub async fn health_details(&self) -> BTreeMap<String, String> {
         crate::lifecycle::health_check(self.port)
@@ -109,6 +114,15 @@ pub fn batch(channel: &Channel) -> KeyValueBatchInterfaceClient<Channel> {
     KeyValueBatchInterfaceClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// Get's reply for `key` in namespace `ns` through `kv`.
+pub async fn read(
+    kv: &mut KeyValueBasicInterfaceClient<Channel>,
+    ns: Option<&str>,
+    key: &str,
+) -> GetResponse {
+    kv.get(req(ns, get(key))).await.expect("get").into_inner()
 }
 
 /// `msg` with the `x-prism-namespace` header when `ns` is given.

@@ -48,7 +48,7 @@ fn swaps(details: std::collections::BTreeMap<String, String>) -> u64 {
 /// the replaced users are gone within 8 s, and after SIGTERM the logs hold none
 /// of the passwords Vault handed out (read from `tee`) nor any of `secrets`,
 /// and the last user is revoked within 5 s.
-pub async fn rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_in_logs(
+pub async fn under_load(
     backend: &impl MintedUsers,
     mut plugin: KvPlugin,
     tee: &Tee,
@@ -163,7 +163,7 @@ fn no_secret_in_logs(plugin: &KvPlugin, tee: &Tee, secrets: &[&str]) {
 /// retrying every 50 ms make in 10 s), none once `settle` has passed after the
 /// swap (calls that loaded the old connection just before it), and the auth
 /// failure is counted.
-pub async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failures(
+pub async fn revoked_lease(
     backend: &impl MintedUsers,
     plugin: &KvPlugin,
     vault: &Vault,

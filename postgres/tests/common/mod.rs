@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use prism_testkit::Postgres;
-pub(crate) use prism_testkit::kv::{KvPlugin as Plugin, code, get, poll_until, req, scan, set};
+pub(crate) use prism_testkit::kv::{
+    KvPlugin as Plugin, code, get, poll_until, read, req, scan, set,
+};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_prism-postgres");
 /// First SERVING after spawn (process start, first connect, table creation).

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use prism_testkit::Redis;
-pub use prism_testkit::kv::{KvPlugin as Plugin, code, get, poll_until, req, set};
+pub use prism_testkit::kv::{KvPlugin as Plugin, code, get, poll_until, read, req, set};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-redis");
 /// First SERVING after spawn (process start plus first connect).
@@ -34,4 +34,9 @@ pub async fn redis_and_plugin(envs: &[(&str, &str)]) -> (Redis, Plugin) {
     all.extend_from_slice(envs);
     let plugin = start_plugin(&all).await;
     (redis, plugin)
+}
+
+/// `redis-cli <args>` against `redis`: its output (Redis errors included).
+pub async fn cli(redis: &Redis, args: &[&str]) -> String {
+    redis.cli(args).await.expect("redis-cli runs")
 }

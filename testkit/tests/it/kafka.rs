@@ -23,11 +23,8 @@ async fn kcat_metadata(kafka: &Kafka) -> std::process::Output {
 
 fn assert_lists_broker(kafka: &Kafka, out: &std::process::Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kcat failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kcat failed: {stderr}{stdout}");
     assert!(stdout.contains("1 brokers"), "{stdout}");
     assert!(stdout.contains(&kafka.bootstrap()), "{stdout}");
 }

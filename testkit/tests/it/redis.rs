@@ -28,18 +28,10 @@ async fn starts_answers_and_survives_restart() {
 
 #[tokio::test]
 async fn extra_args_configure_auth() {
-    let redis = Redis::start_with_args(&[
-        "--requirepass",
-        "admin-pw",
-        "--user",
-        "alice",
-        "on",
-        ">alice-pw",
-        "~app:*",
-        "+@all",
-    ])
-    .await
-    .expect("redis with ACL starts");
+    let alice = ["--user", "alice", "on", ">alice-pw", "~app:*", "+@all"];
+    let args = [&["--requirepass", "admin-pw"][..], &alice].concat();
+    let redis = Redis::start_with_args(&args).await;
+    let redis = redis.expect("redis with ACL starts");
     let denied = redis.cli(&["GET", "app:x"]).await.expect("runs");
     assert!(denied.contains("NOAUTH"), "{denied}");
     let alice = ["--user", "alice", "--pass", "alice-pw"];
@@ -59,14 +51,14 @@ async fn extra_args_configure_auth() {
 
 #[tokio::test]
 async fn cluster_mode_via_args() {
-    let redis = Redis::start_with_args(&[
+    let cluster = [
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
         "nodes.conf",
-    ])
-    .await
-    .expect("cluster-mode redis starts");
+    ];
+    let redis = Redis::start_with_args(&cluster).await;
+    let redis = redis.expect("cluster-mode redis starts");
     let info = redis.cli(&["CLUSTER", "INFO"]).await.expect("cluster info");
     assert!(
         info.contains("cluster_enabled:1") || info.contains("cluster_state"),
