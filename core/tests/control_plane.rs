@@ -255,10 +255,8 @@ async fn readiness_follows_the_backend_and_liveness_does_not() {
     redis.stop().await.unwrap();
     let lost = Instant::now();
     expect_not_serving(r.port, "readiness", Duration::from_secs(3)).await;
-    eprintln!(
-        "readiness NOT_SERVING {:?} after the backend stopped",
-        lost.elapsed()
-    );
+    let lost = lost.elapsed();
+    eprintln!("readiness NOT_SERVING {lost:?} after the backend stopped");
     for svc in [
         "",
         "test",
@@ -284,10 +282,8 @@ async fn readiness_follows_the_backend_and_liveness_does_not() {
     redis.start_again().await.unwrap();
     let back = Instant::now();
     expect_serving(r.port, "", Duration::from_secs(3)).await;
-    eprintln!(
-        "\"\" SERVING {:?} after the backend returned",
-        back.elapsed()
-    );
+    let back = back.elapsed();
+    eprintln!("\"\" SERVING {back:?} after the backend returned");
 }
 
 #[tokio::test]

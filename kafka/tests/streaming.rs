@@ -444,13 +444,8 @@ async fn a_slow_subscriber_gets_backpressure_bounded_memory_and_every_message_on
 async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed_over() {
     let h = Harness::start(&[("PRISM_BACKEND__COMMIT_INTERVAL", "100ms")]).await;
     let mut client = h.pubsub();
-    let mut sub = subscribe(
-        &mut client,
-        "events",
-        "s1",
-        &[("group", "g"), ("start", "earliest")],
-    )
-    .await;
+    let options = [("group", "g"), ("start", "earliest")];
+    let mut sub = subscribe(&mut client, "events", "s1", &options).await;
     publish_seq(&h.channel, "events", 10).await;
     let first = collect(&mut sub, 10, RECV).await;
     assert_eq!(first.len(), 10);
@@ -995,13 +990,8 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
 async fn sigterm_ends_open_streams_cleanly_and_exits_zero_quickly() {
     let mut h = Harness::start(&[("PRISM_BACKEND__COMMIT_INTERVAL", "100ms")]).await;
     let mut client = h.pubsub();
-    let mut sub = subscribe(
-        &mut client,
-        "drain-events",
-        "d1",
-        &[("group", "drain-g"), ("start", "earliest")],
-    )
-    .await;
+    let options = [("group", "drain-g"), ("start", "earliest")];
+    let mut sub = subscribe(&mut client, "drain-events", "d1", &options).await;
     publish_seq(&h.channel, "drain-events", 5).await;
     assert_eq!(collect(&mut sub, 5, RECV).await.len(), 5);
 
@@ -1034,13 +1024,8 @@ async fn sigterm_ends_open_streams_cleanly_and_exits_zero_quickly() {
     h.plugin = plugin;
     h.channel = channel;
     let mut client = h.pubsub();
-    let mut sub = subscribe(
-        &mut client,
-        "drain-events",
-        "d1",
-        &[("group", "drain-g"), ("start", "earliest")],
-    )
-    .await;
+    let options = [("group", "drain-g"), ("start", "earliest")];
+    let mut sub = subscribe(&mut client, "drain-events", "d1", &options).await;
     let mut publisher = h.pubsub();
     publish(
         &mut publisher,

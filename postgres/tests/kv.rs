@@ -572,32 +572,9 @@ async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
                 .map(drop)
                 .map_err(|e| format!("set {ns} new/{i}: {e}"))
             });
-            let mut kv = plugin.basic();
-            calls.spawn(async move {
-                let got = kv
-                    .get(req(Some(ns), get(&format!("old/{i}"))))
-                    .await
-                    .map_err(|e| format!("get {ns} old/{i}: {e}"))?
-                    .into_inner();
-                if got.found && got.value == format!("{ns}:old{i}").into_bytes() {
-                    Ok(())
-                } else {
-                    Err(format!("get {ns} old/{i}: wrong answer {got:?}"))
-                }
-            });
-            let mut kv = plugin.basic();
-            calls.spawn(async move {
-                let got = kv
-                    .get(req(Some(ns), get(&format!("missing/{i}"))))
-                    .await
-                    .map_err(|e| format!("get {ns} missing/{i}: {e}"))?
-                    .into_inner();
-                if got.found {
-                    Err(format!("get {ns} missing/{i}: found {got:?}"))
-                } else {
-                    Ok(())
-                }
-            });
+            let want = format!("{ns}:old{i}");
+            calls.spawn(get_expecting(&plugin, ns, format!("old/{i}"), Some(want)));
+            calls.spawn(get_expecting(&plugin, ns, format!("missing/{i}"), None));
         }
     }
     for value in ["first", "second"] {
@@ -657,6 +634,29 @@ async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
         statements <= 16,
         "66 queued Sets took {statements} statements: they were not batched"
     );
+}
+
+/// A Get of `key` in `ns` (in a task) that fails unless it answers `want`
+/// (`None`: not found).
+fn get_expecting(
+    plugin: &common::Plugin,
+    ns: &'static str,
+    key: String,
+    want: Option<String>,
+) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    let mut kv = plugin.basic();
+    async move {
+        let got = kv.get(req(Some(ns), get(&key))).await;
+        let got = got
+            .map_err(|e| format!("get {ns} {key}: {e}"))?
+            .into_inner();
+        let value = got.found.then(|| got.value.to_vec());
+        if value == want.map(String::into_bytes) {
+            Ok(())
+        } else {
+            Err(format!("get {ns} {key}: wrong answer {got:?}"))
+        }
+    }
 }
 
 /// Calls that queue for a connection (coalesce.rs) never start opening one

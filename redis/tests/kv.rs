@@ -266,11 +266,8 @@ async fn every_config_key_takes_effect() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert!(
-        err.message().contains("max_value_bytes"),
-        "{}",
-        err.message()
-    );
+    let message = err.message();
+    assert!(message.contains("max_value_bytes"), "{message}");
     assert!(
         kv.set(req(Some("ns"), set("12345678", "v", 0)))
             .await
