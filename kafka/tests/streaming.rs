@@ -164,6 +164,23 @@ async fn subscribe(
         .into_inner()
 }
 
+/// Unsubscribes `subscriber` from `topic`; returns the reply.
+async fn unsubscribe(
+    client: &mut PubSubBasicInterfaceClient<Channel>,
+    topic: &str,
+    subscriber: &str,
+) -> prism_plugin_core::proto::pubsub::UnsubscribeResponse {
+    let request = UnsubscribeRequest {
+        topic: topic.into(),
+        subscriber_id: subscriber.into(),
+    };
+    client
+        .unsubscribe(request)
+        .await
+        .expect("unsubscribe")
+        .into_inner()
+}
+
 async fn next(stream: &mut Streaming<Message>, timeout: Duration) -> Message {
     tokio::time::timeout(timeout, stream.message())
         .await
@@ -450,27 +467,13 @@ async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed
     let first = collect(&mut sub, 10, RECV).await;
     assert_eq!(first.len(), 10);
 
-    let reply = client
-        .unsubscribe(UnsubscribeRequest {
-            topic: "events".into(),
-            subscriber_id: "s1".into(),
-        })
-        .await
-        .expect("unsubscribe")
-        .into_inner();
+    let reply = unsubscribe(&mut client, "events", "s1").await;
     assert!(reply.success, "{reply:?}");
     let end = tokio::time::timeout(Duration::from_secs(10), sub.message())
         .await
         .expect("stream ends");
     assert!(matches!(end, Ok(None)), "clean end of stream: {end:?}");
-    let again = client
-        .unsubscribe(UnsubscribeRequest {
-            topic: "events".into(),
-            subscriber_id: "s1".into(),
-        })
-        .await
-        .expect("unsubscribe")
-        .into_inner();
+    let again = unsubscribe(&mut client, "events", "s1").await;
     assert!(
         !again.success && again.error.contains("no active subscription"),
         "{again:?}"

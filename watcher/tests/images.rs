@@ -82,11 +82,8 @@ impl Container {
             .output()
             .await
             .expect("podman stop");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
         let out = podman()
             .args(["inspect", "--format", "{{.State.ExitCode}}", &self.name])
             .output()
