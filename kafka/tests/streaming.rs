@@ -321,20 +321,9 @@ async fn two_groups_each_get_every_message_and_a_shared_group_splits_partitions(
 
     // Shared group: both members join before anything is published, then
     // messages trickle in until each member has received some.
-    let mut x = subscribe(
-        &mut client,
-        "shared",
-        "x",
-        &[("group", "workers"), ("start", "earliest")],
-    )
-    .await;
-    let mut y = subscribe(
-        &mut client,
-        "shared",
-        "y",
-        &[("group", "workers"), ("start", "earliest")],
-    )
-    .await;
+    let workers = [("group", "workers"), ("start", "earliest")];
+    let mut x = subscribe(&mut client, "shared", "x", &workers).await;
+    let mut y = subscribe(&mut client, "shared", "y", &workers).await;
     let mut seen_x = Vec::new();
     let mut seen_y = Vec::new();
     let mut published = 0;

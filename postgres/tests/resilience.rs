@@ -159,16 +159,8 @@ async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_se
     let holder =
         pg.psql("BEGIN; LOCK TABLE prism_kv IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;");
     let checks = async {
-        poll_until(Duration::from_secs(3), "the lock", || async {
-            pg.psql(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'prism_kv'::regclass \
-                 AND mode = 'AccessExclusiveLock' AND granted",
-            )
-            .await
-            .unwrap()
-                == "1"
-        })
-        .await;
+        let locked = || pg.exclusively_locked("prism_kv");
+        poll_until(Duration::from_secs(3), "the lock", locked).await;
 
         // The client's deadline: DEADLINE_EXCEEDED close to it, not CANCELLED.
         // The header alone (no client-side timer): the server must answer

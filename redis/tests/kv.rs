@@ -162,13 +162,7 @@ async fn batch_of_1000_keys_with_missing_ones_keeps_request_order() {
 
     // Ask in reverse order to prove order follows the request, not storage.
     let keys: Vec<String> = (0..N).rev().map(|i| format!("item-{i}")).collect();
-    let started = Instant::now();
-    let reply = batch
-        .batch_get(req(None, BatchGetRequest { keys: keys.clone() }))
-        .await
-        .expect("batch get")
-        .into_inner();
-    eprintln!("[timing] BatchGet of {N}: {:?}", started.elapsed());
+    let reply = prism_testkit::kv::batch_get(&mut batch, None, &keys).await;
     assert_eq!(reply.results.len(), N);
     assert_eq!(reply.found_count as usize, written);
     for (key, result) in keys.iter().zip(&reply.results) {

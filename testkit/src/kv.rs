@@ -12,7 +12,9 @@ use prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyVal
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_client::KeyValueBatchInterfaceClient;
 use prism_plugin_core::proto::keyvalue::key_value_scan_interface_client::KeyValueScanInterfaceClient;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_client::KeyValueTtlInterfaceClient;
-use prism_plugin_core::proto::keyvalue::{GetRequest, GetResponse, ScanRequest, SetRequest};
+use prism_plugin_core::proto::keyvalue::{
+    BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, ScanRequest, SetRequest,
+};
 use tonic::transport::Channel;
 
 use crate::{PluginProcess, ServingStatus, free_port, wait_for_health};
@@ -123,6 +125,26 @@ pub async fn read(
     key: &str,
 ) -> GetResponse {
     kv.get(req(ns, get(key))).await.expect("get").into_inner()
+}
+
+/// BatchGet's reply for `keys` in namespace `ns` through `batch`, timed.
+pub async fn batch_get(
+    batch: &mut KeyValueBatchInterfaceClient<Channel>,
+    ns: Option<&str>,
+    keys: &[String],
+) -> BatchGetResponse {
+    let started = Instant::now();
+    let request = BatchGetRequest {
+        keys: keys.to_vec(),
+    };
+    let reply = batch.batch_get(req(ns, request)).await;
+    let reply = reply.expect("batch get").into_inner();
+    eprintln!(
+        "[timing] BatchGet of {}: {:?}",
+        keys.len(),
+        started.elapsed()
+    );
+    reply
 }
 
 /// `msg` with the `x-prism-namespace` header when `ns` is given.

@@ -312,6 +312,16 @@ impl Postgres {
         self.psql_in(POSTGRES_DB, sql).await
     }
 
+    /// Whether an ACCESS EXCLUSIVE lock on `table` is granted (someone holds
+    /// `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`); false if the query fails.
+    pub async fn exclusively_locked(&self, table: &str) -> bool {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+             AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        self.psql(&sql).await.is_ok_and(|n| n == "1")
+    }
+
     /// Like [`psql`](Self::psql) against another database.
     pub async fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
         let mut cmd = Command::new(&self.psql_bin);

@@ -48,10 +48,7 @@ pub async fn grpcurl(port: u16, method: &str, body: &str) -> serde_json::Value {
         .output()
         .await
         .expect("grpcurl runs");
-    assert!(
-        out.status.success(),
-        "grpcurl {method} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "grpcurl {method} failed: {stderr}");
     serde_json::from_slice(&out.stdout).expect("JSON reply")
 }
