@@ -35,6 +35,9 @@ const RECV: Duration = Duration::from_secs(15);
 /// it, and under load answers heartbeats late enough that 2 s sessions expire.
 const SESSION: &str = "6s";
 
+/// Group `g`, from the earliest offset.
+const GROUP_G: &[(&str, &str)] = &[("group", "g"), ("start", "earliest")];
+
 struct Harness {
     kafka: Kafka,
     plugin: PluginProcess,
@@ -450,8 +453,7 @@ async fn a_slow_subscriber_gets_backpressure_bounded_memory_and_every_message_on
 async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed_over() {
     let h = Harness::start(&[("PRISM_BACKEND__COMMIT_INTERVAL", "100ms")]).await;
     let mut client = h.pubsub();
-    let options = [("group", "g"), ("start", "earliest")];
-    let mut sub = subscribe(&mut client, "events", "s1", &options).await;
+    let mut sub = subscribe(&mut client, "events", "s1", GROUP_G).await;
     publish_seq(&h.channel, "events", 10).await;
     let first = collect(&mut sub, 10, RECV).await;
     assert_eq!(first.len(), 10);
@@ -469,13 +471,7 @@ async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed
     );
 
     // The group resumes after the 10 handed-over messages.
-    let mut sub = subscribe(
-        &mut client,
-        "events",
-        "s2",
-        &[("group", "g"), ("start", "earliest")],
-    )
-    .await;
+    let mut sub = subscribe(&mut client, "events", "s2", GROUP_G).await;
     publish(&mut client, publish_request("events", "10", "k")).await;
     let m = next(&mut sub, RECV).await;
     assert_eq!(
@@ -486,13 +482,7 @@ async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed
     // A client that just drops its stream also leaves the group.
     drop(sub);
     publish(&mut client, publish_request("events", "11", "k")).await;
-    let mut sub = subscribe(
-        &mut client,
-        "events",
-        "s3",
-        &[("group", "g"), ("start", "earliest")],
-    )
-    .await;
+    let mut sub = subscribe(&mut client, "events", "s3", GROUP_G).await;
     let m = next(&mut sub, RECV).await;
     assert_eq!(&m.payload[..], b"11");
 }
@@ -523,12 +513,8 @@ impl Consumer {
         })
         .await
         .expect("send open");
-        let rx = h
-            .streams()
-            .consume(ReceiverStream::new(rx))
-            .await
-            .expect("consume")
-            .into_inner();
+        let opened = h.streams().consume(ReceiverStream::new(rx)).await;
+        let rx = opened.expect("consume").into_inner();
         Consumer { tx, rx }
     }
 

@@ -4,7 +4,7 @@
 //! Storage is `memory://`, so topics and records do not survive
 //! [`Kafka::stop`] / [`Kafka::start_again`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::process::Command;
 
@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::paths::tool;
 use crate::ports::free_port;
 use crate::probe;
-use crate::process::{self, ServerProcess};
+use crate::process::ServerProcess;
 use crate::server::server_handle;
 
 /// Environment variables tansu reads as defaults for its flags; removed so the
@@ -36,7 +36,6 @@ pub struct Kafka {
     advertised: u16,
     tansu_bin: PathBuf,
     process: ServerProcess,
-    dir: tempfile::TempDir,
 }
 
 server_handle!(Kafka, "tansu", signals, "All topics and records are lost.");
@@ -57,16 +56,15 @@ impl Kafka {
 
     async fn start_with(port: u16, advertised: u16) -> Result<Self> {
         let tansu_bin = tool("tansu")?;
-        let (dir, process) = process::in_temp_dir("kafka", "tansu")?;
-        let mut kafka = Self {
+        let process = ServerProcess::in_temp_dir("kafka", "tansu")?;
+        Self {
             process,
-            dir,
             port,
             advertised,
             tansu_bin,
-        };
-        kafka.launch().await?;
-        Ok(kafka)
+        }
+        .launched()
+        .await
     }
 
     /// Spawns the broker and waits until it answers an `ApiVersions` request.
@@ -80,7 +78,7 @@ impl Kafka {
             .arg("--advertised-listener-url")
             .arg(&advertised)
             .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(self.dir.path());
+            .current_dir(self.process.dir());
         for var in TANSU_ENV {
             cmd.env_remove(var);
         }
@@ -92,10 +90,5 @@ impl Kafka {
     /// The bootstrap servers string, `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The broker's temp dir.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }

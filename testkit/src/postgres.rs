@@ -54,7 +54,6 @@ pub struct Postgres {
     process: ServerProcess,
     /// The server's process tree while [`pause`](Self::pause)d.
     frozen: Option<FrozenTree>,
-    dir: tempfile::TempDir,
 }
 
 server_handle!(Postgres, "postgres");
@@ -143,9 +142,8 @@ impl Postgres {
             socket_dir,
             run_as,
             tls,
-            process: ServerProcess::new("postgres", root.join("postgres.log")),
+            process: ServerProcess::new("postgres", dir),
             frozen: None,
-            dir,
         };
         pg.launch().await?;
         pg.psql_in("postgres", &format!("CREATE DATABASE {POSTGRES_DB}"))
@@ -298,11 +296,6 @@ impl Postgres {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    /// The temp dir holding data, sockets and the server log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Runs `sql` with `psql` over TCP with password auth against the test

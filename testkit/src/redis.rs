@@ -10,7 +10,7 @@
 //! its port + [`CLUSTER_BUS_OFFSET`], so that port is reserved with the main one:
 //! a node whose bus port is taken fails to start.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::process::Command;
 
@@ -35,7 +35,6 @@ pub struct Redis {
     cli_bin: PathBuf,
     extra_args: Vec<String>,
     process: ServerProcess,
-    dir: tempfile::TempDir,
 }
 
 server_handle!(
@@ -65,17 +64,16 @@ impl Redis {
         } else {
             free_port()
         };
-        let (dir, process) = process::in_temp_dir("redis", "redis-server")?;
-        let mut redis = Self {
-            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+        let extra_args = args.iter().map(|a| (*a).to_owned()).collect();
+        let process = ServerProcess::in_temp_dir("redis", "redis-server")?;
+        let redis = Self {
             port,
             server_bin,
             cli_bin,
+            extra_args,
             process,
-            dir,
         };
-        redis.launch().await?;
-        Ok(redis)
+        redis.launched().await
     }
 
     /// Spawns the server and waits until it answers `PING`.
@@ -89,9 +87,9 @@ impl Redis {
             .args(["--daemonize", "no"])
             .args(["--logfile", ""])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.process.dir())
             .args(&self.extra_args)
-            .current_dir(self.dir.path());
+            .current_dir(self.process.dir());
         let port = self.port;
         let ready = move || probe::redis_ping(port);
         self.process.launch(cmd, port, ready).await
@@ -105,11 +103,6 @@ impl Redis {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The server's temp dir (its `--dir`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` and returns its stdout with the

@@ -58,6 +58,11 @@ macro_rules! server_handle {
                 self.process.log_path()
             }
 
+            /// The server's temp dir (removed when the handle is dropped).
+            pub fn dir(&self) -> &std::path::Path {
+                self.process.dir()
+            }
+
             /// Everything the server logged so far.
             pub fn logs(&self) -> String {
                 self.process.log_contents()
@@ -105,6 +110,12 @@ macro_rules! server_handle {
                     )
                     .await?;
                 Ok(())
+            }
+
+            /// Launches a new handle's server (see `launch`).
+            async fn launched(mut self) -> $crate::Result<Self> {
+                self.launch().await?;
+                Ok(self)
             }
 
             /// Restarts a stopped server on the same port with the same settings.

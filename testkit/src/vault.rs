@@ -9,7 +9,7 @@
 //! reserved.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::process::Command;
 
@@ -31,7 +31,6 @@ pub struct Vault {
     port: u16,
     bao_bin: PathBuf,
     process: ServerProcess,
-    dir: tempfile::TempDir,
 }
 
 server_handle!(Vault, "bao", signals, "All state is lost (dev mode).");
@@ -41,15 +40,14 @@ impl Vault {
     /// (initialised, unsealed, active).
     pub async fn start() -> Result<Self> {
         let bao_bin = tool("bao")?;
-        let (dir, process) = process::in_temp_dir("vault", "bao")?;
-        let mut vault = Self {
-            port: free_port_pair()?,
+        let port = free_port_pair()?;
+        let process = ServerProcess::in_temp_dir("vault", "bao")?;
+        Self::launched(Self {
+            port,
             bao_bin,
             process,
-            dir,
-        };
-        vault.launch().await?;
-        Ok(vault)
+        })
+        .await
     }
 
     /// Spawns the dev server and waits for a healthy `sys/health`.
@@ -58,7 +56,7 @@ impl Vault {
         cmd.args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
             .arg(format!("-dev-root-token-id={VAULT_ROOT_TOKEN}"))
-            .current_dir(self.dir.path());
+            .current_dir(self.process.dir());
         self.hermetic_env(&mut cmd);
         let port = self.port;
         let ready = move || async move {
@@ -80,7 +78,7 @@ impl Vault {
         for key in inherited {
             cmd.env_remove(key);
         }
-        cmd.env("HOME", self.dir.path());
+        cmd.env("HOME", self.process.dir());
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -91,11 +89,6 @@ impl Vault {
     /// The root token ([`VAULT_ROOT_TOKEN`]).
     pub fn root_token(&self) -> &str {
         VAULT_ROOT_TOKEN
-    }
-
-    /// The server's temp dir.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Runs the `bao` CLI with `VAULT_ADDR`/`BAO_ADDR` and `VAULT_TOKEN`/`BAO_TOKEN`
