@@ -20,6 +20,7 @@ use prism_plugin_core::proto::pubsub::{
 };
 use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
+use prism_testkit::pubsub::open_from_earliest;
 use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -165,6 +166,13 @@ async fn subscribe(
         .await
         .expect("subscribe")
         .into_inner()
+}
+
+/// `message` with a `grpc-timeout` of `timeout`.
+fn within<T>(timeout: Duration, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
 }
 
 /// Unsubscribes `subscriber` from `topic`; returns the reply.
@@ -503,16 +511,9 @@ impl Consumer {
 
     async fn open(h: &Harness, topic: &str, group: &str, credit: i32) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        tx.send(ConsumeRequest {
-            request: Some(consume_request::Request::Open(ConsumeOpen {
-                topic: topic.into(),
-                group: group.into(),
-                start: StartPosition::Earliest as i32,
-                initial_credit: credit,
-            })),
-        })
-        .await
-        .expect("send open");
+        tx.send(open_from_earliest(topic, group, credit))
+            .await
+            .expect("send open");
         let opened = h.streams().consume(ReceiverStream::new(rx)).await;
         let rx = opened.expect("consume").into_inner();
         Consumer { tx, rx }
@@ -871,32 +872,33 @@ async fn a_frozen_broker_ends_calls_at_their_deadline_with_deadline_exceeded() {
     publish(&mut client, publish_request("frozen", "before", "k")).await;
     h.kafka.pause().expect("SIGSTOP tansu");
     let short = Duration::from_millis(800);
-    let mut request = tonic::Request::new(publish_request("frozen", "during", "k"));
-    request.set_timeout(short);
+    let request = within(short, publish_request("frozen", "during", "k"));
     let err = client
         .publish(request)
         .await
         .expect_err("no ack while frozen");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("deadline"), "{err:?}");
-    let mut request = tonic::Request::new(SubscribeRequest {
+    let subscribe = SubscribeRequest {
         topic: "frozen-new".to_string(),
         subscriber_id: "g".to_string(),
         options: HashMap::new(),
-    });
-    request.set_timeout(short);
+    };
     let err = client
-        .subscribe(request)
+        .subscribe(within(short, subscribe))
         .await
         .expect_err("no topic lookup");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    let mut request = tonic::Request::new(TailRequest {
+    let tail = TailRequest {
         topic: "frozen-other".to_string(),
         start: None,
         max_messages: 0,
-    });
-    request.set_timeout(short);
-    let err = h.streams().tail(request).await.expect_err("no metadata");
+    };
+    let err = h
+        .streams()
+        .tail(within(short, tail))
+        .await
+        .expect_err("no metadata");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     h.kafka.resume().expect("SIGCONT tansu");
     // The record queued during the stall may be written now (the README's

@@ -29,6 +29,7 @@ mod ports;
 mod postgres;
 mod probe;
 mod process;
+pub mod pubsub;
 mod redis;
 pub mod rotation;
 pub mod server;
