@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use prism_faults::{Kind, Load, LoadOptions, Plugin, publish_request, with_deadline};
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, Credit, MessageRef, StartPosition, consume_request,
-    consume_response,
+    Ack, ConsumeRequest, Credit, MessageRef, consume_request, consume_response,
 };
 use prism_testkit::pubsub::open_from_earliest;
 use prism_testkit::{Kafka, ServingStatus};

@@ -14,9 +14,9 @@ use nix::sys::signal::Signal;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef,
-    PartitionOffsets, PublishRequest, StartPosition, SubscribeRequest, TailRequest,
-    UnsubscribeRequest, consume_request, consume_response, tail_request,
+    Ack, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef, PartitionOffsets,
+    PublishRequest, StartPosition, SubscribeRequest, TailRequest, UnsubscribeRequest,
+    consume_request, consume_response, tail_request,
 };
 use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
