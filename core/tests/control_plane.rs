@@ -4,38 +4,26 @@
 //! redaction, reflection via grpcurl, and the metrics endpoint. The plugin is
 //! `examples/test_plugin.rs`; its backend probe points at a harness Redis.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::test_plugin;
 use prism_plugin_core::proto::keyvalue::{
-    GetRequest, SetRequest, key_value_basic_interface_client::KeyValueBasicInterfaceClient,
+    GetRequest, GetResponse, SetRequest,
+    key_value_basic_interface_client::KeyValueBasicInterfaceClient,
 };
 use prism_plugin_core::proto::lifecycle::{
     DrainRequest, HealthCheckRequest, HealthStatus, InitializeRequest, StartRequest, StopRequest,
     lifecycle_interface_client::LifecycleInterfaceClient,
 };
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{
     PluginProcess, Redis, ServingStatus, connect, free_port, health_status, wait_for_health,
 };
 use tonic::transport::Channel;
 
 const STARTUP: Duration = Duration::from_secs(20);
-
-/// The example plugin binary, built by `cargo test` beside the test binaries.
-fn test_plugin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("examples").join("test_plugin");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo test -p prism-plugin-core` (it builds examples)",
-        path.display()
-    );
-    path
-}
 
 struct Running {
     process: PluginProcess,
@@ -51,9 +39,7 @@ async fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let process = PluginProcess::spawn(test_plugin(), &all_args, envs)
         .await
         .expect("spawn");
-    wait_for_health(port, "liveness", ServingStatus::Serving, STARTUP)
-        .await
-        .expect("liveness");
+    expect_serving(port, "liveness", STARTUP).await;
     let channel = connect(port, STARTUP).await.expect("connect");
     Running {
         process,
@@ -68,6 +54,16 @@ fn lifecycle(r: &Running) -> LifecycleInterfaceClient<Channel> {
 
 fn kv(r: &Running) -> KeyValueBasicInterfaceClient<Channel> {
     KeyValueBasicInterfaceClient::new(r.channel.clone())
+}
+
+/// A Get the test plugin answers after `ms` milliseconds, in flight in a task.
+fn slow_get(
+    r: &Running,
+    ms: u64,
+) -> tokio::task::JoinHandle<Result<tonic::Response<GetResponse>, tonic::Status>> {
+    let mut client = kv(r);
+    let key = format!("sleep:{ms}");
+    tokio::spawn(async move { client.get(GetRequest { key }).await })
 }
 
 fn init_request(pairs: &[(&str, &str)]) -> InitializeRequest {
@@ -139,19 +135,10 @@ async fn gateway_lifecycle_initialize_start_health_drain_stop() {
         .unwrap()
         .into_inner();
     assert_eq!(hc.status, HealthStatus::Healthy as i32, "{}", hc.message);
-    wait_for_health(r.port, "", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "", STARTUP).await;
 
     // Drain with one call in flight: it completes; a new call is UNAVAILABLE.
-    let mut slow_client = kv(&r);
-    let slow = tokio::spawn(async move {
-        slow_client
-            .get(GetRequest {
-                key: "sleep:1500".into(),
-            })
-            .await
-    });
+    let slow = slow_get(&r, 1500);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut drain_client = lifecycle(&r);
     let drain = tokio::spawn(async move {
@@ -213,18 +200,9 @@ async fn initialize_overrides_backend_keys_and_reports_errors_in_band() {
         .unwrap()
         .into_inner();
     assert!(init.success, "{}", init.error);
-    wait_for_health(r.port, "readiness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "readiness", STARTUP).await;
     redis.stop().await.unwrap();
-    wait_for_health(
-        r.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("override took effect: readiness follows the overridden backend");
+    expect_not_serving(r.port, "readiness", Duration::from_secs(5)).await;
 
     // A misspelt key is an in-band error naming it; gRPC status stays OK.
     let bad = lc
@@ -276,18 +254,9 @@ async fn readiness_follows_the_backend_and_liveness_does_not() {
 
     redis.stop().await.unwrap();
     let lost = Instant::now();
-    wait_for_health(
-        r.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap();
-    eprintln!(
-        "readiness NOT_SERVING {:?} after the backend stopped",
-        lost.elapsed()
-    );
+    expect_not_serving(r.port, "readiness", Duration::from_secs(3)).await;
+    let lost = lost.elapsed();
+    eprintln!("readiness NOT_SERVING {lost:?} after the backend stopped");
     for svc in [
         "",
         "test",
@@ -312,13 +281,9 @@ async fn readiness_follows_the_backend_and_liveness_does_not() {
 
     redis.start_again().await.unwrap();
     let back = Instant::now();
-    wait_for_health(r.port, "", ServingStatus::Serving, Duration::from_secs(3))
-        .await
-        .unwrap();
-    eprintln!(
-        "\"\" SERVING {:?} after the backend returned",
-        back.elapsed()
-    );
+    expect_serving(r.port, "", Duration::from_secs(3)).await;
+    let back = back.elapsed();
+    eprintln!("\"\" SERVING {back:?} after the backend returned");
 }
 
 #[tokio::test]
@@ -348,9 +313,7 @@ async fn backend_down_at_startup_keeps_process_alive_until_it_appears() {
     );
 
     redis.start_again().await.unwrap();
-    wait_for_health(r.port, "", ServingStatus::Serving, Duration::from_secs(10))
-        .await
-        .unwrap();
+    expect_serving(r.port, "", Duration::from_secs(10)).await;
     kv(&r)
         .set(SetRequest {
             key: "k".into(),
@@ -366,14 +329,7 @@ async fn sigterm_with_calls_in_flight_completes_them_and_exits_zero() {
     let mut r = start(&[], &[]).await;
     let mut calls = Vec::new();
     for _ in 0..5 {
-        let mut client = kv(&r);
-        calls.push(tokio::spawn(async move {
-            client
-                .get(GetRequest {
-                    key: "sleep:1000".into(),
-                })
-                .await
-        }));
+        calls.push(slow_get(&r, 1000));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     r.process.sigterm().unwrap();
@@ -390,14 +346,7 @@ async fn sigterm_with_calls_in_flight_completes_them_and_exits_zero() {
 #[tokio::test]
 async fn second_signal_exits_at_once() {
     let mut r = start(&[], &[]).await;
-    let mut client = kv(&r);
-    let _slow = tokio::spawn(async move {
-        client
-            .get(GetRequest {
-                key: "sleep:20000".into(),
-            })
-            .await
-    });
+    let _slow = slow_get(&r, 20000);
     tokio::time::sleep(Duration::from_millis(300)).await;
     r.process.sigterm().unwrap();
     r.process
@@ -418,14 +367,7 @@ async fn second_signal_exits_at_once() {
 #[tokio::test]
 async fn drain_timeout_reports_aborted_calls() {
     let r = start(&["--log-level", "warn"], &[]).await;
-    let mut client = kv(&r);
-    let slow = tokio::spawn(async move {
-        client
-            .get(GetRequest {
-                key: "sleep:4000".into(),
-            })
-            .await
-    });
+    let slow = slow_get(&r, 4000);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reply = lifecycle(&r)
         .drain(DrainRequest {
@@ -534,9 +476,7 @@ async fn grpc_port_flag_overrides_file_and_check_config_redacts_secrets() {
 #[tokio::test]
 async fn grpcurl_lists_services_and_checks_health() {
     let r = start(&[], &[]).await;
-    wait_for_health(r.port, "", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "", STARTUP).await;
     let grpcurl = prism_testkit::grpcurl().unwrap();
     let target = format!("localhost:{}", r.port);
     let out = tokio::process::Command::new(&grpcurl)
@@ -581,9 +521,7 @@ async fn grpcurl_lists_services_and_checks_health() {
 async fn metrics_endpoint_counts_calls_by_method_and_status() {
     let metrics_port = free_port();
     let r = start(&[], &[("PRISM_METRICS_PORT", &metrics_port.to_string())]).await;
-    wait_for_health(r.port, "", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap();
+    expect_serving(r.port, "", STARTUP).await;
     kv(&r).get(GetRequest { key: "a".into() }).await.unwrap();
     let err = kv(&r).set(SetRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

@@ -4,24 +4,19 @@
 //! serves health only; rotated certificates are picked up without dropping
 //! open connections; unreadable certificate files are a config error (64).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::test_plugin;
 use prism_plugin_core::proto::keyvalue::{
     GetRequest, key_value_basic_interface_client::KeyValueBasicInterfaceClient,
 };
-use prism_testkit::{PluginProcess, ServingStatus, TestCa, free_port, wait_for_health};
+use prism_testkit::lifecycle::expect_serving;
+use prism_testkit::{PluginProcess, ServingStatus, TestCa, free_port};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-fn test_plugin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    dir.join("examples").join("test_plugin")
-}
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -120,9 +115,7 @@ async fn start_tls_plugin(pki: &Pki, mtls: bool) -> (PluginProcess, u16, u16) {
         .await
         .unwrap();
     // Probes use the plaintext probe port.
-    wait_for_health(probe, "", ServingStatus::Serving, Duration::from_secs(20))
-        .await
-        .unwrap();
+    expect_serving(probe, "", Duration::from_secs(20)).await;
     (process, port, probe)
 }
 

@@ -77,19 +77,11 @@ fn token_auth(vault: &Vault) -> AuthConfig {
 
 /// Logs in to PostgreSQL with the minted credentials and returns `session_user`.
 async fn login_as(pg: &Postgres, user: &str, password: &str) -> Result<String, String> {
+    let port = pg.port().to_string();
+    let server = ["-h", "127.0.0.1", "-p", &port, "-d", pg.database()];
     let out = tokio::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            user,
-            "-d",
-            pg.database(),
-            "-Atc",
-            "SELECT session_user",
-        ])
+        .args(server)
+        .args(["-U", user, "-Atc", "SELECT session_user"])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "3")
         .output()
@@ -250,17 +242,9 @@ async fn approle_and_token_file_logins_work() {
 #[tokio::test]
 async fn kv2_secret_new_version_is_noticed() {
     let vault = Vault::start().await.unwrap();
-    vault
-        .bao(&[
-            "kv",
-            "put",
-            "secret/prism/kafka",
-            "username=app",
-            "password=pw-v1",
-            "mechanism=SCRAM-SHA-512",
-        ])
-        .await
-        .unwrap();
+    let put = ["kv", "put", "secret/prism/kafka", "username=app"];
+    let v1 = ["password=pw-v1", "mechanism=SCRAM-SHA-512"];
+    vault.bao(&[&put[..], &v1].concat()).await.unwrap();
     let config = VaultConfig {
         address: vault.addr(),
         auth: token_auth(&vault),
@@ -283,16 +267,8 @@ async fn kv2_secret_new_version_is_noticed() {
     );
     assert_eq!(v1.extra["mechanism"], "SCRAM-SHA-512");
     let mut rx = source.subscribe();
-    vault
-        .bao(&[
-            "kv",
-            "put",
-            "secret/prism/kafka",
-            "username=app",
-            "password=pw-v2",
-        ])
-        .await
-        .unwrap();
+    let v2 = ["password=pw-v2"];
+    vault.bao(&[&put[..], &v2].concat()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), rx.changed())
         .await
         .unwrap()

@@ -50,6 +50,21 @@ struct Stall {
     deadline_exceeded: bool,
 }
 
+impl Stall {
+    /// Calls with the default deadline end DEADLINE_EXCEEDED (tonic's timer
+    /// tolerated), with no settings beyond the backend's address.
+    fn by_deadline(name: &'static str, kind: Kind) -> Stall {
+        Stall {
+            name,
+            kind,
+            envs: &[],
+            deadline: DEADLINE,
+            tolerate_tonic_timeout: true,
+            deadline_exceeded: true,
+        }
+    }
+}
+
 /// Starts the backend and the plugin, stalls the backend under load (see
 /// [`stall`]), then asserts what the scenario expects of its kind.
 async fn run(s: Stall) {
@@ -202,15 +217,7 @@ async fn stall(s: &Stall, plugin: &mut Plugin, backend: &mut Backend, load: Load
 /// logins while other tests run).
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_stall_ends_calls_by_their_deadline_and_recovers_after_sigcont() {
-    run(Stall {
-        name: "postgres",
-        kind: Kind::Postgres,
-        envs: &[],
-        deadline: DEADLINE,
-        tolerate_tonic_timeout: true,
-        deadline_exceeded: true,
-    })
-    .await;
+    run(Stall::by_deadline("postgres", Kind::Postgres)).await;
 }
 
 /// The plugin's own bound (`connection_timeout + response_timeout`, here
@@ -278,15 +285,7 @@ async fn kafka_stall_fails_publishes_by_produce_timeout_and_recovers_after_sigco
 /// still win for a few calls (seen: 5 of 15): counted and printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_stall_ends_publishes_by_their_deadline_with_deadline_exceeded() {
-    run(Stall {
-        name: "kafka-deadline",
-        kind: Kind::Kafka,
-        envs: &[],
-        deadline: DEADLINE,
-        tolerate_tonic_timeout: true,
-        deadline_exceeded: true,
-    })
-    .await;
+    run(Stall::by_deadline("kafka-deadline", Kind::Kafka)).await;
 }
 
 /// With the default idempotent producer (`acks: all`), Publishes that time

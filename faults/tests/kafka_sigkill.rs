@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use prism_faults::{Kind, Load, LoadOptions, Plugin, publish_request, with_deadline};
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, Credit, MessageRef, StartPosition, consume_request,
-    consume_response,
+    Ack, ConsumeRequest, Credit, MessageRef, consume_request, consume_response,
 };
+use prism_testkit::pubsub::open_from_earliest;
 use prism_testkit::{Kafka, ServingStatus};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,16 +60,9 @@ struct Consumer {
 impl Consumer {
     async fn open(plugin: &Plugin) -> Consumer {
         let (tx, rx) = mpsc::channel(64);
-        tx.send(ConsumeRequest {
-            request: Some(consume_request::Request::Open(ConsumeOpen {
-                topic: TOPIC.into(),
-                group: GROUP.into(),
-                start: StartPosition::Earliest as i32,
-                initial_credit: 20,
-            })),
-        })
-        .await
-        .expect("send open");
+        tx.send(open_from_earliest(TOPIC, GROUP, 20))
+            .await
+            .expect("send open");
         let rx = plugin
             .streams()
             .consume(ReceiverStream::new(rx))

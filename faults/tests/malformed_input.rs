@@ -218,15 +218,7 @@ async fn oversized_then_normal_kv(name: &str, plugin: &Plugin) {
         .set(kv_set("big", &big))
         .await
         .expect_err("over max_message_bytes");
-    eprintln!(
-        "[{name}] 2 MiB message: {:?} {:?}",
-        err.code(),
-        err.message()
-    );
-    assert!(
-        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
-        "{err:?}"
-    );
+    too_big(name, &err);
     kv.set(with_deadline(
         kv_set("after", "fine"),
         Duration::from_secs(5),
@@ -272,15 +264,7 @@ async fn kafka_answers_malformed_frames_with_clean_errors_and_keeps_serving() {
         .publish(publish(vec![0; 2 * 1024 * 1024]))
         .await
         .expect_err("over max_message_bytes");
-    eprintln!(
-        "[kafka] 2 MiB message: {:?} {:?}",
-        err.code(),
-        err.message()
-    );
-    assert!(
-        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
-        "{err:?}"
-    );
+    too_big("kafka", &err);
     pubsub
         .publish(with_deadline(
             publish(b"fine".to_vec()),
@@ -288,4 +272,15 @@ async fn kafka_answers_malformed_frames_with_clean_errors_and_keeps_serving() {
         ))
         .await
         .expect("a normal Publish afterwards");
+}
+
+/// A message over `max_message_bytes` is refused cleanly: OUT_OF_RANGE or
+/// RESOURCE_EXHAUSTED (printed with the plugin `name`).
+fn too_big(name: &str, err: &tonic::Status) {
+    let (code, message) = (err.code(), err.message());
+    eprintln!("[{name}] 2 MiB message: {code:?} {message:?}");
+    assert!(
+        matches!(code, Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
 }

@@ -224,16 +224,7 @@ async fn postgres_sigterm_completes_in_flight_calls_and_exits_zero() {
     let holder =
         pg.psql("BEGIN; LOCK TABLE prism_kv IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;");
     let test = async {
-        let locked = prism_faults::poll_until(WAIT, || async {
-            pg.psql(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'prism_kv'::regclass \
-                 AND mode = 'AccessExclusiveLock' AND granted",
-            )
-            .await
-            .unwrap_or_default()
-                == "1"
-        })
-        .await;
+        let locked = prism_faults::poll_until(WAIT, || pg.exclusively_locked("prism_kv")).await;
         assert!(locked, "the lock is taken");
         let held = held_gets(&plugin, 3);
         let waiting = prism_faults::poll_until(WAIT, || async {

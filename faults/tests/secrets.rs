@@ -121,6 +121,17 @@ async fn observe<F, Fut>(
 }
 
 /// `--check-config` with `envs`: records its output.
+/// [`observe`] without an `Initialize` and without exercising the plugin.
+async fn observe_plain(
+    out: &mut Output,
+    label: &str,
+    kind: Kind,
+    envs: &[(&str, &str)],
+    ready: bool,
+) {
+    observe(out, label, kind, envs, ready, &[], |p| async { p }).await;
+}
+
 async fn check_config(out: &mut Output, label: &str, kind: Kind, envs: &[(&str, &str)]) {
     let mut process = PluginProcess::spawn(binary(kind.binary_name()), &["--check-config"], envs)
         .await
@@ -170,40 +181,33 @@ async fn postgres_never_prints_or_reports_a_password() {
     )
     .await;
     let wrong = format!("postgres://prism:{WRONG}@127.0.0.1:{}/prism", pg.port());
-    observe(
+    let case = [("DATABASE_URL", wrong.as_str())];
+    observe_plain(
         &mut out,
         "postgres wrong password",
         Kind::Postgres,
-        &[("DATABASE_URL", wrong.as_str())],
+        &case,
         false,
-        &[],
-        |p| async { p },
     )
     .await;
     let unreachable = format!(
         "postgres://prism:{UNREACHABLE}@127.0.0.1:{}/prism",
         closed_port()
     );
-    observe(
+    let case = [
+        ("DATABASE_URL", unreachable.as_str()),
+        ("PRISM_BACKEND__CONNECT_TIMEOUT", "1s"),
+    ];
+    observe_plain(
         &mut out,
         "postgres unreachable",
         Kind::Postgres,
-        &[
-            ("DATABASE_URL", unreachable.as_str()),
-            ("PRISM_BACKEND__CONNECT_TIMEOUT", "1s"),
-        ],
+        &case,
         false,
-        &[],
-        |p| async { p },
     )
     .await;
-    check_config(
-        &mut out,
-        "postgres",
-        Kind::Postgres,
-        &[("DATABASE_URL", good.as_str())],
-    )
-    .await;
+    let case = [("DATABASE_URL", good.as_str())];
+    check_config(&mut out, "postgres", Kind::Postgres, &case).await;
     out.assert_free_of(
         "postgres",
         &[
@@ -240,52 +244,30 @@ async fn redis_never_prints_or_reports_a_password() {
         kv_round_trip,
     )
     .await;
-    observe(
-        &mut out,
-        "redis wrong password",
-        Kind::Redis,
-        &[("REDIS_ADDRESS", addr.as_str()), ("REDIS_PASSWORD", WRONG)],
-        false,
-        &[],
-        |p| async { p },
-    )
-    .await;
+    let case = [("REDIS_ADDRESS", addr.as_str()), ("REDIS_PASSWORD", WRONG)];
+    observe_plain(&mut out, "redis wrong password", Kind::Redis, &case, false).await;
     let url = format!("redis://:{IN_URL}@{addr}");
-    observe(
+    let case = [("REDIS_ADDRESS", url.as_str())];
+    observe_plain(
         &mut out,
         "redis wrong password in the URL",
         Kind::Redis,
-        &[("REDIS_ADDRESS", url.as_str())],
+        &case,
         false,
-        &[],
-        |p| async { p },
     )
     .await;
     let unreachable = format!("127.0.0.1:{}", closed_port());
-    observe(
-        &mut out,
-        "redis unreachable",
-        Kind::Redis,
-        &[
-            ("REDIS_ADDRESS", unreachable.as_str()),
-            ("REDIS_PASSWORD", UNREACHABLE),
-            ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
-        ],
-        false,
-        &[],
-        |p| async { p },
-    )
-    .await;
-    check_config(
-        &mut out,
-        "redis",
-        Kind::Redis,
-        &[
-            ("REDIS_ADDRESS", url.as_str()),
-            ("REDIS_PASSWORD", PASSWORD),
-        ],
-    )
-    .await;
+    let case = [
+        ("REDIS_ADDRESS", unreachable.as_str()),
+        ("REDIS_PASSWORD", UNREACHABLE),
+        ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
+    ];
+    observe_plain(&mut out, "redis unreachable", Kind::Redis, &case, false).await;
+    let case = [
+        ("REDIS_ADDRESS", url.as_str()),
+        ("REDIS_PASSWORD", PASSWORD),
+    ];
+    check_config(&mut out, "redis", Kind::Redis, &case).await;
     out.assert_free_of(
         "redis",
         &[
@@ -342,44 +324,29 @@ async fn kafka_never_prints_or_reports_the_sasl_password() {
     let sasl_supported = probe.wait_exit(WAIT).await.expect("exits").success();
     out.add("kafka sasl_plaintext --check-config", probe.logs());
     if sasl_supported {
-        observe(
+        observe_plain(
             &mut out,
             "kafka sasl_plaintext against a plaintext broker",
             Kind::Kafka,
             &sasl,
             false,
-            &[],
-            |p| async { p },
         )
         .await;
     } else {
         eprintln!("[kafka] this build refuses sasl_plaintext; its refusal output was checked");
     }
     let unreachable = format!("127.0.0.1:{}", closed_port());
-    observe(
-        &mut out,
-        "kafka unreachable",
-        Kind::Kafka,
-        &[
-            ("KAFKA_BROKERS", unreachable.as_str()),
-            ("KAFKA_SASL_USERNAME", "prism"),
-            ("KAFKA_SASL_PASSWORD", UNREACHABLE),
-        ],
-        false,
-        &[],
-        |p| async { p },
-    )
-    .await;
-    check_config(
-        &mut out,
-        "kafka",
-        Kind::Kafka,
-        &[
-            ("KAFKA_BROKERS", brokers.as_str()),
-            ("KAFKA_SASL_PASSWORD", PASSWORD),
-        ],
-    )
-    .await;
+    let case = [
+        ("KAFKA_BROKERS", unreachable.as_str()),
+        ("KAFKA_SASL_USERNAME", "prism"),
+        ("KAFKA_SASL_PASSWORD", UNREACHABLE),
+    ];
+    observe_plain(&mut out, "kafka unreachable", Kind::Kafka, &case, false).await;
+    let case = [
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("KAFKA_SASL_PASSWORD", PASSWORD),
+    ];
+    check_config(&mut out, "kafka", Kind::Kafka, &case).await;
     out.assert_free_of(
         "kafka",
         &[

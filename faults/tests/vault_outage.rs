@@ -49,6 +49,17 @@ fn kv_load(plugin: &Plugin) -> Load {
     plugin.set_load(options, Duration::from_secs(2), |_| "v".into())
 }
 
+/// PostgreSQL and Vault (15 s leases), the plugin on Vault credentials, and
+/// KV load that has made 20 successful calls.
+async fn serving_under_load() -> (Postgres, Vault, Plugin, Load) {
+    let (pg, vault) = servers("15s", "10m").await;
+    let plugin = plugin_on_vault(&pg, &vault).await;
+    let load = kv_load(&plugin);
+    let started = Instant::now();
+    assert!(load.wait_calls(started, 20, WAIT, |r| r.is_ok()).await);
+    (pg, vault, plugin, load)
+}
+
 fn number(details: &BTreeMap<String, String>, key: &str) -> u64 {
     details
         .get(key)
@@ -102,13 +113,7 @@ fn report_and_assert(name: &str, report: &Report, outage: Instant, back: Instant
 async fn vault_stall_keeps_serving_reports_unreachable_and_renewal_resumes() {
     // Renewal at 2/3 of 15 s: the stall is noticed within ~10 s and leaves
     // ~4 s of lease when Vault is back.
-    let (pg, mut vault) = servers("15s", "10m").await;
-    let plugin = plugin_on_vault(&pg, &vault).await;
-    let load = kv_load(&plugin);
-    assert!(
-        load.wait_calls(Instant::now(), 20, WAIT, |r| r.is_ok())
-            .await
-    );
+    let (_pg, mut vault, plugin, load) = serving_under_load().await;
     let renewals = number(&plugin.health_details().await, "vault_renewals");
 
     let outage = Instant::now();
@@ -142,13 +147,7 @@ async fn vault_stall_keeps_serving_reports_unreachable_and_renewal_resumes() {
 /// credentials and swaps its pool.
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_restart_keeps_serving_and_switches_to_new_credentials_when_back() {
-    let (pg, mut vault) = servers("15s", "10m").await;
-    let plugin = plugin_on_vault(&pg, &vault).await;
-    let load = kv_load(&plugin);
-    assert!(
-        load.wait_calls(Instant::now(), 20, WAIT, |r| r.is_ok())
-            .await
-    );
+    let (pg, mut vault, plugin, load) = serving_under_load().await;
     let swaps = number(&plugin.health_details().await, "vault_pool_swaps");
 
     let outage = Instant::now();

@@ -8,12 +8,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{STARTUP, Secured, round_trip, spawn, wait_for_report};
-use prism_plugin_core::proto::lifecycle::HealthStatus;
-use prism_testkit::lifecycle::wait_all_health;
-use prism_testkit::{ServingStatus, wait_for_health};
+use common::{Secured, ready_channel, refused_with, round_trip, spawn, stop};
 
 const USER: &str = "prism-app";
 const PASSWORD: &str = "sasl-secret-6d1f";
@@ -35,12 +30,7 @@ async fn round_trip_with(tls: bool) {
         envs.push(("PRISM_BACKEND__TLS__CA_FILE", ca_file.as_str()));
     }
     let (mut plugin, port) = spawn(&envs).await;
-    wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
+    let channel = ready_channel(&plugin, port).await;
     let got = round_trip(&channel, "sasl-topic", "sasl-group", protocol).await;
     assert_eq!(got, protocol);
     let authenticated = secured.proxy.authenticated();
@@ -48,15 +38,8 @@ async fn round_trip_with(tls: bool) {
     assert!(authenticated.len() >= 2, "{authenticated:?}");
     assert!(authenticated.iter().all(|u| u == USER), "{authenticated:?}");
     assert!(secured.proxy.rejected().is_empty());
-    plugin.sigterm().expect("sigterm");
-    plugin
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .expect("exits");
-    assert!(
-        !plugin.logs().contains(PASSWORD),
-        "password leaked into logs"
-    );
+    let logs = stop(&mut plugin).await;
+    assert!(!logs.contains(PASSWORD), "password leaked into logs");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,37 +66,13 @@ async fn a_wrong_password_keeps_readiness_off_with_the_reason_and_leaks_nothing(
         ("PRISM_LOG_LEVEL", "debug"),
     ])
     .await;
-    wait_for_health(port, "liveness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    plugin
-        .wait_for_log("Authentication failed", STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    // A probe has run into the rejection: the report names it, readiness
-    // is off and liveness on.
-    wait_for_report(
-        port,
-        HealthStatus::Unhealthy,
-        "Authentication failed",
-        STARTUP,
-    )
-    .await;
-    wait_all_health(port, &["readiness"], ServingStatus::NotServing, STARTUP).await;
-    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
+    // The broker rejects it: logged, reported by a probe, readiness off and
+    // liveness on.
+    refused_with(&mut plugin, port, "Authentication failed", &["readiness"]).await;
     assert!(secured.proxy.authenticated().is_empty());
     assert!(secured.proxy.rejected().iter().all(|u| u == USER));
     assert!(!secured.proxy.rejected().is_empty());
-    assert!(
-        plugin.try_status().expect("status").is_none(),
-        "plugin exited"
-    );
-    plugin.sigterm().expect("sigterm");
-    plugin
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .expect("exits");
-    let logs = plugin.logs();
+    let logs = stop(&mut plugin).await;
     assert!(
         !logs.contains(WRONG) && !logs.contains(PASSWORD),
         "password leaked"

@@ -14,12 +14,14 @@ use nix::sys::signal::Signal;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef,
-    PartitionOffsets, PublishRequest, StartPosition, SubscribeRequest, TailRequest,
-    UnsubscribeRequest, consume_request, consume_response, tail_request,
+    Ack, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef, PartitionOffsets,
+    PublishRequest, StartPosition, SubscribeRequest, TailRequest, UnsubscribeRequest,
+    consume_request, consume_response, tail_request,
 };
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
-use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port, wait_for_health};
+use prism_testkit::pubsub::open_from_earliest;
+use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -33,6 +35,9 @@ const RECV: Duration = Duration::from_secs(15);
 /// Test session timeout (the default): tansu holds a JoinGroup for half of
 /// it, and under load answers heartbeats late enough that 2 s sessions expire.
 const SESSION: &str = "6s";
+
+/// Group `g`, from the earliest offset.
+const GROUP_G: &[(&str, &str)] = &[("group", "g"), ("start", "earliest")];
 
 struct Harness {
     kafka: Kafka,
@@ -163,6 +168,30 @@ async fn subscribe(
         .into_inner()
 }
 
+/// `message` with a `grpc-timeout` of `timeout`.
+fn within<T>(timeout: Duration, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Unsubscribes `subscriber` from `topic`; returns the reply.
+async fn unsubscribe(
+    client: &mut PubSubBasicInterfaceClient<Channel>,
+    topic: &str,
+    subscriber: &str,
+) -> prism_plugin_core::proto::pubsub::UnsubscribeResponse {
+    let request = UnsubscribeRequest {
+        topic: topic.into(),
+        subscriber_id: subscriber.into(),
+    };
+    client
+        .unsubscribe(request)
+        .await
+        .expect("unsubscribe")
+        .into_inner()
+}
+
 async fn next(stream: &mut Streaming<Message>, timeout: Duration) -> Message {
     tokio::time::timeout(timeout, stream.message())
         .await
@@ -243,11 +272,8 @@ async fn round_trip_keeps_metadata_ids_keys_and_millisecond_timestamps() {
         .await
         .expect("grpcurl runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("messageId"), "{stdout}");
     let got = next(&mut sub, RECV).await;
     assert_eq!(&got.payload[..], b"hello");
@@ -306,20 +332,9 @@ async fn two_groups_each_get_every_message_and_a_shared_group_splits_partitions(
 
     // Shared group: both members join before anything is published, then
     // messages trickle in until each member has received some.
-    let mut x = subscribe(
-        &mut client,
-        "shared",
-        "x",
-        &[("group", "workers"), ("start", "earliest")],
-    )
-    .await;
-    let mut y = subscribe(
-        &mut client,
-        "shared",
-        "y",
-        &[("group", "workers"), ("start", "earliest")],
-    )
-    .await;
+    let workers = [("group", "workers"), ("start", "earliest")];
+    let mut x = subscribe(&mut client, "shared", "x", &workers).await;
+    let mut y = subscribe(&mut client, "shared", "y", &workers).await;
     let mut seen_x = Vec::new();
     let mut seen_y = Vec::new();
     let mut published = 0;
@@ -446,51 +461,25 @@ async fn a_slow_subscriber_gets_backpressure_bounded_memory_and_every_message_on
 async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed_over() {
     let h = Harness::start(&[("PRISM_BACKEND__COMMIT_INTERVAL", "100ms")]).await;
     let mut client = h.pubsub();
-    let mut sub = subscribe(
-        &mut client,
-        "events",
-        "s1",
-        &[("group", "g"), ("start", "earliest")],
-    )
-    .await;
+    let mut sub = subscribe(&mut client, "events", "s1", GROUP_G).await;
     publish_seq(&h.channel, "events", 10).await;
     let first = collect(&mut sub, 10, RECV).await;
     assert_eq!(first.len(), 10);
 
-    let reply = client
-        .unsubscribe(UnsubscribeRequest {
-            topic: "events".into(),
-            subscriber_id: "s1".into(),
-        })
-        .await
-        .expect("unsubscribe")
-        .into_inner();
+    let reply = unsubscribe(&mut client, "events", "s1").await;
     assert!(reply.success, "{reply:?}");
     let end = tokio::time::timeout(Duration::from_secs(10), sub.message())
         .await
         .expect("stream ends");
     assert!(matches!(end, Ok(None)), "clean end of stream: {end:?}");
-    let again = client
-        .unsubscribe(UnsubscribeRequest {
-            topic: "events".into(),
-            subscriber_id: "s1".into(),
-        })
-        .await
-        .expect("unsubscribe")
-        .into_inner();
+    let again = unsubscribe(&mut client, "events", "s1").await;
     assert!(
         !again.success && again.error.contains("no active subscription"),
         "{again:?}"
     );
 
     // The group resumes after the 10 handed-over messages.
-    let mut sub = subscribe(
-        &mut client,
-        "events",
-        "s2",
-        &[("group", "g"), ("start", "earliest")],
-    )
-    .await;
+    let mut sub = subscribe(&mut client, "events", "s2", GROUP_G).await;
     publish(&mut client, publish_request("events", "10", "k")).await;
     let m = next(&mut sub, RECV).await;
     assert_eq!(
@@ -501,13 +490,7 @@ async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed
     // A client that just drops its stream also leaves the group.
     drop(sub);
     publish(&mut client, publish_request("events", "11", "k")).await;
-    let mut sub = subscribe(
-        &mut client,
-        "events",
-        "s3",
-        &[("group", "g"), ("start", "earliest")],
-    )
-    .await;
+    let mut sub = subscribe(&mut client, "events", "s3", GROUP_G).await;
     let m = next(&mut sub, RECV).await;
     assert_eq!(&m.payload[..], b"11");
 }
@@ -519,24 +502,20 @@ struct Consumer {
 }
 
 impl Consumer {
+    /// Asserts that no message arrives within 700 ms (`why` says why none may).
+    async fn assert_no_message(&mut self, why: &str) {
+        let event = self.next_event(Duration::from_millis(700)).await;
+        let message = matches!(event, Some(consume_response::Response::Message(_)));
+        assert!(!message, "{why}");
+    }
+
     async fn open(h: &Harness, topic: &str, group: &str, credit: i32) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        tx.send(ConsumeRequest {
-            request: Some(consume_request::Request::Open(ConsumeOpen {
-                topic: topic.into(),
-                group: group.into(),
-                start: StartPosition::Earliest as i32,
-                initial_credit: credit,
-            })),
-        })
-        .await
-        .expect("send open");
-        let rx = h
-            .streams()
-            .consume(ReceiverStream::new(rx))
+        tx.send(open_from_earliest(topic, group, credit))
             .await
-            .expect("consume")
-            .into_inner();
+            .expect("send open");
+        let opened = h.streams().consume(ReceiverStream::new(rx)).await;
+        let rx = opened.expect("consume").into_inner();
         Consumer { tx, rx }
     }
 
@@ -630,13 +609,8 @@ async fn consume_honours_credit_and_redelivers_exactly_the_unacknowledged_after_
     let first = c.messages(5, RECV).await;
     assert_eq!(payloads(&first), ["0", "1", "2", "3", "4"]);
     // No more than the credit: nothing else arrives until credit is granted.
-    assert!(
-        !matches!(
-            c.next_event(Duration::from_millis(700)).await,
-            Some(consume_response::Response::Message(_))
-        ),
-        "a message beyond the granted credit"
-    );
+    c.assert_no_message("a message beyond the granted credit")
+        .await;
     c.credit(15).await;
     let rest = c.messages(15, RECV).await;
     let all: Vec<Message> = first.into_iter().chain(rest).collect();
@@ -659,13 +633,8 @@ async fn consume_honours_credit_and_redelivers_exactly_the_unacknowledged_after_
         (10..20).map(|i| i.to_string()).collect::<Vec<_>>(),
         "exactly the unacknowledged ones (12 was acked past a gap, so it comes again)"
     );
-    assert!(
-        !matches!(
-            again.next_event(Duration::from_millis(700)).await,
-            Some(consume_response::Response::Message(_))
-        ),
-        "nothing acknowledged is delivered again"
-    );
+    let why = "nothing acknowledged is delivered again";
+    again.assert_no_message(why).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -682,13 +651,9 @@ async fn after_sigkill_a_restarted_plugin_redelivers_exactly_the_unacknowledged(
     let mut again = Consumer::open(&h, "crashy", "g", 100).await;
     let redelivered = again.messages(5, RECV).await;
     assert_eq!(payloads(&redelivered), ["5", "6", "7", "8", "9"]);
-    assert!(
-        !matches!(
-            again.next_event(Duration::from_millis(700)).await,
-            Some(consume_response::Response::Message(_))
-        ),
-        "acknowledged messages are not delivered again"
-    );
+    again
+        .assert_no_message("acknowledged messages are not delivered again")
+        .await;
 }
 
 async fn tail(h: &Harness, topic: &str, start: tail_request::Start, max: i64) -> Vec<Message> {
@@ -813,50 +778,52 @@ async fn broker_outage_fails_publishes_unavailable_and_recovers_without_restart(
         took < Duration::from_secs(6),
         "bounded by the produce timeout: {took:?}"
     );
-    wait_for_health(
-        h.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("readiness off");
-    wait_for_health(
-        h.port,
-        "liveness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("still alive");
+    expect_not_serving(h.port, "readiness", Duration::from_secs(5)).await;
+    expect_serving(h.port, "liveness", Duration::from_secs(1)).await;
 
     h.kafka.start_again().await.expect("tansu restarts");
-    wait_for_health(
-        h.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("readiness back");
+    expect_serving(h.port, "readiness", Duration::from_secs(10)).await;
     // The restarted (in-memory) broker lost the topic; the plugin recreates it.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let request = publish_request("ops", "after", "");
+    let failures = publish_until_acked(&h, &mut client, request, Duration::from_secs(15)).await;
+    eprintln!("[recovery] failed publishes after restart: {failures:?}");
+    let m = first_from_earliest(&mut client, "ops", "after-outage").await;
+    assert_eq!(&m.payload[..], b"after");
+}
+
+/// Publishes `request` until it is acknowledged, every 250 ms for at most
+/// `timeout` (then panics with the plugin's logs); returns the failures.
+async fn publish_until_acked(
+    h: &Harness,
+    client: &mut PubSubBasicInterfaceClient<Channel>,
+    request: PublishRequest,
+    timeout: Duration,
+) -> Vec<tonic::Status> {
+    let deadline = Instant::now() + timeout;
+    let mut failures = Vec::new();
     loop {
-        match client.publish(publish_request("ops", "after", "")).await {
+        match client.publish(request.clone()).await {
             Ok(reply) => {
                 assert!(reply.into_inner().success);
-                break;
+                return failures;
             }
             Err(err) if Instant::now() < deadline => {
-                eprintln!("[recovery] publish after restart: {err:?}");
+                failures.push(err);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(err) => panic!("publishing never recovered: {err:?}\n{}", h.plugin.logs()),
         }
     }
-    let mut sub = subscribe(&mut client, "ops", "after-outage", &[("start", "earliest")]).await;
-    let m = next(&mut sub, RECV).await;
-    assert_eq!(&m.payload[..], b"after");
+}
+
+/// The first message a new group `group` reads from the start of `topic`.
+async fn first_from_earliest(
+    client: &mut PubSubBasicInterfaceClient<Channel>,
+    topic: &str,
+    group: &str,
+) -> Message {
+    let mut sub = subscribe(client, topic, group, &[("start", "earliest")]).await;
+    next(&mut sub, RECV).await
 }
 
 /// With the default idempotent producer, a restarted tansu (in memory: it
@@ -873,27 +840,16 @@ async fn after_a_broker_restart_the_idempotent_producer_is_replaced_and_publishi
     publish(&mut client, publish_request("idem", "before", "k")).await;
     h.kafka.stop().await.expect("tansu stops");
     h.kafka.start_again().await.expect("tansu restarts");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut failures = Vec::new();
-    loop {
-        match client.publish(publish_request("idem", "after", "k")).await {
-            Ok(reply) => {
-                assert!(reply.into_inner().success);
-                break;
-            }
-            Err(err) if Instant::now() < deadline => {
-                assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-                failures.push(err.message().to_string());
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => panic!("publishing never recovered: {err:?}\n{}", h.plugin.logs()),
-        }
-    }
+    let request = publish_request("idem", "after", "k");
+    let failures = publish_until_acked(&h, &mut client, request, Duration::from_secs(40)).await;
     eprintln!(
         "[recovery] {} failed Publishes before the first ack; last: {:?}",
         failures.len(),
         failures.last()
     );
+    for err in &failures {
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
     assert!(
         h.plugin
             .logs()
@@ -901,14 +857,7 @@ async fn after_a_broker_restart_the_idempotent_producer_is_replaced_and_publishi
         "the producer was replaced:\n{}",
         h.plugin.logs()
     );
-    let mut sub = subscribe(
-        &mut client,
-        "idem",
-        "after-restart",
-        &[("start", "earliest")],
-    )
-    .await;
-    let m = next(&mut sub, RECV).await;
+    let m = first_from_earliest(&mut client, "idem", "after-restart").await;
     assert_eq!(&m.payload[..], b"after");
 }
 
@@ -923,32 +872,33 @@ async fn a_frozen_broker_ends_calls_at_their_deadline_with_deadline_exceeded() {
     publish(&mut client, publish_request("frozen", "before", "k")).await;
     h.kafka.pause().expect("SIGSTOP tansu");
     let short = Duration::from_millis(800);
-    let mut request = tonic::Request::new(publish_request("frozen", "during", "k"));
-    request.set_timeout(short);
+    let request = within(short, publish_request("frozen", "during", "k"));
     let err = client
         .publish(request)
         .await
         .expect_err("no ack while frozen");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("deadline"), "{err:?}");
-    let mut request = tonic::Request::new(SubscribeRequest {
+    let subscribe = SubscribeRequest {
         topic: "frozen-new".to_string(),
         subscriber_id: "g".to_string(),
         options: HashMap::new(),
-    });
-    request.set_timeout(short);
+    };
     let err = client
-        .subscribe(request)
+        .subscribe(within(short, subscribe))
         .await
         .expect_err("no topic lookup");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    let mut request = tonic::Request::new(TailRequest {
+    let tail = TailRequest {
         topic: "frozen-other".to_string(),
         start: None,
         max_messages: 0,
-    });
-    request.set_timeout(short);
-    let err = h.streams().tail(request).await.expect_err("no metadata");
+    };
+    let err = h
+        .streams()
+        .tail(within(short, tail))
+        .await
+        .expect_err("no metadata");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     h.kafka.resume().expect("SIGCONT tansu");
     // The record queued during the stall may be written now (the README's
@@ -1020,13 +970,8 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
 async fn sigterm_ends_open_streams_cleanly_and_exits_zero_quickly() {
     let mut h = Harness::start(&[("PRISM_BACKEND__COMMIT_INTERVAL", "100ms")]).await;
     let mut client = h.pubsub();
-    let mut sub = subscribe(
-        &mut client,
-        "drain-events",
-        "d1",
-        &[("group", "drain-g"), ("start", "earliest")],
-    )
-    .await;
+    let options = [("group", "drain-g"), ("start", "earliest")];
+    let mut sub = subscribe(&mut client, "drain-events", "d1", &options).await;
     publish_seq(&h.channel, "drain-events", 5).await;
     assert_eq!(collect(&mut sub, 5, RECV).await.len(), 5);
 
@@ -1059,13 +1004,8 @@ async fn sigterm_ends_open_streams_cleanly_and_exits_zero_quickly() {
     h.plugin = plugin;
     h.channel = channel;
     let mut client = h.pubsub();
-    let mut sub = subscribe(
-        &mut client,
-        "drain-events",
-        "d1",
-        &[("group", "drain-g"), ("start", "earliest")],
-    )
-    .await;
+    let options = [("group", "drain-g"), ("start", "earliest")];
+    let mut sub = subscribe(&mut client, "drain-events", "d1", &options).await;
     let mut publisher = h.pubsub();
     publish(
         &mut publisher,

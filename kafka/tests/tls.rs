@@ -6,12 +6,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{STARTUP, Secured, round_trip, spawn, wait_for_report};
-use prism_plugin_core::proto::lifecycle::HealthStatus;
-use prism_testkit::lifecycle::wait_all_health;
-use prism_testkit::{ServingStatus, TestCa, wait_for_health};
+use common::{Secured, ready_channel, refused_with, round_trip, spawn, stop};
+use prism_testkit::TestCa;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_and_subscribe_over_tls_with_the_ca_file() {
@@ -24,12 +20,7 @@ async fn publish_and_subscribe_over_tls_with_the_ca_file() {
         ("PRISM_BACKEND__TLS__CA_FILE", &ca_file),
     ])
     .await;
-    wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
+    let channel = ready_channel(&plugin, port).await;
     let got = round_trip(&channel, "tls-topic", "tls-group", "over tls").await;
     assert_eq!(got, "over tls");
 }
@@ -47,40 +38,11 @@ async fn a_wrong_ca_keeps_readiness_off_with_a_clear_reason_and_the_plugin_servi
         ("PRISM_BACKEND__TLS__CA_FILE", &wrong),
     ])
     .await;
-    wait_for_health(port, "liveness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    // The TLS handshake fails on every attempt; librdkafka's reason is logged.
-    plugin
-        .wait_for_log("certificate verify failed", STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    // A probe has run into the failure: the report names it, and every
-    // status that follows the backend is off while liveness stays on.
-    wait_for_report(
-        port,
-        HealthStatus::Unhealthy,
-        "certificate verify failed",
-        STARTUP,
-    )
-    .await;
-    wait_all_health(
-        port,
-        &["readiness", "", "kafka"],
-        ServingStatus::NotServing,
-        STARTUP,
-    )
-    .await;
-    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
-    assert!(
-        plugin.try_status().expect("status").is_none(),
-        "plugin exited"
-    );
-    plugin.sigterm().expect("sigterm");
-    let status = plugin
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exits");
-    assert_eq!(status.code(), Some(0), "{}", plugin.logs());
-    assert!(!plugin.logs().contains("panicked"), "{}", plugin.logs());
+    // The TLS handshake fails on every attempt; librdkafka's reason is
+    // logged, a probe reports it, and every status that follows the backend
+    // is off while liveness stays on.
+    let reason = "certificate verify failed";
+    refused_with(&mut plugin, port, reason, &["readiness", "", "kafka"]).await;
+    let logs = stop(&mut plugin).await;
+    assert!(!logs.contains("panicked"), "{logs}");
 }

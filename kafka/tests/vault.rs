@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RECV, STARTUP, Secured, publish_request, round_trip, spawn};
+use common::{RECV, STARTUP, Secured, publish_request, ready_channel, round_trip, spawn};
 use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
@@ -25,7 +25,7 @@ use prism_plugin_core::proto::pubsub::{
     Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef, StartPosition,
     SubscribeRequest, consume_request, consume_response,
 };
-use prism_testkit::{ServingStatus, Vault, wait_for_health};
+use prism_testkit::Vault;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -67,6 +67,29 @@ fn consume_message(request: consume_request::Request) -> ConsumeRequest {
     }
 }
 
+/// The next item of an open `stream` within `timeout`.
+async fn receive<T>(stream: &mut Streaming<T>, timeout: Duration) -> T {
+    tokio::time::timeout(timeout, stream.message())
+        .await
+        .expect("a stream item within the timeout")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// Acknowledges `messages` (offset, payload) of partition 0 on the Consume
+/// stream `commands` feeds.
+async fn ack(commands: &mpsc::Sender<ConsumeRequest>, messages: &[(i64, String)]) {
+    let messages = messages
+        .iter()
+        .map(|(offset, _)| MessageRef {
+            partition: 0,
+            offset: *offset,
+        })
+        .collect();
+    let request = consume_message(consume_request::Request::Ack(Ack { messages }));
+    commands.send(request).await.expect("ack");
+}
+
 /// Next Consume message (skipping `committed` notices, which are returned
 /// through `committed`).
 async fn next_message(
@@ -74,11 +97,7 @@ async fn next_message(
     committed: &mut i64,
 ) -> (i64, String) {
     loop {
-        let response = tokio::time::timeout(RECV, stream.message())
-            .await
-            .expect("a consume response within the timeout")
-            .expect("stream ok")
-            .expect("stream open");
+        let response = receive(stream, RECV).await;
         match response.response {
             Some(consume_response::Response::Message(m)) => {
                 return (
@@ -97,11 +116,7 @@ async fn next_message(
 }
 
 async fn next_payload(stream: &mut Streaming<Message>) -> String {
-    let message = tokio::time::timeout(RECV, stream.message())
-        .await
-        .expect("a message within the timeout")
-        .expect("stream ok")
-        .expect("stream open");
+    let message = receive(stream, RECV).await;
     String::from_utf8(message.payload.to_vec()).expect("utf-8")
 }
 
@@ -113,11 +128,7 @@ async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut
             !left.is_zero(),
             "commit {want} not confirmed (at {committed})"
         );
-        let response = tokio::time::timeout(left, stream.message())
-            .await
-            .expect("a committed notice within the timeout")
-            .expect("stream ok")
-            .expect("stream open");
+        let response = receive(stream, left).await;
         match response.response {
             Some(consume_response::Response::Committed(c)) => {
                 for offset in c.offsets {
@@ -148,12 +159,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         ("PRISM_LOG_LEVEL", "debug"),
     ])
     .await;
-    wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
+    let channel = ready_channel(&plugin, port).await;
     let before = details(&channel).await;
     assert_eq!(before.get("vault_user").map(String::as_str), Some(USER_1));
 
@@ -193,18 +199,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     }
     let payloads: Vec<&str> = first.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(payloads, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
-    commands
-        .send(consume_message(consume_request::Request::Ack(Ack {
-            messages: first[..5]
-                .iter()
-                .map(|(offset, _)| MessageRef {
-                    partition: 0,
-                    offset: *offset,
-                })
-                .collect(),
-        })))
-        .await
-        .expect("ack");
+    ack(&commands, &first[..5]).await;
     wait_committed(&mut stream, &mut committed, first[5].0).await;
 
     // A Subscribe stream that has received one message.
@@ -291,18 +286,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     let payloads: Vec<String> = second.iter().map(|(_, p)| p.clone()).collect();
     let expected: Vec<String> = (5..20).map(|i| i.to_string()).collect();
     assert_eq!(payloads, expected);
-    commands
-        .send(consume_message(consume_request::Request::Ack(Ack {
-            messages: second
-                .iter()
-                .map(|(offset, _)| MessageRef {
-                    partition: 0,
-                    offset: *offset,
-                })
-                .collect(),
-        })))
-        .await
-        .expect("ack");
+    ack(&commands, &second).await;
     wait_committed(&mut stream, &mut committed, second[14].0 + 1).await;
 
     // The subscription goes on (as the new user): what it had received was

@@ -8,13 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Rng, code, get, pg_and_plugin, poll_until, req, scan, set};
+use common::{Rng, code, get, pg_and_plugin, poll_until, read, req, scan, set};
 use prism_plugin_core::proto::keyvalue::{
-    BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest, ExistsRequest,
-    ExpireRequest, GetTtlRequest, PersistRequest, ScanRequest,
+    BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest, GetTtlRequest, ScanRequest,
 };
-use prism_plugin_core::proto::lifecycle::InitializeRequest;
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_testkit::conformance;
 use tonic::Code;
 
@@ -171,30 +168,7 @@ async fn hostile_unicode_and_maximal_keys_round_trip_and_limits_map_to_codes() {
         code(sc.scan(req(None, scan("", 10, "not-a-cursor"))).await),
         Code::InvalidArgument
     );
-    let mut batch = plugin.batch();
-    let status = batch
-        .batch_set(req(
-            None,
-            BatchSetRequest {
-                requests: vec![set("fine", "x", 0), set("", "x", 0)],
-            },
-        ))
-        .await
-        .expect_err("empty key in a batch");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().starts_with("requests[1]"),
-        "{}",
-        status.message()
-    );
-    assert!(
-        !kv.exists(req(None, ExistsRequest { key: "fine".into() }))
-            .await
-            .unwrap()
-            .into_inner()
-            .exists,
-        "all or nothing"
-    );
+    conformance::a_bad_key_rejects_the_whole_batch(&plugin.channel).await;
 }
 
 /// The longest prefix of `s` of at most `bytes` bytes.
@@ -236,214 +210,23 @@ async fn namespaces_isolate_keys_in_every_operation() {
 #[tokio::test]
 async fn ttl_hides_expired_items_at_once_and_ttl_rpcs_follow_design() {
     let (_pg, plugin) = pg_and_plugin(&[]).await;
+    conformance::ttl_semantics(&plugin.channel).await;
+    // Scan, which prism-redis does not serve, hides an expired item at once
+    // too, although the reaper (30 s) has not run.
     let mut kv = plugin.basic();
-    let mut ttl = plugin.ttl();
-    let get_ttl = |key: &str| GetTtlRequest {
-        key: key.to_string(),
-    };
-
-    let set_at = Instant::now();
-    kv.set(req(None, set("short", "x", 2))).await.unwrap();
-    let left = ttl
-        .get_ttl(req(None, get_ttl("short")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        (1..=2).contains(&left.ttl_seconds) && left.error.is_empty(),
-        "{left:?}"
-    );
-    assert!(
-        kv.get(req(None, get("short")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
-    let gone = poll_until(Duration::from_secs(4), "expiry", || {
+    kv.set(req(None, set("brief", "x", 1))).await.unwrap();
+    poll_until(Duration::from_secs(3), "expiry", || {
         let mut kv = kv.clone();
-        async move {
-            !kv.get(req(None, get("short")))
-                .await
-                .unwrap()
-                .into_inner()
-                .found
-        }
+        async move { !read(&mut kv, None, "brief").await.found }
     })
     .await;
-    let elapsed = set_at.elapsed();
-    eprintln!("[timing] 2 s TTL gone after {elapsed:?} (poll {gone:?})");
-    assert!(
-        elapsed >= Duration::from_millis(1900),
-        "expired early: {elapsed:?}"
-    );
-    assert!(
-        elapsed <= Duration::from_secs(3),
-        "still visible after 3 s: {elapsed:?}"
-    );
-    // Invisible to every read, although the reaper (30 s) has not run.
-    assert!(
-        !kv.exists(req(
-            None,
-            ExistsRequest {
-                key: "short".into()
-            }
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .exists
-    );
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("short")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -2
-    );
     let page = plugin
         .scan()
-        .scan(req(None, scan("sho", 0, "")))
+        .scan(req(None, scan("bri", 0, "")))
         .await
         .unwrap()
         .into_inner();
     assert!(page.items.is_empty() && !page.has_more);
-    let batch = plugin
-        .batch()
-        .batch_get(req(
-            None,
-            BatchGetRequest {
-                keys: vec!["short".into()],
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(batch.found_count, 0);
-    // Setting it again makes it a fresh key.
-    kv.set(req(None, set("short", "y", 0))).await.unwrap();
-    assert_eq!(
-        &kv.get(req(None, get("short")))
-            .await
-            .unwrap()
-            .into_inner()
-            .value[..],
-        b"y"
-    );
-
-    // GetTTL: -1 no expiry, -2 missing.
-    kv.set(req(None, set("forever", "x", 0))).await.unwrap();
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("forever")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -1
-    );
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("missing")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -2
-    );
-
-    // Expire / Persist.
-    let expire = |key: &str, s: i64| ExpireRequest {
-        key: key.to_string(),
-        ttl_seconds: s,
-    };
-    let persist = |key: &str| PersistRequest {
-        key: key.to_string(),
-    };
-    let reply = ttl
-        .expire(req(None, expire("forever", 100)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && reply.key_existed && reply.error.is_empty());
-    let left = ttl
-        .get_ttl(req(None, get_ttl("forever")))
-        .await
-        .unwrap()
-        .into_inner()
-        .ttl_seconds;
-    assert!((99..=100).contains(&left), "{left}");
-    let reply = ttl
-        .persist(req(None, persist("forever")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && reply.expiration_removed && reply.error.is_empty());
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("forever")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -1
-    );
-    let reply = ttl
-        .persist(req(None, persist("forever")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        reply.success && !reply.expiration_removed,
-        "no expiry to remove"
-    );
-    let reply = ttl
-        .persist(req(None, persist("missing")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && !reply.expiration_removed);
-    let reply = ttl
-        .expire(req(None, expire("missing", 10)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && !reply.key_existed && reply.error.is_empty());
-    assert!(
-        !kv.get(req(None, get("missing")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found,
-        "Expire creates nothing"
-    );
-    // Expire 0 = now.
-    let reply = ttl
-        .expire(req(None, expire("forever", 0)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && reply.key_existed);
-    assert!(
-        !kv.get(req(None, get("forever")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
-    assert_eq!(
-        code(ttl.expire(req(None, expire("short", -5))).await),
-        Code::InvalidArgument
-    );
-    // A Set without TTL clears an earlier one.
-    kv.set(req(None, set("k", "x", 50))).await.unwrap();
-    kv.set(req(None, set("k", "x", 0))).await.unwrap();
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("k")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -1
-    );
 }
 
 #[tokio::test]
@@ -486,19 +269,13 @@ async fn scan_pages_return_every_stable_key_once_in_order_while_keys_change() {
         .await
         .expect("seed");
     // Noise outside the prefix on both sides.
-    batch
-        .batch_set(req(
-            Some("scan"),
-            BatchSetRequest {
-                requests: vec![
-                    set("item.", "x", 0),
-                    set("item0", "x", 0),
-                    set("iteM/1", "x", 0),
-                ],
-            },
-        ))
-        .await
-        .unwrap();
+    let noise = vec![
+        set("item.", "x", 0),
+        set("item0", "x", 0),
+        set("iteM/1", "x", 0),
+    ];
+    let requests = BatchSetRequest { requests: noise };
+    batch.batch_set(req(Some("scan"), requests)).await.unwrap();
 
     let mut sc = plugin.scan();
     let mut kv = plugin.basic();
@@ -637,13 +414,7 @@ async fn batches_answer_in_request_order_and_scale_to_10000_items() {
         .flat_map(|i| [format!("b/{i:05}"), format!("missing/{i}")])
         .chain(["b/00007".to_string()])
         .collect();
-    let started = Instant::now();
-    let got = batch
-        .batch_get(req(None, BatchGetRequest { keys: keys.clone() }))
-        .await
-        .expect("batch get")
-        .into_inner();
-    eprintln!("[timing] BatchGet 20,001 keys: {:?}", started.elapsed());
+    let got = prism_testkit::kv::batch_get(&mut batch, None, &keys).await;
     assert_eq!(got.results.len(), keys.len());
     assert_eq!(got.found_count, (n + 1) as i32);
     for (key, result) in keys.iter().zip(&got.results) {
@@ -659,29 +430,16 @@ async fn batches_answer_in_request_order_and_scale_to_10000_items() {
     }
 
     // A key twice in one BatchSet: the last one wins.
+    let twice = vec![
+        set("dup", "first", 0),
+        set("other", "o", 0),
+        set("dup", "last", 0),
+    ];
     batch
-        .batch_set(req(
-            None,
-            BatchSetRequest {
-                requests: vec![
-                    set("dup", "first", 0),
-                    set("other", "o", 0),
-                    set("dup", "last", 0),
-                ],
-            },
-        ))
+        .batch_set(req(None, BatchSetRequest { requests: twice }))
         .await
         .expect("duplicates");
-    assert_eq!(
-        &plugin
-            .basic()
-            .get(req(None, get("dup")))
-            .await
-            .unwrap()
-            .into_inner()
-            .value[..],
-        b"last"
-    );
+    assert_eq!(&plugin.read(None, "dup").await.value[..], b"last");
 
     // BatchDelete with missing keys mixed in.
     let started = Instant::now();
@@ -704,27 +462,6 @@ async fn batches_answer_in_request_order_and_scale_to_10000_items() {
 #[tokio::test]
 async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflection() {
     let (_pg, plugin) = pg_and_plugin(&[]).await;
-    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
-    let reply = lifecycle
-        .initialize(InitializeRequest {
-            name: "gateway".into(),
-            version: String::new(),
-            config: Some(Default::default()),
-        })
-        .await
-        .expect("Initialize")
-        .into_inner();
-    assert!(reply.success, "{reply:?}");
-    let declared: BTreeSet<String> = reply
-        .metadata
-        .expect("metadata")
-        .interfaces
-        .into_iter()
-        .map(|i| {
-            assert_eq!(i.proto_hash.len(), 64, "{i:?}");
-            i.name
-        })
-        .collect();
     let want: BTreeSet<String> = [
         "KeyValueBasicInterface",
         "KeyValueBatchInterface",
@@ -733,53 +470,35 @@ async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflectio
     ]
     .map(String::from)
     .into();
-    assert_eq!(declared, want);
+    assert_eq!(
+        conformance::declared_interfaces(&plugin.channel).await,
+        want
+    );
 
-    let grpcurl = prism_testkit::grpcurl().expect("grpcurl installed");
-    let target = format!("127.0.0.1:{}", plugin.port);
-    let call = |method: &str, body: &str| {
-        let grpcurl = grpcurl.clone();
-        let target = target.clone();
-        let method = format!("prism.interfaces.keyvalue.{method}");
-        let body = body.to_string();
-        async move {
-            let out = tokio::process::Command::new(grpcurl)
-                .args([
-                    "-plaintext",
-                    "-H",
-                    "x-prism-namespace: cli",
-                    "-d",
-                    &body,
-                    &target,
-                    &method,
-                ])
-                .output()
-                .await
-                .expect("grpcurl runs");
-            assert!(
-                out.status.success(),
-                "grpcurl {method} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON reply")
-        }
-    };
     // "aGVsbG8=" is base64 for "hello".
-    let reply = call(
+    let reply = conformance::grpcurl(
+        plugin.port,
         "KeyValueBasicInterface/Set",
         r#"{"key":"cli/one","value":"aGVsbG8="}"#,
     )
     .await;
     assert_eq!(reply["success"], true, "{reply}");
-    call(
+    conformance::grpcurl(
+        plugin.port,
         "KeyValueBasicInterface/Set",
         r#"{"key":"cli/two","value":"aGVsbG8="}"#,
     )
     .await;
-    let reply = call("KeyValueBasicInterface/Get", r#"{"key":"cli/one"}"#).await;
+    let reply = conformance::grpcurl(
+        plugin.port,
+        "KeyValueBasicInterface/Get",
+        r#"{"key":"cli/one"}"#,
+    )
+    .await;
     assert_eq!(reply["found"], true, "{reply}");
     assert_eq!(reply["value"], "aGVsbG8=", "{reply}");
-    let reply = call(
+    let reply = conformance::grpcurl(
+        plugin.port,
         "KeyValueScanInterface/Scan",
         r#"{"prefix":"cli/","limit":1}"#,
     )
@@ -787,7 +506,8 @@ async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflectio
     assert_eq!(reply["items"][0]["key"], "cli/one", "{reply}");
     assert_eq!(reply["hasMore"], true, "{reply}");
     let cursor = reply["nextCursor"].as_str().expect("cursor").to_string();
-    let reply = call(
+    let reply = conformance::grpcurl(
+        plugin.port,
         "KeyValueScanInterface/Scan",
         &format!(r#"{{"prefix":"cli/","cursor":"{cursor}"}}"#),
     )
@@ -795,12 +515,7 @@ async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflectio
     assert_eq!(reply["items"][0]["key"], "cli/two", "{reply}");
     assert_eq!(reply["items"].as_array().map(Vec::len), Some(1), "{reply}");
     // The namespace header reached the plugin.
-    let got = plugin
-        .basic()
-        .get(req(Some("cli"), get("cli/one")))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = plugin.read(Some("cli"), "cli/one").await;
     assert!(got.found);
 }
 
@@ -851,32 +566,9 @@ async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
                 .map(drop)
                 .map_err(|e| format!("set {ns} new/{i}: {e}"))
             });
-            let mut kv = plugin.basic();
-            calls.spawn(async move {
-                let got = kv
-                    .get(req(Some(ns), get(&format!("old/{i}"))))
-                    .await
-                    .map_err(|e| format!("get {ns} old/{i}: {e}"))?
-                    .into_inner();
-                if got.found && got.value == format!("{ns}:old{i}").into_bytes() {
-                    Ok(())
-                } else {
-                    Err(format!("get {ns} old/{i}: wrong answer {got:?}"))
-                }
-            });
-            let mut kv = plugin.basic();
-            calls.spawn(async move {
-                let got = kv
-                    .get(req(Some(ns), get(&format!("missing/{i}"))))
-                    .await
-                    .map_err(|e| format!("get {ns} missing/{i}: {e}"))?
-                    .into_inner();
-                if got.found {
-                    Err(format!("get {ns} missing/{i}: found {got:?}"))
-                } else {
-                    Ok(())
-                }
-            });
+            let want = format!("{ns}:old{i}");
+            calls.spawn(get_expecting(&plugin, ns, format!("old/{i}"), Some(want)));
+            calls.spawn(get_expecting(&plugin, ns, format!("missing/{i}"), None));
         }
     }
     for value in ["first", "second"] {
@@ -919,11 +611,7 @@ async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
             assert_eq!(got.value, format!("{ns}:new{i}").into_bytes());
         }
     }
-    let twice = kv
-        .get(req(Some("ns-a"), get("twice")))
-        .await
-        .expect("get")
-        .into_inner();
+    let twice = read(&mut kv, Some("ns-a"), "twice").await;
     assert!(
         twice.value[..] == b"first"[..] || twice.value[..] == b"second"[..],
         "{twice:?}"
@@ -940,6 +628,29 @@ async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
         statements <= 16,
         "66 queued Sets took {statements} statements: they were not batched"
     );
+}
+
+/// A Get of `key` in `ns` (in a task) that fails unless it answers `want`
+/// (`None`: not found).
+fn get_expecting(
+    plugin: &common::Plugin,
+    ns: &'static str,
+    key: String,
+    want: Option<String>,
+) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    let mut kv = plugin.basic();
+    async move {
+        let got = kv.get(req(Some(ns), get(&key))).await;
+        let got = got
+            .map_err(|e| format!("get {ns} {key}: {e}"))?
+            .into_inner();
+        let value = got.found.then(|| got.value.to_vec());
+        if value == want.map(String::into_bytes) {
+            Ok(())
+        } else {
+            Err(format!("get {ns} {key}: wrong answer {got:?}"))
+        }
+    }
 }
 
 /// Calls that queue for a connection (coalesce.rs) never start opening one

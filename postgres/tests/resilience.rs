@@ -7,15 +7,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Plugin, code, get, poll_until, req, set};
+use common::{code, get, poll_until, read, req, set, spawn_plugin, start_plugin};
 use prism_plugin_core::proto::keyvalue::GetRequest;
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{POSTGRES_PASSWORD, Postgres, ServingStatus, wait_for_health};
 use tonic::Code;
 
 #[tokio::test]
 async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart() {
     let mut pg = Postgres::start().await.expect("postgres starts");
-    let mut plugin = Plugin::start(&pg, &[]).await;
+    let mut plugin = start_plugin(&pg, &[]).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("before", "x", 0))).await.expect("set");
 
@@ -38,22 +39,8 @@ async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart(
         "[timing] first three calls after the stop: {:?}",
         stopped.elapsed()
     );
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("readiness NOT_SERVING");
-    wait_for_health(
-        plugin.port,
-        "liveness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("liveness stays SERVING");
+    expect_not_serving(plugin.port, "readiness", Duration::from_secs(3)).await;
+    expect_serving(plugin.port, "liveness", Duration::from_secs(1)).await;
     // Known down: calls fail at once instead of waiting for acquire_timeout.
     for _ in 0..5 {
         let started = Instant::now();
@@ -78,23 +65,12 @@ async fn outage_fails_calls_fast_with_unavailable_and_recovery_needs_no_restart(
     })
     .await;
     eprintln!("[timing] calls succeed {back:?} after postgres restarted");
-    let got = kv
-        .get(req(None, get("before")))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = read(&mut kv, None, "before").await;
     assert!(got.found, "data survived the restart");
     kv.set(req(None, set("after", "y", 0)))
         .await
         .expect("set after recovery");
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(2),
-    )
-    .await
-    .expect("readiness back");
+    expect_serving(plugin.port, "readiness", Duration::from_secs(2)).await;
     plugin.assert_running();
 }
 
@@ -106,12 +82,16 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
         ("PRISM_BACKEND__TABLE", "items"),
     ];
     let (a, b, c) = tokio::join!(
-        Plugin::spawn(&pg, &envs),
-        Plugin::spawn(&pg, &envs),
-        Plugin::spawn(&pg, &envs)
+        spawn_plugin(&pg, &envs),
+        spawn_plugin(&pg, &envs),
+        spawn_plugin(&pg, &envs)
     );
     let started = Instant::now();
-    tokio::join!(a.wait_serving(), b.wait_serving(), c.wait_serving());
+    tokio::join!(
+        a.wait("", common::STARTUP),
+        b.wait("", common::STARTUP),
+        c.wait("", common::STARTUP)
+    );
     eprintln!(
         "[timing] three replicas SERVING after {:?}",
         started.elapsed()
@@ -132,12 +112,7 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
         .set(req(None, set("shared", "from-a", 0)))
         .await
         .expect("set via a");
-    let got = c
-        .basic()
-        .get(req(None, get("shared")))
-        .await
-        .expect("get via c")
-        .into_inner();
+    let got = c.read(None, "shared").await;
     assert_eq!(&got.value[..], b"from-a");
     assert_eq!(
         pg.psql(
@@ -152,7 +127,7 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
     pg.psql("CREATE TABLE public.foreign_items (id int)")
         .await
         .unwrap();
-    let mut foreign = Plugin::spawn(&pg, &[("PRISM_BACKEND__TABLE", "foreign_items")]).await;
+    let mut foreign = spawn_plugin(&pg, &[("PRISM_BACKEND__TABLE", "foreign_items")]).await;
     let status = foreign
         .process
         .wait_exit(Duration::from_secs(15))
@@ -169,8 +144,8 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
 #[tokio::test]
 async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_server() {
     let pg = Postgres::start().await.expect("postgres starts");
-    let plugin = Plugin::start(&pg, &[]).await;
-    let tiny = Plugin::start(&pg, &[("PRISM_BACKEND__STATEMENT_TIMEOUT", "200ms")]).await;
+    let plugin = start_plugin(&pg, &[]).await;
+    let tiny = start_plugin(&pg, &[("PRISM_BACKEND__STATEMENT_TIMEOUT", "200ms")]).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("locked", "x", 0))).await.expect("set");
     let mut tiny_kv = tiny.basic();
@@ -184,16 +159,8 @@ async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_se
     let holder =
         pg.psql("BEGIN; LOCK TABLE prism_kv IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;");
     let checks = async {
-        poll_until(Duration::from_secs(3), "the lock", || async {
-            pg.psql(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'prism_kv'::regclass \
-                 AND mode = 'AccessExclusiveLock' AND granted",
-            )
-            .await
-            .unwrap()
-                == "1"
-        })
-        .await;
+        let locked = || pg.exclusively_locked("prism_kv");
+        poll_until(Duration::from_secs(3), "the lock", locked).await;
 
         // The client's deadline: DEADLINE_EXCEEDED close to it, not CANCELLED.
         // The header alone (no client-side timer): the server must answer
@@ -249,11 +216,7 @@ async fn deadlines_end_blocked_statements_with_deadline_exceeded_and_free_the_se
     };
     let (held, ()) = tokio::join!(holder, checks);
     held.expect("lock holder");
-    let got = kv
-        .get(req(None, get("locked")))
-        .await
-        .expect("works after the lock")
-        .into_inner();
+    let got = read(&mut kv, None, "locked").await;
     assert!(got.found);
 }
 
@@ -264,7 +227,7 @@ async fn a_frozen_server_turns_readiness_off_and_thawing_turns_it_back_on() {
     // probe must call that down (no statement was answered while it waited),
     // not "slow".
     let pg = Postgres::start().await.expect("postgres starts");
-    let mut plugin = Plugin::start(&pg, &[]).await;
+    let mut plugin = start_plugin(&pg, &[]).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("k", "v", 0))).await.expect("set");
     let frozen = prism_testkit::freeze::FrozenTree::freeze_postgres(pg.data_dir())
@@ -278,14 +241,7 @@ async fn a_frozen_server_turns_readiness_off_and_thawing_turns_it_back_on() {
     .await;
     frozen.thaw().expect("SIGCONT postgres");
     outcome.expect("readiness NOT_SERVING while frozen");
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("readiness back after thawing");
+    expect_serving(plugin.port, "readiness", Duration::from_secs(10)).await;
     poll_until(Duration::from_secs(10), "calls succeed again", || {
         let mut kv = kv.clone();
         async move { kv.get(req(None, get("k"))).await.is_ok() }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Plugin, code, get, req, set};
+use common::{Plugin, code, get, read, req, set, spawn_plugin, start_plugin};
 use prism_testkit::{IssuedCert, Postgres, ServingStatus, TestCa, health_status};
 
 /// A server certificate for `names`, the PostgreSQL server using it, and a
@@ -100,18 +100,14 @@ async fn verify_full_with_the_configured_ca_talks_tls_on_every_session() {
     let ca = TestCa::new("prism pg test CA").unwrap();
     let setup = setup(&ca, &["localhost", "127.0.0.1"], &ca).await;
     let url = setup.url("localhost", "verify-full");
-    let plugin = Plugin::start(&setup.pg, &[("DATABASE_URL", &url)]).await;
+    let plugin = start_plugin(&setup.pg, &[("DATABASE_URL", &url)]).await;
 
     let mut basic = plugin.basic();
     basic
         .set(req(None, set("tls-key", "over tls", 0)))
         .await
         .expect("set");
-    let reply = basic
-        .get(req(None, get("tls-key")))
-        .await
-        .expect("get")
-        .into_inner();
+    let reply = read(&mut basic, None, "tls-key").await;
     assert_eq!(&reply.value[..], b"over tls");
 
     let (tls, plain) = setup.plugin_sessions().await;
@@ -127,7 +123,7 @@ async fn verify_full_refuses_a_server_signed_by_another_ca() {
     );
     let setup = setup(&ca, &["localhost", "127.0.0.1"], &other).await;
     let url = setup.url("localhost", "verify-full");
-    let mut plugin = Plugin::spawn(&setup.pg, &[("DATABASE_URL", &url)]).await;
+    let mut plugin = spawn_plugin(&setup.pg, &[("DATABASE_URL", &url)]).await;
     assert_refused(&mut plugin, &setup, "UnknownIssuer").await;
 }
 
@@ -140,7 +136,7 @@ async fn verify_full_refuses_a_certificate_for_another_host_name() {
     // The certificate names another host than the one the plugin dials.
     let setup = setup(&ca, &["db.prism.internal"], &ca).await;
     let url = setup.url("localhost", "verify-full");
-    let mut plugin = Plugin::spawn(&setup.pg, &[("DATABASE_URL", &url)]).await;
+    let mut plugin = spawn_plugin(&setup.pg, &[("DATABASE_URL", &url)]).await;
     assert_refused(
         &mut plugin,
         &setup,

@@ -8,15 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Plugin, get, req, set};
-use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_testkit::{Postgres, Tee, Vault, json_strings};
+use common::{Plugin, poll_until, req, set, start_plugin};
+use prism_testkit::lifecycle::expect_serving;
+use prism_testkit::load::Load;
+use prism_testkit::rotation::{self, MintedUsers};
+use prism_testkit::{Postgres, Tee, Vault};
 
 /// PostgreSQL and OpenBao, configured by the setup script with the given
 /// role TTLs. Returns the script's stdout.
@@ -62,150 +60,48 @@ fn bare_url(pg: &Postgres) -> String {
     format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database())
 }
 
-async fn start_plugin(pg: &Postgres, vault: &Vault, auth: &[(&str, &str)]) -> Plugin {
+async fn start_vault_plugin(pg: &Postgres, vault: &Vault, auth: &[(&str, &str)]) -> Plugin {
     let url = bare_url(pg);
     let addr = vault.addr();
     let envs = vault_envs(&url, &addr, auth);
-    Plugin::start(pg, &envs).await
+    start_plugin(pg, &envs).await
 }
 
 fn token_auth(vault: &Vault) -> [(&'static str, &str); 1] {
     [("VAULT_TOKEN", vault.root_token())]
 }
 
-/// Distinct users of the plugin's sessions.
-async fn session_users(pg: &Postgres) -> Vec<String> {
-    let out = pg
-        .psql(
+/// The database's users as the Vault suite sees them.
+struct Users<'a>(&'a Postgres);
+
+impl Users<'_> {
+    /// The names `sql` aggregates with `string_agg(…, ',')`, sorted.
+    async fn query(&self, sql: &str) -> Vec<String> {
+        let out = self.0.psql(sql).await.expect("psql");
+        let mut names: Vec<String> = out
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl MintedUsers for Users<'_> {
+    /// Vault-minted roles that exist now.
+    async fn minted(&self) -> Vec<String> {
+        self.query("SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname LIKE 'v-%'")
+            .await
+    }
+
+    /// Distinct users of the plugin's sessions.
+    async fn in_use(&self) -> Vec<String> {
+        self.query(
             "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity \
              WHERE application_name = 'prism-postgres'",
         )
         .await
-        .expect("psql");
-    out.split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Vault-minted roles that exist now.
-async fn minted_roles(pg: &Postgres) -> Vec<String> {
-    let out = pg
-        .psql("SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname LIKE 'v-%'")
-        .await
-        .expect("psql");
-    out.split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-async fn health_details(plugin: &Plugin) -> BTreeMap<String, String> {
-    LifecycleInterfaceClient::new(plugin.channel.clone())
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner()
-        .details
-        .into_iter()
-        .collect()
-}
-
-/// Steady KV traffic: `clients` loops of Set + Get (value checked), each
-/// failed call counted and retried after `backoff`.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(plugin: &Plugin, clients: usize, backoff: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let tasks = (0..clients)
-            .map(|c| {
-                let mut kv = plugin.basic();
-                let (stop, ok, failed, errors) =
-                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let key = format!("c{c}-{}", n % 50);
-                        let value = format!("v{n}");
-                        let result = async {
-                            kv.set(req(None, set(&key, value.clone(), 0))).await?;
-                            let got = kv.get(req(None, get(&key))).await?.into_inner();
-                            if got.value.as_ref() != value.as_bytes() {
-                                return Err(tonic::Status::data_loss("wrong value read back"));
-                            }
-                            Ok::<_, tonic::Status>(())
-                        }
-                        .await;
-                        match result {
-                            Ok(()) => {
-                                ok.fetch_add(2, Ordering::Relaxed);
-                            }
-                            Err(status) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                {
-                                    let mut errors = errors.lock().unwrap();
-                                    if errors.len() < 5 {
-                                        errors.push(format!(
-                                            "{:?}: {}",
-                                            status.code(),
-                                            status.message()
-                                        ));
-                                    }
-                                }
-                                tokio::time::sleep(backoff).await;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            errors,
-            tasks,
-        }
-    }
-
-    fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-
-    async fn finish(self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("load task");
-        }
-        let errors = self.errors.lock().unwrap().clone();
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            errors,
-        )
-    }
-}
-
-async fn poll<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -219,228 +115,63 @@ async fn rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_i
     let tee = Tee::start(vault.port()).await;
     let url = bare_url(&pg);
     let tee_addr = tee.addr();
-    let envs = vault_envs(&url, &tee_addr, &[("VAULT_TOKEN", vault.root_token())]);
-    let mut plugin = Plugin::start(&pg, &envs).await;
-    let first_users = session_users(&pg).await;
-    let minted = minted_roles(&pg).await;
-    assert_eq!(minted.len(), 1, "one minted user: {minted:?}");
-    assert!(
-        first_users.iter().all(|u| u.starts_with("v-")),
-        "the plugin logs in as the Vault-minted user only: {first_users:?}"
-    );
-
-    let load = Load::start(&plugin, 8, Duration::from_millis(50));
-    let started = Instant::now();
-    let mut seen = minted;
-    loop {
-        for user in session_users(&pg).await {
-            if !seen.contains(&user) {
-                seen.push(user);
-            }
-        }
-        let swaps: u64 = health_details(&plugin).await["vault_pool_swaps"]
-            .parse()
-            .expect("swaps");
-        if swaps >= 3 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(25),
-            "3 rotations in 25 s; users seen: {seen:?}\n{}",
-            plugin.process.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // A little more traffic on the newest pool.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for user in session_users(&pg).await {
-        if !seen.contains(&user) {
-            seen.push(user);
-        }
-    }
-    assert!(seen.len() >= 4, "4 users served in turn: {seen:?}");
-    let (ok, failed, errors) = load.finish().await;
-    eprintln!(
-        "[rotation] {} users over {:?}: {ok} calls ok, {failed} failed {errors:?}",
-        seen.len(),
-        started.elapsed()
-    );
-    assert!(ok > 100, "load ran: {ok}");
-    assert_eq!(failed, 0, "no call fails because of a rotation: {errors:?}");
-    let details = health_details(&plugin).await;
-    assert!(
-        details["vault_pool_swaps"].parse::<u64>().unwrap() >= 3,
-        "{details:?}"
-    );
-    assert_eq!(details["vault_reachable"], "true", "{details:?}");
-
-    // Replaced users are revoked within the grace period after their pool drained.
-    let current = session_users(&pg).await;
-    poll(Duration::from_secs(8), "old users dropped", || async {
-        minted_roles(&pg).await.iter().all(|r| current.contains(r))
-    })
-    .await;
-
-    // Nothing secret in the logs: not the token, not the admin password,
-    // not one of the passwords Vault minted (read from its raw audit log).
-    plugin.process.sigterm().expect("sigterm");
-    plugin
-        .process
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exits");
-    let logs = plugin.process.logs();
-    assert!(
-        logs.contains("switched to the rotated credentials"),
-        "{logs}"
-    );
-    let traffic = tee.traffic();
-    let minted_passwords = json_strings(&traffic, "password");
-    assert!(
-        minted_passwords.len() >= 4,
-        "Vault handed out the minted passwords: {}",
-        minted_passwords.len()
-    );
-    let mut secrets = minted_passwords;
-    secrets.push(vault.root_token().to_string());
-    secrets.push(pg.password().to_string());
-    for secret in &secrets {
-        assert!(
-            !logs.contains(secret.as_str()),
-            "a secret leaked into the logs"
-        );
-    }
-    eprintln!(
-        "[rotation] {} secrets checked against {} bytes of logs",
-        secrets.len(),
-        logs.len()
-    );
-    poll(
-        Duration::from_secs(5),
-        "the last user revoked at stop",
-        || async { minted_roles(&pg).await.is_empty() },
-    )
-    .await;
+    let envs = vault_envs(&url, &tee_addr, &token_auth(&vault));
+    let plugin = start_plugin(&pg, &envs).await;
+    let secrets = [vault.root_token(), pg.password()];
+    rotation::under_load(&Users(&pg), plugin, &tee, &secrets).await;
 }
 
 #[tokio::test]
 async fn a_lease_revoked_from_outside_is_replaced_by_itself_with_bounded_failures() {
     // Long TTL: only the revocation can trigger the new credentials.
     let (pg, vault, _) = servers("1m", "10m", &[]).await;
-    let plugin = start_plugin(&pg, &vault, &token_auth(&vault)).await;
-    let before = minted_roles(&pg).await;
-    let load = Load::start(&plugin, 8, Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let revoked = Instant::now();
+    let plugin = start_vault_plugin(&pg, &vault, &token_auth(&vault)).await;
     // Revocation drops the user and ends its sessions (the setup script's
-    // revocation statements), like an operator locking the plugin out.
-    vault
-        .bao(&[
-            "lease",
-            "revoke",
-            "-prefix",
-            "database/creds/prism-postgres",
-        ])
-        .await
-        .expect("revoke");
-    poll(
-        Duration::from_secs(10),
-        "a new minted user serving",
-        || async {
-            let users = session_users(&pg).await;
-            !users.is_empty() && users.iter().all(|u| !before.contains(u))
-        },
-    )
-    .await;
-    // Recovered = the new pool is swapped in (its sessions exist a moment
-    // earlier, while it is being checked).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while health_details(&plugin).await["vault_pool_swaps"] == "0" {
-        assert!(Instant::now() < deadline, "no swap after the revocation");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let recovered = revoked.elapsed();
-    // Calls that loaded the old pool just before the swap end soon after it
-    // (1 s allowance: CI machines are loaded); from then on no call fails.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let failed_at_recovery = load.failed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let failed_after = load.failed() - failed_at_recovery;
-    let (ok, failed, errors) = load.finish().await;
-    let details = health_details(&plugin).await;
-    eprintln!(
-        "[revoke] recovered {recovered:?} after the revocation; {ok} calls ok, {failed} failed \
-         ({failed_after} after recovery); auth failures seen {}; {errors:?}",
-        details["vault_auth_failures"]
-    );
-    // The bound: failures only while the old sessions are gone and the new
-    // credentials are not in yet (detection by the next health probe, at most
-    // 500 ms, plus fetching and checking new credentials: ~1 s idle, up to
-    // several seconds on a loaded 2-core CI machine); each of the 8 clients
-    // retries every 50 ms, so at most 8 × 10 s / 50 ms.
-    const RECOVERY_BOUND: Duration = Duration::from_secs(10);
-    const BOUND: u64 = 8 * 10_000 / 50;
-    assert!(recovered < RECOVERY_BOUND, "{recovered:?}");
-    assert!(
-        failed <= BOUND,
-        "{failed} failed calls (bound {BOUND}): {errors:?}"
-    );
-    assert_eq!(failed_after, 0, "no failures once the new user serves");
-    assert!(
-        details["vault_auth_failures"].parse::<u64>().unwrap() >= 1,
-        "{details:?}"
-    );
-    assert!(ok > 0);
+    // revocation statements). Calls that loaded the old pool just before the
+    // swap end soon after it (1 s allowance: CI machines are loaded).
+    let settle = Duration::from_secs(1);
+    rotation::revoked_lease(&Users(&pg), &plugin, &vault, "prism-postgres", settle).await;
 }
 
 #[tokio::test]
 async fn a_vault_stall_shorter_than_the_ttl_fails_no_call_and_renewal_resumes() {
     let (pg, mut vault, _) = servers("15s", "1m", &[]).await;
-    let plugin = start_plugin(&pg, &vault, &token_auth(&vault)).await;
-    let user = session_users(&pg).await;
+    let plugin = start_vault_plugin(&pg, &vault, &token_auth(&vault)).await;
+    let user = Users(&pg).in_use().await;
     let load = Load::start(&plugin, 4, Duration::from_millis(50));
     vault.pause().expect("pause vault");
     // Stay paused until a renewal attempt has failed (past 2/3 of the 15 s
     // lease), then resume at once, with several seconds of the lease left:
     // timed from what the plugin reports, so a loaded machine cannot push
     // the pause past the expiry.
-    poll(
+    poll_until(
         Duration::from_secs(16),
         "Vault reported unreachable",
-        || async { health_details(&plugin).await["vault_reachable"] == "false" },
+        || async { plugin.health_details().await["vault_reachable"] == "false" },
     )
     .await;
-    let during = health_details(&plugin).await;
+    let during = plugin.health_details().await;
     wait_serving(&plugin).await;
     vault.resume().expect("resume vault");
-    poll(Duration::from_secs(10), "renewal resumed", || async {
-        let d = health_details(&plugin).await;
+    poll_until(Duration::from_secs(10), "renewal resumed", || async {
+        let d = plugin.health_details().await;
         d["vault_reachable"] == "true" && d["vault_renewals"] != "0"
     })
     .await;
-    let (ok, failed, errors) = load.finish().await;
-    let after = health_details(&plugin).await;
-    eprintln!(
-        "[stall] during: {during:?}\n[stall] after: {after:?}\n[stall] {ok} ok, {failed} failed"
-    );
-    assert_eq!(failed, 0, "{errors:?}");
-    assert!(ok > 0);
+    let counts = load.finish().await;
+    let after = plugin.health_details().await;
+    eprintln!("[stall] during: {during:?}\n[stall] after: {after:?}\n[stall] {counts:?}");
+    assert_eq!(counts.failed, 0, "{counts:?}");
+    assert!(counts.ok > 0);
     assert_eq!(
-        session_users(&pg).await,
+        Users(&pg).in_use().await,
         user,
         "kept the same user throughout"
     );
 }
 
 async fn wait_serving(plugin: &Plugin) {
-    prism_testkit::wait_for_health(
-        plugin.port,
-        "readiness",
-        prism_testkit::ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("readiness stays SERVING while Vault is away");
+    expect_serving(plugin.port, "readiness", Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -463,12 +194,12 @@ async fn approle_from_the_setup_script_and_a_token_file_both_log_in() {
         ("PRISM_VAULT__AUTH__ROLE_ID", role_id.as_str()),
         ("PRISM_VAULT__AUTH__SECRET_ID_FILE", secret_id_path),
     ];
-    let plugin = start_plugin(&pg, &vault, &approle).await;
+    let plugin = start_vault_plugin(&pg, &vault, &approle).await;
     let mut kv = plugin.basic();
     kv.set(req(None, set("k", "approle", 0)))
         .await
         .expect("set");
-    let users = session_users(&pg).await;
+    let users = Users(&pg).in_use().await;
     assert!(
         users.iter().any(|u| u.starts_with("v-approle-")),
         "logged in through AppRole: {users:?}"
@@ -486,15 +217,10 @@ async fn approle_from_the_setup_script_and_a_token_file_both_log_in() {
         "PRISM_VAULT__AUTH__TOKEN_FILE",
         token_file.to_str().expect("utf-8"),
     )];
-    let second = start_plugin(&pg, &vault, &token).await;
-    let got = second
-        .basic()
-        .get(req(None, get("k")))
-        .await
-        .expect("get")
-        .into_inner();
+    let second = start_vault_plugin(&pg, &vault, &token).await;
+    let got = second.read(None, "k").await;
     assert_eq!(got.value.as_ref(), b"approle");
-    let users = session_users(&pg).await;
+    let users = Users(&pg).in_use().await;
     assert!(
         users.iter().any(|u| u.starts_with("v-token-")),
         "logged in with the token from the file: {users:?}"

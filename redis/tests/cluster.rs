@@ -5,11 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Plugin, get, poll_until, req, set};
+use common::{Plugin, get, poll_until, req, set, start_plugin};
 use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, GetTtlRequest,
 };
 use prism_testkit::Redis;
+use prism_testkit::lifecycle::expect_not_serving;
 use tonic::Code;
 
 const N: usize = 1000;
@@ -31,7 +32,7 @@ async fn node() -> Redis {
 
 /// Polls until every node reports `cluster_state:ok`.
 async fn wait_cluster_ok(nodes: &[Redis], timeout: Duration) -> Duration {
-    poll_until("cluster_state:ok on every node", timeout, || async {
+    poll_until(timeout, "cluster_state:ok on every node", || async {
         for node in nodes {
             let info = node.cli(&["CLUSTER", "INFO"]).await.unwrap_or_default();
             if !info.contains("cluster_state:ok") {
@@ -108,7 +109,7 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
     eprintln!("[timing] cluster_state:ok {formed:?} after create");
 
     let seeds = format!("[{}]", addrs.join(", "));
-    let plugin = Plugin::start(&[
+    let plugin = start_plugin(&[
         ("PRISM_BACKEND__CLUSTER_NODES", &seeds),
         ("PRISM_BACKEND__RESPONSE_TIMEOUT", "1s"),
         ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
@@ -204,14 +205,7 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
         err.code(),
         down.elapsed()
     );
-    prism_testkit::wait_for_health(
-        plugin.port,
-        "readiness",
-        prism_testkit::ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    expect_not_serving(plugin.port, "readiness", Duration::from_secs(3)).await;
     let err = kv.set(req(None, set(&key(1), "x", 0))).await;
     eprintln!(
         "[info] single Set while a node is down: {:?}",
@@ -223,8 +217,8 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
     eprintln!("[timing] cluster_state:ok {back:?} after the node restarted");
     // The restarted node lost its data (no persistence): write again, read all.
     let recovered = poll_until(
-        "batch calls succeed after the restart",
         Duration::from_secs(20),
+        "batch calls succeed after the restart",
         || async {
             match batch_set_all(&plugin).await {
                 Ok(()) => batch_get_all(&plugin).await.is_ok(),
@@ -238,5 +232,5 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
     .await;
     eprintln!("[timing] plugin served the whole key space {recovered:?} after cluster_state:ok");
     assert_eq!(batch_get_all(&plugin).await.unwrap(), 750);
-    plugin.wait_ready(Duration::from_secs(5)).await;
+    plugin.wait("readiness", Duration::from_secs(5)).await;
 }

@@ -6,32 +6,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Plugin, get, poll_until, req, set};
-use prism_plugin_core::proto::keyvalue::{
-    BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest, ExpireRequest,
-    GetTtlRequest, PersistRequest,
+use common::{
+    cli, code, get, poll_until, read, redis_and_plugin, req, set, spawn_plugin, start_plugin,
 };
-use prism_plugin_core::proto::lifecycle::InitializeRequest;
+use prism_plugin_core::proto::keyvalue::{
+    BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest,
+};
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
 use prism_testkit::{Redis, ServingStatus, conformance, wait_for_health};
 use tonic::Code;
-
-/// The status code of a call expected to fail.
-fn code<T>(result: Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => panic!("call succeeded; expected an error"),
-        Err(status) => status.code(),
-    }
-}
-
-async fn redis_and_plugin(envs: &[(&str, &str)]) -> (Redis, Plugin) {
-    let redis = Redis::start().await.expect("redis starts");
-    let addr = redis.addr();
-    let mut all = vec![("REDIS_ADDRESS", addr.as_str())];
-    all.extend_from_slice(envs);
-    let plugin = Plugin::start(&all).await;
-    (redis, plugin)
-}
 
 #[tokio::test]
 async fn prism_acceptance_semantics_hold_over_grpc() {
@@ -44,13 +28,10 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
         .await
         .expect("set");
     assert_eq!(
-        redis.cli(&["GET", "prism:default:greeting"]).await.unwrap(),
+        cli(&redis, &["GET", "prism:default:greeting"]).await,
         "hello"
     );
-    assert_eq!(
-        redis.cli(&["GET", "prism:load:w07/k03"]).await.unwrap(),
-        "w07/k03"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:load:w07/k03"]).await, "w07/k03");
 
     // Validation.
     assert_eq!(
@@ -71,7 +52,7 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
         Code::InvalidArgument
     );
     assert_eq!(
-        redis.cli(&["EXISTS", "prism:default:k"]).await.unwrap(),
+        cli(&redis, &["EXISTS", "prism:default:k"]).await,
         "0",
         "a rejected write never reaches Redis"
     );
@@ -80,36 +61,16 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
 #[tokio::test]
 async fn initialize_declares_the_three_keyvalue_interfaces() {
     let (_redis, plugin) = redis_and_plugin(&[]).await;
-    let mut lifecycle = LifecycleInterfaceClient::new(plugin.channel.clone());
-    let reply = lifecycle
-        .initialize(InitializeRequest {
-            name: "gateway".into(),
-            version: String::new(),
-            config: Some(prost_types::Struct::default()),
-        })
-        .await
-        .expect("Initialize")
-        .into_inner();
-    assert!(reply.success, "{}", reply.error);
-    let metadata = reply.metadata.expect("metadata");
-    let mut names: Vec<_> = metadata
-        .interfaces
-        .iter()
-        .map(|i| i.name.as_str())
-        .collect();
-    names.sort_unstable();
     assert_eq!(
-        names,
+        conformance::declared_interfaces(&plugin.channel).await,
         [
             "KeyValueBasicInterface",
             "KeyValueBatchInterface",
             "KeyValueTTLInterface"
         ]
+        .map(String::from)
+        .into()
     );
-    for interface in &metadata.interfaces {
-        assert_eq!(interface.proto_hash.len(), 64, "{interface:?}");
-        assert!(interface.proto_file.ends_with(".proto"), "{interface:?}");
-    }
     // Health statuses exist for every data service.
     for service in [
         "prism.interfaces.keyvalue.KeyValueBasicInterface",
@@ -165,158 +126,7 @@ async fn concurrent_writers_readers_and_deletes_of_one_key_all_succeed() {
 #[tokio::test]
 async fn ttls_expire_items_and_expire_getttl_persist_report_redis_values() {
     let (_redis, plugin) = redis_and_plugin(&[]).await;
-    let mut kv = plugin.basic();
-    let mut ttl = plugin.ttl();
-    let get_ttl = |key: &str| GetTtlRequest {
-        key: key.to_string(),
-    };
-
-    // Set with 2 s: present at once, gone by 3 s.
-    let started = Instant::now();
-    kv.set(req(None, set("short", "v", 2)))
-        .await
-        .expect("set with ttl");
-    let left = ttl
-        .get_ttl(req(None, get_ttl("short")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!((1..=2).contains(&left.ttl_seconds), "{left:?}");
-    assert!(
-        kv.get(req(None, get("short")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
-    let gone = poll_until("2 s item expires", Duration::from_secs(3), || {
-        let mut kv = kv.clone();
-        async move {
-            !kv.get(req(None, get("short")))
-                .await
-                .unwrap()
-                .into_inner()
-                .found
-        }
-    })
-    .await;
-    let since_set = started.elapsed();
-    eprintln!("[timing] 2 s TTL item gone after {since_set:?} (poll {gone:?})");
-    assert!(
-        since_set >= Duration::from_millis(1500),
-        "expired too early: {since_set:?}"
-    );
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("short")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -2
-    );
-
-    // Overwrite without a TTL clears it (Redis SET semantics).
-    kv.set(req(None, set("k", "v1", 100))).await.unwrap();
-    let left = ttl
-        .get_ttl(req(None, get_ttl("k")))
-        .await
-        .unwrap()
-        .into_inner()
-        .ttl_seconds;
-    assert!((99..=100).contains(&left), "{left}");
-    kv.set(req(None, set("k", "v2", 0))).await.unwrap();
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("k")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -1
-    );
-
-    // Expire on an existing key, on a missing key, negative TTL.
-    let expire = |key: &str, ttl_seconds: i64| ExpireRequest {
-        key: key.to_string(),
-        ttl_seconds,
-    };
-    let reply = ttl
-        .expire(req(None, expire("k", 50)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        reply.success && reply.key_existed && reply.error.is_empty(),
-        "{reply:?}"
-    );
-    let left = ttl
-        .get_ttl(req(None, get_ttl("k")))
-        .await
-        .unwrap()
-        .into_inner()
-        .ttl_seconds;
-    assert!((49..=50).contains(&left), "{left}");
-    let reply = ttl
-        .expire(req(None, expire("absent", 50)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && !reply.key_existed, "{reply:?}");
-    let err = ttl.expire(req(None, expire("k", -5))).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-
-    // Persist removes the expiry once.
-    let persist = |key: &str| PersistRequest {
-        key: key.to_string(),
-    };
-    let reply = ttl
-        .persist(req(None, persist("k")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && reply.expiration_removed, "{reply:?}");
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("k")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -1
-    );
-    let reply = ttl
-        .persist(req(None, persist("k")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && !reply.expiration_removed, "{reply:?}");
-    let reply = ttl
-        .persist(req(None, persist("absent")))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && !reply.expiration_removed, "{reply:?}");
-
-    // Expire 0 = expire now.
-    let reply = ttl
-        .expire(req(None, expire("k", 0)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.success && reply.key_existed, "{reply:?}");
-    assert!(
-        !kv.get(req(None, get("k")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
-    assert_eq!(
-        ttl.get_ttl(req(None, get_ttl("k")))
-            .await
-            .unwrap()
-            .into_inner()
-            .ttl_seconds,
-        -2
-    );
+    conformance::ttl_semantics(&plugin.channel).await;
 }
 
 #[tokio::test]
@@ -346,25 +156,13 @@ async fn batch_of_1000_keys_with_missing_ones_keeps_request_order() {
     assert!(reply.all_success);
     assert_eq!(reply.results.len(), written);
     assert!(reply.results.iter().all(|r| r.success));
-    assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), written.to_string());
-    assert_eq!(
-        redis.cli(&["TTL", "prism:default:item-5"]).await.unwrap(),
-        "300"
-    );
-    assert_eq!(
-        redis.cli(&["TTL", "prism:default:item-7"]).await.unwrap(),
-        "-1"
-    );
+    assert_eq!(cli(&redis, &["DBSIZE"]).await, written.to_string());
+    assert_eq!(cli(&redis, &["TTL", "prism:default:item-5"]).await, "300");
+    assert_eq!(cli(&redis, &["TTL", "prism:default:item-7"]).await, "-1");
 
     // Ask in reverse order to prove order follows the request, not storage.
     let keys: Vec<String> = (0..N).rev().map(|i| format!("item-{i}")).collect();
-    let started = Instant::now();
-    let reply = batch
-        .batch_get(req(None, BatchGetRequest { keys: keys.clone() }))
-        .await
-        .expect("batch get")
-        .into_inner();
-    eprintln!("[timing] BatchGet of {N}: {:?}", started.elapsed());
+    let reply = prism_testkit::kv::batch_get(&mut batch, None, &keys).await;
     assert_eq!(reply.results.len(), N);
     assert_eq!(reply.found_count as usize, written);
     for (key, result) in keys.iter().zip(&reply.results) {
@@ -403,35 +201,7 @@ async fn batch_of_1000_keys_with_missing_ones_keeps_request_order() {
     assert_eq!(reply.found_count as usize, expected);
 
     // Empty batches are fine; a bad key anywhere rejects the whole batch.
-    let reply = batch
-        .batch_get(req(None, BatchGetRequest { keys: vec![] }))
-        .await
-        .unwrap();
-    assert!(reply.into_inner().results.is_empty());
-    let err = batch
-        .batch_set(req(
-            None,
-            BatchSetRequest {
-                requests: vec![set("ok", "v", 0), set("", "v", 0)],
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().starts_with("requests[1]"),
-        "{}",
-        err.message()
-    );
-    assert!(
-        !plugin
-            .basic()
-            .get(req(None, get("ok")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
+    conformance::a_bad_key_rejects_the_whole_batch(&plugin.channel).await;
 }
 
 #[tokio::test]
@@ -439,25 +209,20 @@ async fn namespaces_isolate_key_spaces() {
     let (redis, plugin) = redis_and_plugin(&[]).await;
     conformance::namespaces_isolate(&plugin.channel).await;
     // Each namespace is a key prefix: tenant-a's item is gone, the others remain.
-    let mut keys: Vec<String> = redis
-        .cli(&["--scan", "--pattern", "prism:*"])
+    let mut keys: Vec<String> = cli(&redis, &["--scan", "--pattern", "prism:*"])
         .await
-        .unwrap()
         .lines()
         .map(str::to_owned)
         .collect();
     keys.sort();
     assert_eq!(keys, ["prism:default:shared", "prism:tenant-b:shared"]);
-    assert_eq!(
-        redis.cli(&["GET", "prism:tenant-b:shared"]).await.unwrap(),
-        "b"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:tenant-b:shared"]).await, "b");
 }
 
 #[tokio::test]
 async fn every_config_key_takes_effect() {
     let redis = Redis::start().await.expect("redis starts");
-    let plugin = Plugin::start(&[
+    let plugin = start_plugin(&[
         ("REDIS_ADDRESS", &redis.url()),
         ("PRISM_BACKEND__DATABASE", "3"),
         ("PRISM_BACKEND__KEY_PREFIX", "app1|"),
@@ -470,7 +235,7 @@ async fn every_config_key_takes_effect() {
     ])
     .await;
     // Three multiplexed connections: readiness needed a health PING on each.
-    let clients = redis.cli(&["CLIENT", "LIST"]).await.unwrap();
+    let clients = cli(&redis, &["CLIENT", "LIST"]).await;
     let plugin_clients = clients
         .lines()
         .filter(|line| !line.contains("cmd=client"))
@@ -481,14 +246,11 @@ async fn every_config_key_takes_effect() {
         .await
         .expect("value at the limit");
     assert_eq!(
-        redis
-            .cli(&["-n", "3", "STRLEN", "app1|ns:k"])
-            .await
-            .unwrap(),
+        cli(&redis, &["-n", "3", "STRLEN", "app1|ns:k"]).await,
         "1024"
     );
     assert_eq!(
-        redis.cli(&["-n", "0", "DBSIZE"]).await.unwrap(),
+        cli(&redis, &["-n", "0", "DBSIZE"]).await,
         "0",
         "database 3 only"
     );
@@ -498,11 +260,8 @@ async fn every_config_key_takes_effect() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert!(
-        err.message().contains("max_value_bytes"),
-        "{}",
-        err.message()
-    );
+    let message = err.message();
+    assert!(message.contains("max_value_bytes"), "{message}");
     assert!(
         kv.set(req(Some("ns"), set("12345678", "v", 0)))
             .await
@@ -531,14 +290,7 @@ async fn every_config_key_takes_effect() {
         report.details.get("mode").map(String::as_str),
         Some("standalone")
     );
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    expect_serving(plugin.port, "readiness", Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -546,14 +298,12 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
     const PASSWORD: &str = "ro-user-secret-99";
     let redis = Redis::start().await.expect("redis starts");
     assert_eq!(
-        redis
-            .cli(&["SET", "prism:default:seeded", "yes"])
-            .await
-            .unwrap(),
+        cli(&redis, &["SET", "prism:default:seeded", "yes"]).await,
         "OK"
     );
-    let acl = redis
-        .cli(&[
+    let acl = cli(
+        &redis,
+        &[
             "ACL",
             "SETUSER",
             "reader",
@@ -561,11 +311,11 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
             &format!(">{PASSWORD}"),
             "~prism:*",
             "+@read",
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(acl, "OK");
-    let plugin = Plugin::start(&[
+    let plugin = start_plugin(&[
         ("REDIS_ADDRESS", &redis.addr()),
         ("REDIS_USERNAME", "reader"),
         ("REDIS_PASSWORD", PASSWORD),
@@ -573,11 +323,7 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
     .await;
     let mut kv = plugin.basic();
 
-    let got = kv
-        .get(req(None, get("seeded")))
-        .await
-        .expect("read allowed")
-        .into_inner();
+    let got = read(&mut kv, None, "seeded").await;
     assert!(got.found && &got.value[..] == b"yes");
     let reply = plugin
         .batch()
@@ -621,10 +367,7 @@ async fn read_only_acl_user_gets_permission_denied_on_writes_and_reads_fine() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert_eq!(
-        redis.cli(&["GET", "prism:default:seeded"]).await.unwrap(),
-        "yes"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:default:seeded"]).await, "yes");
     assert!(!plugin.process.logs().contains(PASSWORD));
 }
 
@@ -660,33 +403,19 @@ async fn redis_outage_is_unavailable_and_recovers_without_a_plugin_restart() {
         "[timing] 4 failing calls during the outage took {:?}",
         down.elapsed()
     );
-    wait_for_health(
-        plugin.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    wait_for_health(
-        plugin.port,
-        "liveness",
-        ServingStatus::Serving,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    expect_not_serving(plugin.port, "readiness", Duration::from_secs(3)).await;
+    expect_serving(plugin.port, "liveness", Duration::from_secs(1)).await;
 
     redis.start_again().await.expect("redis restarts");
-    let back = poll_until("data calls succeed again", Duration::from_secs(10), || {
+    let back = poll_until(Duration::from_secs(10), "data calls succeed again", || {
         let mut kv = kv.clone();
         async move { kv.set(req(None, set("k", "again", 0))).await.is_ok() }
     })
     .await;
     eprintln!("[timing] data calls work {back:?} after redis is back");
-    let got = kv.get(req(None, get("k"))).await.unwrap().into_inner();
+    let got = read(&mut kv, None, "k").await;
     assert_eq!(&got.value[..], b"again");
-    plugin.wait_ready(Duration::from_secs(5)).await;
+    plugin.wait("readiness", Duration::from_secs(5)).await;
     plugin.assert_running();
 }
 
@@ -712,26 +441,20 @@ async fn oversized_value_is_resource_exhausted_and_the_server_keeps_serving() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), "0");
+    assert_eq!(cli(&redis, &["DBSIZE"]).await, "0");
 
     // Exactly the limit works, and small calls keep working.
     kv.set(req(None, set("max", vec![2u8; limit], 0)))
         .await
         .expect("16 MiB value");
     assert_eq!(
-        redis.cli(&["STRLEN", "prism:default:max"]).await.unwrap(),
+        cli(&redis, &["STRLEN", "prism:default:max"]).await,
         limit.to_string()
     );
     kv.set(req(None, set("small", "ok", 0)))
         .await
         .expect("still serving");
-    assert!(
-        kv.get(req(None, get("small")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
+    assert!(read(&mut kv, None, "small").await.found);
 }
 
 #[tokio::test]
@@ -746,7 +469,7 @@ async fn redis_oom_is_resource_exhausted_and_slow_redis_is_deadline_exceeded() {
     ])
     .await
     .expect("redis starts");
-    let plugin = Plugin::start(&[
+    let plugin = start_plugin(&[
         ("REDIS_ADDRESS", &redis.addr()),
         ("PRISM_BACKEND__RESPONSE_TIMEOUT", "300ms"),
     ])
@@ -771,13 +494,7 @@ async fn redis_oom_is_resource_exhausted_and_slow_redis_is_deadline_exceeded() {
     assert!(status.message().contains("OOM"), "{}", status.message());
     eprintln!("[info] OOM after {writes} writes of 512 KiB");
     // Reads still work under OOM.
-    assert!(
-        kv.get(req(None, get("fill-0")))
-            .await
-            .unwrap()
-            .into_inner()
-            .found
-    );
+    assert!(read(&mut kv, None, "fill-0").await.found);
 
     // A server stuck longer than response_timeout → DEADLINE_EXCEEDED.
     let sleeper = tokio::spawn({
@@ -797,7 +514,7 @@ async fn redis_oom_is_resource_exhausted_and_slow_redis_is_deadline_exceeded() {
         err.message()
     );
     sleeper.await.unwrap().unwrap();
-    poll_until("calls work after the stall", Duration::from_secs(5), || {
+    poll_until(Duration::from_secs(5), "calls work after the stall", || {
         let mut kv = kv.clone();
         async move { kv.get(req(None, get("fill-0"))).await.is_ok() }
     })
@@ -823,55 +540,32 @@ async fn poll_until_err(
 #[tokio::test]
 async fn grpcurl_sets_with_a_ttl_and_gets_via_reflection() {
     let (_redis, plugin) = redis_and_plugin(&[]).await;
-    let grpcurl = prism_testkit::grpcurl().expect("grpcurl installed");
-    let target = format!("127.0.0.1:{}", plugin.port);
-    let call = |method: &str, body: &str| {
-        let grpcurl = grpcurl.clone();
-        let target = target.clone();
-        let method = format!("prism.interfaces.keyvalue.{method}");
-        let body = body.to_string();
-        async move {
-            let out = tokio::process::Command::new(grpcurl)
-                .args([
-                    "-plaintext",
-                    "-H",
-                    "x-prism-namespace: cli",
-                    "-d",
-                    &body,
-                    &target,
-                    &method,
-                ])
-                .output()
-                .await
-                .expect("grpcurl runs");
-            assert!(
-                out.status.success(),
-                "grpcurl {method} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON reply")
-        }
-    };
     // "aGVsbG8=" is base64 for "hello".
-    let reply = call(
+    let reply = conformance::grpcurl(
+        plugin.port,
         "KeyValueBasicInterface/Set",
         r#"{"key":"from-cli","value":"aGVsbG8=","ttl_seconds":"60"}"#,
     )
     .await;
     assert_eq!(reply["success"], true, "{reply}");
-    let reply = call("KeyValueBasicInterface/Get", r#"{"key":"from-cli"}"#).await;
+    let reply = conformance::grpcurl(
+        plugin.port,
+        "KeyValueBasicInterface/Get",
+        r#"{"key":"from-cli"}"#,
+    )
+    .await;
     assert_eq!(reply["found"], true, "{reply}");
     assert_eq!(reply["value"], "aGVsbG8=", "{reply}");
-    let reply = call("KeyValueTTLInterface/GetTTL", r#"{"key":"from-cli"}"#).await;
+    let reply = conformance::grpcurl(
+        plugin.port,
+        "KeyValueTTLInterface/GetTTL",
+        r#"{"key":"from-cli"}"#,
+    )
+    .await;
     let left: i64 = reply["ttlSeconds"].as_str().unwrap_or("0").parse().unwrap();
     assert!((59..=60).contains(&left), "{reply}");
     // The namespace header reached the plugin.
-    let got = plugin
-        .basic()
-        .get(req(Some("cli"), get("from-cli")))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = plugin.read(Some("cli"), "from-cli").await;
     assert!(got.found);
 }
 
@@ -947,7 +641,7 @@ async fn rediss_address_talks_tls_verified_against_the_configured_ca() {
     .await
     .expect("redis with TLS starts");
     let address = format!("rediss://127.0.0.1:{tls_port}");
-    let plugin = Plugin::start(&[
+    let plugin = start_plugin(&[
         ("REDIS_ADDRESS", &address),
         ("PRISM_BACKEND__TLS_CA_FILE", &path("ca.crt")),
     ])
@@ -956,30 +650,18 @@ async fn rediss_address_talks_tls_verified_against_the_configured_ca() {
     kv.set(req(None, set("secure", "yes", 30)))
         .await
         .expect("set over TLS");
-    let got = kv.get(req(None, get("secure"))).await.unwrap().into_inner();
+    let got = read(&mut kv, None, "secure").await;
     assert_eq!(&got.value[..], b"yes");
-    assert_eq!(
-        redis.cli(&["GET", "prism:default:secure"]).await.unwrap(),
-        "yes"
-    );
+    assert_eq!(cli(&redis, &["GET", "prism:default:secure"]).await, "yes");
     assert!(
-        redis
-            .cli(&["INFO", "stats"])
+        cli(&redis, &["INFO", "stats"])
             .await
-            .unwrap()
             .contains("total_connections_received")
     );
 
     // Without the CA the server's certificate is not trusted: never ready.
-    let untrusted = Plugin::spawn(&[("REDIS_ADDRESS", &address)]).await;
-    wait_for_health(
-        untrusted.port,
-        "readiness",
-        ServingStatus::NotServing,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let untrusted = spawn_plugin(&[("REDIS_ADDRESS", &address)]).await;
+    expect_not_serving(untrusted.port, "readiness", Duration::from_secs(2)).await;
     let err = untrusted
         .basic()
         .get(req(None, get("secure")))

@@ -4,17 +4,16 @@
 //! Storage is `memory://`, so topics and records do not survive
 //! [`Kafka::stop`] / [`Kafka::start_again`].
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use crate::error::Result;
 use crate::paths::tool;
 use crate::ports::free_port;
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::process::ServerProcess;
+use crate::server::server_handle;
 
 /// Environment variables tansu reads as defaults for its flags; removed so the
 /// inherited environment cannot reconfigure the test broker.
@@ -37,8 +36,9 @@ pub struct Kafka {
     advertised: u16,
     tansu_bin: PathBuf,
     process: ServerProcess,
-    dir: tempfile::TempDir,
 }
+
+server_handle!(Kafka, "tansu", signals, "All topics and records are lost.");
 
 impl Kafka {
     /// Starts a single tansu broker with in-memory storage.
@@ -56,16 +56,15 @@ impl Kafka {
 
     async fn start_with(port: u16, advertised: u16) -> Result<Self> {
         let tansu_bin = tool("tansu")?;
-        let dir = process::temp_dir("kafka")?;
-        let mut kafka = Self {
+        let process = ServerProcess::in_temp_dir("kafka", "tansu")?;
+        Self {
+            process,
             port,
             advertised,
             tansu_bin,
-            process: ServerProcess::new("tansu", dir.path().join("tansu.log")),
-            dir,
-        };
-        kafka.launch().await?;
-        Ok(kafka)
+        }
+        .launched()
+        .await
     }
 
     /// Spawns the broker and waits until it answers an `ApiVersions` request.
@@ -79,74 +78,17 @@ impl Kafka {
             .arg("--advertised-listener-url")
             .arg(&advertised)
             .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(self.dir.path());
+            .current_dir(self.process.dir());
         for var in TANSU_ENV {
             cmd.env_remove(var);
         }
-        self.process.spawn(cmd)?;
         let port = self.port;
-        self.process
-            .wait_ready(port, START_TIMEOUT, || probe::kafka_api_versions(port))
-            .await
-    }
-
-    /// Stops the broker (`SIGTERM`); the port is kept for
-    /// [`start_again`](Self::start_again). All topics and records are lost.
-    pub async fn stop(&mut self) -> Result<()> {
-        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
-        Ok(())
-    }
-
-    /// Restarts a stopped broker on the same port (with empty storage).
-    pub async fn start_again(&mut self) -> Result<()> {
-        self.launch().await
-    }
-
-    /// Freezes the broker (SIGSTOP): connections stay open but nothing is
-    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
-    pub fn pause(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGSTOP)
-    }
-
-    /// Resumes a paused broker (SIGCONT).
-    pub fn resume(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGCONT)
-    }
-
-    /// Whether the broker process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
+        let ready = move || probe::kafka_api_versions(port);
+        self.process.launch(cmd, port, ready).await
     }
 
     /// The bootstrap servers string, `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The broker's temp dir.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The broker log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the broker logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        self.process
-            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
     }
 }

@@ -61,6 +61,18 @@ pub async fn wait_plugin_health(
     wait_health(Some(plugin), port, services, want, timeout).await
 }
 
+/// Waits up to `timeout` until health `service` of the plugin at `port` is
+/// SERVING; panics with the reason (the status last seen) on timeout.
+pub async fn expect_serving(port: u16, service: &str, timeout: Duration) {
+    wait_health(None, port, &[service], ServingStatus::Serving, timeout).await;
+}
+
+/// Waits up to `timeout` until health `service` of the plugin at `port` is
+/// NOT_SERVING; panics with the reason (the status last seen) on timeout.
+pub async fn expect_not_serving(port: u16, service: &str, timeout: Duration) {
+    wait_health(None, port, &[service], ServingStatus::NotServing, timeout).await;
+}
+
 async fn wait_health(
     plugin: Option<&PluginProcess>,
     port: u16,

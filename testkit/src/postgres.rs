@@ -23,6 +23,7 @@ use crate::paths::tool;
 use crate::pki::IssuedCert;
 use crate::ports::free_port;
 use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::server::server_handle;
 
 /// The superuser the test cluster is initialised with.
 pub const POSTGRES_USER: &str = "prism";
@@ -53,8 +54,9 @@ pub struct Postgres {
     process: ServerProcess,
     /// The server's process tree while [`pause`](Self::pause)d.
     frozen: Option<FrozenTree>,
-    dir: tempfile::TempDir,
 }
+
+server_handle!(Postgres, "postgres");
 
 impl Postgres {
     /// Initialises a fresh cluster (superuser [`POSTGRES_USER`], database
@@ -140,9 +142,8 @@ impl Postgres {
             socket_dir,
             run_as,
             tls,
-            process: ServerProcess::new("postgres", root.join("postgres.log")),
+            process: ServerProcess::new("postgres", dir),
             frozen: None,
-            dir,
         };
         pg.launch().await?;
         pg.psql_in("postgres", &format!("CREATE DATABASE {POSTGRES_DB}"))
@@ -178,11 +179,12 @@ impl Postgres {
         self.process.spawn(cmd)?;
         let pid = self.process.pid()?;
         let pid_file = self.data_dir.join("postmaster.pid");
+        let ready = || {
+            let ready = postmaster_ready(&pid_file, pid);
+            async move { ready }
+        };
         self.process
-            .wait_ready(self.port, START_TIMEOUT, || {
-                let ready = postmaster_ready(&pid_file, pid);
-                async move { ready }
-            })
+            .wait_ready(self.port, START_TIMEOUT, ready)
             .await
     }
 
@@ -256,16 +258,6 @@ impl Postgres {
         }
     }
 
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The user name ([`POSTGRES_USER`]).
     pub fn user(&self) -> &str {
         POSTGRES_USER
@@ -306,26 +298,21 @@ impl Postgres {
         &self.data_dir
     }
 
-    /// The temp dir holding data, sockets and the server log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the server logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
-    }
-
     /// Runs `sql` with `psql` over TCP with password auth against the test
     /// database; returns stdout in unaligned, tuples-only form (`-At`, `|` between
     /// columns, one row per line) without the trailing newline.
     pub async fn psql(&self, sql: &str) -> Result<String> {
         self.psql_in(POSTGRES_DB, sql).await
+    }
+
+    /// Whether an ACCESS EXCLUSIVE lock on `table` is granted (someone holds
+    /// `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`); false if the query fails.
+    pub async fn exclusively_locked(&self, table: &str) -> bool {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+             AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        self.psql(&sql).await.is_ok_and(|n| n == "1")
     }
 
     /// Like [`psql`](Self::psql) against another database.

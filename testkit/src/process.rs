@@ -25,22 +25,36 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many log lines error messages quote.
 const TAIL_LINES: usize = 30;
 
-/// A long-running server child process whose stdout and stderr go to a log file.
+/// A long-running server child process owning its temp dir, whose stdout and
+/// stderr go to `<name>.log` in that dir. The dir is removed when this is
+/// dropped (after the handle's `Drop` has stopped the server).
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
     name: &'static str,
     log: PathBuf,
     child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
-    /// A handle for a not-yet-started server logging to `log`.
-    pub(crate) fn new(name: &'static str, log: PathBuf) -> Self {
+    /// A not-yet-started `name` server in `dir`.
+    pub(crate) fn new(name: &'static str, dir: tempfile::TempDir) -> Self {
         Self {
             name,
-            log,
+            log: dir.path().join(format!("{name}.log")),
             child: None,
+            dir,
         }
+    }
+
+    /// A not-yet-started `name` server in a new temp dir `prism-<what>-XXXX`.
+    pub(crate) fn in_temp_dir(what: &str, name: &'static str) -> Result<Self> {
+        Ok(Self::new(name, temp_dir(what)?))
+    }
+
+    /// The server's temp dir.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The server log file.
@@ -84,6 +98,18 @@ impl ServerProcess {
             .map_err(|e| Error::io(format!("spawning {}", describe(&cmd)), e))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Spawns `cmd` (see [`spawn`](Self::spawn)) and waits, as
+    /// [`wait_ready`](Self::wait_ready) does, up to [`START_TIMEOUT`] for
+    /// `ready` on `port`.
+    pub(crate) async fn launch<F, Fut>(&mut self, cmd: Command, port: u16, ready: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.spawn(cmd)?;
+        self.wait_ready(port, START_TIMEOUT, ready).await
     }
 
     /// Polls `ready` every [`POLL`] until it returns true, failing early (with the log
@@ -221,10 +247,8 @@ pub(crate) fn send_signal(pid: u32, signal: Signal) -> Result<()> {
 /// Runs a short helper command to completion and returns its stdout; a non-zero
 /// exit becomes [`Error::CommandFailed`] quoting stderr and stdout.
 pub(crate) async fn run_output(mut cmd: Command) -> Result<String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    // `output()` closes stdin and captures stdout and stderr.
+    cmd.kill_on_drop(true);
     let output = cmd
         .output()
         .await

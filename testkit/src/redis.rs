@@ -10,17 +10,16 @@
 //! its port + [`CLUSTER_BUS_OFFSET`], so that port is reserved with the main one:
 //! a node whose bus port is taken fails to start.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use crate::error::Result;
 use crate::paths::tool;
 use crate::ports::{free_port, free_port_with_companion};
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::process::{self, ServerProcess};
+use crate::server::server_handle;
 
 /// How far above its port a Redis Cluster node binds its cluster bus (Redis's
 /// default when `--cluster-port` is not given).
@@ -36,8 +35,14 @@ pub struct Redis {
     cli_bin: PathBuf,
     extra_args: Vec<String>,
     process: ServerProcess,
-    dir: tempfile::TempDir,
 }
+
+server_handle!(
+    Redis,
+    "redis-server",
+    signals,
+    "Data is lost (no persistence)."
+);
 
 impl Redis {
     /// Starts `redis-server` with the default test settings.
@@ -59,17 +64,16 @@ impl Redis {
         } else {
             free_port()
         };
-        let dir = process::temp_dir("redis")?;
-        let mut redis = Self {
+        let extra_args = args.iter().map(|a| (*a).to_owned()).collect();
+        let process = ServerProcess::in_temp_dir("redis", "redis-server")?;
+        let redis = Self {
             port,
             server_bin,
             cli_bin,
-            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
-            process: ServerProcess::new("redis-server", dir.path().join("redis.log")),
-            dir,
+            extra_args,
+            process,
         };
-        redis.launch().await?;
-        Ok(redis)
+        redis.launched().await
     }
 
     /// Spawns the server and waits until it answers `PING`.
@@ -83,47 +87,12 @@ impl Redis {
             .args(["--daemonize", "no"])
             .args(["--logfile", ""])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.process.dir())
             .args(&self.extra_args)
-            .current_dir(self.dir.path());
-        self.process.spawn(cmd)?;
+            .current_dir(self.process.dir());
         let port = self.port;
-        self.process
-            .wait_ready(port, START_TIMEOUT, || probe::redis_ping(port))
-            .await
-    }
-
-    /// Stops the server (`SIGTERM`); the port is kept for
-    /// [`start_again`](Self::start_again). Data is lost (no persistence).
-    pub async fn stop(&mut self) -> Result<()> {
-        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
-        Ok(())
-    }
-
-    /// Restarts a stopped server on the same port with the same arguments.
-    pub async fn start_again(&mut self) -> Result<()> {
-        self.launch().await
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is
-    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
-    pub fn pause(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGSTOP)
-    }
-
-    /// Resumes a paused server (SIGCONT).
-    pub fn resume(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGCONT)
-    }
-
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
+        let ready = move || probe::redis_ping(port);
+        self.process.launch(cmd, port, ready).await
     }
 
     /// `127.0.0.1:PORT`.
@@ -134,21 +103,6 @@ impl Redis {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The server's temp dir (its `--dir`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the server logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
     }
 
     /// Runs `redis-cli -h 127.0.0.1 -p PORT <args>` and returns its stdout with the
@@ -178,13 +132,6 @@ fn needs_bus_port(args: &[&str]) -> bool {
     };
     value_of("--cluster-enabled").is_some_and(|v| v.eq_ignore_ascii_case("yes"))
         && value_of("--cluster-port").is_none_or(|v| v == "0")
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.process
-            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
-    }
 }
 
 #[cfg(test)]

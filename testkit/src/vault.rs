@@ -9,17 +9,16 @@
 //! reserved.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
 use crate::paths::tool;
 use crate::ports::free_port_pair;
 use crate::probe;
-use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
+use crate::process::{self, ServerProcess};
+use crate::server::server_handle;
 
 /// The root token of every test server.
 pub const VAULT_ROOT_TOKEN: &str = "prism-test-root-token";
@@ -32,23 +31,23 @@ pub struct Vault {
     port: u16,
     bao_bin: PathBuf,
     process: ServerProcess,
-    dir: tempfile::TempDir,
 }
+
+server_handle!(Vault, "bao", signals, "All state is lost (dev mode).");
 
 impl Vault {
     /// Starts `bao server -dev` and waits until `GET /v1/sys/health` returns 200
     /// (initialised, unsealed, active).
     pub async fn start() -> Result<Self> {
         let bao_bin = tool("bao")?;
-        let dir = process::temp_dir("vault")?;
-        let mut vault = Self {
-            port: free_port_pair()?,
+        let port = free_port_pair()?;
+        let process = ServerProcess::in_temp_dir("vault", "bao")?;
+        Self::launched(Self {
+            port,
             bao_bin,
-            process: ServerProcess::new("bao", dir.path().join("bao.log")),
-            dir,
-        };
-        vault.launch().await?;
-        Ok(vault)
+            process,
+        })
+        .await
     }
 
     /// Spawns the dev server and waits for a healthy `sys/health`.
@@ -57,15 +56,13 @@ impl Vault {
         cmd.args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
             .arg(format!("-dev-root-token-id={VAULT_ROOT_TOKEN}"))
-            .current_dir(self.dir.path());
+            .current_dir(self.process.dir());
         self.hermetic_env(&mut cmd);
-        self.process.spawn(cmd)?;
         let port = self.port;
-        self.process
-            .wait_ready(port, START_TIMEOUT, || async move {
-                probe::http_get_status(port, "/v1/sys/health").await == Some(200)
-            })
-            .await
+        let ready = move || async move {
+            probe::http_get_status(port, "/v1/sys/health").await == Some(200)
+        };
+        self.process.launch(cmd, port, ready).await
     }
 
     /// Removes inherited `VAULT_*`/`BAO_*` variables and points `HOME` at the temp
@@ -81,41 +78,7 @@ impl Vault {
         for key in inherited {
             cmd.env_remove(key);
         }
-        cmd.env("HOME", self.dir.path());
-    }
-
-    /// Stops the server (`SIGTERM`); the port is kept for
-    /// [`start_again`](Self::start_again). All state is lost (dev mode).
-    pub async fn stop(&mut self) -> Result<()> {
-        self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
-        Ok(())
-    }
-
-    /// Restarts a stopped server on the same port and root token, with fresh
-    /// in-memory state.
-    pub async fn start_again(&mut self) -> Result<()> {
-        self.launch().await
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is
-    /// answered, like a network stall. [`resume`](Self::resume) undoes it.
-    pub fn pause(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGSTOP)
-    }
-
-    /// Resumes a paused server (SIGCONT).
-    pub fn resume(&mut self) -> Result<()> {
-        self.process.signal(Signal::SIGCONT)
-    }
-
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The API port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
+        cmd.env("HOME", self.process.dir());
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -126,21 +89,6 @@ impl Vault {
     /// The root token ([`VAULT_ROOT_TOKEN`]).
     pub fn root_token(&self) -> &str {
         VAULT_ROOT_TOKEN
-    }
-
-    /// The server's temp dir.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The server log file.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// Everything the server logged so far.
-    pub fn logs(&self) -> String {
-        self.process.log_contents()
     }
 
     /// Runs the `bao` CLI with `VAULT_ADDR`/`BAO_ADDR` and `VAULT_TOKEN`/`BAO_TOKEN`
@@ -210,12 +158,5 @@ impl Vault {
             context: format!("`bao {}` printed: {out}", args.join(" ")),
             source,
         })
-    }
-}
-
-impl Drop for Vault {
-    fn drop(&mut self) {
-        self.process
-            .shutdown_blocking(Signal::SIGKILL, Duration::from_secs(2));
     }
 }

@@ -100,6 +100,15 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// Ctrl-C (SIGINT) to the watcher; it exits 0 within `timeout`.
+    async fn interrupt_and_expect_success(&mut self, timeout: Duration) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let exited = tokio::time::timeout(timeout, self.child.wait()).await;
+        let status = exited.expect("watcher exits").unwrap();
+        assert!(status.success(), "{status}\n{}", self.log());
+    }
+
     async fn start(extra: &[&str]) -> Watcher {
         let dir = tempfile::tempdir().unwrap();
         write_workspace(dir.path());
@@ -303,13 +312,8 @@ async fn a_syntax_error_keeps_the_old_plugin_serving_and_the_fix_reloads_it() {
 async fn ctrl_c_stops_the_plugins_and_exits_zero() {
     let mut w = Watcher::start(&[]).await;
     w.wait_started().await;
-    let pid = nix::unistd::Pid::from_raw(w.child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), w.child.wait())
-        .await
-        .expect("watcher exits")
-        .unwrap();
-    assert!(status.success(), "{status}\n{}", w.log());
+    w.interrupt_and_expect_success(Duration::from_secs(20))
+        .await;
     assert!(served(w.alpha).await.is_none(), "alpha is stopped");
     assert!(served(w.beta).await.is_none(), "beta is stopped");
     assert_eq!(w.count(&["plugin stopped"]), 2, "{}", w.log());
@@ -470,13 +474,8 @@ async fn podman_mode_builds_an_image_and_replaces_the_container() {
     );
 
     // Ctrl-C: the watcher removes the container it started and exits 0.
-    let pid = nix::unistd::Pid::from_raw(w.child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), w.child.wait())
-        .await
-        .expect("watcher exits")
-        .unwrap();
-    assert!(status.success(), "{status}\n{}", w.log());
+    w.interrupt_and_expect_success(Duration::from_secs(60))
+        .await;
     assert!(served(w.alpha).await.is_none(), "alpha's container is gone");
     assert_eq!(
         podman(&[

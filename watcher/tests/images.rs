@@ -82,11 +82,8 @@ impl Container {
             .output()
             .await
             .expect("podman stop");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
         let out = podman()
             .args(["inspect", "--format", "{{.State.ExitCode}}", &self.name])
             .output()
@@ -147,11 +144,9 @@ async fn check_image(plugin: &str, env: &[(&str, String)], data_call: &[&str], e
         .output()
         .await
         .expect("podman exec prism-probe");
-    assert!(
-        probe.status.success(),
-        "{plugin}: prism-probe in the image: {}",
-        String::from_utf8_lossy(&probe.stdout)
-    );
+    let said = String::from_utf8_lossy(&probe.stdout);
+    let ok = probe.status.success();
+    assert!(ok, "{plugin}: prism-probe in the image: {said}");
     let health = grpcurl(port, &["prism.interfaces.LifecycleInterface/HealthCheck"]).await;
     assert!(
         health.contains("HEALTH_STATUS_HEALTHY"),
@@ -186,58 +181,41 @@ async fn check_image(plugin: &str, env: &[(&str, String)], data_call: &[&str], e
     );
 }
 
+/// The grpcurl arguments of a KeyValue Set ("aGVsbG8=" is base64 for "hello").
+const KV_SET: [&str; 3] = [
+    "-d",
+    r#"{"key":"image-test","value":"aGVsbG8="}"#,
+    "prism.interfaces.keyvalue.KeyValueBasicInterface/Set",
+];
+/// The grpcurl arguments of a PubSub Publish.
+const PUBLISH: [&str; 3] = [
+    "-d",
+    r#"{"topic":"image-test","payload":"aGVsbG8="}"#,
+    "prism.interfaces.pubsub.PubSubBasicInterface/Publish",
+];
+/// What the data call's reply must contain.
+const SUCCESS: &str = "\"success\": true";
+
 #[tokio::test]
 #[ignore = "needs the plugin images: run `make test-images`"]
 async fn redis_image_serves_from_scratch_read_only_as_nonroot() {
     let redis = Redis::start().await.expect("redis-server");
     // `localhost`, not an IP: name resolution works in the static binary.
     let addr = format!("localhost:{}", redis.port());
-    let set = r#"{"key":"image-test","value":"aGVsbG8="}"#;
-    check_image(
-        "redis",
-        &[("REDIS_ADDRESS", addr)],
-        &[
-            "-d",
-            set,
-            "prism.interfaces.keyvalue.KeyValueBasicInterface/Set",
-        ],
-        "\"success\": true",
-    )
-    .await;
+    check_image("redis", &[("REDIS_ADDRESS", addr)], &KV_SET, SUCCESS).await;
 }
 
 #[tokio::test]
 #[ignore = "needs the plugin images: run `make test-images`"]
 async fn postgres_image_serves_from_scratch_read_only_as_nonroot() {
     let pg = Postgres::start().await.expect("PostgreSQL");
-    let set = r#"{"key":"image-test","value":"aGVsbG8="}"#;
-    check_image(
-        "postgres",
-        &[("DATABASE_URL", pg.url())],
-        &[
-            "-d",
-            set,
-            "prism.interfaces.keyvalue.KeyValueBasicInterface/Set",
-        ],
-        "\"success\": true",
-    )
-    .await;
+    check_image("postgres", &[("DATABASE_URL", pg.url())], &KV_SET, SUCCESS).await;
 }
 
 #[tokio::test]
 #[ignore = "needs the plugin images: run `make test-images`"]
 async fn kafka_image_serves_from_scratch_read_only_as_nonroot() {
     let kafka = Kafka::start().await.expect("tansu broker");
-    let publish = r#"{"topic":"image-test","payload":"aGVsbG8="}"#;
-    check_image(
-        "kafka",
-        &[("KAFKA_BROKERS", kafka.bootstrap())],
-        &[
-            "-d",
-            publish,
-            "prism.interfaces.pubsub.PubSubBasicInterface/Publish",
-        ],
-        "\"success\": true",
-    )
-    .await;
+    let envs = [("KAFKA_BROKERS", kafka.bootstrap())];
+    check_image("kafka", &envs, &PUBLISH, SUCCESS).await;
 }

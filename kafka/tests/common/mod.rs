@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use prism_plugin_core::proto::lifecycle::{HealthCheckResponse, HealthStatus};
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::{PublishRequest, SubscribeRequest};
-use prism_testkit::{Kafka, KafkaProxy, PluginProcess, ProxyOptions, TestCa, free_port};
+use prism_testkit::lifecycle::wait_all_health;
+use prism_testkit::{
+    Kafka, KafkaProxy, PluginProcess, ProxyOptions, ServingStatus, TestCa, free_port,
+};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-kafka");
@@ -83,6 +86,42 @@ pub async fn spawn(envs: &[(&str, &str)]) -> (PluginProcess, u16) {
         .await
         .expect("plugin spawns");
     (plugin, port)
+}
+
+/// Waits until `plugin` (on `port`) is ready and returns a channel to it;
+/// panics with its logs if it never is.
+pub async fn ready_channel(plugin: &PluginProcess, port: u16) -> Channel {
+    prism_testkit::wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    prism_testkit::connect(port, STARTUP)
+        .await
+        .expect("connect")
+}
+
+/// `plugin` (on `port`) comes up live, logs `reason` for every backend
+/// attempt, and a probe reports it: Unhealthy naming `reason`, `not_ready`
+/// statuses NOT_SERVING while liveness stays SERVING and the process runs.
+pub async fn refused_with(plugin: &mut PluginProcess, port: u16, reason: &str, not_ready: &[&str]) {
+    let logs = |e: prism_testkit::Error, plugin: &PluginProcess| panic!("{e}\n{}", plugin.logs());
+    let live = prism_testkit::wait_for_health(port, "liveness", ServingStatus::Serving, STARTUP);
+    live.await.unwrap_or_else(|e| logs(e, plugin));
+    let logged = plugin.wait_for_log(reason, STARTUP).await;
+    logged.unwrap_or_else(|e| logs(e, plugin));
+    wait_for_report(port, HealthStatus::Unhealthy, reason, STARTUP).await;
+    wait_all_health(port, not_ready, ServingStatus::NotServing, STARTUP).await;
+    wait_all_health(port, &["liveness"], ServingStatus::Serving, STARTUP).await;
+    let status = plugin.try_status().expect("status");
+    assert!(status.is_none(), "plugin exited: {status:?}");
+}
+
+/// SIGTERMs `plugin`, waits up to 15 s for it to exit, returns its logs.
+pub async fn stop(plugin: &mut PluginProcess) -> String {
+    plugin.sigterm().expect("sigterm");
+    let exited = plugin.wait_exit(Duration::from_secs(15)).await;
+    let status = exited.expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", plugin.logs());
+    plugin.logs()
 }
 
 /// Polls the lifecycle `HealthCheck` of the plugin at `port` until it

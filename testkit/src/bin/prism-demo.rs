@@ -25,10 +25,8 @@ struct Plugin {
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .context("binary has no directory")?
-        .to_path_buf())
+    let dir = exe.parent().context("binary has no directory")?;
+    Ok(dir.to_path_buf())
 }
 
 async fn grpcurl(port: u16, args: &[&str]) -> anyhow::Result<String> {

@@ -51,10 +51,8 @@ async fn reports_status_and_waits_for_transitions() {
     .await
     .expect_err("still NOT_SERVING");
     let msg = err.to_string();
-    assert!(
-        msg.contains("prism.Plugin") && msg.contains("last seen: NOT_SERVING"),
-        "{msg}"
-    );
+    assert!(msg.contains("prism.Plugin"), "{msg}");
+    assert!(msg.contains("last seen: NOT_SERVING"), "{msg}");
 
     let flip = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;

@@ -3,7 +3,7 @@
 use prism_testkit::{Kafka, tool};
 use tokio::process::Command;
 
-use crate::timed;
+use crate::{start, start_again, stop, two_at_once};
 
 /// `kcat -L` against the broker. tansu 0.6's ApiVersions v3 response is not parsed
 /// by kcat's bundled librdkafka 2.0.2, so version probing is disabled.
@@ -23,42 +23,27 @@ async fn kcat_metadata(kafka: &Kafka) -> std::process::Output {
 
 fn assert_lists_broker(kafka: &Kafka, out: &std::process::Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kcat failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kcat failed: {stderr}{stdout}");
     assert!(stdout.contains("1 brokers"), "{stdout}");
     assert!(stdout.contains(&kafka.bootstrap()), "{stdout}");
 }
 
 #[tokio::test]
 async fn starts_answers_and_survives_restart() {
-    let mut kafka = timed("kafka start", Kafka::start())
-        .await
-        .expect("tansu starts");
+    let mut kafka = start(Kafka::start()).await;
     let port = kafka.port();
     assert_eq!(kafka.bootstrap(), format!("127.0.0.1:{port}"));
     assert_lists_broker(&kafka, &kcat_metadata(&kafka).await);
 
-    timed("kafka stop", kafka.stop()).await.expect("stop");
-    assert!(!kafka.is_running());
-
-    timed("kafka start_again", kafka.start_again())
-        .await
-        .expect("restart");
-    assert_eq!(kafka.port(), port);
+    stop(&mut kafka).await;
+    start_again(&mut kafka).await;
     assert_lists_broker(&kafka, &kcat_metadata(&kafka).await);
 }
 
 #[tokio::test]
 async fn two_instances_run_at_once() {
-    let (a, b) = timed("2x kafka start", async {
-        tokio::join!(Kafka::start(), Kafka::start())
-    })
-    .await;
-    let (a, b) = (a.expect("first"), b.expect("second"));
-    assert_ne!(a.port(), b.port());
+    let (a, b) = two_at_once(Kafka::start).await;
     assert_lists_broker(&a, &kcat_metadata(&a).await);
     assert_lists_broker(&b, &kcat_metadata(&b).await);
 }

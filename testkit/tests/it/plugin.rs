@@ -68,10 +68,8 @@ async fn wait_for_log_fails_fast_when_output_closes() {
         .await
         .expect_err("process exits without logging it");
     let msg = err.to_string();
-    assert!(
-        msg.contains("closed its output") && msg.contains("bye"),
-        "{msg}"
-    );
+    assert!(msg.contains("closed its output"), "{msg}");
+    assert!(msg.contains("bye"), "{msg}");
     assert_eq!(plugin.wait_exit(WAIT).await.expect("exit").code(), Some(7));
 }
 

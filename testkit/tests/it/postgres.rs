@@ -2,13 +2,11 @@
 
 use prism_testkit::{Error, POSTGRES_PASSWORD, POSTGRES_USER, Postgres};
 
-use crate::timed;
+use crate::{start, start_again, stop, two_at_once};
 
 #[tokio::test]
 async fn starts_answers_and_survives_restart() {
-    let mut pg = timed("postgres start", Postgres::start())
-        .await
-        .expect("postgres starts");
+    let mut pg = start(Postgres::start()).await;
     let port = pg.port();
     assert_eq!(
         pg.url(),
@@ -29,15 +27,11 @@ async fn starts_answers_and_survives_restart() {
         .await
         .expect("write");
 
-    timed("postgres stop", pg.stop()).await.expect("stop");
-    assert!(!pg.is_running());
+    stop(&mut pg).await;
     let err = pg.psql("SELECT 1").await.expect_err("server is down");
     assert!(matches!(err, Error::CommandFailed { .. }), "{err}");
 
-    timed("postgres start_again", pg.start_again())
-        .await
-        .expect("restart");
-    assert_eq!(pg.port(), port);
+    start_again(&mut pg).await;
     assert_eq!(pg.psql("SELECT v FROM t").await.expect("data kept"), "42");
     assert!(pg.logs().contains("ready to accept connections"));
 }
@@ -64,12 +58,7 @@ async fn wrong_password_is_rejected() {
 
 #[tokio::test]
 async fn two_instances_run_at_once() {
-    let (a, b) = timed("2x postgres start", async {
-        tokio::join!(Postgres::start(), Postgres::start())
-    })
-    .await;
-    let (a, b) = (a.expect("first"), b.expect("second"));
-    assert_ne!(a.port(), b.port());
+    let (a, b) = two_at_once(Postgres::start).await;
     assert_ne!(a.data_dir(), b.data_dir());
     a.psql("CREATE TABLE only_in_a (v int)")
         .await

@@ -3,27 +3,21 @@
 
 use prism_testkit::Redis;
 
-use crate::timed;
+use crate::{start, start_again, stop, two_at_once};
 
 #[tokio::test]
 async fn starts_answers_and_survives_restart() {
-    let mut redis = timed("redis start", Redis::start())
-        .await
-        .expect("redis starts");
+    let mut redis = start(Redis::start()).await;
     let port = redis.port();
     assert_eq!(redis.addr(), format!("127.0.0.1:{port}"));
     assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
     assert_eq!(redis.cli(&["SET", "k", "v"]).await.expect("set"), "OK");
     assert_eq!(redis.cli(&["GET", "k"]).await.expect("get"), "v");
 
-    timed("redis stop", redis.stop()).await.expect("stop");
-    assert!(!redis.is_running());
+    stop(&mut redis).await;
     assert!(redis.cli(&["PING"]).await.is_err(), "server is down");
 
-    timed("redis start_again", redis.start_again())
-        .await
-        .expect("restart");
-    assert_eq!(redis.port(), port);
+    start_again(&mut redis).await;
     assert_eq!(
         redis.cli(&["GET", "k"]).await.expect("get"),
         "",
@@ -34,18 +28,10 @@ async fn starts_answers_and_survives_restart() {
 
 #[tokio::test]
 async fn extra_args_configure_auth() {
-    let redis = Redis::start_with_args(&[
-        "--requirepass",
-        "admin-pw",
-        "--user",
-        "alice",
-        "on",
-        ">alice-pw",
-        "~app:*",
-        "+@all",
-    ])
-    .await
-    .expect("redis with ACL starts");
+    let alice = ["--user", "alice", "on", ">alice-pw", "~app:*", "+@all"];
+    let args = [&["--requirepass", "admin-pw"][..], &alice].concat();
+    let redis = Redis::start_with_args(&args).await;
+    let redis = redis.expect("redis with ACL starts");
     let denied = redis.cli(&["GET", "app:x"]).await.expect("runs");
     assert!(denied.contains("NOAUTH"), "{denied}");
     let alice = ["--user", "alice", "--pass", "alice-pw"];
@@ -65,14 +51,14 @@ async fn extra_args_configure_auth() {
 
 #[tokio::test]
 async fn cluster_mode_via_args() {
-    let redis = Redis::start_with_args(&[
+    let cluster = [
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
         "nodes.conf",
-    ])
-    .await
-    .expect("cluster-mode redis starts");
+    ];
+    let redis = Redis::start_with_args(&cluster).await;
+    let redis = redis.expect("cluster-mode redis starts");
     let info = redis.cli(&["CLUSTER", "INFO"]).await.expect("cluster info");
     assert!(
         info.contains("cluster_enabled:1") || info.contains("cluster_state"),
@@ -83,12 +69,7 @@ async fn cluster_mode_via_args() {
 
 #[tokio::test]
 async fn two_instances_run_at_once() {
-    let (a, b) = timed("2x redis start", async {
-        tokio::join!(Redis::start(), Redis::start())
-    })
-    .await;
-    let (a, b) = (a.expect("first"), b.expect("second"));
-    assert_ne!(a.port(), b.port());
+    let (a, b) = two_at_once(Redis::start).await;
     a.cli(&["SET", "k", "a"]).await.expect("set a");
     b.cli(&["SET", "k", "b"]).await.expect("set b");
     assert_eq!(a.cli(&["GET", "k"]).await.expect("get a"), "a");

@@ -3,13 +3,11 @@
 
 use prism_testkit::{VAULT_ROOT_TOKEN, Vault};
 
-use crate::timed;
+use crate::{start, start_again, stop, two_at_once};
 
 #[tokio::test]
 async fn starts_answers_and_survives_restart() {
-    let mut vault = timed("vault start", Vault::start())
-        .await
-        .expect("bao starts");
+    let mut vault = start(Vault::start()).await;
     let port = vault.port();
     assert_eq!(vault.addr(), format!("http://127.0.0.1:{port}"));
     assert_eq!(vault.root_token(), VAULT_ROOT_TOKEN);
@@ -31,14 +29,10 @@ async fn starts_answers_and_survives_restart() {
         .expect("kv get json");
     assert_eq!(json["data"]["data"]["password"], "hunter2");
 
-    timed("vault stop", vault.stop()).await.expect("stop");
-    assert!(!vault.is_running());
+    stop(&mut vault).await;
     assert!(vault.bao(&["status"]).await.is_err(), "server is down");
 
-    timed("vault start_again", vault.start_again())
-        .await
-        .expect("restart");
-    assert_eq!(vault.port(), port);
+    start_again(&mut vault).await;
     let status = vault.bao(&["status"]).await.expect("status");
     assert!(
         status.contains("Sealed") && status.contains("false"),
@@ -56,12 +50,7 @@ async fn starts_answers_and_survives_restart() {
 
 #[tokio::test]
 async fn two_instances_run_at_once() {
-    let (a, b) = timed("2x vault start", async {
-        tokio::join!(Vault::start(), Vault::start())
-    })
-    .await;
-    let (a, b) = (a.expect("first"), b.expect("second"));
-    assert_ne!(a.port(), b.port());
+    let (a, b) = two_at_once(Vault::start).await;
     a.bao(&["kv", "put", "secret/x", "who=a"])
         .await
         .expect("put a");
