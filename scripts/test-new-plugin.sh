@@ -3,8 +3,9 @@
 # copy of the workspace, `make new-plugin NAME=demo-kv` writes a plugin, and
 #   1. git status shows changes only where the guide says (the new crate, the
 #      workspace members, the generated compose.yaml and deploy/kubernetes/);
-#   2. it builds, clippy-clean, and its own tests pass: lifecycle, every health
-#      status, reflection, and the KeyValue conformance checks (testkit);
+#   2. it builds, rustfmt- and clippy-clean, and its own tests pass: lifecycle, every health
+#      status, reflection, and the KeyValue conformance checks (testkit:
+#      basic, namespaces, TTL, batch);
 #   3. compose.yaml and deploy/kubernetes/ include it and validate;
 #   4. the watcher builds it, runs it, and rebuilds and restarts it on an edit;
 #   5. its image builds FROM scratch, runs read-only as 65532 and serves
@@ -51,6 +52,7 @@ echo "   changed: $(tr '\n' ' ' <<<"$changed")"
 
 step "build, clippy, the plugin's own tests (lifecycle, health, reflection, KV conformance)"
 cargo build -q -p prism-$NAME --all-targets
+cargo fmt -p prism-$NAME -- --check
 cargo clippy -q -p prism-$NAME --all-targets -- -D warnings
 cargo test -q -p prism-$NAME 2>&1 | grep -E '^test result|passed|failed' | tail -5
 cargo test -q -p prism-$NAME >/dev/null 2>&1 || fail "prism-$NAME tests"

@@ -1,6 +1,6 @@
 //! `new-plugin NAME [--port N]`: writes a compiling plugin crate from
-//! `templates/plugin/` (a KeyValue service over an in-memory map, its config,
-//! its tests), adds it to the workspace members and regenerates compose.yaml
+//! `templates/plugin/` (core's KeyValue services over an in-memory store, its
+//! config, its tests), adds it to the workspace members and regenerates compose.yaml
 //! and deploy/kubernetes/. The places it touches are the ones
 //! docs/adding-a-plugin.md names; the generator test in .ci/run checks that.
 
@@ -39,10 +39,6 @@ const FILES: &[(&str, &str)] = &[
     (
         "src/store.rs",
         include_str!("../templates/plugin/src/store.rs.tmpl"),
-    ),
-    (
-        "src/service.rs",
-        include_str!("../templates/plugin/src/service.rs.tmpl"),
     ),
     (
         "src/plugin.rs",
@@ -114,6 +110,14 @@ pub(crate) fn create(root: &Path, name: &str, port: Option<u16>) -> anyhow::Resu
             .with_context(|| format!("writing {}", target.display()))?;
     }
     add_member(root, name)?;
+    // Placeholders change line lengths: leave the crate as rustfmt would.
+    let fmt = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["fmt", "-p", &format!("prism-{name}")])
+        .current_dir(root)
+        .status();
+    if !fmt.is_ok_and(|s| s.success()) {
+        eprintln!("warning: `cargo fmt -p prism-{name}` failed; run it before committing");
+    }
     Ok(port)
 }
 
