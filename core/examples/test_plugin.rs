@@ -13,14 +13,14 @@ use prism_plugin_core::proto::keyvalue::{
     key_value_basic_interface_server::{KeyValueBasicInterface, KeyValueBasicInterfaceServer},
 };
 use prism_plugin_core::{
-    Context, Error, HealthReport, HealthStatus, Interface, ManifestSource, Plugin, ServiceRegistry,
-    Slot, proto,
+    BackendConfig, Context, Error, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
+    ServiceRegistry, Slot, proto,
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 /// `backend:` section of the test plugin.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestConfig {
     /// TCP address that must accept connections; empty = always healthy.
@@ -32,6 +32,16 @@ struct TestConfig {
     /// A URL with credentials, to prove URL redaction.
     #[serde(default)]
     url: String,
+}
+
+impl BackendConfig for TestConfig {
+    fn validate(&self) -> Vec<String> {
+        if self.probe_address.contains(' ') {
+            vec!["`backend.probe_address`: must not contain spaces".into()]
+        } else {
+            vec![]
+        }
+    }
 }
 
 struct Backend {
@@ -74,22 +84,6 @@ impl Plugin for TestPlugin {
         toml: include_str!("test_plugin.toml"),
         version: "0.0.1",
     };
-
-    fn default_config() -> TestConfig {
-        TestConfig {
-            probe_address: String::new(),
-            password: String::new(),
-            url: String::new(),
-        }
-    }
-
-    fn validate(config: &TestConfig) -> Vec<String> {
-        if config.probe_address.contains(' ') {
-            vec!["`backend.probe_address`: must not contain spaces".into()]
-        } else {
-            vec![]
-        }
-    }
 
     fn interfaces(&self) -> Vec<Interface> {
         vec![Interface {

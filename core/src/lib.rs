@@ -45,7 +45,8 @@ pub use gate::DrainOutcome;
 pub use health::{LIVENESS, READINESS};
 pub use manifest::{Manifest, ManifestSource};
 pub use plugin::{
-    Context, DataService, HealthReport, HealthStatus, Interface, Plugin, ServiceRegistry, Slot,
+    BackendConfig, Context, DataService, HealthReport, HealthStatus, Interface, Plugin,
+    ServiceRegistry, Slot,
 };
 pub use rotated::{Rotated, Stopped};
 pub use server::{EXIT_CONFIG, EXIT_FAILURE, run, run_with};

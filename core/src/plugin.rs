@@ -21,17 +21,11 @@ use crate::proto::ProtoFile;
 #[tonic::async_trait]
 pub trait Plugin: Send + Sync + 'static {
     /// The `backend:` config section.
-    type Config: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    type Config: BackendConfig;
 
     /// The crate's `plugin.toml` and version: `prism_plugin_core::manifest!()`.
     /// Name, default port and environment aliases come from it.
     const MANIFEST: crate::manifest::ManifestSource;
-
-    /// The default `backend` section.
-    fn default_config() -> Self::Config;
-
-    /// Pure validation (no I/O): every problem, each naming its key.
-    fn validate(config: &Self::Config) -> Vec<String>;
 
     /// Interfaces declared in `InitializeResponse.metadata.interfaces`.
     fn interfaces(&self) -> Vec<Interface>;
@@ -60,6 +54,18 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Releases the backend (close pools). Called once at shutdown.
     async fn stop(&self) -> Result<(), Error>;
+}
+
+/// A plugin's `backend:` config section: a serde struct (with
+/// `#[serde(deny_unknown_fields)]`) whose `Default` is the built-in defaults.
+pub trait BackendConfig:
+    Serialize + DeserializeOwned + Clone + Default + Send + Sync + 'static
+{
+    /// Pure validation (no I/O): every problem, each naming its key
+    /// (`` `backend.pool_size`: must be at least 1 ``). None by default.
+    fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Backend health as the lifecycle `HealthCheck` reports it.

@@ -136,7 +136,7 @@ fn load<P: Plugin>(cli: &Cli) -> Result<(figment::Figment, Config<P::Config>), E
             port: manifest.port,
             ..Default::default()
         },
-        backend: P::default_config(),
+        backend: P::Config::default(),
         log: Default::default(),
         metrics: Default::default(),
         vault: Default::default(),

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use prism_plugin_core::BackendConfig;
 use prism_plugin_core::secret::SecretString;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -313,9 +314,9 @@ impl Default for KafkaConfig {
     }
 }
 
-impl KafkaConfig {
+impl BackendConfig for KafkaConfig {
     /// Every problem with this config, each starting with its key. Pure: no I/O.
-    pub(crate) fn validate(&self) -> Vec<String> {
+    fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.brokers.is_empty() {
             problems.push("`backend.brokers`: name at least one `host:port`".to_string());
@@ -414,7 +415,9 @@ impl KafkaConfig {
         }
         problems
     }
+}
 
+impl KafkaConfig {
     /// True when the producer can be idempotent: librdkafka requires `acks=all`.
     pub(crate) fn idempotent(&self) -> bool {
         matches!(self.acks.as_str(), "all" | "-1")

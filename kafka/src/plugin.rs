@@ -11,8 +11,8 @@ use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO};
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::vault::SecretEngine;
 use prism_plugin_core::{
-    Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
-    Rotated, ServiceRegistry,
+    BackendConfig, Context, Error as CoreError, HealthReport, HealthStatus, Interface,
+    ManifestSource, Plugin, Rotated, ServiceRegistry,
 };
 
 use crate::backend::Backend;
@@ -176,14 +176,6 @@ impl Plugin for KafkaPlugin {
     type Config = KafkaConfig;
 
     const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
-
-    fn default_config() -> KafkaConfig {
-        KafkaConfig::default()
-    }
-
-    fn validate(config: &KafkaConfig) -> Vec<String> {
-        config.validate()
-    }
 
     fn interfaces(&self) -> Vec<Interface> {
         vec![

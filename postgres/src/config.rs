@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use prism_plugin_core::BackendConfig;
 use prism_plugin_core::secret::SecretUrl;
 use serde::{Deserialize, Serialize};
 
@@ -140,9 +141,9 @@ impl Default for PostgresConfig {
     }
 }
 
-impl PostgresConfig {
+impl BackendConfig for PostgresConfig {
     /// Every problem with this config, each starting with its key. Pure: no I/O.
-    pub(crate) fn validate(&self) -> Vec<String> {
+    fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(problem) = check_url(&self.database_url) {
             problems.push(format!("`backend.database_url`: {problem}"));

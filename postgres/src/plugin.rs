@@ -62,14 +62,6 @@ impl Plugin for PostgresPlugin {
 
     const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
-    fn default_config() -> PostgresConfig {
-        PostgresConfig::default()
-    }
-
-    fn validate(config: &PostgresConfig) -> Vec<String> {
-        config.validate()
-    }
-
     fn interfaces(&self) -> Vec<Interface> {
         [
             ("KeyValueBasicInterface", proto::KEYVALUE_BASIC_PROTO),

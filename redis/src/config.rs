@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use prism_plugin_core::BackendConfig;
 use prism_plugin_core::secret::{SecretString, SecretUrl};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use serde::{Deserialize, Serialize};
@@ -116,9 +117,9 @@ impl Default for RedisConfig {
     }
 }
 
-impl RedisConfig {
+impl BackendConfig for RedisConfig {
     /// Every problem with this config, each starting with its key. Pure: no I/O.
-    pub(crate) fn validate(&self) -> Vec<String> {
+    fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.cluster_nodes.is_empty() {
             if let Err((key, problem)) = self.connection_info() {
@@ -171,7 +172,9 @@ impl RedisConfig {
         }
         problems
     }
+}
 
+impl RedisConfig {
     /// The Redis client's connection info: address, credentials and database.
     /// Pure parsing; the error is the key at fault and the problem, and never
     /// contains the password.

@@ -49,14 +49,6 @@ impl Plugin for RedisPlugin {
 
     const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
-    fn default_config() -> RedisConfig {
-        RedisConfig::default()
-    }
-
-    fn validate(config: &RedisConfig) -> Vec<String> {
-        config.validate()
-    }
-
     fn interfaces(&self) -> Vec<Interface> {
         use prism_plugin_core::proto::{
             KEYVALUE_BASIC_PROTO, KEYVALUE_BATCH_PROTO, KEYVALUE_TTL_PROTO,
