@@ -152,9 +152,15 @@ mod tests {
         };
         let text = names.fill("__NAME__ __CRATE__ __TYPE__Plugin __ENV__URL __PORT__");
         assert_eq!(text, "demo-kv demo_kv DemoKvPlugin DEMO_KV_URL 9093");
+        let placeholder = |text: &str| {
+            ["__NAME__", "__CRATE__", "__TYPE__", "__ENV__", "__PORT__"]
+                .iter()
+                .any(|p| text.contains(p))
+        };
         for (path, template) in FILES {
+            assert!(placeholder(template), "{path} has no placeholder to fill");
             assert!(
-                !names.fill(template).contains("__"),
+                !placeholder(&names.fill(template)),
                 "{path} keeps a placeholder"
             );
         }
