@@ -280,33 +280,23 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
         let k = next_random(&mut rng) % opts.keys.max(1);
         let started = Instant::now();
         let result = match opts.scenario {
-            Scenario::KvGet | Scenario::CacheGet => kv
-                .get(with_namespace(GetRequest { key: key(k) }, &ns))
-                .await
-                .map(drop),
-            Scenario::KvSet | Scenario::CacheSet => kv
-                .set(with_namespace(
-                    SetRequest {
+            Scenario::KvGet
+            | Scenario::CacheGet
+            | Scenario::KvSet
+            | Scenario::CacheSet
+            | Scenario::KvMixed => {
+                // KvMixed: one write in ten.
+                let write = match opts.scenario {
+                    Scenario::KvMixed => k.is_multiple_of(10),
+                    scenario => matches!(scenario, Scenario::KvSet | Scenario::CacheSet),
+                };
+                if write {
+                    let set = SetRequest {
                         key: key(k),
                         value: value.clone(),
                         ..Default::default()
-                    },
-                    &ns,
-                ))
-                .await
-                .map(drop),
-            Scenario::KvMixed => {
-                if k.is_multiple_of(10) {
-                    kv.set(with_namespace(
-                        SetRequest {
-                            key: key(k),
-                            value: value.clone(),
-                            ..Default::default()
-                        },
-                        &ns,
-                    ))
-                    .await
-                    .map(drop)
+                    };
+                    kv.set(with_namespace(set, &ns)).await.map(drop)
                 } else {
                     kv.get(with_namespace(GetRequest { key: key(k) }, &ns))
                         .await

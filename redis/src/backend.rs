@@ -473,16 +473,9 @@ impl Backend {
         }
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| self.redis_key(namespace, k)).collect();
         let groups = self.groups(&keys);
-        let conn = self.connection();
-        let replies = try_join_all(groups.iter().map(|group| {
-            let mut cmd = redis::cmd("MGET");
-            for &i in group {
-                cmd.arg(&keys[i]);
-            }
-            let mut conn = conn.clone();
-            async move { cmd.query_async::<Vec<Option<Bytes>>>(&mut conn).await }
-        }));
-        let replies = self.bounded(replies).await?;
+        let replies = self
+            .per_group::<Vec<Option<Bytes>>>("MGET", &keys, &groups)
+            .await?;
         let mut out = vec![None; keys.len()];
         for (group, values) in groups.iter().zip(replies) {
             if values.len() != group.len() {
@@ -500,6 +493,26 @@ impl Backend {
             }
         }
         Ok(out)
+    }
+
+    /// `command` over each group's keys (one group per slot in a cluster),
+    /// the groups concurrently, within the operation timeout: a reply per group.
+    async fn per_group<T: redis::FromRedisValue>(
+        &self,
+        command: &str,
+        keys: &[Vec<u8>],
+        groups: &[Vec<usize>],
+    ) -> Result<Vec<T>, Error> {
+        let conn = self.connection();
+        let replies = try_join_all(groups.iter().map(|group| {
+            let mut cmd = redis::cmd(command);
+            for &i in group {
+                cmd.arg(&keys[i]);
+            }
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<T>(&mut conn).await }
+        }));
+        self.bounded(replies).await
     }
 
     /// One pipeline of `SET key value [EX ttl]` (one per slot in a cluster):
@@ -542,16 +555,9 @@ impl Backend {
         }
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| self.redis_key(namespace, k)).collect();
         let groups = self.groups(&keys);
-        let conn = self.connection();
-        let deletes = try_join_all(groups.iter().map(|group| {
-            let mut cmd = redis::cmd("UNLINK");
-            for &i in group {
-                cmd.arg(&keys[i]);
-            }
-            let mut conn = conn.clone();
-            async move { cmd.query_async::<i64>(&mut conn).await }
-        }));
-        self.bounded(deletes).await.map(drop)
+        self.per_group::<i64>("UNLINK", &keys, &groups)
+            .await
+            .map(drop)
     }
 
     /// Health probe: one `PING` round trip (after rebuilding a broken cluster

@@ -103,13 +103,15 @@ pub async fn under_load(
     assert!(count(&details, "vault_pool_swaps") >= 3, "{details:?}");
     assert_eq!(details["vault_reachable"], "true", "{details:?}");
 
-    // Replaced users are revoked once their connections drained.
+    // Replaced users are revoked once their connections drained. Rotation
+    // goes on meanwhile (short TTLs), so the users minted after this point
+    // are not compared: only the ones already replaced must go.
     let current = backend.in_use().await;
     assert_eq!(current.len(), 1, "{current:?}");
-    poll_until(Duration::from_secs(8), "old users dropped", || async {
-        let mut minted = backend.minted().await;
-        minted.sort();
-        minted == current
+    let replaced: Vec<&String> = seen.iter().filter(|u| !current.contains(u)).collect();
+    poll_until(Duration::from_secs(8), "replaced users dropped", || async {
+        let minted = backend.minted().await;
+        !minted.iter().any(|user| replaced.contains(&user))
     })
     .await;
 

@@ -4,6 +4,7 @@
 //! into [`Error`]s that mark the link down or report rejected credentials.
 
 use prism_plugin_core::deadline::{self, Deadline};
+use sqlx::PgConnection;
 
 use super::Backend;
 use crate::error::{Error, Kind};
@@ -40,6 +41,18 @@ impl Backend {
                 what: "waiting for a connection",
             }),
         }
+    }
+
+    /// Runs one statement on a connection of its own, bounded by the call's
+    /// deadline, and settles the connection by its outcome.
+    pub(super) async fn run<T>(
+        &self,
+        deadline: Deadline,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self.acquire(deadline).await?;
+        let done = prism_plugin_core::within(deadline, statement(&mut conn)).await;
+        self.settle(conn, done)
     }
 
     /// Turns a bounded statement's outcome into the result and gives the

@@ -20,10 +20,11 @@ impl Backend {
         key: &str,
         deadline: Deadline,
     ) -> Result<bool, Error> {
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.exists).bind(ns).bind(key);
-        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
-        Ok(self.settle(conn, done)?.is_some())
+        let done = self
+            .run(deadline, async |conn| query.fetch_optional(conn).await)
+            .await?;
+        Ok(done.is_some())
     }
 
     /// Deletes `key`; deleting a missing key is not an error.
@@ -33,10 +34,10 @@ impl Backend {
         key: &str,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.delete).bind(ns).bind(key);
-        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
-        self.settle(conn, done).map(drop)
+        self.run(deadline, async |conn| query.execute(conn).await)
+            .await
+            .map(drop)
     }
 
     /// Upserts every item in one statement. A key given twice keeps its last
@@ -62,14 +63,14 @@ impl Backend {
                 ttls.push(item.ttl_seconds);
             }
         }
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.batch_set)
             .bind(ns)
             .bind(keys)
             .bind(values)
             .bind(ttls);
-        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
-        self.settle(conn, done).map(drop)
+        self.run(deadline, async |conn| query.execute(conn).await)
+            .await
+            .map(drop)
     }
 
     /// The live values of `keys`, in the order asked (duplicates included),
@@ -84,12 +85,13 @@ impl Backend {
         if keys.is_empty() {
             return Ok(found);
         }
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query_as::<_, (i64, Vec<u8>)>(&self.sql.batch_get)
             .bind(ns)
             .bind(keys);
-        let done = prism_plugin_core::within(deadline, query.fetch_all(&mut *conn)).await;
-        for (ordinal, value) in self.settle(conn, done)? {
+        let done = self
+            .run(deadline, async |conn| query.fetch_all(conn).await)
+            .await;
+        for (ordinal, value) in done? {
             if let Some(slot) = ordinal_slot(&mut found, ordinal) {
                 *slot = Some(Bytes::from(value));
             }
@@ -107,10 +109,10 @@ impl Backend {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.batch_delete).bind(ns).bind(keys);
-        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
-        self.settle(conn, done).map(drop)
+        self.run(deadline, async |conn| query.execute(conn).await)
+            .await
+            .map(drop)
     }
 
     /// Sets a live key to expire `ttl_seconds` from now (0 = remove it now);
@@ -122,7 +124,6 @@ impl Backend {
         ttl_seconds: i64,
         deadline: Deadline,
     ) -> Result<bool, Error> {
-        let mut conn = self.acquire(deadline).await?;
         if ttl_seconds == 0 {
             // Expiring now is deleting: the row would be invisible anyway, and
             // this spares the reaper. An already-expired row is removed but
@@ -130,25 +131,30 @@ impl Backend {
             let query = sqlx::query_scalar::<_, bool>(&self.sql.expire_now)
                 .bind(ns)
                 .bind(key);
-            let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
-            return Ok(self.settle(conn, done)?.unwrap_or(false));
+            let done = self
+                .run(deadline, async |conn| query.fetch_optional(conn).await)
+                .await?;
+            return Ok(done.unwrap_or(false));
         }
         let query = sqlx::query(&self.sql.expire)
             .bind(ns)
             .bind(key)
             .bind(ttl_seconds);
-        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
-        Ok(self.settle(conn, done)?.rows_affected() > 0)
+        let done = self
+            .run(deadline, async |conn| query.execute(conn).await)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Remaining seconds to live (rounded up): -1 = no expiry, -2 = no such key.
     pub(crate) async fn ttl(&self, ns: &str, key: &str, deadline: Deadline) -> Result<i64, Error> {
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query_scalar::<_, i64>(&self.sql.get_ttl)
             .bind(ns)
             .bind(key);
-        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
-        Ok(self.settle(conn, done)?.unwrap_or(-2))
+        let done = self
+            .run(deadline, async |conn| query.fetch_optional(conn).await)
+            .await?;
+        Ok(done.unwrap_or(-2))
     }
 
     /// Removes the expiry of a live key; returns whether it had one.
@@ -158,10 +164,11 @@ impl Backend {
         key: &str,
         deadline: Deadline,
     ) -> Result<bool, Error> {
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query(&self.sql.persist).bind(ns).bind(key);
-        let done = prism_plugin_core::within(deadline, query.execute(&mut *conn)).await;
-        Ok(self.settle(conn, done)?.rows_affected() > 0)
+        let done = self
+            .run(deadline, async |conn| query.execute(conn).await)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// One page of live keys starting with `prefix`, in byte order, strictly
@@ -177,7 +184,6 @@ impl Backend {
     ) -> Result<Page, Error> {
         let upper = prefix_successor(prefix);
         let sql = &self.sql.scan[scan_index(keys_only, after.is_some(), upper.is_some())];
-        let mut conn = self.acquire(deadline).await?;
         // Unnamed statement: planned with the actual bounds each time. A cached
         // generic plan cannot see how narrow the range is and may sort every
         // key under the prefix instead of walking the index.
@@ -188,8 +194,10 @@ impl Backend {
             .bind(upper.as_deref().unwrap_or(""))
             // One more than asked, to learn whether more follow.
             .bind(i64::from(limit) + 1);
-        let done = prism_plugin_core::within(deadline, query.fetch_all(&mut *conn)).await;
-        let rows = self.settle(conn, done)?;
+        let done = self
+            .run(deadline, async |conn| query.fetch_all(conn).await)
+            .await;
+        let rows = done?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let has_more = rows.len() > limit;
         let mut items = Vec::with_capacity(rows.len().min(limit));
