@@ -170,7 +170,11 @@ fn tls_acceptor(cert: &IssuedCert, client_ca: Option<&str>) -> Result<TlsAccepto
                 roots.add(der).map_err(|e| tls_error("client CA", e))?;
             }
             // Anonymous clients are refused: mTLS is required, not offered.
+            // No CA names in the CertificateRequest: OpenSSL would withhold a
+            // certificate from another CA, so the verifier would never see
+            // (and the test never prove the refusal of) a foreign one.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .clear_root_hint_subjects()
                 .build()
                 .map_err(|e| tls_error("client verifier", e))?;
             builder.with_client_cert_verifier(verifier)
