@@ -11,6 +11,8 @@ use prism_plugin_core::secret::SecretString;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::ClientIdentity;
+
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
 /// librdkafka refuses a `message.max.bytes` above 1e9; framing room is added to ours.
@@ -146,6 +148,11 @@ pub struct KafkaConfig {
     /// owns (group and commit handling, bootstrap, credentials) are refused.
     #[serde(default)]
     pub(crate) librdkafka: BTreeMap<String, String>,
+    /// Not a config key: a client certificate handed over by a credential
+    /// rotation (the Vault secret's `certificate`/`private_key`), used
+    /// instead of `tls.cert_file`/`key_file` while set.
+    #[serde(skip)]
+    pub(crate) client_identity: Option<ClientIdentity>,
 }
 
 /// librdkafka properties the plugin sets itself because its guarantees depend
@@ -166,6 +173,8 @@ const OWNED_PROPERTIES: &[&str] = &[
     "ssl.ca.location",
     "ssl.certificate.location",
     "ssl.key.location",
+    "ssl.certificate.pem",
+    "ssl.key.pem",
     "ssl.key.password",
     "ssl.endpoint.identification.algorithm",
 ];
@@ -310,6 +319,7 @@ impl Default for KafkaConfig {
             fetch_buffer_kbytes: default_fetch_buffer_kbytes(),
             commit_interval: default_commit_interval(),
             librdkafka: BTreeMap::new(),
+            client_identity: None,
         }
     }
 }
