@@ -173,7 +173,6 @@ async fn a_new_certificate_version_is_swapped_in_under_load_without_a_failed_pub
         .count();
     // Producer, admin client, the rebuilt subscription and the new group.
     assert!(with_second >= 3, "{with_second} of {}", presented.len());
-    assert_eq!(presented.last(), Some(&second.cert_der()));
 
     // Version 3: a certificate the broker refuses is abandoned; the working
     // one stays in use.
