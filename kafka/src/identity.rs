@@ -5,7 +5,8 @@
 //! stream's consumer rebuilt) also carries a new certificate.
 //!
 //! The rotated secret names it with the fields of Vault PKI's `issue`
-//! response — `certificate` and `private_key` (PEM) — or with `cert_file`
+//! response — `certificate` and `private_key` (PEM), plus an optional
+//! `ca_chain` (PEM intermediates, sent after the leaf) — or with `cert_file`
 //! and `key_file` (paths, for certificates a sidecar writes to disk). The
 //! key never appears in `Debug`, logs or errors.
 
@@ -60,8 +61,15 @@ impl ClientIdentity {
                 if !private_key.contains("PRIVATE KEY-----") {
                     return Err("`private_key` is not a PEM private key".to_string());
                 }
+                // The broker may trust only the root: send the chain too.
+                let mut certificate = certificate.trim_end().to_string();
+                if let Some(chain) = get("ca_chain") {
+                    certificate.push('\n');
+                    certificate.push_str(chain.trim_end());
+                }
+                certificate.push('\n');
                 return Ok(Some(ClientIdentity::Pem {
-                    certificate: certificate.clone(),
+                    certificate,
                     private_key: SecretString::new(private_key.clone()),
                 }));
             }
@@ -139,6 +147,21 @@ mod tests {
         let mut client = ClientConfig::new();
         identity.apply(&mut client);
         assert_eq!(client.get("ssl.certificate.pem"), Some(CERT));
+        let chained = ClientIdentity::from_fields(&fields(&[
+            ("certificate", CERT),
+            ("private_key", KEY),
+            (
+                "ca_chain",
+                "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----",
+            ),
+        ]))
+        .unwrap()
+        .unwrap();
+        let mut client = ClientConfig::new();
+        chained.apply(&mut client);
+        let pem = client.get("ssl.certificate.pem").unwrap();
+        assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2, "{pem}");
+        assert!(pem.starts_with(CERT), "leaf first: {pem}");
         assert_eq!(client.get("ssl.key.pem"), Some(KEY));
     }
 

@@ -7,7 +7,9 @@
 //! throughout (0 failures), an open Subscribe stream carries on, new
 //! connections present the new certificate, a later version with a
 //! certificate the broker refuses is abandoned while the working one stays
-//! in use, and no line of any private key is ever logged.
+//! in use, and no line of any private key is ever logged. Certificates
+//! issued by OpenBao's PKI engine (RSA, PKCS#1 keys, `pki/issue/<role>`'s
+//! fields carried over unchanged) work the same way.
 
 mod common;
 
@@ -21,7 +23,9 @@ use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_plugin_core::proto::pubsub::SubscribeRequest;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
-use prism_testkit::{IssuedCert, SaslMechanism, TestCa, Vault};
+use prism_testkit::{
+    IssuedCert, Kafka, KafkaProxy, ProxyOptions, SaslMechanism, TestCa, Vault, free_port,
+};
 use tonic::transport::Channel;
 
 const SECRET: &str = "secret/prism/kafka-cert";
@@ -194,6 +198,149 @@ async fn a_new_certificate_version_is_swapped_in_under_load_without_a_failed_pub
         .expect("exits");
     let logs = plugin.logs();
     for cert in [&first, &second, &foreign] {
+        for line in key_lines(&cert.key_pem) {
+            assert!(!logs.contains(line), "a private key leaked into the logs");
+        }
+    }
+}
+
+/// Enables OpenBao's PKI engine with a root CA and a client role (30 s
+/// TTL); returns the CA certificate (PEM).
+async fn enable_pki(vault: &Vault) -> String {
+    vault
+        .bao(&["secrets", "enable", "pki"])
+        .await
+        .expect("enable pki");
+    let root = vault
+        .bao_json(&[
+            "write",
+            "-format=json",
+            "pki/root/generate/internal",
+            "common_name=prism-test-root",
+            "ttl=1h",
+        ])
+        .await
+        .expect("root CA");
+    vault
+        .bao(&[
+            "write",
+            "pki/roles/kafka-client",
+            "allow_any_name=true",
+            "client_flag=true",
+            "server_flag=false",
+            "ttl=30s",
+            "max_ttl=30s",
+        ])
+        .await
+        .expect("role");
+    root["data"]["certificate"]
+        .as_str()
+        .expect("CA PEM")
+        .to_string()
+}
+
+/// Issues a certificate from the PKI role and stores its `certificate` and
+/// `private_key` (as issued) as a new KV v2 version; returns the issued cert.
+async fn issue_into_kv(vault: &Vault, secured: &Secured, name: &str) -> IssuedCert {
+    let issued = vault
+        .bao_json(&[
+            "write",
+            "-format=json",
+            "pki/issue/kafka-client",
+            &format!("common_name={name}"),
+        ])
+        .await
+        .expect("issue");
+    let data = &issued["data"];
+    let cert = IssuedCert {
+        cert_pem: data["certificate"]
+            .as_str()
+            .expect("certificate")
+            .to_string(),
+        key_pem: data["private_key"]
+            .as_str()
+            .expect("private_key")
+            .to_string(),
+    };
+    put_certificate(vault, secured, name, &cert).await;
+    cert
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_issued_by_vault_pki_authenticate_through_the_mtls_proxy_and_swap() {
+    let vault = Vault::start().await.expect("OpenBao starts");
+    let pki_ca = enable_pki(&vault).await;
+    // The proxy serves with the test CA's certificate but trusts only
+    // clients signed by Vault's PKI root.
+    let ca = TestCa::new("prism-kafka-test-ca").expect("CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
+    let proxy_port = free_port();
+    let kafka = Kafka::start_advertising(proxy_port)
+        .await
+        .expect("tansu starts");
+    let options = ProxyOptions {
+        tls: Some(ca.server(&["127.0.0.1"]).expect("server cert")),
+        client_ca: Some(pki_ca),
+        ..ProxyOptions::default()
+    };
+    let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
+        .await
+        .expect("proxy starts");
+    let secured = Secured {
+        kafka,
+        proxy,
+        ca,
+        dir,
+        ca_file,
+    };
+    let first = issue_into_kv(&vault, &secured, "prism-kafka-a").await;
+    assert!(first.key_pem.contains("PRIVATE KEY"), "PEM key as issued");
+    let brokers = secured.proxy.bootstrap();
+    let ca_file = secured.ca_file.to_string_lossy().into_owned();
+    let vault_addr = vault.addr();
+    let (mut plugin, port) = spawn(&[
+        ("KAFKA_BROKERS", &brokers),
+        ("PRISM_BACKEND__SECURITY_PROTOCOL", "ssl"),
+        ("PRISM_BACKEND__TLS__CA_FILE", &ca_file),
+        ("VAULT_ADDR", &vault_addr),
+        ("VAULT_TOKEN", vault.root_token()),
+        ("PRISM_VAULT__SECRET__ENGINE", "kv2"),
+        ("PRISM_VAULT__SECRET__PATH", "prism/kafka-cert"),
+        ("PRISM_VAULT__SECRET__POLL_INTERVAL", "300ms"),
+    ])
+    .await;
+    let channel = ready_channel(&plugin, port).await;
+    let got = round_trip(&channel, "pki-topic", "pki-group", "pki cert one").await;
+    assert_eq!(got, "pki cert one");
+    assert!(
+        secured
+            .proxy
+            .client_certificates()
+            .contains(&first.cert_der())
+    );
+
+    let second = issue_into_kv(&vault, &secured, "prism-kafka-b").await;
+    plugin
+        .wait_for_log("switched to the rotated credentials", STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
+    let got = round_trip(&channel, "pki-topic-2", "pki-group-2", "pki cert two").await;
+    assert_eq!(got, "pki cert two");
+    assert!(
+        secured
+            .proxy
+            .client_certificates()
+            .contains(&second.cert_der())
+    );
+    plugin.sigterm().expect("sigterm");
+    plugin
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits");
+    let logs = plugin.logs();
+    for cert in [&first, &second] {
         for line in key_lines(&cert.key_pem) {
             assert!(!logs.contains(line), "a private key leaked into the logs");
         }
