@@ -154,6 +154,13 @@ async fn a_new_certificate_version_is_swapped_in_under_load_without_a_failed_pub
         .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
     let after = details(&channel).await;
     assert_eq!(after.get("vault_generation").map(String::as_str), Some("2"));
+    let shown = format!("{after:?}");
+    for line in key_lines(&first.key_pem)
+        .into_iter()
+        .chain(key_lines(&second.key_pem))
+    {
+        assert!(!shown.contains(line), "a private key in the health details");
+    }
 
     // The subscription goes on; new connections present the new certificate.
     let reply = publisher.publish(publish_request("cert-sub", "after"));
