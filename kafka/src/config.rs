@@ -92,6 +92,11 @@ pub struct KafkaConfig {
     /// SASL credentials (used with `sasl_plaintext` / `sasl_ssl`).
     #[serde(default)]
     pub(crate) sasl: SaslConfig,
+    /// Not a config key: a client certificate handed over by a credential
+    /// rotation (the Vault secret's `certificate`/`private_key`), used
+    /// instead of `tls.cert_file`/`key_file` while set.
+    #[serde(skip)]
+    pub(crate) client_identity: Option<ClientIdentity>,
     /// `client.id` the brokers see in their logs and quotas.
     #[serde(default = "default_client_id")]
     pub(crate) client_id: String,
@@ -148,11 +153,6 @@ pub struct KafkaConfig {
     /// owns (group and commit handling, bootstrap, credentials) are refused.
     #[serde(default)]
     pub(crate) librdkafka: BTreeMap<String, String>,
-    /// Not a config key: a client certificate handed over by a credential
-    /// rotation (the Vault secret's `certificate`/`private_key`), used
-    /// instead of `tls.cert_file`/`key_file` while set.
-    #[serde(skip)]
-    pub(crate) client_identity: Option<ClientIdentity>,
 }
 
 /// librdkafka properties the plugin sets itself because its guarantees depend
@@ -304,6 +304,7 @@ impl Default for KafkaConfig {
             security_protocol: SecurityProtocol::default(),
             tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
+            client_identity: None,
             client_id: default_client_id(),
             acks: default_acks(),
             session_timeout: default_session_timeout(),
@@ -319,7 +320,6 @@ impl Default for KafkaConfig {
             fetch_buffer_kbytes: default_fetch_buffer_kbytes(),
             commit_interval: default_commit_interval(),
             librdkafka: BTreeMap::new(),
-            client_identity: None,
         }
     }
 }
