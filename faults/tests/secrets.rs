@@ -1,5 +1,6 @@
 //! Secrets never leak: each plugin runs with known secret values (backend
-//! passwords, a password inside a URL, a Kafka SASL password, a Vault token,
+//! passwords, a password inside a URL, a Kafka SASL password, a Kafka
+//! SCRAM-SHA-512 password and TLS client private keys, a Vault token,
 //! Vault-minted passwords) through a normal startup and calls, a failing
 //! connection (wrong password, unreachable backend), an Initialize override
 //! carrying a secret, `--check-config`, and (postgres) Vault rotations. All
@@ -15,7 +16,10 @@ use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_testkit::Tee;
 use prism_testkit::lifecycle::{self, health_check, text};
-use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, ServingStatus, Vault, free_port};
+use prism_testkit::{
+    Kafka, KafkaProxy, PluginProcess, Postgres, ProxyOptions, Redis, SaslMechanism, ServingStatus,
+    TestCa, Vault, free_port,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -354,6 +358,112 @@ async fn kafka_never_prints_or_reports_the_sasl_password() {
             ("the SASL password for an unreachable broker", UNREACHABLE),
         ],
     );
+}
+
+/// The lines of key material in a PEM private key (each is distinctive;
+/// a log that quoted any of them would leak part of the key).
+fn key_lines(pem: &str) -> Vec<&str> {
+    pem.lines()
+        .filter(|line| !line.starts_with("-----") && line.len() >= 8)
+        .collect()
+}
+
+/// prism-kafka authenticating with SCRAM-SHA-512 over mTLS (client
+/// certificate and key from files) through the test proxy: neither the
+/// SCRAM password, nor a wrong one, nor any line of a client private key
+/// (the accepted one, and one from another CA that the proxy refuses)
+/// appears in its logs, health or `--check-config` output.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_never_prints_a_scram_password_or_a_client_private_key() {
+    const USER: &str = "prism-scram-user";
+    const PASSWORD: &str = "Scram-kafka-S3cret-8e2b";
+    const WRONG: &str = "Wr0ng-scram-S3cret-4a7c";
+    let ca = TestCa::new("faults-kafka-ca").expect("CA");
+    let proxy_port = free_port();
+    let kafka = Kafka::start_advertising(proxy_port)
+        .await
+        .expect("tansu starts");
+    let options = ProxyOptions {
+        tls: Some(ca.server(&["127.0.0.1"]).expect("server cert")),
+        client_ca: Some(ca.ca_pem()),
+        sasl_users: Some(vec![(USER.to_string(), PASSWORD.to_string())]),
+        sasl_mechanism: SaslMechanism::ScramSha512,
+    };
+    let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
+        .await
+        .expect("proxy starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path.to_string_lossy().into_owned()
+    };
+    let client = ca.client("prism-kafka").expect("client cert");
+    let foreign = TestCa::new("faults-other-ca")
+        .and_then(|other| other.client("prism-kafka"))
+        .expect("foreign client cert");
+    let ca_file = write("ca.pem", &ca.ca_pem());
+    let cert_file = write("client.pem", &client.cert_pem);
+    let key_file = write("client-key.pem", &client.key_pem);
+    let foreign_cert = write("foreign.pem", &foreign.cert_pem);
+    let foreign_key = write("foreign-key.pem", &foreign.key_pem);
+    let brokers = proxy.bootstrap();
+    let envs = |password: &'static str, cert: &str, key: &str| {
+        vec![
+            ("KAFKA_BROKERS", brokers.clone()),
+            ("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_ssl".into()),
+            ("PRISM_BACKEND__SASL__MECHANISM", "SCRAM-SHA-512".into()),
+            ("KAFKA_SASL_USERNAME", USER.into()),
+            ("KAFKA_SASL_PASSWORD", password.into()),
+            ("PRISM_BACKEND__TLS__CA_FILE", ca_file.clone()),
+            ("PRISM_BACKEND__TLS__CERT_FILE", cert.to_string()),
+            ("PRISM_BACKEND__TLS__KEY_FILE", key.to_string()),
+        ]
+    };
+    let good = envs(PASSWORD, &cert_file, &key_file);
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut out = Output::default();
+    observe(
+        &mut out,
+        "kafka scram over mtls",
+        Kind::Kafka,
+        &good,
+        true,
+        &[],
+        |plugin| async move {
+            plugin
+                .pubsub()
+                .publish(publish_request("faults-scram", "x", ""))
+                .await
+                .expect("Publish");
+            plugin
+        },
+    )
+    .await;
+    assert!(proxy.authenticated().iter().any(|u| u == USER));
+    assert!(proxy.client_certificates().contains(&client.cert_der()));
+    let wrong = envs(WRONG, &cert_file, &key_file);
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let label = "kafka wrong scram password";
+    observe_plain(&mut out, label, Kind::Kafka, &wrong, false).await;
+    assert!(proxy.rejected().iter().any(|u| u == USER));
+    let refused = envs(PASSWORD, &foreign_cert, &foreign_key);
+    let refused: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let label = "kafka client certificate from another CA";
+    observe_plain(&mut out, label, Kind::Kafka, &refused, false).await;
+    assert!(proxy.failed_handshakes() > 0);
+    check_config(&mut out, "kafka scram over mtls", Kind::Kafka, &good).await;
+    let mut secrets = vec![
+        ("the SCRAM password", PASSWORD),
+        ("a wrong SCRAM password", WRONG),
+    ];
+    for line in key_lines(&client.key_pem) {
+        secrets.push(("a line of the client private key", line));
+    }
+    for line in key_lines(&foreign.key_pem) {
+        secrets.push(("a line of the refused client's private key", line));
+    }
+    out.assert_free_of("kafka scram over mtls", &secrets);
 }
 
 /// prism-postgres on Vault credentials rotated every ~4 s: neither the Vault

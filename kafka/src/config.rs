@@ -11,6 +11,8 @@ use prism_plugin_core::secret::SecretString;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::ClientIdentity;
+
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
 /// librdkafka refuses a `message.max.bytes` above 1e9; framing room is added to ours.
@@ -90,6 +92,11 @@ pub struct KafkaConfig {
     /// SASL credentials (used with `sasl_plaintext` / `sasl_ssl`).
     #[serde(default)]
     pub(crate) sasl: SaslConfig,
+    /// Not a config key: a client certificate handed over by a credential
+    /// rotation (the Vault secret's `certificate`/`private_key`), used
+    /// instead of `tls.cert_file`/`key_file` while set.
+    #[serde(skip)]
+    pub(crate) client_identity: Option<ClientIdentity>,
     /// `client.id` the brokers see in their logs and quotas.
     #[serde(default = "default_client_id")]
     pub(crate) client_id: String,
@@ -166,6 +173,8 @@ const OWNED_PROPERTIES: &[&str] = &[
     "ssl.ca.location",
     "ssl.certificate.location",
     "ssl.key.location",
+    "ssl.certificate.pem",
+    "ssl.key.pem",
     "ssl.key.password",
     "ssl.endpoint.identification.algorithm",
 ];
@@ -295,6 +304,7 @@ impl Default for KafkaConfig {
             security_protocol: SecurityProtocol::default(),
             tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
+            client_identity: None,
             client_id: default_client_id(),
             acks: default_acks(),
             session_timeout: default_session_timeout(),

@@ -8,6 +8,7 @@
 mod backend;
 mod config;
 mod error;
+mod identity;
 mod plugin;
 mod rebuilder;
 mod service;

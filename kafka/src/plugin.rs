@@ -9,14 +9,15 @@ use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasi
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
 use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO};
 use prism_plugin_core::rotation::Connect;
-use prism_plugin_core::vault::SecretEngine;
+use prism_plugin_core::vault::{Credentials, SecretEngine};
 use prism_plugin_core::{
     BackendConfig, Context, Error as CoreError, HealthReport, HealthStatus, Interface,
     ManifestSource, Plugin, Rotated, ServiceRegistry,
 };
 
 use crate::backend::Backend;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, SecurityProtocol};
+use crate::identity::ClientIdentity;
 use crate::rebuilder::{Rebuilder, Rebuilds};
 use crate::service::KafkaService;
 use crate::stream::StreamSet;
@@ -49,8 +50,10 @@ struct Tasks {
     context: Option<Context>,
 }
 
-/// Builds a backend whose SASL credentials come from one Vault KV v2
-/// version (`username`, `password`, optional `mechanism`); connecting checks
+/// Builds a backend whose credentials come from one Vault KV v2 version:
+/// SASL (`username`, `password`, optional `mechanism`) when the protocol uses
+/// SASL, and/or a TLS client certificate (`certificate` + `private_key` PEM,
+/// or `cert_file` + `key_file`; see [`ClientIdentity`]); connecting checks
 /// them with a metadata round trip. On success the group streams are told to
 /// rebuild their consumers with them (the rotation swaps the backend in
 /// right after this returns; streams wait for it).
@@ -59,31 +62,56 @@ fn connector(config: KafkaConfig, streams: Arc<StreamSet>) -> Connect<Backend> {
         let mut config = config.clone();
         let streams = streams.clone();
         Box::pin(async move {
-            config.sasl.username = creds.username.clone();
-            config.sasl.password = creds.password.clone();
-            if let Some(mechanism) = creds.extra.get("mechanism") {
-                config.sasl.mechanism = mechanism.clone();
-            }
-            let problems = config.validate();
-            if !problems.is_empty() {
-                return Err(CoreError::Config(
-                    problems
-                        .into_iter()
-                        .map(|p| format!("from the Vault secret: {p}"))
-                        .collect(),
-                ));
-            }
-            if config.sasl.username.is_empty() {
-                return Err(CoreError::config(
-                    "`vault.secret`: the KV v2 secret has no `username` field",
-                ));
-            }
+            apply_credentials(&mut config, &creds)?;
             let generation = creds.generation;
             let backend = Backend::connect(&config, Some((generation, hook))).await?;
             streams.credentials_changed(generation);
             Ok(backend)
         })
     })
+}
+
+/// Puts one credential set into `config`; every problem names its field,
+/// never a value.
+fn apply_credentials(config: &mut KafkaConfig, creds: &Credentials) -> Result<(), CoreError> {
+    let protocol = config.security_protocol;
+    let mut problems = Vec::new();
+    if protocol.uses_sasl() {
+        config.sasl.username = creds.username.clone();
+        config.sasl.password = creds.password.clone();
+        if let Some(mechanism) = creds.extra.get("mechanism") {
+            config.sasl.mechanism = mechanism.clone();
+        }
+        if config.sasl.username.is_empty() {
+            problems.push("`vault.secret`: the KV v2 secret has no `username` field".to_string());
+        }
+    }
+    match ClientIdentity::from_fields(&creds.extra) {
+        Ok(Some(_)) if !protocol.uses_tls() => problems.push(format!(
+            "`vault.secret`: the secret carries a client certificate, but \
+             `backend.security_protocol` is {} (use ssl or sasl_ssl)",
+            protocol.as_str()
+        )),
+        Ok(Some(identity)) => config.client_identity = Some(identity),
+        Ok(None) if !protocol.uses_sasl() => problems.push(
+            "`vault.secret`: with security_protocol ssl the secret must carry a client \
+             certificate (`certificate` and `private_key`)"
+                .to_string(),
+        ),
+        Ok(None) => {}
+        Err(problem) => problems.push(format!("`vault.secret`: {problem}")),
+    }
+    problems.extend(
+        config
+            .validate()
+            .into_iter()
+            .map(|p| format!("from the Vault secret: {p}")),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::Config(problems))
+    }
 }
 
 /// Vault-specific configuration problems.
@@ -97,12 +125,14 @@ fn check_vault(config: &KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
             "`vault.secret.engine`: prism-kafka reads SASL credentials from a kv2 secret".into(),
         );
     }
-    if !config.security_protocol.uses_sasl() {
-        problems.push(format!(
-            "`backend.security_protocol`: {} does not use the SASL credentials from Vault; \
-             use sasl_plaintext or sasl_ssl",
-            config.security_protocol.as_str()
-        ));
+    // SASL credentials need a SASL protocol; with `ssl` the secret must
+    // carry a client certificate instead.
+    if config.security_protocol == SecurityProtocol::Plaintext {
+        problems.push(
+            "`backend.security_protocol`: plaintext uses no credentials from Vault; \
+             use sasl_plaintext, sasl_ssl, or ssl with a client certificate in the secret"
+                .to_string(),
+        );
     }
     if problems.is_empty() {
         Ok(())
@@ -131,6 +161,7 @@ impl KafkaPlugin {
             .detail("bootstrap", backend.bootstrap())
             .detail("streams", self.streams.len())
             .detail("producer_rebuilds", self.rebuilds.count())
+            .detail("client_certificate", backend.client_certificate())
     }
 }
 
@@ -275,5 +306,69 @@ impl Plugin for KafkaPlugin {
         self.streams.drain(STREAM_DRAIN_TIMEOUT).await;
         stopped.close().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(username: &str, extra: &[(&str, &str)]) -> Credentials {
+        Credentials {
+            username: username.into(),
+            password: "pw-never-shown-81c3".into(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            generation: 1,
+            lease: None,
+        }
+    }
+
+    fn config(protocol: SecurityProtocol) -> KafkaConfig {
+        KafkaConfig {
+            security_protocol: protocol,
+            ..KafkaConfig::default()
+        }
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str =
+        "-----BEGIN PRIVATE KEY-----\nkey-body-never-shown\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_secret_sets_sasl_and_or_a_client_certificate_by_protocol() {
+        let mut sasl = config(SecurityProtocol::SaslSsl);
+        let set = creds("alice", &[("mechanism", "SCRAM-SHA-256")]);
+        apply_credentials(&mut sasl, &set).expect("sasl");
+        assert_eq!(sasl.sasl.username, "alice");
+        assert_eq!(sasl.sasl.mechanism, "SCRAM-SHA-256");
+        assert!(sasl.client_identity.is_none());
+
+        let mut ssl = config(SecurityProtocol::Ssl);
+        let set = creds("", &[("certificate", CERT), ("private_key", KEY)]);
+        apply_credentials(&mut ssl, &set).expect("certificate");
+        assert!(ssl.client_identity.is_some());
+        assert!(ssl.sasl.username.is_empty(), "ssl takes no SASL user");
+    }
+
+    #[test]
+    fn a_secret_that_does_not_fit_the_protocol_is_refused_by_field_name() {
+        let cases = [
+            (SecurityProtocol::Ssl, creds("u", &[])),
+            (SecurityProtocol::SaslPlaintext, creds("", &[])),
+            (
+                SecurityProtocol::SaslPlaintext,
+                creds("u", &[("certificate", CERT), ("private_key", KEY)]),
+            ),
+            (SecurityProtocol::Ssl, creds("", &[("certificate", CERT)])),
+        ];
+        for (protocol, set) in cases {
+            let err = apply_credentials(&mut config(protocol), &set).expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains("`vault.secret`"), "{text}");
+            assert!(!text.contains("never-shown"), "{text}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `prism-kafka` with SASL credentials from Vault (real OpenBao, KV v2) in
-//! front of a real broker (tansu behind the SASL/PLAIN proxy, which records
-//! the user of every authentication). A new secret version switches the
+//! front of a real broker (tansu behind the test proxy running the server
+//! side of SCRAM-SHA-512, which records the user of every authentication). A new secret version switches the
 //! producer and every group stream to the new user: publishes keep
 //! succeeding throughout (0 failures), an open Consume stream loses nothing
 //! acknowledged and gets exactly the unacknowledged messages again, an open
@@ -25,7 +25,7 @@ use prism_plugin_core::proto::pubsub::{
     Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef, StartPosition,
     SubscribeRequest, consume_request, consume_response,
 };
-use prism_testkit::Vault;
+use prism_testkit::{SaslMechanism, Vault};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -46,7 +46,7 @@ async fn put_secret(vault: &Vault, user: &str, password: &str) {
             SECRET,
             &format!("username={user}"),
             &format!("password={password}"),
-            "mechanism=PLAIN",
+            "mechanism=SCRAM-SHA-512",
         ])
         .await
         .expect("bao kv put");
@@ -142,7 +142,8 @@ async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_without_loss() {
-    let secured = Secured::start(false, Some(&[(USER_1, PASSWORD_1)])).await;
+    let users = [(USER_1, PASSWORD_1)];
+    let secured = Secured::start_with(false, false, Some(&users), SaslMechanism::ScramSha512).await;
     let vault = Vault::start().await.expect("OpenBao starts");
     put_secret(&vault, USER_1, PASSWORD_1).await;
     let brokers = secured.proxy.bootstrap();
@@ -248,7 +249,8 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Rotate: the broker learns the new user, Vault gets version 2.
+    // Rotate to a new SCRAM user: the broker learns it (salted keys only),
+    // Vault gets version 2.
     secured.proxy.set_user(USER_2, PASSWORD_2);
     put_secret(&vault, USER_2, PASSWORD_2).await;
     for line in [

@@ -22,6 +22,20 @@ pub struct IssuedCert {
     pub key_pem: String,
 }
 
+impl IssuedCert {
+    /// The leaf certificate as DER (what a TLS peer presents), to compare
+    /// with [`KafkaProxy::client_certificates`](crate::KafkaProxy::client_certificates).
+    pub fn cert_der(&self) -> Vec<u8> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .next()
+            .and_then(|der| der.ok())
+            .map(|der| der.to_vec())
+            .unwrap_or_default()
+    }
+}
+
 impl TestCa {
     /// A new self-signed CA named `name`.
     pub fn new(name: &str) -> Result<Self> {

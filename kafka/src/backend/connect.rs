@@ -180,7 +180,8 @@ impl Clients {
 }
 
 /// TLS and SASL settings of every client (`backend.tls`, `backend.sasl`).
-/// With Vault, the plugin has already put the Vault credentials into `config.sasl`.
+/// With Vault, the plugin has already put the Vault credentials into
+/// `config.sasl` and a rotated client certificate into `config.client_identity`.
 fn apply_security(config: &KafkaConfig, client: &mut ClientConfig) {
     let protocol = config.security_protocol;
     if protocol.uses_tls() {
@@ -188,11 +189,16 @@ fn apply_security(config: &KafkaConfig, client: &mut ClientConfig) {
         if let Some(ca) = &tls.ca_file {
             client.set("ssl.ca.location", ca.to_string_lossy());
         }
-        if let Some(cert) = &tls.cert_file {
-            client.set("ssl.certificate.location", cert.to_string_lossy());
-        }
-        if let Some(key) = &tls.key_file {
-            client.set("ssl.key.location", key.to_string_lossy());
+        // A certificate from a rotation replaces the configured files.
+        if let Some(identity) = &config.client_identity {
+            identity.apply(client);
+        } else {
+            if let Some(cert) = &tls.cert_file {
+                client.set("ssl.certificate.location", cert.to_string_lossy());
+            }
+            if let Some(key) = &tls.key_file {
+                client.set("ssl.key.location", key.to_string_lossy());
+            }
         }
         if !tls.key_password.is_empty() {
             client.set("ssl.key.password", &tls.key_password);

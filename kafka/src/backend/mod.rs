@@ -122,6 +122,18 @@ impl Backend {
         &self.brokers
     }
 
+    /// Where the TLS client certificate comes from (health detail
+    /// `client_certificate`): `rotated-pem`/`rotated-files` (from a
+    /// credential rotation), `files` (`backend.tls`), `none`.
+    pub(crate) fn client_certificate(&self) -> &'static str {
+        match &self.config.client_identity {
+            Some(identity) if identity.kind() == "pem" => "rotated-pem",
+            Some(_) => "rotated-files",
+            None if self.config.tls.cert_file.is_some() => "files",
+            None => "none",
+        }
+    }
+
     /// Round trips slower than this make health DEGRADED.
     pub(crate) fn degraded_latency(&self) -> Duration {
         self.degraded_latency

@@ -1,5 +1,6 @@
-//! Helpers shared by the security tests (`tls.rs`, `sasl.rs`, `vault.rs`):
-//! tansu behind a TLS- and/or SASL-terminating [`KafkaProxy`], the plugin
+//! Helpers shared by the security tests (`tls.rs`, `mtls.rs`, `sasl.rs`,
+//! `scram.rs`, `vault.rs`): tansu behind a TLS- (optionally mTLS) and/or
+//! SASL-terminating [`KafkaProxy`], the plugin
 //! spawned against it, and a publish → subscribe round trip.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
@@ -13,7 +14,7 @@ use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasi
 use prism_plugin_core::proto::pubsub::{PublishRequest, SubscribeRequest};
 use prism_testkit::lifecycle::wait_all_health;
 use prism_testkit::{
-    Kafka, KafkaProxy, PluginProcess, ProxyOptions, ServingStatus, TestCa, free_port,
+    Kafka, KafkaProxy, PluginProcess, ProxyOptions, SaslMechanism, ServingStatus, TestCa, free_port,
 };
 use tonic::transport::Channel;
 
@@ -37,6 +38,17 @@ impl Secured {
     /// Starts tansu advertising the proxy's port, and the proxy (TLS when
     /// `tls`, SASL/PLAIN with `users` when given).
     pub async fn start(tls: bool, users: Option<&[(&str, &str)]>) -> Self {
+        Self::start_with(tls, false, users, SaslMechanism::Plain).await
+    }
+
+    /// [`Secured::start`] with SASL `mechanism` for `users`, and with
+    /// `mtls` (needs `tls`) a required client certificate from [`Secured::ca`].
+    pub async fn start_with(
+        tls: bool,
+        mtls: bool,
+        users: Option<&[(&str, &str)]>,
+        mechanism: SaslMechanism,
+    ) -> Self {
         let ca = TestCa::new("prism-kafka-test-ca").expect("CA");
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_file = dir.path().join("ca.pem");
@@ -47,12 +59,14 @@ impl Secured {
             .expect("tansu starts");
         let options = ProxyOptions {
             tls: tls.then(|| ca.server(&["127.0.0.1", "localhost"]).expect("server cert")),
+            client_ca: mtls.then(|| ca.ca_pem()),
             sasl_users: users.map(|users| {
                 users
                     .iter()
                     .map(|(u, p)| (u.to_string(), p.to_string()))
                     .collect()
             }),
+            sasl_mechanism: mechanism,
         };
         let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
             .await
