@@ -41,7 +41,7 @@ fn connector(config: PostgresConfig, ctx: Context, slot: Arc<Slot<Backend>>) -> 
         let ctx = ctx.clone();
         let slot = slot.clone();
         Box::pin(async move {
-            let login = Login {
+            let login = Login::Password {
                 username: &creds.username,
                 password: creds.password.expose(),
                 hook,
