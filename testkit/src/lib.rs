@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod authz;
 pub mod conformance;
 mod error;
 pub mod freeze;
