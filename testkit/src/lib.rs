@@ -38,6 +38,7 @@ pub mod server;
 pub mod skeleton;
 mod tee;
 mod vault;
+mod vault_pki;
 
 pub use error::{Error, Result};
 pub use health::{ServingStatus, connect, health_status, wait_for_health};

@@ -108,8 +108,6 @@ pub(crate) enum Login<'a> {
         hook: AuthHook,
     },
     /// A PKI-engine client certificate (`cert` authentication).
-    // Built by the Vault PKI connector, which lands in the next commit.
-    #[allow(dead_code)]
     Certificate {
         /// The certificate's common name: the user unless the URL names one.
         username: &'a str,
