@@ -34,12 +34,15 @@ pub struct Scope {
 }
 
 impl<B> Call<B> {
-    /// Reads the namespace (`INVALID_ARGUMENT` when malformed), the deadline
+    /// Reads the namespace (`INVALID_ARGUMENT` when malformed;
+    /// `PERMISSION_DENIED` when the client's identity may not use it, see
+    /// [`crate::authz`]), the deadline
     /// and the current backend from `slot` (`UNAVAILABLE` before initialize),
     /// and hands back the message.
     #[allow(clippy::result_large_err)]
     pub fn begin<T>(slot: &Slot<B>, request: Request<T>) -> Result<(Self, T), Status> {
         let namespace = namespace(&request)?;
+        crate::authz::permit(request.extensions().get(), &namespace)?;
         let deadline = deadline(&request);
         let backend = slot.get()?;
         let call = Call {

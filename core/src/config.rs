@@ -80,6 +80,10 @@ pub struct ControlPlane {
     /// probes, which cannot present client certificates); unset = off.
     #[serde(default)]
     pub probe_port: Option<u16>,
+    /// Namespaces each verified client identity may use (needs mTLS);
+    /// unset = every client may use every namespace.
+    #[serde(default)]
+    pub authorization: Option<crate::authz::AuthorizationConfig>,
 }
 
 fn default_bind_address() -> String {
@@ -105,6 +109,7 @@ impl Default for ControlPlane {
             health_interval: default_health_interval(),
             tls: None,
             probe_port: None,
+            authorization: None,
         }
     }
 }

@@ -23,6 +23,11 @@ const CONTROL_PREFIXES: &[&str] = &[
     "/grpc.reflection.",
 ];
 
+/// True for a data call: anything but the control plane's own services.
+pub(crate) fn is_data_path(path: &str) -> bool {
+    !CONTROL_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
 /// Counts of a finished drain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainOutcome {
@@ -230,7 +235,7 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let path = req.uri().path();
-        let is_data = !CONTROL_PREFIXES.iter().any(|p| path.starts_with(p));
+        let is_data = is_data_path(path);
         let mut guard = CallGuard {
             gate: self.gate.clone(),
             method: self.gate.method_metrics(path),

@@ -13,6 +13,7 @@
 //! [`kv::Store`]).
 #![forbid(unsafe_code)]
 
+pub mod authz;
 mod call;
 mod cli;
 pub mod config;

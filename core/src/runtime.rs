@@ -338,6 +338,9 @@ pub(crate) fn validate<P: Plugin>(config: &Config<P::Config>) -> Result<(), Erro
     if let Some(tls) = &cp.tls {
         problems.extend(tls.validate());
     }
+    if let Some(authorization) = &cp.authorization {
+        problems.extend(authorization.validate(cp.tls.as_ref()));
+    }
     if cp.probe_port.is_some_and(|p| p != 0 && p == cp.port) {
         problems
             .push("`control_plane.probe_port`: must differ from `control_plane.port`".to_string());

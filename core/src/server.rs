@@ -189,6 +189,11 @@ async fn serve<P: Plugin>(
         Some(tls) => Some((tls.clone(), tls.load()?)),
         None => None,
     };
+    // So is an unreadable grants file.
+    let authz = match &cp.authorization {
+        Some(authorization) => Some(crate::authz::Authz::load(authorization)?),
+        None => None,
+    };
     let listener = bind(&cp.bind_address, cp.port).await?;
     let local = listener
         .local_addr()
@@ -197,9 +202,19 @@ async fn serve<P: Plugin>(
 
     let tasks = TaskTracker::new();
     let server_stop = CancellationToken::new();
+    if let (Some(authz), Some(authorization), Some(tls)) = (&authz, &cp.authorization, &cp.tls) {
+        // Reloaded with the TLS files, on their interval.
+        let reload = authz.clone().reload_loop(
+            authorization.clone(),
+            tls.reload_interval,
+            server_stop.clone(),
+        );
+        tasks.spawn(reload);
+    }
     let server = grpc_server(
         built.routes,
         &built.runtime.gate,
+        authz,
         listener,
         tls,
         &tasks,
@@ -213,6 +228,7 @@ async fn serve<P: Plugin>(
         address = %local,
         tls = cp.tls.is_some(),
         mtls = cp.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        authorization = cp.authorization.is_some(),
         "serving gRPC (lifecycle, health, reflection, data services)"
     );
     if let Some(port) = cp.probe_port.filter(|p| *p != 0) {
@@ -377,11 +393,12 @@ type ServeFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
 >;
 
-/// The main gRPC server (plaintext h2c or TLS) behind the drain gate; ends
-/// when `stop` is cancelled.
+/// The main gRPC server (plaintext h2c or TLS) behind the drain gate and,
+/// when configured, namespace authorization; ends when `stop` is cancelled.
 fn grpc_server(
     routes: tonic::service::RoutesBuilder,
     gate: &Gate,
+    authz: Option<crate::authz::Authz>,
     listener: tokio::net::TcpListener,
     tls: Option<(crate::tls::TlsConfig, Arc<rustls::ServerConfig>)>,
     tasks: &TaskTracker,
@@ -389,6 +406,9 @@ fn grpc_server(
 ) -> ServeFuture {
     let router = tonic::transport::Server::builder()
         .layer(GateLayer::new(gate.clone()))
+        .layer(tower::util::option_layer(
+            authz.map(crate::authz::AuthzLayer::new),
+        ))
         .add_routes(routes.routes());
     let stop_signal = stop.clone().cancelled_owned();
     match tls {

@@ -60,6 +60,8 @@ fn database_config(vault: &Vault, auth: AuthConfig) -> VaultConfig {
             mount: String::new(),
             role: "prism".into(),
             path: String::new(),
+            common_name: String::new(),
+            ttl: None,
             poll_interval: Duration::from_secs(30),
         }),
         request_timeout: Duration::from_millis(800),
@@ -253,6 +255,8 @@ async fn kv2_secret_new_version_is_noticed() {
             mount: String::new(),
             role: String::new(),
             path: "prism/kafka".into(),
+            common_name: String::new(),
+            ttl: None,
             poll_interval: Duration::from_millis(200),
         }),
         ..VaultConfig::default()

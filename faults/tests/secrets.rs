@@ -527,3 +527,148 @@ async fn postgres_on_vault_never_prints_the_token_or_a_minted_password_across_ro
     }
     out.assert_free_of("postgres on vault", &secrets);
 }
+
+/// The base64 lines of a PEM private key: each one is key material.
+fn key_lines(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .map(str::to_string)
+        .collect()
+}
+
+/// prism-postgres logging in by client certificate (`backend.tls` files,
+/// `hostssl … cert`): neither the accepted key nor the key of an expired
+/// certificate the server refuses appears in any output — debug logs,
+/// HealthCheck, `--check-config` — nor does a key a Vault PKI engine issued
+/// across re-issues.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_never_prints_a_client_certificate_key_from_a_file_or_vault_pki() {
+    use prism_testkit::{ClientOptions, PgTls, TestCa};
+    let (vault, ca) = (
+        Vault::start().await.expect("vault starts"),
+        TestCa::new("faults CA").unwrap(),
+    );
+    let vault_ca = vault
+        .setup_pki("pki", "prism-postgres", "prism_cert", "6s")
+        .await
+        .expect("PKI engine");
+    let server = ca.server(&["localhost", "127.0.0.1"]).unwrap();
+    // Client certificates from the test CA or from Vault's PKI are trusted.
+    let client_ca = format!("{}\n{vault_ca}", ca.ca_pem());
+    let pg = Postgres::start_with_tls(PgTls {
+        server: &server,
+        client_ca: Some(&client_ca),
+        crl: None,
+    })
+    .await
+    .expect("postgres starts");
+    pg.add_cert_user("prism_cert").await.expect("cert user");
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let good = ca.client("prism_cert").unwrap();
+    let expired = ca
+        .client_with(
+            "prism_cert",
+            ClientOptions {
+                expired: true,
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+    let ca_file = file("ca.pem", &ca.ca_pem());
+    // Files: the URL names the user; Vault PKI: the certificate's CN is the user.
+    let url = format!(
+        "postgres://prism_cert@localhost:{}/{}",
+        pg.port(),
+        pg.database()
+    );
+    let pki_url = format!("postgres://localhost:{}/{}", pg.port(), pg.database());
+    let mut out = Output::default();
+    for (label, cert, ready) in [("good", &good, true), ("expired", &expired, false)] {
+        let (cert_file, key_file) = (
+            file(&format!("{label}.pem"), &cert.cert_pem),
+            file(&format!("{label}.key"), &cert.key_pem),
+        );
+        let envs = [
+            ("DATABASE_URL", url.as_str()),
+            ("PRISM_BACKEND__TLS__CA_FILE", ca_file.as_str()),
+            ("PRISM_BACKEND__TLS__CERT_FILE", cert_file.as_str()),
+            ("PRISM_BACKEND__TLS__KEY_FILE", key_file.as_str()),
+        ];
+        let name = format!("postgres {label} client certificate");
+        if ready {
+            observe(
+                &mut out,
+                &name,
+                Kind::Postgres,
+                &envs,
+                true,
+                &[],
+                kv_round_trip,
+            )
+            .await;
+            check_config(&mut out, &name, Kind::Postgres, &envs).await;
+        } else {
+            observe_plain(&mut out, &name, Kind::Postgres, &envs, false).await;
+        }
+    }
+
+    let tee = Tee::start(vault.port()).await;
+    let tee_addr = tee.addr();
+    let envs = [
+        ("DATABASE_URL", pki_url.as_str()),
+        ("PRISM_BACKEND__TLS__CA_FILE", ca_file.as_str()),
+        ("VAULT_ADDR", tee_addr.as_str()),
+        ("VAULT_TOKEN", vault.root_token()),
+        ("PRISM_VAULT__SECRET__ENGINE", "pki"),
+        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
+        ("PRISM_VAULT__SECRET__COMMON_NAME", "prism_cert"),
+    ];
+    observe(
+        &mut out,
+        "postgres on Vault PKI",
+        Kind::Postgres,
+        &envs,
+        true,
+        &[],
+        |plugin| async move {
+            let swapped = prism_faults::poll_until(WAIT, || async {
+                plugin
+                    .health_details()
+                    .await
+                    .get("vault_pool_swaps")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 2)
+            })
+            .await;
+            assert!(swapped, "two re-issues");
+            kv_round_trip(plugin).await
+        },
+    )
+    .await;
+    let issued = tee.json_strings("private_key");
+    assert!(issued.len() >= 3, "Vault issued 3 keys: {}", issued.len());
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (name, pem) in [
+        ("the file key", &good.key_pem),
+        ("the expired certificate's key", &expired.key_pem),
+    ] {
+        lines.extend(key_lines(pem).into_iter().map(|l| (name.to_string(), l)));
+    }
+    for (i, pem) in issued.iter().enumerate() {
+        lines.extend(
+            key_lines(pem)
+                .into_iter()
+                .map(|l| (format!("issued key #{i}"), l)),
+        );
+    }
+    let secrets: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(n, l)| (n.as_str(), l.as_str()))
+        .collect();
+    out.assert_free_of("postgres client certificates", &secrets);
+}

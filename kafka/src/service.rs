@@ -1,6 +1,8 @@
 //! The gRPC data services: `PubSubBasicInterface` (Publish, Subscribe,
 //! Unsubscribe) and this project's `StreamInterface` (Tail, Consume). Each
-//! method validates the request, asks the backend for a producer call or a
+//! method validates the request, checks its topic against the caller's
+//! namespace grants (core's `authz`: a topic's namespace is its name up to
+//! the first `.`), asks the backend for a producer call or a
 //! consumer, hands stream work to a tracked task (see [`crate::stream`]) and
 //! maps results to proto messages and gRPC statuses.
 
@@ -8,7 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use prism_plugin_core::Slot;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterface;
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterface;
 use prism_plugin_core::proto::pubsub::{
@@ -16,6 +17,7 @@ use prism_plugin_core::proto::pubsub::{
     PublishResponse, StartPosition, SubscribeRequest, TailRequest, UnsubscribeRequest,
     UnsubscribeResponse, consume_request, consume_response, tail_request,
 };
+use prism_plugin_core::{Slot, authz};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -149,9 +151,11 @@ impl PubSubBasicInterface for KafkaService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let deadline = prism_plugin_core::deadline(&request);
+        let access = authz::access(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
+        authz::permit_topic(access.as_ref(), &topic)?;
         if req.metadata.contains_key(MESSAGE_ID_HEADER) {
             return Err(Error::InvalidArgument(format!(
                 "metadata key {MESSAGE_ID_HEADER:?} is reserved for the plugin's message id"
@@ -193,9 +197,11 @@ impl PubSubBasicInterface for KafkaService {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<MessageStream>, Status> {
         let deadline = prism_plugin_core::deadline(&request);
+        let access = authz::access(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
+        authz::permit_topic(access.as_ref(), &topic)?;
         let mut start = Start::Latest;
         let mut group = None;
         for (key, value) in &req.options {
@@ -257,9 +263,11 @@ impl PubSubBasicInterface for KafkaService {
         &self,
         request: Request<UnsubscribeRequest>,
     ) -> Result<Response<UnsubscribeResponse>, Status> {
+        let access = authz::access(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
+        authz::permit_topic(access.as_ref(), &topic)?;
         let ended = self.streams.unsubscribe(&topic, &req.subscriber_id);
         Ok(Response::new(if ended > 0 {
             UnsubscribeResponse {
@@ -284,9 +292,11 @@ impl StreamInterface for KafkaService {
 
     async fn tail(&self, request: Request<TailRequest>) -> Result<Response<MessageStream>, Status> {
         let deadline = prism_plugin_core::deadline(&request);
+        let access = authz::access(&request);
         let backend = self.backend()?;
         let req = request.into_inner();
         let topic = resolve_topic(&req.topic, &backend)?;
+        authz::permit_topic(access.as_ref(), &topic)?;
         let max_messages = u64::try_from(req.max_messages).map_err(|_| {
             Error::InvalidArgument(format!(
                 "max_messages must not be negative (got {})",
@@ -361,6 +371,7 @@ impl StreamInterface for KafkaService {
         request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<ConsumeStream>, Status> {
         let deadline = prism_plugin_core::deadline(&request);
+        let access = authz::access(&request);
         let backend = self.backend()?;
         let mut requests = request.into_inner();
         let open = match requests.message().await? {
@@ -380,6 +391,7 @@ impl StreamInterface for KafkaService {
             initial_credit,
         } = open;
         let topic = resolve_topic(&topic, &backend)?;
+        authz::permit_topic(access.as_ref(), &topic)?;
         if group.is_empty() {
             return Err(Status::invalid_argument("open.group must not be empty"));
         }

@@ -7,6 +7,8 @@ use prism_plugin_core::BackendConfig;
 use prism_plugin_core::secret::SecretUrl;
 use serde::{Deserialize, Serialize};
 
+use crate::tls::PostgresTls;
+
 /// PostgreSQL limits a `bytea` (and any field) to 1 GiB.
 const POSTGRES_MAX_FIELD: usize = 1024 * 1024 * 1024;
 /// PostgreSQL truncates identifiers to 63 bytes (`NAMEDATALEN - 1`).
@@ -82,6 +84,11 @@ pub struct PostgresConfig {
     /// Health is DEGRADED when a `SELECT 1` round trip takes longer than this.
     #[serde(default = "default_degraded_latency", with = "humantime_serde")]
     pub(crate) degraded_latency: Duration,
+    /// TLS files: the CA verifying the server, and a client certificate and
+    /// key for `cert` authentication (instead of the URL's `sslrootcert`,
+    /// `sslcert`, `sslkey`).
+    #[serde(default)]
+    pub(crate) tls: PostgresTls,
 }
 
 fn default_database_url() -> SecretUrl {
@@ -137,6 +144,7 @@ impl Default for PostgresConfig {
             reaper_interval: default_reaper_interval(),
             scan_max_limit: default_scan_max_limit(),
             degraded_latency: default_degraded_latency(),
+            tls: PostgresTls::default(),
         }
     }
 }
@@ -202,6 +210,7 @@ impl BackendConfig for PostgresConfig {
         if self.scan_max_limit == 0 {
             problems.push("`backend.scan_max_limit`: must be at least 1".to_string());
         }
+        problems.extend(self.tls.validate(&self.database_url));
         problems
     }
 }
@@ -256,7 +265,7 @@ mod tests {
     use super::*;
 
     const FULL_EXAMPLE: &str = r#"
-database_url: postgres://app:secret@db.internal:5433/kv?sslmode=disable
+database_url: postgres://app:secret@db.internal:5433/kv?sslmode=verify-full
 pool_size: 20
 min_connections: 2
 connect_timeout: 3s
@@ -269,6 +278,10 @@ max_value_bytes: 1048576
 reaper_interval: 1m
 scan_max_limit: 500
 degraded_latency: 50ms
+tls:
+  ca_file: /tls/ca.pem
+  cert_file: /tls/client.pem
+  key_file: /tls/client.key
 "#;
 
     #[test]
@@ -283,6 +296,7 @@ degraded_latency: 50ms
         assert_eq!(config.table, "items");
         assert_eq!(config.schema, "prism");
         assert_eq!(config.scan_max_limit, 500);
+        assert_eq!(config.tls.key_file, Some("/tls/client.key".into()));
         assert!(config.validate().is_empty(), "{:?}", config.validate());
     }
 

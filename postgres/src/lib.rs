@@ -13,6 +13,7 @@ mod pool;
 mod reaper;
 mod schema;
 mod service;
+mod tls;
 
 pub use config::PostgresConfig;
 pub use plugin::PostgresPlugin;

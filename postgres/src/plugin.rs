@@ -19,6 +19,7 @@ use crate::backend::{Backend, Login};
 use crate::config::PostgresConfig;
 use crate::reaper::Reaper;
 use crate::service::ScanService;
+use crate::tls::ClientPem;
 
 /// The PostgreSQL plugin: the current backend, which `initialize` (and a
 /// Vault rotation) replaces, shared with the services; the reaper sweeping it.
@@ -33,18 +34,31 @@ pub struct PostgresPlugin {
 /// Connections a rotated-in pool opens (and checks) before it is swapped in.
 const WARM_CONNECTIONS: u32 = 2;
 
-/// Builds a backend logged in with one Vault credential set, with a couple
-/// of connections open and checked with `SELECT 1`.
+/// Builds a backend logged in with one Vault credential set (a database
+/// user, or a PKI client certificate), with a couple of connections open and
+/// checked with `SELECT 1`.
 fn connector(config: PostgresConfig, ctx: Context, slot: Arc<Slot<Backend>>) -> Connect<Backend> {
     Arc::new(move |creds, hook| {
         let config = config.clone();
         let ctx = ctx.clone();
         let slot = slot.clone();
         Box::pin(async move {
-            let login = Login {
-                username: &creds.username,
-                password: creds.password.expose(),
-                hook,
+            // A PKI certificate (cert authentication) or a database user.
+            let chain = creds.certificate.as_ref().map(|c| c.cert_chain_pem());
+            let login = match (&creds.certificate, &chain) {
+                (Some(cert), Some(chain)) => Login::Certificate {
+                    username: &creds.username,
+                    pem: ClientPem {
+                        cert_chain: chain,
+                        key: cert.key_pem.expose(),
+                    },
+                    hook,
+                },
+                _ => Login::Password {
+                    username: &creds.username,
+                    password: creds.password.expose(),
+                    hook,
+                },
             };
             let backend = Backend::connect(&config, &ctx, Some(login)).await?;
             // Each login costs a SCRAM exchange (~100 ms unoptimised), so only

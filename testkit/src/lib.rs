@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod authz;
 pub mod conformance;
 mod error;
 pub mod freeze;
@@ -29,6 +30,7 @@ mod pki;
 mod plugin;
 mod ports;
 mod postgres;
+mod postgres_tls;
 mod probe;
 mod process;
 pub mod pubsub;
@@ -39,16 +41,18 @@ pub mod server;
 pub mod skeleton;
 mod tee;
 mod vault;
+mod vault_pki;
 
 pub use error::{Error, Result};
 pub use health::{ServingStatus, connect, health_status, wait_for_health};
 pub use kafka::Kafka;
 pub use kafka_proxy::{KafkaProxy, ProxyOptions};
 pub use paths::{grpcurl, tool, venv_dir, workspace_root};
-pub use pki::{IssuedCert, TestCa};
+pub use pki::{ClientOptions, IssuedCert, TestCa};
 pub use plugin::PluginProcess;
 pub use ports::free_port;
 pub use postgres::{POSTGRES_DB, POSTGRES_PASSWORD, POSTGRES_USER, Postgres};
+pub use postgres_tls::{CERT_LOGIN_GROUP, PgTls};
 pub use redis::Redis;
 pub use scram::{SCRAM_ITERATIONS, SaslMechanism, ScramCredential};
 pub use server::Server;

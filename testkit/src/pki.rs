@@ -2,8 +2,9 @@
 //! never checked in.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SanType, SerialNumber, date_time_ymd,
 };
 
 use crate::Result;
@@ -11,6 +12,19 @@ use crate::Result;
 /// A test CA that issues server and client certificates.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// How a client certificate from [`TestCa::client_with`] differs from
+/// [`TestCa::client`]'s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions<'a> {
+    /// A URI subject alternative name (e.g. `spiffe://prism/ns/a`), the
+    /// identity a plugin's `control_plane.authorization` prefers to the CN.
+    pub uri: Option<&'a str>,
+    /// Valid only in 2000: expired long ago.
+    pub expired: bool,
+    /// The serial number (for [`TestCa::crl`]); random when unset.
+    pub serial: Option<u64>,
 }
 
 /// A certificate and its private key, both PEM.
@@ -61,6 +75,50 @@ impl TestCa {
     /// A client certificate with common name `name`.
     pub fn client(&self, name: &str) -> Result<IssuedCert> {
         self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate with common name `name`, shaped by `options`.
+    pub fn client_with(&self, name: &str, options: ClientOptions<'_>) -> Result<IssuedCert> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(uri) = options.uri {
+            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+        }
+        if options.expired {
+            params.not_before = date_time_ymd(2000, 1, 1);
+            params.not_after = date_time_ymd(2001, 1, 1);
+        }
+        params.serial_number = options.serial.map(SerialNumber::from);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A certificate revocation list (PEM) of this CA revoking the
+    /// certificates with these serial numbers (e.g. for PostgreSQL's
+    /// `ssl_crl_file`).
+    pub fn crl(&self, revoked: &[u64]) -> Result<String> {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2020, 1, 1),
+            next_update: date_time_ymd(4000, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: date_time_ymd(2020, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<IssuedCert> {

@@ -22,6 +22,7 @@ use crate::freeze::FrozenTree;
 use crate::paths::tool;
 use crate::pki::IssuedCert;
 use crate::ports::free_port;
+use crate::postgres_tls::{CERT_LOGIN_GROUP, PgTls, TlsFiles};
 use crate::process::{self, START_TIMEOUT, STOP_TIMEOUT, ServerProcess};
 use crate::server::server_handle;
 
@@ -49,8 +50,8 @@ pub struct Postgres {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<(Uid, Gid)>,
-    /// `ssl=on` with this certificate and key file (in the data dir).
-    tls: Option<(PathBuf, PathBuf)>,
+    /// `ssl=on` with these files (in the data dir).
+    tls: Option<TlsFiles>,
     process: ServerProcess,
     /// The server's process tree while [`pause`](Self::pause)d.
     frozen: Option<FrozenTree>,
@@ -69,10 +70,23 @@ impl Postgres {
     /// from a [`TestCa`](crate::TestCa) for `localhost`/`127.0.0.1`). Plaintext
     /// connections are still accepted: check `pg_stat_ssl` to see which is used.
     pub async fn start_tls(server: &IssuedCert) -> Result<Self> {
-        Self::start_with(Some(server)).await
+        Self::start_with(Some(PgTls {
+            server,
+            client_ca: None,
+            crl: None,
+        }))
+        .await
     }
 
-    async fn start_with(server: Option<&IssuedCert>) -> Result<Self> {
+    /// Like [`start_tls`](Self::start_tls) with the client-certificate
+    /// settings of `tls` too: roles made by [`add_cert_user`](Self::add_cert_user)
+    /// log in with a certificate from `tls.client_ca` (not revoked by
+    /// `tls.crl`) and no password.
+    pub async fn start_with_tls(tls: PgTls<'_>) -> Result<Self> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<PgTls<'_>>) -> Result<Self> {
         let initdb = tool("initdb")?;
         let postgres_bin = tool("postgres")?;
         let psql_bin = tool("psql")?;
@@ -109,30 +123,9 @@ impl Postgres {
         // The password file has done its job; failing to delete it is harmless.
         let _ = std::fs::remove_file(&pwfile);
 
-        // PostgreSQL refuses a key file others can read, and reads both files as
-        // the server user.
-        let tls = match server {
-            None => None,
-            Some(server) => {
-                let cert = data_dir.join("server.crt");
-                let key = data_dir.join("server.key");
-                for (path, text) in [(&cert, &server.cert_pem), (&key, &server.key_pem)] {
-                    std::fs::write(path, text)
-                        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
-                    if let Some((uid, gid)) = run_as {
-                        chown(path, Some(uid), Some(gid)).map_err(|e| {
-                            Error::io(
-                                format!("chown {} to {SYSTEM_USER}", path.display()),
-                                e.into(),
-                            )
-                        })?;
-                    }
-                }
-                Some((cert, key))
-            }
-        };
+        let tls = tls
+            .map(|tls| TlsFiles::write(&data_dir, run_as, &tls))
+            .transpose()?;
 
         let mut pg = Self {
             port: free_port(),
@@ -148,6 +141,10 @@ impl Postgres {
         pg.launch().await?;
         pg.psql_in("postgres", &format!("CREATE DATABASE {POSTGRES_DB}"))
             .await?;
+        if pg.tls.as_ref().is_some_and(TlsFiles::client_certs) {
+            pg.psql(&format!("CREATE ROLE {CERT_LOGIN_GROUP} NOLOGIN"))
+                .await?;
+        }
         Ok(pg)
     }
 
@@ -168,12 +165,8 @@ impl Postgres {
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"]);
-        if let Some((cert, key)) = &self.tls {
-            cmd.args(["-c", "ssl=on"])
-                .arg("-c")
-                .arg(format!("ssl_cert_file={}", cert.display()))
-                .arg("-c")
-                .arg(format!("ssl_key_file={}", key.display()));
+        for setting in self.tls.iter().flat_map(TlsFiles::settings) {
+            cmd.arg("-c").arg(setting);
         }
         as_user(&mut cmd, self.run_as);
         self.process.spawn(cmd)?;
@@ -256,6 +249,19 @@ impl Postgres {
             Some(tree) => tree.thaw(),
             None => Ok(()),
         }
+    }
+
+    /// Creates role `name` that logs in with a client certificate whose CN
+    /// is `name` and no password (server started by
+    /// [`start_with_tls`](Self::start_with_tls) with a client CA), allowed
+    /// to create tables in the test database's `public` schema.
+    pub async fn add_cert_user(&self, name: &str) -> Result<()> {
+        self.psql(&format!(
+            "CREATE ROLE \"{name}\" LOGIN IN ROLE {CERT_LOGIN_GROUP}; \
+             GRANT CREATE ON SCHEMA public TO \"{name}\""
+        ))
+        .await
+        .map(drop)
     }
 
     /// The user name ([`POSTGRES_USER`]).

@@ -107,20 +107,30 @@ pub enum SecretEngine {
     Database,
     /// A static KV v2 secret (username/password fields), polled for new versions.
     Kv2,
+    /// Client certificates from the PKI engine (`<mount>/issue/<role>`),
+    /// re-issued at 2/3 of their life.
+    Pki,
 }
 
 /// `vault.secret`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretConfig {
-    /// `database` or `kv2`.
+    /// `database`, `kv2` or `pki`.
     pub engine: SecretEngine,
-    /// Engine mount (default `database` / `secret`).
+    /// Engine mount (default `database` / `secret` / `pki`).
     #[serde(default)]
     pub mount: String,
-    /// Database role (database engine).
+    /// Database role (database engine) or PKI role (pki engine).
     #[serde(default)]
     pub role: String,
+    /// The certificate's common name (pki engine; for PostgreSQL the
+    /// database user).
+    #[serde(default)]
+    pub common_name: String,
+    /// The certificate's TTL (pki engine); unset = the role's.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
     /// Secret path (kv2 engine).
     #[serde(default)]
     pub path: String,
@@ -175,6 +185,20 @@ impl VaultConfig {
             }
             SecretEngine::Kv2 if secret.path.is_empty() => {
                 problems.push("`vault.secret.path`: required for engine kv2".into())
+            }
+            SecretEngine::Pki => {
+                if secret.role.is_empty() {
+                    problems.push("`vault.secret.role`: required for engine pki".into());
+                }
+                if secret.common_name.is_empty() {
+                    problems.push("`vault.secret.common_name`: required for engine pki".into());
+                }
+                if secret.ttl.is_some_and(|ttl| ttl < Duration::from_secs(3)) {
+                    problems.push(
+                        "`vault.secret.ttl`: at least 3s (a certificate is re-issued at 2/3 of its life)"
+                            .into(),
+                    );
+                }
             }
             _ => {}
         }
@@ -233,6 +257,7 @@ impl SecretConfig {
             (m, _) if !m.is_empty() => m,
             (_, SecretEngine::Database) => "database",
             (_, SecretEngine::Kv2) => "secret",
+            (_, SecretEngine::Pki) => "pki",
         }
     }
 }
@@ -272,6 +297,8 @@ request_timeout: 2s
                 mount: String::new(),
                 role: "prism".into(),
                 path: "prism/kafka".into(),
+                common_name: String::new(),
+                ttl: None,
                 poll_interval: default_poll_interval(),
             }),
             ..VaultConfig::default()
@@ -354,6 +381,23 @@ request_timeout: 2s
         assert!(c.validate().is_empty());
         c.secret.as_mut().unwrap().role.clear();
         assert!(c.validate()[0].starts_with("`vault.secret.role`"));
+    }
+
+    #[test]
+    fn the_pki_engine_needs_a_role_and_a_common_name() {
+        let mut c = with_secret(SecretEngine::Pki);
+        assert_eq!(c.secret.as_ref().unwrap().mount_or_default(), "pki");
+        assert!(c.validate()[0].starts_with("`vault.secret.common_name`"));
+        let secret = c.secret.as_mut().unwrap();
+        secret.common_name = "prism_app".into();
+        secret.ttl = Some(Duration::from_secs(30));
+        assert!(c.validate().is_empty());
+        let parsed: SecretConfig = serde_yaml::from_str(
+            "{engine: pki, role: prism-postgres, common_name: prism_app, ttl: 30s}",
+        )
+        .unwrap();
+        assert_eq!(parsed.ttl, Some(Duration::from_secs(30)));
+        assert_eq!(parsed.engine, SecretEngine::Pki);
     }
 
     #[test]

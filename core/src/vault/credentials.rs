@@ -46,8 +46,39 @@ pub struct Credentials {
     pub extra: BTreeMap<String, String>,
     /// Increases with every new set (rotation counter or KV version).
     pub generation: u64,
-    /// The lease, for dynamic credentials.
+    /// The lease, for dynamic credentials (for a PKI certificate: not
+    /// renewable, running out when the certificate expires).
     pub lease: Option<Lease>,
+    /// The client certificate, for the PKI engine (`username` is its CN).
+    pub certificate: Option<ClientCertificate>,
+}
+
+/// A client certificate and its key from Vault's PKI engine: what a backend
+/// needs for `cert` authentication (PostgreSQL) or mTLS (Kafka).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// The issuing chain (PEM each; `ca_chain`, else `issuing_ca`).
+    pub chain_pem: Vec<String>,
+    /// The private key (PEM); never printed.
+    pub key_pem: SecretString,
+    /// The serial number (hex with colons), for logs.
+    pub serial: String,
+}
+
+impl ClientCertificate {
+    /// The certificate followed by its chain, one PEM text (what a TLS
+    /// client sends).
+    pub fn cert_chain_pem(&self) -> String {
+        let mut all = self.cert_pem.trim_end().to_string();
+        for ca in &self.chain_pem {
+            all.push('\n');
+            all.push_str(ca.trim_end());
+        }
+        all.push('\n');
+        all
+    }
 }
 
 /// A Vault lease on dynamic credentials.
@@ -86,6 +117,7 @@ impl Credentials {
             extra,
             generation: version,
             lease: None,
+            certificate: None,
         }
     }
 }
@@ -114,6 +146,7 @@ mod tests {
             extra: BTreeMap::new(),
             generation: 1,
             lease: None,
+            certificate: None,
         };
         let shown = format!("{creds:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

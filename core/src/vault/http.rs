@@ -72,7 +72,7 @@ impl Http {
         self.token = SecretString::new(token);
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(super) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self
             .client
             .request(method, format!("{}/v1/{path}", self.address))
@@ -83,7 +83,7 @@ impl Http {
         req
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
+    pub(super) async fn send<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
         req: reqwest::RequestBuilder,

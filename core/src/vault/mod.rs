@@ -1,7 +1,8 @@
 //! Backend credentials from Vault / OpenBao (DESIGN.md §5): the `vault:`
 //! config section, login (token, token file, AppRole, Kubernetes), token
-//! renewal, dynamic database credentials with lease renewal and rotation, and
-//! KV v2 secrets with version polling.
+//! renewal, dynamic database credentials with lease renewal and rotation, KV
+//! v2 secrets with version polling, and PKI client certificates re-issued
+//! at 2/3 of their life.
 //!
 //! A [`CredentialSource`] owns one background task that keeps credentials
 //! fresh and publishes each new set on a `watch` channel; a plugin builds a new
@@ -14,7 +15,8 @@
 //! Layout, each file depending only on those listed after it:
 //! - `source`: [`CredentialSource`], the handle a plugin holds;
 //! - `worker`: the background task (login, renewals, rotation, revocation);
-//! - `client` (vaultrs) and `http` (raw HTTP): the calls to Vault;
+//! - `client` (vaultrs), `http` (raw HTTP) and `pki` (the PKI engine's
+//!   issue call and its credentials): the calls to Vault;
 //! - `policy`: the pure decisions (when to renew, renew or replace, backoff);
 //! - `status`: reachability, counts and expiry for health;
 //! - `config`: the `vault:` section; `credentials`: what is handed out.
@@ -26,6 +28,7 @@ mod client;
 mod config;
 mod credentials;
 mod http;
+mod pki;
 mod policy;
 mod source;
 mod status;
@@ -34,5 +37,5 @@ mod worker;
 pub use config::{
     AuthConfig, AuthMethod, SecretConfig, SecretEngine, VAULT_ENV_ALIASES, VaultConfig, VaultTls,
 };
-pub use credentials::{Credentials, Lease, SecretString};
+pub use credentials::{ClientCertificate, Credentials, Lease, SecretString};
 pub use source::CredentialSource;

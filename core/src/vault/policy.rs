@@ -146,11 +146,11 @@ pub(super) fn next_wakeup(
 ) -> Instant {
     let token = token.and_then(|t| t.renew_at).unwrap_or(now + IDLE);
     let secret = match (engine, lease) {
-        (SecretEngine::Database, Some(lease)) => {
+        (SecretEngine::Database | SecretEngine::Pki, Some(lease)) => {
             now + lease.expires_at.saturating_duration_since(now) * 2 / 3
         }
         (SecretEngine::Kv2, _) => now + poll_interval,
-        (SecretEngine::Database, None) => now,
+        (SecretEngine::Database | SecretEngine::Pki, None) => now,
     };
     token.min(secret)
 }
@@ -302,6 +302,10 @@ mod tests {
         assert_eq!(kv, now + S(30));
         let no_lease = next_wakeup(now, Some(&renewed), SecretEngine::Database, None, S(30));
         assert_eq!(no_lease, now);
+        // A PKI certificate with 30 s left: the next issue in 20 s.
+        let cert = Lease::issued(String::new(), false, S(30), now);
+        let pki = next_wakeup(now, Some(&renewed), SecretEngine::Pki, Some(&cert), S(30));
+        assert_eq!(pki, now + S(20));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::client::{Client, TokenRenewal};
 use super::config::{SecretConfig, SecretEngine, VaultConfig};
 use super::credentials::{Credentials, Lease, SecretString};
 use super::http::Http;
+use super::pki;
 use super::policy::{self, LeaseRenewal, TokenRefresh, TokenState};
 use super::status::{self, SharedStatus};
 use crate::Error;
@@ -122,7 +123,21 @@ impl Worker {
                         duration,
                         Instant::now(),
                     )),
+                    certificate: None,
                 }
+            }
+            SecretEngine::Pki => {
+                let cn = &self.secret.common_name;
+                let issued = self
+                    .http
+                    .pki_issue(&mount, &self.secret.role, cn, self.secret.ttl)
+                    .await?;
+                let creds =
+                    issued.into_credentials(cn, self.generation, pki::unix_now(), Instant::now());
+                if let Some(cert) = &creds.certificate {
+                    tracing::info!(common_name = %cn, serial = %cert.serial, "issued a client certificate");
+                }
+                creds
             }
             SecretEngine::Kv2 => {
                 let version = self.client.kv2_version(&mount, &self.secret.path).await?;
@@ -186,7 +201,9 @@ impl Worker {
             self.refresh_token().await?;
         }
         match self.secret.engine {
-            SecretEngine::Database => {
+            // A PKI certificate's lease is not renewable: at 2/3 of its
+            // life `renew_lease` says no and a new one is issued.
+            SecretEngine::Database | SecretEngine::Pki => {
                 let due = policy::lease_due(self.lease(), Instant::now());
                 if !force_rotation && (!due || self.renew_lease().await?) {
                     return Ok(None);
@@ -213,6 +230,10 @@ impl Worker {
     /// Revokes a replaced lease once plugins had time to drain the old pool,
     /// so old database users do not linger until their max TTL.
     fn revoke_later(&self, lease: Lease) {
+        if lease.id.is_empty() {
+            // A certificate: it expires by itself.
+            return;
+        }
         let http = self.http.clone();
         // A fixed grace for the plugin to swap and drain: if the lease runs
         // out first, Vault revokes it itself and this call is a no-op.
@@ -263,7 +284,7 @@ impl Worker {
             }
         }
         // Leave no dynamic user behind when the plugin stops.
-        if let Some(lease) = self.lease() {
+        if let Some(lease) = self.lease().filter(|l| !l.id.is_empty()) {
             let _ =
                 tokio::time::timeout(FINAL_REVOKE_TIMEOUT, self.http.revoke_lease(&lease.id)).await;
         }
@@ -307,6 +328,8 @@ mod tests {
             mount: String::new(),
             role: "prism".into(),
             path: String::new(),
+            common_name: String::new(),
+            ttl: None,
             poll_interval: Duration::from_secs(30),
         };
         let config = VaultConfig {
@@ -333,6 +356,7 @@ mod tests {
                 ttl,
                 now,
             )),
+            certificate: None,
         };
         worker.token = Some(TokenState::looked_up(now, ttl, true));
         worker.current = Some(creds.clone());

@@ -43,11 +43,32 @@ impl Backend {
                 problem: format!("not a usable PostgreSQL URL: {e}"),
             })?;
         let auth = match login {
-            Some(login) => {
-                options = options.username(login.username).password(login.password);
-                Some(login.hook)
+            Some(Login::Password {
+                username,
+                password,
+                hook,
+            }) => {
+                options = options.username(username).password(password);
+                options = config.tls.apply(&config.database_url, options, None);
+                Some(hook)
             }
-            None => None,
+            Some(Login::Certificate {
+                username,
+                pem,
+                hook,
+            }) => {
+                // `cert` authentication: the user is the certificate's CN
+                // unless the URL names one (a pg_ident.conf map).
+                if !url_names_user(&config.database_url) {
+                    options = options.username(username);
+                }
+                options = config.tls.apply(&config.database_url, options, Some(pem));
+                Some(hook)
+            }
+            None => {
+                options = config.tls.apply(&config.database_url, options, None);
+                None
+            }
         };
         options = options.application_name(APPLICATION_NAME);
         if !config.statement_timeout.is_zero() {
@@ -182,6 +203,15 @@ async fn first_session(
         }
     }
     Ok(options)
+}
+
+/// True when the URL has a user name (`postgres://user@host/…`).
+fn url_names_user(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .split_once('@')
+        .is_some_and(|(user, _)| !user.is_empty())
 }
 
 /// `host:port/database` (or the socket path) for messages.

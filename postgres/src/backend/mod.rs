@@ -96,14 +96,26 @@ pub(crate) struct Backend {
     queues: Queues,
 }
 
-/// Vault-minted credentials replacing the ones in `database_url`.
-pub(crate) struct Login<'a> {
-    /// User name.
-    pub(crate) username: &'a str,
-    /// Password (never logged).
-    pub(crate) password: &'a str,
-    /// Raised when the server rejects them.
-    pub(crate) hook: AuthHook,
+/// Vault-issued credentials replacing the ones in `database_url`.
+pub(crate) enum Login<'a> {
+    /// A database-engine user and password.
+    Password {
+        /// User name.
+        username: &'a str,
+        /// Password (never logged).
+        password: &'a str,
+        /// Raised when the server rejects them.
+        hook: AuthHook,
+    },
+    /// A PKI-engine client certificate (`cert` authentication).
+    Certificate {
+        /// The certificate's common name: the user unless the URL names one.
+        username: &'a str,
+        /// The certificate, its chain and key.
+        pem: crate::tls::ClientPem<'a>,
+        /// Raised when the server rejects it.
+        hook: AuthHook,
+    },
 }
 
 /// A snapshot of the pool's connections.
