@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use prism_plugin_core::secret::SecretString;
+use prism_plugin_core::vault::Credentials;
 use rdkafka::config::ClientConfig;
 
 /// A client certificate and its key: PEM text, or files librdkafka reads.
@@ -49,6 +50,18 @@ impl std::fmt::Debug for ClientIdentity {
 }
 
 impl ClientIdentity {
+    /// The identity a credential set carries: a certificate issued by
+    /// Vault's PKI engine, else one named by the secret's fields, if any.
+    pub(crate) fn of(creds: &Credentials) -> Result<Option<Self>, String> {
+        match &creds.certificate {
+            Some(issued) => Ok(Some(ClientIdentity::Pem {
+                certificate: issued.cert_chain_pem(),
+                private_key: issued.key_pem.clone(),
+            })),
+            None => Self::from_fields(&creds.extra),
+        }
+    }
+
     /// The identity carried by a credential set's extra fields, if any.
     /// `Err` names the field that is missing or malformed (never its value).
     pub(crate) fn from_fields(fields: &BTreeMap<String, String>) -> Result<Option<Self>, String> {

@@ -86,7 +86,7 @@ fn apply_credentials(config: &mut KafkaConfig, creds: &Credentials) -> Result<()
             problems.push("`vault.secret`: the KV v2 secret has no `username` field".to_string());
         }
     }
-    match ClientIdentity::from_fields(&creds.extra) {
+    match ClientIdentity::of(creds) {
         Ok(Some(_)) if !protocol.uses_tls() => problems.push(format!(
             "`vault.secret`: the secret carries a client certificate, but \
              `backend.security_protocol` is {} (use ssl or sasl_ssl)",
@@ -120,10 +120,20 @@ fn check_vault(config: &KafkaConfig, ctx: &Context) -> Result<(), CoreError> {
         return Ok(());
     };
     let mut problems = Vec::new();
-    if secret.engine != SecretEngine::Kv2 {
-        problems.push(
-            "`vault.secret.engine`: prism-kafka reads SASL credentials from a kv2 secret".into(),
-        );
+    match secret.engine {
+        SecretEngine::Kv2 => {}
+        // A PKI certificate is a TLS identity only: no SASL user comes with it.
+        SecretEngine::Pki if config.security_protocol == SecurityProtocol::Ssl => {}
+        SecretEngine::Pki => problems.push(
+            "`vault.secret.engine`: a pki certificate needs `backend.security_protocol: ssl` \
+             (SASL credentials come from a kv2 secret)"
+                .into(),
+        ),
+        SecretEngine::Database => problems.push(
+            "`vault.secret.engine`: prism-kafka reads SASL credentials or a client \
+             certificate from a kv2 secret, or a certificate from the pki engine"
+                .into(),
+        ),
     }
     // SASL credentials need a SASL protocol; with `ssl` the secret must
     // carry a client certificate instead.
