@@ -115,6 +115,10 @@ pub struct Compose {
     /// Named volumes those services use (`compose.yaml`'s top-level `volumes`).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// What compose's one-shot `vault-init` (scripts/vault-dev-setup.sh) needs
+    /// for this plugin's backend: the script's settings (`PG_HOST`, ...).
+    #[serde(default)]
+    pub vault_init_env: BTreeMap<String, String>,
 }
 
 /// The plugin's Deployment in `deploy/kubernetes/<name>.yaml`.
