@@ -129,9 +129,14 @@ pub struct Kubernetes {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// Secret environment: name → placeholder value for the shared
-    /// `prism-backends` Secret (`deploy/kubernetes/common.yaml`).
+    /// `prism-backends` Secret of the static-secret overlay
+    /// (`deploy/kubernetes/static-secrets/`).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Environment of the default (Vault) variant, in the plugin's ConfigMap:
+    /// what to read from Vault and how to reach the backend without a password.
+    #[serde(default)]
+    pub vault: BTreeMap<String, String>,
 }
 
 fn none() -> String {
