@@ -5,13 +5,14 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 
-# ---- variables (override on the command line: make images VERSION=1.2.3 REGISTRY=ghcr.io/acme)
+# ---- variables (override on the command line: make build VERSION=v1.2.3 REGISTRY=ghcr.io/acme)
 # Every plugin declares itself in <dir>/plugin.toml (docs/adding-a-plugin.md): the
 # plugin list and each plugin's facts come from there, never from a list kept here.
 PLUGINS   := $(sort $(patsubst %/plugin.toml,%,$(wildcard */plugin.toml)))
 # $(call manifest,PLUGIN,KEY): a top-level string or number of PLUGIN/plugin.toml.
 manifest = $(shell sed -n 's/^$(2)[[:space:]]*=[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}.*/\1/p' $(1)/plugin.toml | head -n1)
-VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# Image tag (the original suite's `vX.Y.Z`): v + the workspace version unless given.
+VERSION   ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # OCI source label: where this checkout came from.
 SOURCE_URL ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
@@ -42,7 +43,7 @@ BUILD_ARGS := --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 # prism-watcher flags for `make watch` (e.g. WATCH_ARGS="--plugins redis").
 WATCH_ARGS ?=
 
-.PHONY: help deps build build-debug test test-only test-faults lint fmt demo stack run-postgres run-kafka fuzz bench \
+.PHONY: help deps build build-debug bins bins-debug test test-only test-faults lint fmt demo stack run-postgres run-kafka fuzz bench \
         run-redis clean static-bins images images-debug $(PLUGINS) $(PLUGINS:%=%-debug) \
         push sizes list watch validate test-images test-packaging clean-images \
         manifests new-plugin test-new-plugin plugins $(PLUGINS:%=run-%)
@@ -56,10 +57,10 @@ help: ## List the targets
 deps: ## Install every tool the build, tests, demo and images need (idempotent)
 	@scripts/install-deps.sh
 
-build: deps ## Release binaries: prism-postgres, prism-kafka, prism-redis, prism-watcher
+bins: deps ## Release binaries: prism-postgres, prism-kafka, prism-redis, prism-watcher (target/release)
 	$(CARGO) build --release --bins
 
-build-debug: deps
+bins-debug: deps ## Debug binaries (target/debug): what demo, stack and run-PLUGIN start
 	$(CARGO) build --bins
 
 test: deps ## Install what is needed and run every test against real servers
@@ -72,17 +73,17 @@ test-faults: deps ## Fault-injection and secret-leak suite only (builds the plug
 	$(CARGO) build --bins $(PLUGINS:%=-p prism-%)
 	$(CARGO) nextest run -p prism-faults
 
-lint: deps ## rustfmt check, clippy with warnings as errors, file/function size and import cycles, hadolint, cargo-deny (licences, bans, sources; advisories where reachable)
+lint: deps ## rustfmt check, clippy with warnings as errors, file/function size and import cycles, hadolint, cargo-deny (licences, bans, sources, advisories: network or the dated snapshot)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 scripts/check-structure.py
 	.venv/bin/hadolint Containerfiles/*.Containerfile $(wildcard $(PLUGINS:%=%/Containerfile))
 	@command -v cargo-deny >/dev/null || $(CARGO) install --locked --quiet cargo-deny
 	cargo-deny check licenses bans sources
-	@# Advisories need the RustSec database from GitHub: checked strictly when it
-	@# can be fetched, skipped with a message where the network cannot reach it.
-	@if cargo-deny fetch db >/dev/null 2>&1; then cargo-deny check advisories; \
-	 else echo "lint: SKIPPED cargo-deny advisories (RustSec database unreachable from this machine)"; fi
+	@# Advisories: the RustSec database from GitHub when reachable, else the shared
+	@# snapshot (its date printed beside the verdict); vulnerable or unmaintained fails.
+	@scripts/advisories.sh
+	@scripts/tests/advisories.sh
 
 fuzz: ## Run every cargo-fuzz target briefly (FUZZ_SECONDS, default 30)
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
@@ -93,17 +94,17 @@ bench: deps ## Plugin vs direct-backend benchmarks (redis-benchmark, pgbench) â†
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: build-debug ## Start backends + the three plugins, call them with grpcurl, shut down cleanly
+demo: bins-debug ## Start backends + the three plugins, call them with grpcurl, shut down cleanly
 	$(CARGO) run -q -p prism-testkit --bin prism-demo
 
-stack: build-debug ## Like demo, but keep everything running until Ctrl-C
+stack: bins-debug ## Like demo, but keep everything running until Ctrl-C
 	$(CARGO) run -q -p prism-testkit --bin prism-demo -- --keep-running
 
 plugins: ## List the plugins (from */plugin.toml): name, port, image base
 	@$(foreach p,$(PLUGINS),printf '  %-12s %-6s %s\n' $(p) $(call manifest,$(p),port) $(or $(call manifest,$(p),image_base),static);)
 
 # Runs one plugin on its declared port, with its backend named by the conventional env vars.
-$(PLUGINS:%=run-%): run-%: build-debug
+$(PLUGINS:%=run-%): run-%: bins-debug
 	$(CARGO) run -q --bin prism-$* -- --grpc-port $(call manifest,$*,port)
 
 manifests: ## Regenerate compose.yaml and deploy/kubernetes/ from the plugins' plugin.toml
@@ -137,9 +138,13 @@ $(IMAGE_DIR)/%/.staged: static-bins %/plugin.toml Containerfiles/plugin.Containe
 	@install -m 0644 $(CA_BUNDLE) $(IMAGE_DIR)/$*/ca-certificates.crt
 	@touch $@
 
-images: $(PLUGINS) images-debug ## Production and debug images of all plugins
+build: $(PLUGINS) ## Production images of all plugins: REGISTRY/PLUGIN-plugin:VERSION and :latest
 
-images-debug: $(PLUGINS:%=%-debug) ## Debug images of all plugins (:debug, :VERSION-debug)
+build-debug: $(PLUGINS:%=%-debug) ## Debug images of all plugins: REGISTRY/PLUGIN-plugin:debug and :VERSION-debug
+
+images: build build-debug ## Production and debug images of all plugins
+
+images-debug: build-debug
 
 postgres: ## Production image prism/postgres-plugin:VERSION and :latest (same for kafka, redis)
 $(PLUGINS): %: $(IMAGE_DIR)/%/.staged

@@ -15,6 +15,7 @@ fail() {
     exit 1
 }
 
+# No sudo when already root (containers, CI images often lack it).
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -28,13 +29,25 @@ missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# What this script installed itself is recorded (one package a line), so it never
+# touches a package, or a service, that was on the machine before it.
+STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/prism"
+INSTALLED="$STATE_DIR/installed-packages"
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq >>"$LOG" 2>&1 || fail "apt-get update failed"
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$LOG" 2>&1 \
         || fail "apt-get install ${missing[*]} failed"
-    # The package starts system-wide services we do not use: tests run their own.
-    for svc in redis-server postgresql; do
+    mkdir -p "$STATE_DIR" && printf '%s\n' "${missing[@]}" >>"$INSTALLED"
+    # A package we just installed may start a system-wide service the tests do not
+    # use (they run their own servers): stop and disable only those. A developer's
+    # own PostgreSQL or Redis, installed before, is left alone.
+    for pkg in "${missing[@]}"; do
+        case "$pkg" in
+            postgresql) svc=postgresql ;;
+            redis-server) svc=redis-server ;;
+            *) continue ;;
+        esac
         (command -v systemctl >/dev/null && $SUDO systemctl disable --now "$svc") >>"$LOG" 2>&1 || true
         $SUDO service "$svc" stop >>"$LOG" 2>&1 || true
     done

@@ -17,8 +17,9 @@ if ! command -v podman >/dev/null 2>&1; then
 fi
 
 export IMAGE_PROFILE="${IMAGE_PROFILE:-fast}"
-REGISTRY="${PRISM_IMAGE_REGISTRY:-localhost/prism-test}"
-VERSION="${PRISM_IMAGE_TAG:-0.0.0-test}"
+# The README's own example: `make build VERSION=v9.9.9 REGISTRY=example.org/prism`.
+REGISTRY="${PRISM_IMAGE_REGISTRY:-example.org/prism}"
+VERSION="${PRISM_IMAGE_TAG:-v9.9.9}"
 MAKE_VARS=(REGISTRY="$REGISTRY" VERSION="$VERSION" BASE_IMAGE=scratch DEBUG_BASE_IMAGE=scratch)
 # Every plugin that declares itself (*/plugin.toml), with its declared port.
 PLUGINS=()
@@ -34,14 +35,33 @@ fail() { echo "test-images: FAIL: $*" >&2; failures=$((failures + 1)); }
 echo "== hadolint Containerfiles/ and plugins' own Containerfiles"
 .venv/bin/hadolint Containerfiles/*.Containerfile $(ls */Containerfile 2>/dev/null)
 
-echo "== building images (IMAGE_PROFILE=$IMAGE_PROFILE, base scratch)"
+# `make build` makes exactly the production tags, `make build-debug` exactly the
+# debug ones (the original suite's README: :latest, :vX, :debug, :vX-debug).
+PROD_TAGS=("$VERSION" latest)
+DEBUG_TAGS=(debug "$VERSION-debug")
+present() { podman image exists "$REGISTRY/$1-plugin:$2"; }
+for p in "${PLUGINS[@]}"; do for tag in "${PROD_TAGS[@]}" "${DEBUG_TAGS[@]}"; do
+    podman rmi -f "$REGISTRY/$p-plugin:$tag" >/dev/null 2>&1 || true
+done; done
+
+echo "== make build ${MAKE_VARS[*]} (IMAGE_PROFILE=$IMAGE_PROFILE)"
 started=$(date +%s)
-make -s images "${MAKE_VARS[@]}"
-echo "   built in $(( $(date +%s) - started ))s"
+make -s build "${MAKE_VARS[@]}"
+for p in "${PLUGINS[@]}"; do
+    for tag in "${PROD_TAGS[@]}"; do present "$p" "$tag" || fail "make build: $REGISTRY/$p-plugin:$tag missing"; done
+    for tag in "${DEBUG_TAGS[@]}"; do ! present "$p" "$tag" || fail "make build: made a debug tag $REGISTRY/$p-plugin:$tag"; done
+done
+echo "== make build-debug"
+make -s build-debug "${MAKE_VARS[@]}"
+for p in "${PLUGINS[@]}"; do for tag in "${DEBUG_TAGS[@]}"; do
+    present "$p" "$tag" || fail "make build-debug: $REGISTRY/$p-plugin:$tag missing"
+done; done
+[ "$failures" -eq 0 ] || { echo "test-images: $failures tag failure(s)" >&2; exit 1; }
+echo "   built in $(( $(date +%s) - started ))s: ${PROD_TAGS[*]} ${DEBUG_TAGS[*]} for ${PLUGINS[*]}"
 
 echo "== inspecting"
 for p in "${PLUGINS[@]}"; do
-    for tag in "$VERSION" latest debug "$VERSION-debug"; do
+    for tag in "${PROD_TAGS[@]}" "${DEBUG_TAGS[@]}"; do
         ref="$REGISTRY/$p-plugin:$tag"
         fmt='{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.ExposedPorts}}|{{index .Config.Labels "org.opencontainers.image.version"}}|{{index .Config.Labels "org.opencontainers.image.source"}}|{{index .Config.Labels "org.opencontainers.image.licenses"}}|{{json .Config.Env}}'
         info=$(podman image inspect --format "$fmt" "$ref") || { fail "$ref missing"; continue; }

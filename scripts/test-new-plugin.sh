@@ -41,7 +41,7 @@ make -s new-plugin NAME=$NAME
 
 step "git status: only the places docs/adding-a-plugin.md names"
 changed=$(git status --porcelain --untracked-files=all | awk '{print $2}' | sort)
-allowed='^(demo-kv/.*|Cargo\.toml|Cargo\.lock|compose\.yaml|deploy/kubernetes/(common|demo-kv)\.yaml)$'
+allowed='^(demo-kv/.*|Cargo\.toml|Cargo\.lock|compose\.yaml|deploy/kubernetes/(static-secrets/)?(common|demo-kv)\.yaml)$'
 unexpected=$(grep -vE "$allowed" <<<"$changed" || true)
 [ -z "$unexpected" ] || fail "the generator changed files the guide does not name: $unexpected"
 for want in demo-kv/Cargo.toml demo-kv/plugin.toml demo-kv/src/plugin.rs demo-kv/README.md \

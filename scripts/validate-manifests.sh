@@ -32,5 +32,5 @@ echo "compose.yaml: valid (compose-spec schema, podman-compose config)"
 
 printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  selector: {}\n  template:\n    spec:\n      containers:\n        - name: x\n          livenessProbe: {grpc: {port: "nine"}}\n' >"$tmp/bad-k8s.yaml"
 expect_rejected "Kubernetes manifest" "$VENV/bin/kubernetes-validate" --strict --quiet "$tmp/bad-k8s.yaml"
-"$VENV/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
-echo "deploy/kubernetes: $(ls deploy/kubernetes/*.yaml | wc -l) files valid (Kubernetes OpenAPI schemas of kubernetes-validate $("$VENV/bin/kubernetes-validate" --version 2>/dev/null | head -1 || true), strict)"
+"$VENV/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/static-secrets/*.yaml
+echo "deploy/kubernetes: $(ls deploy/kubernetes/*.yaml deploy/kubernetes/static-secrets/*.yaml | wc -l) files valid (Kubernetes OpenAPI schemas of kubernetes-validate $("$VENV/bin/kubernetes-validate" --version 2>/dev/null | head -1 || true), strict)"

@@ -1,6 +1,9 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Configures an OpenBao/Vault server (typically `bao server -dev`) for the
 # Prism plugins (DESIGN.md §5). Idempotent: run it again to converge.
+# POSIX sh and the `bao` CLI only (the Vault HTTP API): it runs as written in the
+# OpenBao image (compose's vault-init) and on a developer machine. No psql: the
+# PostgreSQL setup runs through Vault's own database plugin.
 #
 #   database engine  database/
 #     connection prism-postgres  (postgresql-database-plugin)  role prism-postgres
@@ -15,8 +18,8 @@
 # (`--pg-port 5433` sets PG_PORT); defaults in brackets.
 #   PostgreSQL  PG_HOST [127.0.0.1] PG_PORT [5432] PG_DATABASE [prism]
 #               PG_ADMIN_USER [postgres] PG_ADMIN_PASSWORD [] (the user Vault
-#               creates roles with; also used once via psql to create the
-#               group role PG_OWNER_ROLE [prism_owner] that owns the tables)
+#               creates roles with; each user's creation also ensures the
+#               NOLOGIN group role PG_OWNER_ROLE [prism_owner] that owns the tables)
 #               PG_TTL [1h] PG_MAX_TTL [24h]      SKIP_POSTGRES=1 to skip
 #   Redis       REDIS_HOST [127.0.0.1] REDIS_PORT [6379]
 #               REDIS_ADMIN_USER [default] REDIS_ADMIN_PASSWORD []
@@ -27,9 +30,12 @@
 #   AppRole     APPROLE_TOKEN_TTL [1h] APPROLE_TOKEN_MAX_TTL [4h]
 #               SECRET_ID_FILE: if set, a fresh secret_id is written there
 #               (mode 600) instead of being printed.
+#   Token       PLUGIN_TOKEN_ID: if set, a periodic token with exactly this id
+#               and policy prism (for dev stacks such as compose.yaml, where the
+#               plugins are given its id) [unset] PLUGIN_TOKEN_PERIOD [24h]
 #
 # Secrets (passwords, secret ids) are never printed.
-set -euo pipefail
+set -eu
 
 die() { echo "vault-dev-setup: $*" >&2; exit 1; }
 
@@ -43,7 +49,7 @@ while [ $# -gt 0 ]; do
   esac
   name="$(printf '%s' "${name#--}" | tr 'a-z-' 'A-Z_')"
   case "$name" in
-    PG_*|REDIS_*|KAFKA_*|APPROLE_*|SECRET_ID_FILE|SKIP_*|BAO|VAULT_ADDR) export "$name=$value" ;;
+    PG_*|REDIS_*|KAFKA_*|APPROLE_*|PLUGIN_TOKEN_*|SECRET_ID_FILE|SKIP_*|BAO|VAULT_ADDR) export "$name=$value" ;;
     *) die "unknown flag --${name}" ;;
   esac
 done
@@ -57,7 +63,8 @@ if [ -z "${BAO:-}" ]; then
 fi
 [ -n "${VAULT_ADDR:-}" ] || die "VAULT_ADDR is not set"
 [ -n "${VAULT_TOKEN:-}" ] || die "VAULT_TOKEN is not set"
-export VAULT_ADDR VAULT_TOKEN BAO_ADDR="$VAULT_ADDR" BAO_TOKEN="$VAULT_TOKEN"
+BAO_ADDR="$VAULT_ADDR"; BAO_TOKEN="$VAULT_TOKEN"
+export VAULT_ADDR VAULT_TOKEN BAO_ADDR BAO_TOKEN
 
 PG_HOST="${PG_HOST:-127.0.0.1}"; PG_PORT="${PG_PORT:-5432}"; PG_DATABASE="${PG_DATABASE:-prism}"
 PG_ADMIN_USER="${PG_ADMIN_USER:-postgres}"; PG_ADMIN_PASSWORD="${PG_ADMIN_PASSWORD:-}"
@@ -77,11 +84,11 @@ esac
 
 # --- engines ---------------------------------------------------------------
 mounts="$(bao secrets list -format=json)"
-if ! grep -q '"database/"' <<<"$mounts"; then
+if ! printf '%s' "$mounts" | grep -q '"database/"'; then
   quiet secrets enable database
   echo "enabled the database secrets engine at database/"
 fi
-if ! grep -q '"secret/"' <<<"$mounts"; then
+if ! printf '%s' "$mounts" | grep -q '"secret/"'; then
   quiet secrets enable -path=secret -version=2 kv
   echo "enabled KV v2 at secret/"
 fi
@@ -90,17 +97,9 @@ fi
 if [ "${SKIP_POSTGRES:-}" != 1 ]; then
   # Short-lived users must not own objects (revoking them would fail), so a
   # NOLOGIN group role owns the plugin's schema and table, and every minted
-  # user acts as it (ALTER ROLE ... SET role).
-  PGPASSWORD="$PG_ADMIN_PASSWORD" "${PSQL:-psql}" -X -q -v ON_ERROR_STOP=1 \
-    -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d "$PG_DATABASE" <<SQL
-DO \$\$ BEGIN
-  CREATE ROLE "$PG_OWNER_ROLE" NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END \$\$;
-GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "$PG_DATABASE" TO "$PG_OWNER_ROLE";
-GRANT USAGE, CREATE ON SCHEMA public TO "$PG_OWNER_ROLE";
-SQL
-  echo "PostgreSQL group role $PG_OWNER_ROLE ready in $PG_DATABASE"
+  # user acts as it (ALTER ROLE ... SET role). The group role and its grants are
+  # ensured by the creation statements themselves (idempotent; the DO block is
+  # run whole, as it quotes with $$), so this needs nothing but Vault.
   quiet write database/config/prism-postgres \
     plugin_name=postgresql-database-plugin \
     allowed_roles=prism-postgres \
@@ -108,11 +107,24 @@ SQL
     "username=$PG_ADMIN_USER" "password=$PG_ADMIN_PASSWORD" \
     verify_connection=true
   # Revoking ends the user's sessions too: a revoked lease really locks it out.
-  quiet write database/roles/prism-postgres \
-    db_name=prism-postgres \
-    "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE $PG_OWNER_ROLE; ALTER ROLE \"{{name}}\" SET role = '$PG_OWNER_ROLE';" \
-    "revocation_statements=SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}' AND pid <> pg_backend_pid(); DROP ROLE IF EXISTS \"{{name}}\";" \
-    "default_ttl=$PG_TTL" "max_ttl=$PG_MAX_TTL"
+  cat <<JSON | quiet write database/roles/prism-postgres -
+{
+  "db_name": "prism-postgres",
+  "creation_statements": [
+    "DO \$\$ BEGIN CREATE ROLE \"$PG_OWNER_ROLE\" NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END \$\$;",
+    "GRANT CONNECT, CREATE, TEMPORARY ON DATABASE \"$PG_DATABASE\" TO \"$PG_OWNER_ROLE\";",
+    "GRANT USAGE, CREATE ON SCHEMA public TO \"$PG_OWNER_ROLE\";",
+    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE \"$PG_OWNER_ROLE\";",
+    "ALTER ROLE \"{{name}}\" SET role = '$PG_OWNER_ROLE';"
+  ],
+  "revocation_statements": [
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}' AND pid <> pg_backend_pid();",
+    "DROP ROLE IF EXISTS \"{{name}}\";"
+  ],
+  "default_ttl": "$PG_TTL",
+  "max_ttl": "$PG_MAX_TTL"
+}
+JSON
   echo "database/roles/prism-postgres → $PG_HOST:$PG_PORT/$PG_DATABASE (ttl $PG_TTL, max $PG_MAX_TTL)"
 fi
 
@@ -166,7 +178,7 @@ path "sys/leases/revoke"             { capabilities = ["update"] }
 HCL
 quiet policy write prism "$policy"
 auths="$(bao auth list -format=json)"
-if ! grep -q '"approle/"' <<<"$auths"; then
+if ! printf '%s' "$auths" | grep -q '"approle/"'; then
   quiet auth enable approle
   echo "enabled AppRole auth at auth/approle/"
 fi
@@ -180,4 +192,12 @@ if [ -n "${SECRET_ID_FILE:-}" ]; then
   echo "secret_id written to $SECRET_ID_FILE"
 else
   echo "get a secret_id: $BAO write -f -field=secret_id auth/approle/role/prism/secret-id > secret-id"
+fi
+
+if [ -n "${PLUGIN_TOKEN_ID:-}" ]; then
+  if ! bao token lookup "$PLUGIN_TOKEN_ID" >/dev/null 2>&1; then
+    quiet token create -id="$PLUGIN_TOKEN_ID" -policy=prism -orphan \
+      -period="${PLUGIN_TOKEN_PERIOD:-24h}" -display-name=prism-plugins
+    echo "periodic token for the plugins created (policy prism, id from PLUGIN_TOKEN_ID)"
+  fi
 fi

@@ -115,6 +115,10 @@ pub struct Compose {
     /// Named volumes those services use (`compose.yaml`'s top-level `volumes`).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// What compose's one-shot `vault-init` (scripts/vault-dev-setup.sh) needs
+    /// for this plugin's backend: the script's settings (`PG_HOST`, ...).
+    #[serde(default)]
+    pub vault_init_env: BTreeMap<String, String>,
 }
 
 /// The plugin's Deployment in `deploy/kubernetes/<name>.yaml`.
@@ -125,9 +129,14 @@ pub struct Kubernetes {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// Secret environment: name → placeholder value for the shared
-    /// `prism-backends` Secret (`deploy/kubernetes/common.yaml`).
+    /// `prism-backends` Secret of the static-secret overlay
+    /// (`deploy/kubernetes/static-secrets/`).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Environment of the default (Vault) variant, in the plugin's ConfigMap:
+    /// what to read from Vault and how to reach the backend without a password.
+    #[serde(default)]
+    pub vault: BTreeMap<String, String>,
 }
 
 fn none() -> String {

@@ -304,9 +304,13 @@ impl<P: Plugin> Runtime<P> {
             "plugin".to_string(),
             crate::manifest::of::<P>().name.clone(),
         );
+        // Empty (as in the shipped <plugin>/config.yaml) = the binary's own identity.
+        let manifest = crate::manifest::of::<P>();
+        let or_own =
+            |value: String, own: &String| if value.is_empty() { own.clone() } else { value };
         pb::PatternMetadata {
-            name: config.plugin.name,
-            version: config.plugin.version,
+            name: or_own(config.plugin.name, &manifest.name),
+            version: or_own(config.plugin.version, &manifest.version),
             interfaces,
             extra,
         }

@@ -152,7 +152,14 @@ fn load<P: Plugin>(cli: &Cli) -> Result<(figment::Figment, Config<P::Config>), E
         .map(|(name, key)| (name.as_str(), key.as_str()))
         .collect();
     let figment = config::layered(&defaults, file.as_deref(), &aliases, &flags);
-    let config = config::extract::<P::Config>(&figment)?;
+    let mut config = config::extract::<P::Config>(&figment)?;
+    // An empty identity (as in the shipped <plugin>/config.yaml) means the binary's own.
+    if config.plugin.name.is_empty() {
+        config.plugin.name = manifest.name.clone();
+    }
+    if config.plugin.version.is_empty() {
+        config.plugin.version = manifest.version.clone();
+    }
     validate::<P>(&config)?;
     Ok((figment, config))
 }

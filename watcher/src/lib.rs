@@ -12,6 +12,7 @@
 pub mod builder;
 pub mod cli;
 pub mod error;
+mod orphan;
 pub mod podman;
 pub mod process;
 pub mod ready;

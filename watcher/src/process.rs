@@ -70,6 +70,8 @@ impl Processes {
             // signal would make the plugin skip its drain).
             .process_group(0)
             .kill_on_drop(true);
+        // ...and it dies with the watcher even when the watcher is SIGKILLed.
+        crate::orphan::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("starting {}", binary.display()), e))?;

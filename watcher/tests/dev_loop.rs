@@ -319,6 +319,48 @@ async fn ctrl_c_stops_the_plugins_and_exits_zero() {
     assert_eq!(w.count(&["plugin stopped"]), 2, "{}", w.log());
 }
 
+/// The pids of the plugins the watcher reports started (`pid=N` in its log).
+fn plugin_pids(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter(|l| l.contains("plugin started"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")))
+        .map(|pid| pid.trim_matches('"').parse().expect("pid"))
+        .collect()
+}
+
+#[tokio::test]
+async fn sigkill_to_the_watcher_takes_its_plugins_down() {
+    let mut w = Watcher::start(&[]).await;
+    w.wait_started().await;
+    let pids = plugin_pids(&w.log());
+    assert_eq!(pids.len(), 2, "{}", w.log());
+    w.child.start_kill().unwrap();
+    w.child.wait().await.unwrap();
+    // PR_SET_PDEATHSIG: the kernel sends each plugin SIGTERM at once.
+    let start = Instant::now();
+    // Alive = exists and is not a zombie waiting for its new parent to reap it.
+    let alive = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while pids.iter().any(alive) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "plugins {pids:?} outlived the SIGKILLed watcher"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served(w.alpha).await.is_none(), "alpha's port is free");
+    assert!(served(w.beta).await.is_none(), "beta's port is free");
+    eprintln!(
+        "plugins gone {:?} after the watcher's SIGKILL",
+        start.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn once_builds_and_exits_with_the_build_status() {
     let mut w = Watcher::start(&["--once", "--plugins", "beta"]).await;

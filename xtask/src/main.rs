@@ -28,12 +28,16 @@ fn generated(root: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     }
     let mut files = vec![(PathBuf::from("compose.yaml"), compose::render(&plugins)?)];
     let k8s = Path::new("deploy/kubernetes");
-    files.push((k8s.join("common.yaml"), kubernetes::common(&plugins)));
+    files.push((k8s.join("common.yaml"), kubernetes::common()));
+    let overlay = k8s.join("static-secrets");
+    files.push((
+        overlay.join("common.yaml"),
+        kubernetes::static_common(&plugins),
+    ));
     for plugin in &plugins {
-        files.push((
-            k8s.join(format!("{}.yaml", plugin.name)),
-            kubernetes::plugin(plugin),
-        ));
+        let file = format!("{}.yaml", plugin.name);
+        files.push((k8s.join(&file), kubernetes::plugin(plugin, true)));
+        files.push((overlay.join(&file), kubernetes::plugin(plugin, false)));
     }
     Ok(files)
 }
@@ -50,6 +54,9 @@ fn stale(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Writes every generated file.
 fn write_generated(root: &Path) -> anyhow::Result<()> {
     for (path, text) in generated(root)? {
+        if let Some(dir) = root.join(&path).parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         std::fs::write(root.join(&path), text)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
