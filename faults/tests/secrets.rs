@@ -528,14 +528,6 @@ async fn postgres_on_vault_never_prints_the_token_or_a_minted_password_across_ro
     out.assert_free_of("postgres on vault", &secrets);
 }
 
-/// The base64 lines of a PEM private key: each one is key material.
-fn key_lines(pem: &str) -> Vec<String> {
-    pem.lines()
-        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
-        .map(str::to_string)
-        .collect()
-}
-
 /// prism-postgres logging in by client certificate (`backend.tls` files,
 /// `hostssl … cert`): neither the accepted key nor the key of an expired
 /// certificate the server refuses appears in any output — debug logs,
@@ -657,13 +649,17 @@ async fn postgres_never_prints_a_client_certificate_key_from_a_file_or_vault_pki
         ("the file key", &good.key_pem),
         ("the expired certificate's key", &expired.key_pem),
     ] {
-        lines.extend(key_lines(pem).into_iter().map(|l| (name.to_string(), l)));
+        lines.extend(
+            key_lines(pem)
+                .into_iter()
+                .map(|l| (name.to_string(), l.to_string())),
+        );
     }
     for (i, pem) in issued.iter().enumerate() {
         lines.extend(
             key_lines(pem)
                 .into_iter()
-                .map(|l| (format!("issued key #{i}"), l)),
+                .map(|l| (format!("issued key #{i}"), l.to_string())),
         );
     }
     let secrets: Vec<(&str, &str)> = lines

@@ -333,6 +333,7 @@ mod tests {
                 .collect(),
             generation: 1,
             lease: None,
+            certificate: None,
         }
     }
 

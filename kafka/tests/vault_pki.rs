@@ -86,7 +86,10 @@ async fn pki_certificates_with_a_30s_ttl_are_reissued_under_load_with_no_failed_
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                match client.publish(publish_request("pki-load", &i.to_string())).await {
+                match client
+                    .publish(publish_request("pki-load", &i.to_string()))
+                    .await
+                {
                     Ok(reply) if reply.get_ref().success => ok.fetch_add(1, Ordering::Relaxed),
                     other => {
                         eprintln!("publish failed: {other:?}");
@@ -135,7 +138,10 @@ async fn pki_certificates_with_a_30s_ttl_are_reissued_under_load_with_no_failed_
     let keys = json_strings(&tee.traffic(), "private_key");
     assert!(keys.len() >= 4, "Vault issued the keys: {}", keys.len());
     for key in &keys {
-        for line in key.lines().filter(|l| !l.starts_with("-----") && l.len() >= 8) {
+        for line in key
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 8)
+        {
             assert!(!logs.contains(line), "private key material in the logs");
         }
     }

@@ -174,6 +174,7 @@ async fn compose_init_steps_and_plugins_come_up_on_vault_credentials() {
     let options = ProxyOptions {
         tls: None,
         sasl_users: Some(users.clone()),
+        ..ProxyOptions::default()
     };
     let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
         .await
