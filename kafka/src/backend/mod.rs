@@ -28,10 +28,12 @@ mod consumer;
 mod context;
 mod health;
 mod produce;
+mod series;
 mod state;
 mod topics;
 
 pub(crate) use context::{CommitReports, StreamContext};
+pub(crate) use series::{SeriesReader, Span, new_event_id};
 
 /// Header carrying the plugin-assigned message id; stripped from `metadata`
 /// on the way out.
