@@ -105,7 +105,12 @@ impl Backend {
         let mut config = self.consumer_base.clone();
         config
             .set("group.id", format!("prism-ts-{}", new_message_id()))
-            .set("enable.auto.commit", "false");
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true");
+        if config.get("fetch.wait.max.ms").is_none() {
+            config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
+        }
         let consumer: BaseConsumer<StreamContext> = config
             .create_with_context(StreamContext::default())
             .map_err(Error::Client)?;
@@ -113,13 +118,11 @@ impl Backend {
         let (topic, partitions) = (topic.to_string(), partitions.to_vec());
         let spans = tokio::task::spawn_blocking(move || -> Result<Vec<Span>, KafkaError> {
             let mut query = TopicPartitionList::new();
-            let mut highs = HashMap::new();
             for &partition in &partitions {
-                let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
-                highs.insert(partition, high);
                 query.add_partition_offset(&topic, partition, Offset::Offset(at_ms.max(0)))?;
             }
             let found = consumer.offsets_for_times(query, timeout)?;
+            let highs = high_water_marks(&consumer, &topic, &partitions, timeout)?;
             let mut spans = Vec::new();
             for element in found.elements() {
                 let end = highs.get(&element.partition()).copied().unwrap_or(0);
@@ -177,6 +180,52 @@ impl Backend {
             stall,
         })
     }
+}
+
+/// The high-water mark of each partition as a fetch reports it. tansu
+/// answers ListOffsets(latest) with the base offset of the partition's last
+/// record batch, not the offset after its last record (measured: 413 where
+/// fetches report 504), so the listed offset is only where a fetch starts:
+/// `consumer` reads from there to the end of every partition (for Kafka, at
+/// once: nothing is after it); the end is the offset after the last record
+/// read there (or the listed offset when there was none).
+fn high_water_marks(
+    consumer: &BaseConsumer<StreamContext>,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<HashMap<i32, i64>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    let mut highs = HashMap::new();
+    for &partition in partitions {
+        let (_, listed) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(listed.max(0)))?;
+        highs.insert(partition, listed.max(0));
+    }
+    consumer.assign(&tpl)?;
+    let mut open: std::collections::HashSet<i32> = partitions.iter().copied().collect();
+    let deadline = Instant::now() + timeout;
+    while !open.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        match consumer.poll(left.min(Duration::from_millis(100))) {
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
+            Some(Err(err)) => tracing::debug!(topic, error = %err, "watermark probe error"),
+            // A record between the listed offset and the end.
+            Some(Ok(message)) => {
+                let high = highs.entry(message.partition()).or_insert(0);
+                *high = (*high).max(message.offset() + 1);
+            }
+            None => {}
+        }
+    }
+    Ok(highs)
 }
 
 /// Reads one partition in offset order between two offsets.

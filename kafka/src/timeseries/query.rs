@@ -104,9 +104,11 @@ pub(crate) async fn run(
         lookahead,
         run_size: (i64::try_from(lookahead).unwrap_or(i64::MAX) / (2 * readers)).max(1),
         stall: config.stall_timeout,
+        passes: 1,
     };
     let outcome = run.execute(spans).await;
-    let (sent, cursor) = (run.sent, run.cursor());
+    let (sent, cursor, passes) = (run.sent, run.cursor(), run.passes);
+    tracing::debug!(series = %plan.topic, sent, passes, "query ended");
     let end = |next_cursor: String| QueryResponse {
         item: Some(query_response::Item::End(QueryEnd {
             next_cursor,
@@ -153,6 +155,8 @@ struct Run<'a> {
     /// one run per partition, half the look-ahead in all.
     run_size: i64,
     stall: std::time::Duration,
+    /// Passes run so far (reads of the series).
+    passes: u32,
 }
 
 impl Run<'_> {
@@ -179,6 +183,7 @@ impl Run<'_> {
                 runs.finish();
             }
             tracing::debug!(series = %self.plan.topic, sent = self.sent, "query look-ahead overflowed; reading again");
+            self.passes += 1;
             match self.pass(&spans, &segments).await? {
                 PassEnd::Done => return Ok(()),
                 PassEnd::Again(next) => segments = next,
