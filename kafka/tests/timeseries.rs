@@ -429,7 +429,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The bound the large query's RSS growth must stay under (MiB).
-const RSS_GROWTH_BOUND_MIB: u64 = 128;
+const RSS_GROWTH_BOUND_MIB: u64 = 96;
 
 /// A query over `TS_BIG_EVENTS` (default 200,000) events streams them all
 /// in order while the plugin's RSS grows by less than

@@ -27,6 +27,10 @@ use crate::timeseries::TimeSeriesConfig;
 /// query reads (it stops at the high-water mark).
 const READER_FETCH_WAIT_MS: &str = "1";
 
+/// Least prefetch (KiB) a query reader gets, however many partitions share
+/// `backend.fetch_buffer_kbytes`.
+const MIN_READER_PREFETCH_KB: usize = 64;
+
 /// One partition's place in a query: where reading starts and the
 /// high-water mark (first offset not to read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +157,13 @@ impl Backend {
         topic: &str,
         span: Span,
         stall: Duration,
+        readers: usize,
     ) -> Result<SeriesReader, Error> {
         let mut config = self.consumer_base.clone();
+        // The readers of one query share `fetch_buffer_kbytes` of prefetch.
+        let share = (self.config.fetch_buffer_kbytes / readers.max(1)).max(MIN_READER_PREFETCH_KB);
         config
+            .set("queued.max.messages.kbytes", share.to_string())
             .set("group.id", format!("prism-ts-{}", new_message_id()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

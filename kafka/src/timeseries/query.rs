@@ -197,8 +197,9 @@ impl Run<'_> {
             .map(|span| {
                 (span.start < span.end)
                     .then(|| {
+                        let (topic, readers) = (&self.plan.topic, spans.len());
                         self.backend
-                            .series_reader(&self.plan.topic, *span, self.stall)
+                            .series_reader(topic, *span, self.stall, readers)
                     })
                     .transpose()
             })
