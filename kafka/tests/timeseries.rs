@@ -679,3 +679,78 @@ async fn a_broker_outage_mid_query_ends_unavailable_and_the_cursor_resumes_exact
         "page 1 + partial page 2 + re-query from the trailer"
     );
 }
+
+/// The `grpcurl` commands of the README's "TimeSeries" section, run as
+/// written (only `localhost:9091` becomes the test plugin's address):
+/// reflection serves the service, Insert writes both events, Query returns
+/// the one with host=a. Initialize declares the interface with its proto hash.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_grpcurl_examples_work_and_initialize_declares_the_interface() {
+    let h = Harness::start(&[]).await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let section = readme
+        .split("\n## TimeSeries")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a TimeSeries section");
+    let commands: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("grpcurl "))
+        .collect();
+    assert_eq!(commands.len(), 2, "an Insert and a Query example");
+    let grpcurl = prism_testkit::grpcurl().expect("grpcurl (scripts/install-deps.sh)");
+    let dir = grpcurl.parent().expect("dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut outputs = Vec::new();
+    for command in commands {
+        let command = command.replace("localhost:9091", &format!("127.0.0.1:{}", h.port));
+        let out = tokio::process::Command::new("sh")
+            .args(["-c", &command])
+            .env("PATH", &path)
+            .output()
+            .await
+            .expect("sh runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{command}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("[grpcurl] {stdout}");
+        outputs.push(stdout);
+    }
+    let compact = |s: &str| s.split_whitespace().collect::<String>();
+    assert!(
+        compact(&outputs[0]).contains(r#""inserted":2"#),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        compact(&outputs[1]).contains(r#""eventId":"e1""#),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        compact(&outputs[1]).contains(r#""returned":"1""#),
+        "{}",
+        outputs[1]
+    );
+
+    let reply = prism_testkit::lifecycle::initialize(h.port, vec![]).await;
+    assert!(reply.success, "{}", reply.error);
+    let metadata = reply.metadata.expect("metadata");
+    let declared = metadata
+        .interfaces
+        .iter()
+        .find(|i| i.name == "TimeSeriesBasicInterface")
+        .expect("TimeSeriesBasicInterface declared");
+    let proto = prism_plugin_core::proto::TIMESERIES_BASIC_PROTO;
+    assert_eq!(declared.proto_file, proto.path);
+    assert_eq!(declared.proto_hash, proto.sha256());
+    assert_eq!(declared.proto_hash.len(), 64);
+}

@@ -6,7 +6,8 @@
 //! (client settings, the clients, rebuild), `health` (metadata probe, whether
 //! the producer can publish), `state` (the evidence that it cannot), `topics`
 //! (lookup and creation), `produce` (publish), `consumer` (group members and
-//! tails) and `context` (librdkafka's callbacks: logs, errors, commits).
+//! tails), `series` (TimeSeries records, offsets and partition readers) and
+//! `context` (librdkafka's callbacks: logs, errors, commits).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
