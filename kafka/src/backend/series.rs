@@ -17,8 +17,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::context::StreamContext;
 use super::produce::new_message_id;
 use super::{Backend, KafkaConsumer};
+use crate::config::TimeSeriesConfig;
 use crate::error::Error;
-use crate::timeseries::TimeSeriesConfig;
 
 /// How long a query reader's fetch waits at the end of a partition. tansu
 /// answers a fetch only when this wait expires (DESIGN §6), so the librdkafka

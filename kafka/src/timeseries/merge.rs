@@ -23,6 +23,7 @@ use super::cursor::Key;
 #[derive(Debug, Clone)]
 pub(crate) struct Segments {
     start: i64,
+    end: i64,
     size: i64,
     mins: Vec<i64>,
     /// `mins` turned into suffix minimums (see [`Segments::finish`]).
@@ -36,6 +37,7 @@ impl Segments {
         let count = usize::try_from(((end - start).max(0) + size - 1) / size).unwrap_or(0);
         Segments {
             start,
+            end,
             size,
             mins: vec![i64::MAX; count],
             finished: false,
@@ -45,7 +47,7 @@ impl Segments {
     fn index(&self, offset: i64) -> Option<usize> {
         usize::try_from((offset - self.start) / self.size)
             .ok()
-            .filter(|&i| offset >= self.start && i < self.mins.len())
+            .filter(|&i| offset >= self.start && offset < self.end && i < self.mins.len())
     }
 
     /// Records a matching event at `offset` with time `ts`.

@@ -4,17 +4,16 @@
 //! Query returns those of a time range in (timestamp, partition, offset)
 //! order, each (event id, timestamp) once, with bounded memory.
 //!
-//! Modules: `config` (`backend.timeseries`), `service` (the gRPC methods),
+//! Its settings are `backend.timeseries` (`crate::config::TimeSeriesConfig`).
+//! Modules: `service` (the gRPC methods),
 //! `insert`, `query` (the query task and its passes), `merge` (ordering,
 //! bounded look-ahead, de-duplication; pure) and `cursor` (event order key,
 //! resume cursor).
 
-mod config;
 mod cursor;
 mod insert;
 mod merge;
 mod query;
 mod service;
 
-pub(crate) use config::TimeSeriesConfig;
 pub(crate) use service::TimeSeriesService;

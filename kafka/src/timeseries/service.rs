@@ -18,10 +18,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::cursor::{Cursor, fingerprint};
+use super::insert;
 use super::query::{self, Plan};
-use super::{TimeSeriesConfig, insert};
 use crate::backend::Backend;
-use crate::config::check_topic;
+use crate::config::{TimeSeriesConfig, check_topic};
 use crate::error::Error;
 use crate::stream::StreamSet;
 

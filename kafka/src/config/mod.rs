@@ -11,6 +11,10 @@ use prism_plugin_core::secret::SecretString;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+mod timeseries;
+
+pub(crate) use timeseries::TimeSeriesConfig;
+
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
 /// librdkafka refuses a `message.max.bytes` above 1e9; framing room is added to ours.
@@ -148,7 +152,7 @@ pub struct KafkaConfig {
     pub(crate) librdkafka: BTreeMap<String, String>,
     /// The TimeSeries abstraction (Insert, Query); see its README section.
     #[serde(default)]
-    pub(crate) timeseries: crate::timeseries::TimeSeriesConfig,
+    pub(crate) timeseries: TimeSeriesConfig,
 }
 
 /// librdkafka properties the plugin sets itself because its guarantees depend
