@@ -436,12 +436,14 @@ fn admit(look: &mut Lookahead, key: Key, message: &BorrowedMessage<'_>) -> Optio
     look.admit(key, held)
 }
 
-/// The record key as the event id (UTF-8, invalid bytes replaced).
+/// The record key as the event id (UTF-8, invalid bytes replaced). A record
+/// without a key (written by Publish or another producer) gets
+/// `partition-offset`, so such records never pass for copies of each other.
 fn event_id(message: &BorrowedMessage<'_>) -> String {
-    message
-        .key()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .unwrap_or_default()
+    match message.key() {
+        Some(key) if !key.is_empty() => String::from_utf8_lossy(key).into_owned(),
+        _ => format!("{}-{}", message.partition(), message.offset()),
+    }
 }
 
 /// The headers as tags (values UTF-8, invalid bytes replaced).
