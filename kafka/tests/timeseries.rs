@@ -7,8 +7,10 @@
 //! grpcurl examples.
 //!
 //! Every test starts its own broker and plugin, so they run in parallel.
-//! `TS_BIG_EVENTS` sets the size of the large query (default 200,000;
-//! `make bench` notes how long 1,000,000 take).
+//! `TS_BIG_EVENTS` sets the size of the large query (default 200,000:
+//! inserting 1,000,000 took 68-131 s here; run it with
+//! `TS_BIG_EVENTS=1000000 cargo test -p prism-kafka --test timeseries a_large`,
+//! as nextest stops a test at 180 s).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
