@@ -341,6 +341,21 @@ async fn tags_paging_empty_and_outlying_ranges_and_validation() {
     let (b_pages, _) = paged(&mut client, tagged.clone(), 50).await;
     assert_eq!(ids(&b_pages), ids(&b_events), "tag filter paged");
 
+    // Page boundaries inside runs of equal timestamps, every event twice.
+    let ties: Vec<Event> = (0..300)
+        .map(|i| event("ties", BASE + i % 10, &format!("t{i}"), &[]))
+        .collect();
+    insert_all(&mut client, &ties, 300).await;
+    insert_all(&mut client, &ties, 300).await;
+    let (all_ties, _) = call(&mut client, query("ties", BASE, BASE + 10)).await;
+    assert_matches(&all_ties, &expected(&ties, BASE, BASE + 10, &[]), "ties");
+    let (paged_ties, _) = paged(&mut client, query("ties", BASE, BASE + 10), 7).await;
+    assert_eq!(
+        ids(&paged_ties),
+        ids(&all_ties),
+        "pages of 7 across equal timestamps"
+    );
+
     for (what, a, b) in [
         ("empty range in the middle", BASE + 4000, BASE + 4100),
         ("before the first", BASE - 50_000, BASE),
