@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "prism/interfaces/keyvalue/keyvalue_scan.proto",
     "prism/interfaces/pubsub/pubsub_basic.proto",
     "prism/interfaces/pubsub/stream.proto",
+    "prism/interfaces/timeseries/timeseries_basic.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

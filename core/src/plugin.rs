@@ -207,6 +207,9 @@ mod data_services {
         PubSubBasicInterface, PubSubBasicInterfaceServer,
     };
     use crate::proto::pubsub::stream_interface_server::{StreamInterface, StreamInterfaceServer};
+    use crate::proto::timeseries::time_series_basic_interface_server::{
+        TimeSeriesBasicInterface, TimeSeriesBasicInterfaceServer,
+    };
 
     crate::data_service!(
         KeyValueBasicInterfaceServer: KeyValueBasicInterface,
@@ -215,6 +218,7 @@ mod data_services {
         KeyValueScanInterfaceServer: KeyValueScanInterface,
         PubSubBasicInterfaceServer: PubSubBasicInterface,
         StreamInterfaceServer: StreamInterface,
+        TimeSeriesBasicInterfaceServer: TimeSeriesBasicInterface,
     );
 }
 

@@ -21,12 +21,16 @@ pub mod prism {
         pub mod pubsub {
             tonic::include_proto!("prism.interfaces.pubsub");
         }
+        /// `package prism.interfaces.timeseries`.
+        pub mod timeseries {
+            tonic::include_proto!("prism.interfaces.timeseries");
+        }
     }
 }
 
 pub use prism::common;
 pub use prism::interfaces as lifecycle;
-pub use prism::interfaces::{keyvalue, pubsub};
+pub use prism::interfaces::{keyvalue, pubsub, timeseries};
 
 /// Encoded `FileDescriptorSet` of every Prism proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("prism_descriptor");
@@ -59,6 +63,8 @@ pub const KEYVALUE_SCAN_PROTO: ProtoFile =
     proto_file!("prism/interfaces/keyvalue/keyvalue_scan.proto");
 pub const PUBSUB_BASIC_PROTO: ProtoFile = proto_file!("prism/interfaces/pubsub/pubsub_basic.proto");
 pub const PUBSUB_STREAM_PROTO: ProtoFile = proto_file!("prism/interfaces/pubsub/stream.proto");
+pub const TIMESERIES_BASIC_PROTO: ProtoFile =
+    proto_file!("prism/interfaces/timeseries/timeseries_basic.proto");
 
 impl ProtoFile {
     /// Hex sha-256 of the file's bytes (`InterfaceDeclaration.proto_hash`).

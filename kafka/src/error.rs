@@ -73,6 +73,29 @@ pub(crate) enum Error {
     /// A consumer operation failed.
     #[error("kafka consumer: {0}")]
     Consumer(#[source] KafkaError),
+    /// A Query named a series (topic) the cluster does not know.
+    #[error("series {0:?} does not exist (Insert creates it)")]
+    SeriesNotFound(String),
+    /// A Query's partition reader got no record within
+    /// `backend.timeseries.stall_timeout` while it had more to read.
+    #[error(
+        "series {topic:?} partition {partition}: no record within {} ms (backend.timeseries.stall_timeout); broker unreachable?{}; resume with the cursor in the `x-prism-cursor` trailer",
+        .waited.as_millis(),
+        .cause.as_ref().map(|c| format!(" (last broker error: {c})")).unwrap_or_default()
+    )]
+    Stalled {
+        /// The series topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// The consumer's latest error, if any.
+        cause: Option<String>,
+    },
+    /// The plugin is draining: a running Query ends so it can stop.
+    #[error("the plugin is draining; resume with the cursor in the `x-prism-cursor` trailer")]
+    Draining,
     /// The call's deadline (`grpc-timeout`) came before the broker answered.
     #[error("deadline exceeded: the broker did not answer {0} within the call's deadline")]
     Deadline(&'static str),
@@ -106,7 +129,8 @@ impl From<Error> for tonic::Status {
         match &err {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::TooLarge { .. } => Status::resource_exhausted(message),
-            Error::TopicNotFound(_) => Status::not_found(message),
+            Error::TopicNotFound(_) | Error::SeriesNotFound(_) => Status::not_found(message),
+            Error::Stalled { .. } | Error::Draining => Status::unavailable(message),
             Error::Produce { source, .. } => match source.rdkafka_error_code() {
                 Some(
                     RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize,

@@ -13,6 +13,7 @@ mod plugin;
 mod rebuilder;
 mod service;
 mod stream;
+mod timeseries;
 
 pub use config::KafkaConfig;
 pub use plugin::KafkaPlugin;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
-use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO};
+use prism_plugin_core::proto::timeseries::time_series_basic_interface_server::TimeSeriesBasicInterfaceServer;
+use prism_plugin_core::proto::{PUBSUB_BASIC_PROTO, PUBSUB_STREAM_PROTO, TIMESERIES_BASIC_PROTO};
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::vault::{Credentials, SecretEngine};
 use prism_plugin_core::{
@@ -21,6 +22,7 @@ use crate::identity::ClientIdentity;
 use crate::rebuilder::{Rebuilder, Rebuilds};
 use crate::service::KafkaService;
 use crate::stream::StreamSet;
+use crate::timeseries::TimeSeriesService;
 
 /// How long `drain` waits for streams to store their offsets and leave their
 /// groups (each needs a broker round trip or two).
@@ -230,14 +232,21 @@ impl Plugin for KafkaPlugin {
                 proto: PUBSUB_STREAM_PROTO,
                 version: "1.0.0",
             },
+            Interface {
+                name: "TimeSeriesBasicInterface",
+                proto: TIMESERIES_BASIC_PROTO,
+                version: "1.0.0",
+            },
         ]
     }
 
     fn register(&self, services: &mut ServiceRegistry) {
         let service = KafkaService::new(self.backend.slot(), self.streams.clone());
+        let timeseries = TimeSeriesService::new(self.backend.slot(), self.streams.clone());
         services
             .add(PubSubBasicInterfaceServer::new(service.clone()))
-            .add(StreamInterfaceServer::new(service));
+            .add(StreamInterfaceServer::new(service))
+            .add(TimeSeriesBasicInterfaceServer::new(timeseries));
     }
 
     async fn initialize(&self, config: KafkaConfig, ctx: &Context) -> Result<(), CoreError> {

@@ -61,6 +61,13 @@ impl ClientContext for StreamContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A query reader asks for end-of-partition events; they are not errors.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::trace!(target: "librdkafka", reason, "end of partition");
+            return;
+        }
         self.log.error(error, reason);
     }
 }

@@ -6,7 +6,8 @@
 //! (client settings, the clients, rebuild), `health` (metadata probe, whether
 //! the producer can publish), `state` (the evidence that it cannot), `topics`
 //! (lookup and creation), `produce` (publish), `consumer` (group members and
-//! tails) and `context` (librdkafka's callbacks: logs, errors, commits).
+//! tails), `series` (TimeSeries records, offsets and partition readers) and
+//! `context` (librdkafka's callbacks: logs, errors, commits).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -28,10 +29,12 @@ mod consumer;
 mod context;
 mod health;
 mod produce;
+mod series;
 mod state;
 mod topics;
 
 pub(crate) use context::{CommitReports, StreamContext};
+pub(crate) use series::{SeriesReader, Span, new_event_id};
 
 /// Header carrying the plugin-assigned message id; stripped from `metadata`
 /// on the way out.

@@ -12,7 +12,7 @@ use crate::error::Error;
 
 impl Backend {
     /// The partitions of `topic`, or `None` if the cluster does not know it.
-    async fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, Error> {
+    pub(super) async fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, Error> {
         let producer = self.producer()?.clone();
         let name = topic.to_string();
         let timeout = self.metadata_timeout;
@@ -48,15 +48,25 @@ impl Backend {
     /// (with `default_partitions`/`replication_factor`) when
     /// `auto_create_topics` is on. Returns its partitions when looked up.
     pub(crate) async fn ensure_topic(&self, topic: &str) -> Result<Option<Vec<i32>>, Error> {
+        self.ensure_topic_with(topic, self.default_partitions).await
+    }
+
+    /// [`ensure_topic`](Self::ensure_topic), creating a missing topic with
+    /// `partitions` partitions.
+    pub(crate) async fn ensure_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Option<Vec<i32>>, Error> {
         if self.is_known(topic) {
             return Ok(None);
         }
-        self.lookup_or_create(topic).await.map(Some)
+        self.lookup_or_create(topic, partitions).await.map(Some)
     }
 
     /// Like [`ensure_topic`](Self::ensure_topic) but always returns the partitions.
     pub(crate) async fn topic_partitions(&self, topic: &str) -> Result<Vec<i32>, Error> {
-        self.lookup_or_create(topic).await
+        self.lookup_or_create(topic, self.default_partitions).await
     }
 
     fn is_known(&self, topic: &str) -> bool {
@@ -74,14 +84,14 @@ impl Backend {
             .remove(topic);
     }
 
-    async fn lookup_or_create(&self, topic: &str) -> Result<Vec<i32>, Error> {
+    async fn lookup_or_create(&self, topic: &str, count: i32) -> Result<Vec<i32>, Error> {
         let partitions = match self.partitions(topic).await? {
             Some(partitions) => partitions,
             None if !self.auto_create_topics => {
                 return Err(Error::TopicNotFound(topic.to_string()));
             }
             None => {
-                self.create_topic(topic).await?;
+                self.create_topic(topic, count).await?;
                 // The new topic's partitions become visible once its leader
                 // is elected; poll briefly instead of assuming the count.
                 let deadline = Instant::now() + self.metadata_timeout.max(Duration::from_secs(2));
@@ -103,11 +113,11 @@ impl Backend {
         Ok(partitions)
     }
 
-    async fn create_topic(&self, topic: &str) -> Result<(), Error> {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), Error> {
         let admin = self.admin.as_ref().ok_or(Error::Closed)?;
         let new = NewTopic::new(
             topic,
-            self.default_partitions,
+            partitions,
             TopicReplication::Fixed(i32::from(self.replication_factor)),
         );
         let options = AdminOptions::new().operation_timeout(Some(self.metadata_timeout));
@@ -131,7 +141,7 @@ impl Backend {
         }
         tracing::info!(
             topic,
-            partitions = self.default_partitions,
+            partitions,
             replication_factor = self.replication_factor,
             "created topic"
         );

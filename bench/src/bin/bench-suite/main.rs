@@ -9,6 +9,7 @@
 //! | `cache-get` / `cache-set` on prism-redis | `redis-benchmark GET/SET prism:bench:bench-__rand_int__` (the plugin's exact keys) |
 //! | `kv-get` / `kv-set` on prism-postgres | `pgbench -M prepared` scripts running the plugin's own SELECT / upsert (`prism_postgres::get_statement` / `set_statement`) on the plugin's table |
 //! | `publish` / `publish-subscribe` on prism-kafka | a librdkafka producer (and consumer) with prism-kafka's defaults, in this process |
+//! | TimeSeries Insert / Query on prism-kafka (events/s) | a librdkafka producer / consumer writing and reading the same records (`timeseries`) |
 //!
 //! plus plugin-only scenarios (the gRPC floor `health`, `kv-batch`,
 //! `kv-mixed`), idle RSS, max RSS under
@@ -25,7 +26,8 @@
 //! Modules: `args` (flags, settings, the workload both sides share),
 //! `processes` (backend servers, plugin processes, RSS), `load` (plugin
 //! scenarios), `baseline` with one module per direct tool (`redis`,
-//! `pgbench`, `kafka`; `tool` runs one), `results`, `table` and `fmt` (the
+//! `pgbench`, `kafka`; `tool` runs one), `timeseries` (Insert/Query vs
+//! librdkafka, its own section), `results`, `table` and `fmt` (the
 //! numbers and their text), `machine` and `report` (the markdown file).
 
 mod args;
@@ -40,6 +42,7 @@ mod redis;
 mod report;
 mod results;
 mod table;
+mod timeseries;
 mod tool;
 
 use std::collections::BTreeMap;
@@ -94,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         stop_sampling.clone(),
     );
-    let (pairs, solos, kafka_note) =
+    let (pairs, solos, kafka_note, timeseries) =
         scenarios(&args, &settings, &backends, &running, work.path()).await;
     if let Some(r) = running.get_mut("kafka") {
         r.facts.note = kafka_note.clone();
@@ -118,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         solos: &solos,
         facts: &facts,
         kafka_note: &kafka_note,
+        timeseries: &timeseries,
         total,
     }
     .render(&out_path);
@@ -158,14 +162,15 @@ fn plugin_bins(args: &Args) -> anyhow::Result<PathBuf> {
 
 /// Every scenario, in order: the gRPC floor, Redis and PostgreSQL against
 /// their tools, the plugin-only ones, then Kafka. Returns the comparisons,
-/// the plugin-only results and why Kafka was not measured (if it was not).
+/// the plugin-only results, why Kafka was not measured (if it was not) and
+/// the TimeSeries rows.
 async fn scenarios(
     args: &Args,
     settings: &Settings,
     backends: &Backends,
     running: &BTreeMap<&'static str, Running>,
     work: &Path,
-) -> (Vec<Pair>, Vec<Solo>, String) {
+) -> (Vec<Pair>, Vec<Solo>, String, Vec<timeseries::TsRow>) {
     println!(
         "== scenarios ({} s each + 1 s warm-up; {} connections; value {} B; {} keys)",
         args.duration().as_secs(),
@@ -218,6 +223,7 @@ async fn scenarios(
     );
     // Kafka last: see the floor above.
     let mut kafka_note = String::new();
+    let mut ts_rows = Vec::new();
     if let (Some(r), Some(kafka)) = (running.get("kafka"), &backends.kafka) {
         match kafka::publish_served(r.port).await {
             Ok(()) => {
@@ -237,6 +243,9 @@ async fn scenarios(
                         librdkafka(true),
                     )]);
                 pairs.extend(compare(args, "Kafka", r, table).await);
+                let events = if args.quick { 20_000 } else { 200_000 };
+                let extra = &settings.kafka_direct;
+                ts_rows = timeseries::run(r.port, &bootstrap, extra, events).await;
             }
             Err(e) => kafka_note = e,
         }
@@ -247,7 +256,7 @@ async fn scenarios(
             format!("{} not built", backends.kafka_bin.display())
         };
     }
-    (pairs, solos, kafka_note)
+    (pairs, solos, kafka_note, ts_rows)
 }
 
 /// `--keep-running`: prints where the plugins are and waits for Ctrl-C.

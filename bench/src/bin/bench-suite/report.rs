@@ -26,6 +26,8 @@ pub(crate) struct Markdown<'a> {
     pub(crate) solos: &'a [Solo],
     pub(crate) facts: &'a [ProcessFacts],
     pub(crate) kafka_note: &'a str,
+    /// prism-kafka's TimeSeries Insert/Query vs librdkafka.
+    pub(crate) timeseries: &'a [crate::timeseries::TsRow],
     pub(crate) total: Duration,
 }
 
@@ -38,6 +40,7 @@ impl Markdown<'_> {
         self.machine(&mut md);
         self.settings(&mut md);
         self.comparisons(&mut md);
+        crate::timeseries::section(&mut md, self.timeseries, self.kafka_note);
         self.cpu_budget(&mut md);
         self.solos(&mut md);
         self.processes(&mut md);

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::ClientIdentity;
 
+mod timeseries;
+
+pub(crate) use timeseries::TimeSeriesConfig;
+
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
 /// librdkafka refuses a `message.max.bytes` above 1e9; framing room is added to ours.
@@ -153,6 +157,9 @@ pub struct KafkaConfig {
     /// owns (group and commit handling, bootstrap, credentials) are refused.
     #[serde(default)]
     pub(crate) librdkafka: BTreeMap<String, String>,
+    /// The TimeSeries abstraction (Insert, Query); see its README section.
+    #[serde(default)]
+    pub(crate) timeseries: TimeSeriesConfig,
 }
 
 /// librdkafka properties the plugin sets itself because its guarantees depend
@@ -320,6 +327,7 @@ impl Default for KafkaConfig {
             fetch_buffer_kbytes: default_fetch_buffer_kbytes(),
             commit_interval: default_commit_interval(),
             librdkafka: BTreeMap::new(),
+            timeseries: Default::default(),
         }
     }
 }
@@ -413,6 +421,7 @@ impl BackendConfig for KafkaConfig {
             problems
                 .push("`backend.fetch_buffer_kbytes`: must be between 1 and 2097151".to_string());
         }
+        problems.extend(self.timeseries.validate());
         for key in self.librdkafka.keys() {
             if key.trim().is_empty() {
                 problems.push("`backend.librdkafka`: property names must not be empty".to_string());
