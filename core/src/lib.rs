@@ -24,6 +24,7 @@ pub mod kv;
 mod lifecycle;
 pub mod manifest;
 pub mod metrics;
+pub mod otel;
 mod plugin;
 pub mod proto;
 mod rotated;

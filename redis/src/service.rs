@@ -47,6 +47,25 @@ impl Backend {
 
 #[tonic::async_trait]
 impl Store for Backend {
+    fn db_system(&self) -> Option<&'static str> {
+        Some("redis")
+    }
+
+    /// The command each operation sends (a batch set is a pipeline of SETs).
+    fn db_operation(&self, operation: &'static str) -> &'static str {
+        match operation {
+            "set" | "batch_set" => "SET",
+            "get" => "GET",
+            "batch_get" => "MGET",
+            "delete" | "batch_delete" => "UNLINK",
+            "exists" => "EXISTS",
+            "expire" => "EXPIRE",
+            "ttl" => "TTL",
+            "persist" => "PERSIST",
+            other => other,
+        }
+    }
+
     async fn set(&self, scope: Scope, entry: Entry) -> Result<(), Status> {
         let Entry {
             key,

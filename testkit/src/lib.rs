@@ -22,6 +22,7 @@ mod kafka_proxy;
 pub mod kv;
 pub mod lifecycle;
 pub mod load;
+pub mod otlp;
 mod paths;
 mod pki;
 mod plugin;

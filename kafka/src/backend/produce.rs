@@ -28,7 +28,18 @@ impl Backend {
         loop {
             attempt += 1;
             let mut headers = OwnedHeaders::new_with_capacity(metadata.len() + 1);
+            // The plugin's publish span replaces a caller's own trace headers.
+            let trace = prism_plugin_core::otel::inject(&tracing::Span::current());
             for (name, value) in metadata {
+                if !trace.is_empty() && prism_plugin_core::otel::is_trace_header(name) {
+                    continue;
+                }
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            for (name, value) in &trace {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(value.as_bytes()),
