@@ -13,6 +13,7 @@
 //! [`kv::Store`]).
 #![forbid(unsafe_code)]
 
+pub mod backend_metrics;
 mod call;
 mod cli;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod secret;
 mod server;
 mod telemetry;
 pub mod tls;
+mod tls_expiry;
 pub mod vault;
 
 pub use call::{

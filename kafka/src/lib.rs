@@ -12,6 +12,7 @@ mod plugin;
 mod rebuilder;
 mod service;
 mod stream;
+mod track;
 
 pub use config::KafkaConfig;
 pub use plugin::KafkaPlugin;

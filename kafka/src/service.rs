@@ -121,6 +121,7 @@ fn resolve_topic(requested: &str, backend: &Backend) -> Result<String, Error> {
 
 fn to_message(delivery: Delivery) -> Message {
     prism_plugin_core::otel::delivered(&delivery.topic, &delivery.metadata);
+    prism_plugin_core::backend_metrics::get().delivered(&delivery.topic);
     Message {
         topic: delivery.topic.to_string(),
         payload: delivery.payload,

@@ -34,6 +34,7 @@ impl Backend {
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Status> {
         let started = Instant::now();
+        let _in_use = InUse::start(self.connections());
         match scope.within(op).await {
             Some(result) => result.map_err(Status::from),
             None => Err(Error::Timeout {
@@ -42,6 +43,30 @@ impl Backend {
             }
             .into()),
         }
+    }
+}
+
+/// Redis connections are multiplexed: "in use" counts the commands in
+/// flight on them, and no call ever waits for a connection.
+struct InUse {
+    open: i64,
+}
+
+static IN_FLIGHT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+impl InUse {
+    fn start(open: usize) -> InUse {
+        let now = IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let open = i64::try_from(open).unwrap_or(i64::MAX);
+        prism_plugin_core::backend_metrics::get().pool_state("redis", open, now);
+        InUse { open }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let now = IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+        prism_plugin_core::backend_metrics::get().pool_state("redis", self.open, now);
     }
 }
 

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{get, redis_and_plugin, req, set};
 use prism_testkit::otlp::{self, OtlpReceiver};
 
@@ -47,4 +49,52 @@ async fn a_traced_call_exports_server_and_redis_spans_under_the_callers_span() {
     .await;
     assert_eq!(get_span.attr("db.operation.name"), Some("GET"));
     otlp::assert_no_attribute_contains(&receiver, &["trace-key-7", "trace-value-7"]);
+}
+
+/// With the collector black-holing (accepts, never answers) or down (nothing
+/// listening), every data call still succeeds, no slower beyond noise than
+/// without tracing, and the plugin's memory stays bounded (spans beyond the
+/// export queue are dropped).
+#[tokio::test]
+async fn a_dead_or_black_holing_collector_fails_no_call_and_holds_no_memory() {
+    let hole = otlp::BlackHole::start().await;
+    let down = format!("http://127.0.0.1:{}", prism_testkit::free_port());
+    let redis = prism_testkit::Redis::start().await.expect("redis starts");
+    let addr = redis.addr();
+    let plain = common::start_plugin(&[("REDIS_ADDRESS", addr.as_str())]).await;
+    const CALLS: usize = 2000;
+    const CLIENTS: usize = 16;
+    let baseline = otlp::drive_sets(&plain.channel, CALLS, CLIENTS).await;
+    assert_eq!(baseline.failed, 0);
+    eprintln!("[timing] no tracing: {baseline:?}");
+    for (what, endpoint) in [("black hole", hole.endpoint()), ("down", down.as_str())] {
+        let mut env = otlp::tracing_env(endpoint);
+        env.push(("PRISM_TELEMETRY__MAX_QUEUE_SIZE", "512".to_string()));
+        env.push(("REDIS_ADDRESS", addr.clone()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let plugin = common::start_plugin(&env).await;
+        let warm = otlp::drive_sets(&plugin.channel, CALLS, CLIENTS).await;
+        let before = otlp::rss_kib(plugin.process.pid());
+        let run = otlp::drive_sets(&plugin.channel, 3 * CALLS, CLIENTS).await;
+        let after = otlp::rss_kib(plugin.process.pid());
+        eprintln!("[timing] collector {what}: {run:?}, RSS {before} -> {after} KiB");
+        assert_eq!(
+            warm.failed + run.failed,
+            0,
+            "collector {what}: failed calls"
+        );
+        // 12k spans kept would be over 12 MiB; the queue holds 512.
+        assert!(
+            after < before + 12 * 1024,
+            "collector {what}: RSS grew {before} -> {after} KiB"
+        );
+        // Generous for a loaded 2-core machine: a call waiting on the
+        // exporter would take the export timeout (2 s).
+        assert!(
+            run.p99 < baseline.p99 * 5 + Duration::from_millis(100),
+            "collector {what}: p99 {:?} vs {:?} without tracing",
+            run.p99,
+            baseline.p99
+        );
+    }
 }

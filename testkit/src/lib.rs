@@ -33,6 +33,7 @@ mod process;
 pub mod pubsub;
 mod redis;
 pub mod rotation;
+pub mod scrape;
 pub mod server;
 pub mod skeleton;
 mod tee;

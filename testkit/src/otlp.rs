@@ -315,3 +315,68 @@ pub fn assert_no_attribute_contains(receiver: &OtlpReceiver, secrets: &[&str]) {
         }
     }
 }
+
+/// What [`drive_sets`] measured.
+#[derive(Debug)]
+pub struct Driven {
+    /// Calls that failed.
+    pub failed: u64,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Calls per second over the run.
+    pub ops_per_second: f64,
+}
+
+/// `calls` traced Sets (each with a fresh key of namespace "otel") over
+/// `clients` concurrent clients of `channel`.
+pub async fn drive_sets(
+    channel: &tonic::transport::Channel,
+    calls: usize,
+    clients: usize,
+) -> Driven {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut kv = crate::kv::basic(channel);
+            tokio::spawn(async move {
+                let (mut failed, mut latencies) = (0u64, Vec::new());
+                for i in (c..calls).step_by(clients) {
+                    let request = crate::kv::req(None, crate::kv::set(&format!("k{i}"), "v", 0));
+                    let sent = Instant::now();
+                    if kv.set(traced(request)).await.is_err() {
+                        failed += 1;
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                (failed, latencies)
+            })
+        })
+        .collect();
+    let (mut failed, mut latencies) = (0, Vec::new());
+    for task in tasks {
+        let (f, l) = task.await.expect("client task");
+        failed += f;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let p99 = latencies
+        .get(latencies.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    Driven {
+        failed,
+        p99,
+        ops_per_second: calls as f64 / elapsed.as_secs_f64(),
+    }
+}
+
+/// Resident memory of process `pid` in KiB (Linux `/proc`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}

@@ -97,19 +97,26 @@ pub trait Store: Rules + Send + Sync + 'static {
     }
 }
 
-/// Runs one store call inside its database span (when tracing is on).
+/// Runs one store call inside its database span (when tracing is on) and
+/// records its latency by operation.
 async fn traced<S: Store + ?Sized, T>(
     store: &S,
     operation: &'static str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
-    match store.db_system() {
-        Some(system) if crate::otel::enabled() => {
-            let span = crate::otel::db_span(system, store.db_operation(operation));
-            crate::otel::traced(span, call).await
-        }
-        _ => call.await,
-    }
+    let Some(system) = store.db_system() else {
+        return call.await;
+    };
+    let operation = store.db_operation(operation);
+    let started = std::time::Instant::now();
+    let result = if crate::otel::enabled() {
+        crate::otel::traced(crate::otel::db_span(system, operation), call).await
+    } else {
+        call.await
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    crate::backend_metrics::get().operation(system, operation, seconds);
+    result
 }
 
 /// `KeyValueBasicInterface`, `KeyValueBatchInterface` and
