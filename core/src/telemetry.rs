@@ -29,6 +29,7 @@ pub(crate) fn init(
             .with_current_span(false)
             .with_target(true)
     };
+    let (format, dispatch) = crate::otel::logfmt::WithTraceIds::new(json());
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match (log.format, traced) {
         (LogFormat::Json, false) => fmt
             .json()
@@ -38,8 +39,9 @@ pub(crate) fn init(
             .boxed(),
         (LogFormat::Json, true) => fmt
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(crate::otel::logfmt::WithTraceIds(json()))
+            .event_format(format)
             .with_filter(filter)
+            .and_then(dispatch)
             .boxed(),
         (LogFormat::Text, _) => fmt.with_filter(filter).boxed(),
     };

@@ -8,16 +8,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body of `GET /metrics` on 127.0.0.1:`port`.
 pub async fn scrape(port: u16) -> String {
+    try_scrape(port).await.expect("the metrics port answers")
+}
+
+/// [`scrape`], or None while nothing listens on `port` yet.
+pub async fn try_scrape(port: u16) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .expect("connect to the metrics port");
+        .ok()?;
     let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut out = String::new();
     stream.read_to_string(&mut out).await.expect("read");
     let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "metrics answered {head}");
-    body.to_string()
+    Some(body.to_string())
 }
 
 /// The value of the first sample named `name` whose labels include every
