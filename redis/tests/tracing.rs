@@ -98,3 +98,44 @@ async fn a_dead_or_black_holing_collector_fails_no_call_and_holds_no_memory() {
         );
     }
 }
+
+/// The cost of tracing, measured (not asserted): the same Set load against a
+/// plugin with tracing off, on at `sample_ratio` 0 (calls carry no
+/// traceparent, so nothing is sampled) and on at 1 with every call exported
+/// to a live receiver. Prints ops/s and plugin CPU per call; BENCHMARKS.md
+/// records a run. `cargo nextest run -p prism-redis --run-ignored only -E
+/// 'test(tracing_overhead)' --no-capture`.
+#[tokio::test]
+#[ignore = "measurement for BENCHMARKS.md, not a check"]
+async fn tracing_overhead() {
+    let receiver = OtlpReceiver::start().await;
+    let redis = prism_testkit::Redis::start().await.expect("redis starts");
+    let addr = redis.addr();
+    const CALLS: usize = 20_000;
+    const CLIENTS: usize = 16;
+    for (what, ratio) in [
+        ("off", None),
+        ("on, sample_ratio 0", Some("0")),
+        ("on, sample_ratio 1", Some("1")),
+    ] {
+        let mut env = vec![("REDIS_ADDRESS", addr.clone())];
+        if let Some(ratio) = ratio {
+            env.extend(otlp::tracing_env(receiver.endpoint()));
+            env.push(("PRISM_TELEMETRY__SAMPLE_RATIO", ratio.to_string()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let plugin = common::start_plugin(&env).await;
+        let untraced = ratio == Some("0");
+        otlp::drive_sets_with(&plugin.channel, 2000, CLIENTS, !untraced).await;
+        let cpu = otlp::cpu_seconds(plugin.process.pid());
+        let run = otlp::drive_sets_with(&plugin.channel, CALLS, CLIENTS, !untraced).await;
+        let per_call = (otlp::cpu_seconds(plugin.process.pid()) - cpu) / CALLS as f64;
+        assert_eq!(run.failed, 0);
+        eprintln!(
+            "[bench] tracing {what}: {:.0} ops/s, p99 {:?}, plugin CPU {:.1} µs/call",
+            run.ops_per_second,
+            run.p99,
+            per_call * 1e6
+        );
+    }
+}

@@ -327,12 +327,22 @@ pub struct Driven {
     pub ops_per_second: f64,
 }
 
-/// `calls` traced Sets (each with a fresh key of namespace "otel") over
-/// `clients` concurrent clients of `channel`.
+/// `calls` traced Sets (each with a fresh key) over `clients` concurrent
+/// clients of `channel`.
 pub async fn drive_sets(
     channel: &tonic::transport::Channel,
     calls: usize,
     clients: usize,
+) -> Driven {
+    drive_sets_with(channel, calls, clients, true).await
+}
+
+/// [`drive_sets`], each call carrying [`TEST_TRACEPARENT`] when `with_parent`.
+pub async fn drive_sets_with(
+    channel: &tonic::transport::Channel,
+    calls: usize,
+    clients: usize,
+    with_parent: bool,
 ) -> Driven {
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -343,7 +353,12 @@ pub async fn drive_sets(
                 for i in (c..calls).step_by(clients) {
                     let request = crate::kv::req(None, crate::kv::set(&format!("k{i}"), "v", 0));
                     let sent = Instant::now();
-                    if kv.set(traced(request)).await.is_err() {
+                    let request = if with_parent {
+                        traced(request)
+                    } else {
+                        request
+                    };
+                    if kv.set(request).await.is_err() {
                         failed += 1;
                     }
                     latencies.push(sent.elapsed());
@@ -379,4 +394,16 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds (Linux `/proc`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
 }

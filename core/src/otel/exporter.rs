@@ -72,7 +72,7 @@ impl Pipeline {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("prism-plugin-core");
-        super::set_enabled();
+        super::set_enabled(config.sample_ratio);
         let announce = format!(
             "exporting traces over OTLP/{:?} to {endpoint} (sample_ratio {})",
             config.protocol, config.sample_ratio

@@ -75,8 +75,12 @@ where
         if !self.enabled || CONTROL_PREFIXES.iter().any(|p| path.starts_with(p)) {
             return Either::Left(self.inner.call(req));
         }
+        let parent = super::propagate::extract_headers(req.headers());
+        if super::parent_only() && !sampled(&parent) {
+            return Either::Left(self.inner.call(req));
+        }
         let span = server_span(path);
-        let _ = span.set_parent(super::propagate::extract_headers(req.headers()));
+        let _ = span.set_parent(parent);
         let response = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -98,6 +102,12 @@ where
             }))
         }))
     }
+}
+
+/// True when the caller's context says "sampled".
+fn sampled(parent: &opentelemetry::Context) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    parent.span().span_context().is_sampled()
 }
 
 /// `/pkg.Service/Method` → a span named `pkg.Service/Method`.

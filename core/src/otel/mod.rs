@@ -31,21 +31,36 @@ pub const TARGET: &str = "prism::otel";
 
 /// Set once the export pipeline is installed.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// `sample_ratio` is 0: only calls whose caller sampled them are traced, so
+/// the others skip span creation altogether.
+static PARENT_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// True while traces are exported.
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-pub(crate) fn set_enabled() {
+pub(crate) fn set_enabled(sample_ratio: f64) {
+    PARENT_ONLY.store(sample_ratio <= 0.0, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// True when a call (or delivery) without a sampled parent is not traced.
+pub(crate) fn parent_only() -> bool {
+    PARENT_ONLY.load(Ordering::Relaxed)
+}
+
+/// True when a child span has a traced parent to hang from (with
+/// `sample_ratio` 0, untraced calls open none).
+fn in_trace() -> bool {
+    enabled() && !(parent_only() && Span::current().is_none())
 }
 
 /// A client span around one database call: `db.system.name` (`postgresql`,
 /// `redis`) and `db.operation.name` (the command or statement kind, e.g.
 /// `GET`, `SELECT`). Its parent is the current span (the server span).
 pub fn db_span(system: &'static str, operation: &'static str) -> Span {
-    if !enabled() {
+    if !in_trace() {
         return Span::none();
     }
     tracing::info_span!(
@@ -82,7 +97,7 @@ pub async fn traced<T, E>(span: Span, call: impl Future<Output = Result<T, E>>) 
 /// A producer span for one Kafka publish to `topic`; [`inject`] puts its
 /// context into the record's headers.
 pub fn publish_span(topic: &str) -> Span {
-    if !enabled() {
+    if !in_trace() {
         return Span::none();
     }
     tracing::info_span!(
@@ -122,6 +137,14 @@ pub fn delivered(topic: &str, headers: &HashMap<String, String>) {
     if !enabled() {
         return;
     }
+    let publisher = propagate::extract_map(headers);
+    let linked = {
+        use opentelemetry::trace::TraceContextExt;
+        publisher.span().span_context().clone()
+    };
+    if parent_only() && !linked.is_sampled() {
+        return;
+    }
     let span = tracing::info_span!(
         target: TARGET,
         "deliver",
@@ -132,11 +155,6 @@ pub fn delivered(topic: &str, headers: &HashMap<String, String>) {
         messaging.operation.name = "deliver",
         messaging.destination.name = topic,
     );
-    let publisher = propagate::extract_map(headers);
-    let linked = {
-        use opentelemetry::trace::TraceContextExt;
-        publisher.span().span_context().clone()
-    };
     if linked.is_valid() {
         let _ = span.set_parent(publisher);
         span.add_link(linked);
