@@ -39,6 +39,9 @@ pub struct Config<B> {
     /// Backend credentials from Vault/OpenBao (used when `vault.secret` is set).
     #[serde(default)]
     pub vault: crate::vault::VaultConfig,
+    /// OpenTelemetry trace export (off unless `otlp_endpoint` is set).
+    #[serde(default)]
+    pub telemetry: crate::otel::TelemetryConfig,
 }
 
 /// `plugin:` — identity.
@@ -503,6 +506,7 @@ mod tests {
             },
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            telemetry: Default::default(),
             vault: Default::default(),
         }
     }

@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, RpcLabels};
 
 /// Services that are never gated: the control plane itself must keep answering
 /// while data calls drain.
-const CONTROL_PREFIXES: &[&str] = &[
+pub(crate) const CONTROL_PREFIXES: &[&str] = &[
     "/prism.interfaces.LifecycleInterface/",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.",
@@ -270,7 +270,7 @@ where
     }
 }
 
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())

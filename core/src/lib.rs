@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod backend_metrics;
 mod call;
 mod cli;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod kv;
 mod lifecycle;
 pub mod manifest;
 pub mod metrics;
+pub mod otel;
 mod plugin;
 pub mod proto;
 mod rotated;
@@ -34,6 +36,7 @@ pub mod secret;
 mod server;
 mod telemetry;
 pub mod tls;
+mod tls_expiry;
 pub mod vault;
 
 pub use call::{

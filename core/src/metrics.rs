@@ -71,6 +71,7 @@ impl Metrics {
             "1 when the backend is healthy or degraded, 0 when unreachable",
             backend_up.clone(),
         );
+        crate::backend_metrics::get().register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             requests,

@@ -353,6 +353,7 @@ pub(crate) fn validate<P: Plugin>(config: &Config<P::Config>) -> Result<(), Erro
         problems.push("`metrics.port`: must differ from `control_plane.port`".to_string());
     }
     problems.extend(config.vault.validate());
+    problems.extend(config.telemetry.validate());
     problems.extend(crate::plugin::BackendConfig::validate(&config.backend));
     if problems.is_empty() {
         Ok(())

@@ -92,11 +92,6 @@ where
         }
     }
 
-    if let Err(err) = crate::telemetry::init(&config.log) {
-        eprintln!("{}: {err}", manifest.binary());
-        return ExitCode::from(EXIT_CONFIG);
-    }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(manifest.binary())
@@ -104,10 +99,29 @@ where
     {
         Ok(rt) => rt,
         Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
+            eprintln!(
+                "{}: cannot start the async runtime: {err}",
+                manifest.binary()
+            );
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // The trace exporter's gRPC channel lives on the runtime.
+    let traces = match runtime.block_on(async {
+        crate::otel::exporter::Pipeline::start(&config.telemetry, &manifest.name)
+    }) {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("{}: {err}", manifest.binary());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (pipeline, tracer) = traces.unzip();
+    if let Err(err) = crate::telemetry::init(&config.log, tracer) {
+        eprintln!("{}: {err}", manifest.binary());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    pipeline.iter().for_each(|p| p.announce());
     let code = match runtime.block_on(serve(plugin, figment, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err @ Error::Config(_)) => {
@@ -119,6 +133,9 @@ where
             ExitCode::from(EXIT_FAILURE)
         }
     };
+    if let Some(pipeline) = pipeline {
+        pipeline.shutdown();
+    }
     // Background tasks have been awaited; don't wait for blocking threads.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
@@ -139,6 +156,7 @@ fn load<P: Plugin>(cli: &Cli) -> Result<(figment::Figment, Config<P::Config>), E
         backend: P::Config::default(),
         log: Default::default(),
         metrics: Default::default(),
+        telemetry: Default::default(),
         vault: Default::default(),
     };
     let file = config::config_path(cli.config.as_deref())?;
@@ -413,6 +431,7 @@ fn grpc_server(
 ) -> ServeFuture {
     let router = tonic::transport::Server::builder()
         .layer(GateLayer::new(gate.clone()))
+        .layer(crate::otel::layer::TraceLayer::new())
         .layer(tower::util::option_layer(
             authz.map(crate::authz::AuthzLayer::new),
         ))

@@ -63,6 +63,9 @@ impl TlsConfig {
     pub(crate) fn load(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certs = read_certs(&self.cert_file, "control_plane.tls.cert_file")?;
+        if let Some(at) = crate::tls_expiry::not_after(&certs[0]) {
+            crate::backend_metrics::get().certificate_expiry("server", at as f64);
+        }
         let key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|e| {
             Error::config(format!(
                 "`control_plane.tls.key_file`: cannot read a private key from {}: {e}",

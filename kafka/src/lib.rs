@@ -14,6 +14,7 @@ mod rebuilder;
 mod service;
 mod stream;
 mod timeseries;
+mod track;
 
 pub use config::KafkaConfig;
 pub use plugin::KafkaPlugin;

@@ -122,6 +122,8 @@ fn resolve_topic(requested: &str, backend: &Backend) -> Result<String, Error> {
 }
 
 fn to_message(delivery: Delivery) -> Message {
+    prism_plugin_core::otel::delivered(&delivery.topic, &delivery.metadata);
+    prism_plugin_core::backend_metrics::get().delivered(&delivery.topic);
     Message {
         topic: delivery.topic.to_string(),
         payload: delivery.payload,
@@ -177,10 +179,12 @@ impl PubSubBasicInterface for KafkaService {
             .into());
         }
         let key = (!req.partition_key.is_empty()).then_some(req.partition_key.as_bytes());
+        let span = prism_plugin_core::otel::publish_span(&topic);
+        let publish = backend.publish(&topic, key, &req.payload, &req.metadata);
         let published = within(
             deadline,
             "the Publish",
-            backend.publish(&topic, key, &req.payload, &req.metadata),
+            prism_plugin_core::otel::traced(span, publish),
         )
         .await?;
         Ok(Response::new(PublishResponse {

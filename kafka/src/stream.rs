@@ -17,7 +17,7 @@
 //! stored offsets every `commit_interval`, when partitions are revoked and
 //! when the consumer leaves its group.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{CommitReports, KafkaConsumer, MESSAGE_ID_HEADER};
 use crate::error::Error;
+use crate::track::Track;
 
 /// How long a full channel (or exhausted credit) waits before the partitions
 /// are paused; short stalls just stop fetching, long ones keep the group alive.
@@ -444,41 +445,6 @@ pub(crate) enum Event {
     Committed(Vec<(i32, i64)>),
 }
 
-/// Delivered-but-unacknowledged offsets of one partition.
-#[derive(Debug, Default)]
-pub(crate) struct Track {
-    outstanding: BTreeSet<i64>,
-    /// Last delivered offset + 1.
-    next: i64,
-    /// Position last stored for commit.
-    stored: i64,
-}
-
-impl Track {
-    /// Records a delivery. An offset below the last one means the partition
-    /// was re-read (rebalance): deliveries at or after it will come again.
-    pub(crate) fn deliver(&mut self, offset: i64) {
-        if offset < self.next {
-            self.outstanding.retain(|&o| o < offset);
-        }
-        self.outstanding.insert(offset);
-        self.next = offset + 1;
-    }
-
-    /// Records an acknowledgement; returns the new commit position if it
-    /// advanced: the lowest unacknowledged delivery, or everything delivered.
-    pub(crate) fn ack(&mut self, offset: i64) -> Option<i64> {
-        if !self.outstanding.remove(&offset) {
-            return None;
-        }
-        let position = self.outstanding.first().copied().unwrap_or(self.next);
-        (position > self.stored).then(|| {
-            self.stored = position;
-            position
-        })
-    }
-}
-
 /// What a Consume stream starts with besides its consumer and channels.
 pub(crate) struct ConsumeSetup {
     /// Messages the client granted in `open`.
@@ -531,9 +497,9 @@ where
                     tracing::trace!(topic = %topic, acks = refs.len(), "acknowledged");
                     let mut advanced = Vec::new();
                     for (partition, offset) in refs {
-                        if let Some(position) =
-                            tracks.get_mut(&partition).and_then(|t| t.ack(offset))
-                        {
+                        let track = tracks.get_mut(&partition);
+                        let acked = track.and_then(|t| t.ack_counted(offset, &topic));
+                        if let Some(position) = acked {
                             advanced.push((partition, position));
                         }
                     }
@@ -558,7 +524,10 @@ where
                     if !notices.is_empty() {
                         permit.send(Event::Committed(std::mem::take(&mut notices)));
                     } else if let Some(delivery) = queue.pop_front() {
-                        tracks.entry(delivery.partition).or_default().deliver(delivery.offset);
+                        let track = tracks.entry(delivery.partition).or_default();
+                        if track.deliver(delivery.offset) {
+                            prism_plugin_core::backend_metrics::get().redelivered(&topic);
+                        }
                         credit -= 1;
                         permit.send(Event::Message(delivery));
                     }
@@ -760,40 +729,5 @@ impl StreamSet {
         self.tracker.close();
         self.tracker.wait().await;
         self.tracker.reopen();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_contiguous_acknowledgements_advance_the_commit_position() {
-        let mut track = Track::default();
-        for offset in 0..5 {
-            track.deliver(offset);
-        }
-        assert_eq!(track.ack(1), None, "0 is still outstanding");
-        assert_eq!(track.ack(3), None);
-        assert_eq!(track.ack(0), Some(2), "0 and 1 done, 2 outstanding");
-        assert_eq!(track.ack(0), None, "duplicate ack");
-        assert_eq!(track.ack(2), Some(4), "3 was acked earlier");
-        assert_eq!(track.ack(4), Some(5), "everything delivered is acked");
-        assert_eq!(track.ack(7), None, "never delivered");
-    }
-
-    #[test]
-    fn a_rewound_partition_forgets_redelivered_offsets() {
-        let mut track = Track::default();
-        for offset in 10..15 {
-            track.deliver(offset);
-        }
-        assert_eq!(track.ack(10), Some(11));
-        // Rebalance: the partition is read again from the committed 11.
-        track.deliver(11);
-        assert_eq!(track.ack(11), Some(12));
-        assert_eq!(track.ack(13), None, "13 will be delivered again");
-        track.deliver(12);
-        assert_eq!(track.ack(12), Some(13));
     }
 }

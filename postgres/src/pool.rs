@@ -171,6 +171,13 @@ impl Pool {
         self.timed(self.acquire_inner()).await
     }
 
+    /// Publishes the pool gauges (open, in use).
+    fn report(&self) {
+        let open = i64::from(self.size());
+        let in_use = open - i64::from(self.num_idle());
+        prism_plugin_core::backend_metrics::get().pool_state("postgresql", open, in_use.max(0));
+    }
+
     /// Like [`Pool::acquire`] when a connection may be taken now; `None`,
     /// without waiting, when every one is in use. Once a permit is taken the
     /// caller must not drop this future early: a connection being opened or
@@ -189,17 +196,24 @@ impl Pool {
         &self,
         acquiring: impl Future<Output = Result<Conn<'a>, sqlx::Error>>,
     ) -> Result<Conn<'a>, sqlx::Error> {
-        tokio::time::timeout(self.acquire_timeout, acquiring)
+        let started = Instant::now();
+        let acquired = tokio::time::timeout(self.acquire_timeout, acquiring)
             .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        let metrics = prism_plugin_core::backend_metrics::get();
+        metrics.pool_acquired("postgresql", started.elapsed().as_secs_f64());
+        self.report();
+        acquired
     }
 
     async fn acquire_inner(&self) -> Result<Conn<'_>, sqlx::Error> {
+        let waiting = prism_plugin_core::backend_metrics::get().pool_wait("postgresql");
         let permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        drop(waiting);
         self.with_permit(permit).await
     }
 
@@ -272,6 +286,7 @@ impl Pool {
                 generation: conn.generation,
             });
         }
+        self.report();
         // `conn` (and its permit) drops here, after the connection is idle.
     }
 

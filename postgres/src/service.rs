@@ -48,6 +48,21 @@ fn seconds(ttl_seconds: u64) -> i64 {
 
 #[tonic::async_trait]
 impl Store for Backend {
+    fn db_system(&self) -> Option<&'static str> {
+        Some("postgresql")
+    }
+
+    /// The statement kind each operation runs (upserts are INSERTs).
+    fn db_operation(&self, operation: &'static str) -> &'static str {
+        match operation {
+            "set" | "batch_set" => "INSERT",
+            "get" | "batch_get" | "exists" | "ttl" => "SELECT",
+            "delete" | "batch_delete" => "DELETE",
+            "expire" | "persist" => "UPDATE",
+            other => other,
+        }
+    }
+
     async fn set(&self, scope: Scope, entry: Entry) -> Result<(), Status> {
         let (key, value, ttl_seconds) = (entry.key, entry.value, seconds(entry.ttl_seconds));
         let set = Backend::set(
@@ -144,17 +159,16 @@ impl KeyValueScanInterface for ScanService {
             }
         };
         let after = decode_cursor(&req.cursor, &req.prefix)?;
-        let page = call
-            .backend
-            .scan(
-                &call.scope.namespace,
-                &req.prefix,
-                after.as_deref(),
-                limit,
-                req.keys_only,
-                call.scope.deadline,
-            )
-            .await?;
+        let scan = call.backend.scan(
+            &call.scope.namespace,
+            &req.prefix,
+            after.as_deref(),
+            limit,
+            req.keys_only,
+            call.scope.deadline,
+        );
+        let span = prism_plugin_core::otel::db_span("postgresql", "SELECT");
+        let page = prism_plugin_core::otel::traced(span, scan).await?;
         let next_cursor = match page.items.last() {
             Some((key, _)) if page.has_more => encode_cursor(key),
             _ => String::new(),

@@ -283,6 +283,14 @@ impl Backend {
         }
     }
 
+    /// Multiplexed connections: the standalone managers, or one per cluster node.
+    pub(crate) fn connections(&self) -> usize {
+        match &self.target {
+            Target::Single { managers, .. } => managers.read().map_or(1, |m| m.len()),
+            Target::Cluster { nodes, .. } => *nodes,
+        }
+    }
+
     /// Number of configured cluster seed nodes (0 for a standalone server).
     pub(crate) fn cluster_nodes(&self) -> usize {
         match self.target {

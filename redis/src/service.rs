@@ -34,6 +34,7 @@ impl Backend {
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Status> {
         let started = Instant::now();
+        let _in_use = InUse::start(self.connections());
         match scope.within(op).await {
             Some(result) => result.map_err(Status::from),
             None => Err(Error::Timeout {
@@ -45,8 +46,51 @@ impl Backend {
     }
 }
 
+/// Redis connections are multiplexed: "in use" counts the commands in
+/// flight on them, and no call ever waits for a connection.
+struct InUse {
+    open: i64,
+}
+
+static IN_FLIGHT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+impl InUse {
+    fn start(open: usize) -> InUse {
+        let now = IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let open = i64::try_from(open).unwrap_or(i64::MAX);
+        prism_plugin_core::backend_metrics::get().pool_state("redis", open, now);
+        InUse { open }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let now = IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+        prism_plugin_core::backend_metrics::get().pool_state("redis", self.open, now);
+    }
+}
+
 #[tonic::async_trait]
 impl Store for Backend {
+    fn db_system(&self) -> Option<&'static str> {
+        Some("redis")
+    }
+
+    /// The command each operation sends (a batch set is a pipeline of SETs).
+    fn db_operation(&self, operation: &'static str) -> &'static str {
+        match operation {
+            "set" | "batch_set" => "SET",
+            "get" => "GET",
+            "batch_get" => "MGET",
+            "delete" | "batch_delete" => "UNLINK",
+            "exists" => "EXISTS",
+            "expire" => "EXPIRE",
+            "ttl" => "TTL",
+            "persist" => "PERSIST",
+            other => other,
+        }
+    }
+
     async fn set(&self, scope: Scope, entry: Entry) -> Result<(), Status> {
         let Entry {
             key,

@@ -82,6 +82,41 @@ pub trait Store: Rules + Send + Sync + 'static {
 
     /// Removes the expiry of `key`; false when it had none (or does not exist).
     async fn persist(&self, scope: Scope, key: String) -> Result<bool, Status>;
+
+    /// `db.system.name` of the trace span around each call (`postgresql`,
+    /// `redis`); `None` (the default) opens none.
+    fn db_system(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// `db.operation.name` of an operation (`get`, `set`, `delete`, `exists`,
+    /// `batch_set`, `batch_get`, `batch_delete`, `expire`, `ttl`, `persist`)
+    /// in the backend's own terms (`GET`, `SELECT`, ...); default: unchanged.
+    fn db_operation(&self, operation: &'static str) -> &'static str {
+        operation
+    }
+}
+
+/// Runs one store call inside its database span (when tracing is on) and
+/// records its latency by operation.
+async fn traced<S: Store + ?Sized, T>(
+    store: &S,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let Some(system) = store.db_system() else {
+        return call.await;
+    };
+    let operation = store.db_operation(operation);
+    let started = std::time::Instant::now();
+    let result = if crate::otel::enabled() {
+        crate::otel::traced(crate::otel::db_span(system, operation), call).await
+    } else {
+        call.await
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    crate::backend_metrics::get().operation(system, operation, seconds);
+    result
 }
 
 /// `KeyValueBasicInterface`, `KeyValueBatchInterface` and
@@ -116,14 +151,14 @@ impl<S: Store> KeyValueBasicInterface for KvService<S> {
             value: req.value,
             ttl_seconds,
         };
-        backend.set(scope, entry).await?;
+        traced(&*backend, "set", backend.set(scope, entry)).await?;
         Ok(Response::new(set_ok()))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         backend.check_key(&req.key)?;
-        let value = backend.get(scope, req.key).await?;
+        let value = traced(&*backend, "get", backend.get(scope, req.key)).await?;
         Ok(Response::new(get_response(value)))
     }
 
@@ -133,7 +168,7 @@ impl<S: Store> KeyValueBasicInterface for KvService<S> {
     ) -> Result<Response<DeleteResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         backend.check_key(&req.key)?;
-        backend.delete(scope, req.key).await?;
+        traced(&*backend, "delete", backend.delete(scope, req.key)).await?;
         Ok(Response::new(delete_ok()))
     }
 
@@ -143,7 +178,7 @@ impl<S: Store> KeyValueBasicInterface for KvService<S> {
     ) -> Result<Response<ExistsResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         backend.check_key(&req.key)?;
-        let exists = backend.exists(scope, req.key).await?;
+        let exists = traced(&*backend, "exists", backend.exists(scope, req.key)).await?;
         Ok(Response::new(exists_response(exists)))
     }
 }
@@ -167,7 +202,7 @@ impl<S: Store> KeyValueBatchInterface for KvService<S> {
                 ttl_seconds,
             })
             .collect();
-        backend.batch_set(scope, &items).await?;
+        traced(&*backend, "batch_set", backend.batch_set(scope, &items)).await?;
         Ok(Response::new(batch_set_ok(items.len())))
     }
 
@@ -177,7 +212,7 @@ impl<S: Store> KeyValueBatchInterface for KvService<S> {
     ) -> Result<Response<BatchGetResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         check_keys(req.keys.iter().map(String::as_str), &*backend)?;
-        let values = backend.batch_get(scope, &req.keys).await?;
+        let values = traced(&*backend, "batch_get", backend.batch_get(scope, &req.keys)).await?;
         Ok(Response::new(batch_get_response(values)))
     }
 
@@ -187,7 +222,12 @@ impl<S: Store> KeyValueBatchInterface for KvService<S> {
     ) -> Result<Response<BatchDeleteResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         check_keys(req.keys.iter().map(String::as_str), &*backend)?;
-        backend.batch_delete(scope, &req.keys).await?;
+        traced(
+            &*backend,
+            "batch_delete",
+            backend.batch_delete(scope, &req.keys),
+        )
+        .await?;
         Ok(Response::new(batch_delete_ok(req.keys.len())))
     }
 }
@@ -201,7 +241,12 @@ impl<S: Store> KeyValueTtlInterface for KvService<S> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         backend.check_key(&req.key)?;
         let ttl_seconds = ttl(req.ttl_seconds)?;
-        let key_existed = backend.expire(scope, req.key, ttl_seconds).await?;
+        let key_existed = traced(
+            &*backend,
+            "expire",
+            backend.expire(scope, req.key, ttl_seconds),
+        )
+        .await?;
         Ok(Response::new(expire_response(key_existed)))
     }
 
@@ -211,7 +256,7 @@ impl<S: Store> KeyValueTtlInterface for KvService<S> {
     ) -> Result<Response<GetTtlResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         backend.check_key(&req.key)?;
-        let ttl_seconds = backend.ttl(scope, req.key).await?;
+        let ttl_seconds = traced(&*backend, "ttl", backend.ttl(scope, req.key)).await?;
         Ok(Response::new(ttl_response(ttl_seconds)))
     }
 
@@ -221,7 +266,7 @@ impl<S: Store> KeyValueTtlInterface for KvService<S> {
     ) -> Result<Response<PersistResponse>, Status> {
         let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         backend.check_key(&req.key)?;
-        let removed = backend.persist(scope, req.key).await?;
+        let removed = traced(&*backend, "persist", backend.persist(scope, req.key)).await?;
         Ok(Response::new(persist_response(removed)))
     }
 }

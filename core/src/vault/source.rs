@@ -45,6 +45,8 @@ impl CredentialSource {
             expires_at: first.lease.as_ref().map(|l| l.expires_at),
             ..Status::default()
         };
+        let lease_end = first.lease.as_ref().map(|l| l.expires_at.into_std());
+        crate::backend_metrics::get().rotated(lease_end);
         tracing::info!(
             engine = ?engine,
             username = %first.username,

@@ -47,6 +47,9 @@ impl Status {
                 );
             }
         }
+        if !reachable {
+            crate::backend_metrics::get().vault_failed();
+        }
         self.vault_reachable = reachable;
         self.last_error = error;
     }
@@ -55,12 +58,14 @@ impl Status {
     pub(super) fn renewed(&mut self, expires_at: Instant) {
         self.renewals += 1;
         self.expires_at = Some(expires_at);
+        crate::backend_metrics::get().lease_renewed(expires_at.into_std());
     }
 
     /// A new credential set, running out at `expires_at` (None: no lease).
     pub(super) fn rotated(&mut self, expires_at: Option<Instant>) {
         self.rotations += 1;
         self.expires_at = expires_at;
+        crate::backend_metrics::get().rotated(expires_at.map(Instant::into_std));
     }
 
     /// Health details: Vault reachability, rotations, seconds to expiry, the

@@ -33,7 +33,9 @@ impl Backend {
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", reset);
+            .set("auto.offset.reset", reset)
+            .set("statistics.interval.ms", "1000");
+        let context = context.with_group(group);
         let consumer: KafkaConsumer = config.create_with_context(context).map_err(Error::Client)?;
         consumer.subscribe(&[topic]).map_err(Error::Consumer)?;
         Ok(consumer)

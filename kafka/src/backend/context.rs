@@ -43,6 +43,8 @@ impl CommitReports {
 pub(crate) struct StreamContext {
     log: LogContext,
     reports: Arc<CommitReports>,
+    /// The consumer group, for the lag metric (from librdkafka's statistics).
+    group: Option<String>,
 }
 
 impl StreamContext {
@@ -51,7 +53,14 @@ impl StreamContext {
         StreamContext {
             log: LogContext::default(),
             reports,
+            group: None,
         }
+    }
+
+    /// Reports the consumer lag of `group` from librdkafka's statistics.
+    pub(crate) fn with_group(mut self, group: &str) -> Self {
+        self.group = Some(group.to_string());
+        self
     }
 }
 
@@ -69,6 +78,20 @@ impl ClientContext for StreamContext {
             return;
         }
         self.log.error(error, reason);
+    }
+
+    /// Per-partition lag (high watermark minus the group's committed
+    /// offset); librdkafka reports -1 (and partition -1) where unknown.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(group) = &self.group else { return };
+        let metrics = prism_plugin_core::backend_metrics::get();
+        for (name, topic) in &statistics.topics {
+            for partition in topic.partitions.values() {
+                if partition.partition >= 0 && partition.consumer_lag >= 0 {
+                    metrics.consumer_lag(name, partition.partition, group, partition.consumer_lag);
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureRecord, Producer};
 
 use super::{Backend, MESSAGE_ID_HEADER, Published};
 use crate::error::Error;
@@ -28,7 +28,18 @@ impl Backend {
         loop {
             attempt += 1;
             let mut headers = OwnedHeaders::new_with_capacity(metadata.len() + 1);
+            // The plugin's publish span replaces a caller's own trace headers.
+            let trace = prism_plugin_core::otel::inject(&tracing::Span::current());
             for (name, value) in metadata {
+                if !trace.is_empty() && prism_plugin_core::otel::is_trace_header(name) {
+                    continue;
+                }
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            for (name, value) in &trace {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(value.as_bytes()),
@@ -45,7 +56,12 @@ impl Backend {
                 record = record.key(key);
             }
             let queued = Instant::now();
-            let sent = self.producer()?.send(record, self.produce_timeout).await;
+            let producer = self.producer()?;
+            let metrics = prism_plugin_core::backend_metrics::get();
+            metrics.producer_queue_depth(i64::from(producer.in_flight_count()) + 1);
+            let sent = producer.send(record, self.produce_timeout).await;
+            metrics.producer_queue_depth(i64::from(producer.in_flight_count()));
+            metrics.operation("kafka", "send", queued.elapsed().as_secs_f64());
             // Counts timeouts, and marks the producer broken on a fatal error.
             self.state.send_outcome(&self.brokers, queued, &sent);
             match sent {
