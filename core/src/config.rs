@@ -80,6 +80,12 @@ pub struct ControlPlane {
     /// probes, which cannot present client certificates); unset = off.
     #[serde(default)]
     pub probe_port: Option<u16>,
+    /// Bounds on data calls held at once (admission control).
+    #[serde(default)]
+    pub admission: crate::admission::AdmissionConfig,
+    /// HTTP/2 keepalive and connection limits.
+    #[serde(default)]
+    pub connections: crate::connections::ConnectionConfig,
 }
 
 fn default_bind_address() -> String {
@@ -105,6 +111,8 @@ impl Default for ControlPlane {
             health_interval: default_health_interval(),
             tls: None,
             probe_port: None,
+            admission: Default::default(),
+            connections: Default::default(),
         }
     }
 }

@@ -13,9 +13,11 @@
 //! [`kv::Store`]).
 #![forbid(unsafe_code)]
 
+mod admission;
 mod call;
 mod cli;
 pub mod config;
+mod connections;
 pub mod deadline;
 mod error;
 mod gate;
@@ -35,11 +37,13 @@ mod telemetry;
 pub mod tls;
 pub mod vault;
 
+pub use admission::AdmissionConfig;
 pub use call::{
     Call, DEFAULT_NAMESPACE, NAMESPACE_HEADER, Scope, deadline, namespace, parse_grpc_timeout,
     within,
 };
 pub use cli::Cli;
+pub use connections::ConnectionConfig;
 pub use error::{BadSetting, Error};
 pub use gate::DrainOutcome;
 pub use health::{LIVENESS, READINESS};

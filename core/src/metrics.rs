@@ -30,6 +30,7 @@ pub struct Metrics {
     pub(crate) latency: Family<RpcLabels, Histogram>,
     pub(crate) in_flight: Gauge<i64, AtomicI64>,
     pub(crate) backend_up: Gauge<i64, AtomicI64>,
+    pub(crate) admission: crate::admission::AdmissionMetrics,
 }
 
 impl Metrics {
@@ -71,12 +72,15 @@ impl Metrics {
             "1 when the backend is healthy or degraded, 0 when unreachable",
             backend_up.clone(),
         );
+        let admission = crate::admission::AdmissionMetrics::default();
+        admission.register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             requests,
             latency,
             in_flight,
             backend_up,
+            admission,
         }
     }
 
