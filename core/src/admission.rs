@@ -68,21 +68,24 @@ pub struct AdmissionConfig {
     pub max_concurrent_streams_per_connection: u32,
 }
 
-// Defaults measured on 2 cores against prism-redis and prism-postgres (see
-// the root README): throughput stops growing at ~64 calls in flight, so 256
-// leaves room for slower backends while keeping the worst wait short; a full
-// queue drains in ~10 ms at the measured rates.
+// Defaults measured on 2 cores against release prism-redis (root README,
+// "Admission control"): throughput stops growing at ~64 calls in flight, and
+// under a 100,000-call flood 64 + 64 kept the median admitted call at ~25 ms
+// where 256 + 256 gave ~150 ms (the queue's drain time at the throughput
+// left beside the flood).
 fn default_max_in_flight() -> usize {
-    256
+    64
 }
 fn default_max_queue() -> usize {
-    256
+    64
 }
 fn default_max_streams() -> usize {
     1024
 }
+// 100 connections × 64 streams took prism-redis's peak RSS to 45 MiB in a
+// flood, × 32 to 28 MiB; 32 in flight per connection still saturates a plugin.
 fn default_max_concurrent_streams_per_connection() -> u32 {
-    128
+    32
 }
 
 impl Default for AdmissionConfig {

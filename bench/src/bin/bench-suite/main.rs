@@ -30,6 +30,7 @@
 
 mod args;
 mod baseline;
+mod floor;
 mod fmt;
 mod kafka;
 mod load;
@@ -96,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let (pairs, solos, kafka_note) =
         scenarios(&args, &settings, &backends, &running, work.path()).await;
+    let floor_rows = floor::measure(&args, &running, work.path()).await;
     if let Some(r) = running.get_mut("kafka") {
         r.facts.note = kafka_note.clone();
     }
@@ -118,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         solos: &solos,
         facts: &facts,
         kafka_note: &kafka_note,
+        floor: &floor_rows,
         total,
     }
     .render(&out_path);

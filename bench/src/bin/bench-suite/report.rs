@@ -26,6 +26,8 @@ pub(crate) struct Markdown<'a> {
     pub(crate) solos: &'a [Solo],
     pub(crate) facts: &'a [ProcessFacts],
     pub(crate) kafka_note: &'a str,
+    /// Calls/s as a fraction of the gRPC floor (`floor`).
+    pub(crate) floor: &'a [crate::floor::Row],
     pub(crate) total: Duration,
 }
 
@@ -39,6 +41,7 @@ impl Markdown<'_> {
         self.settings(&mut md);
         self.comparisons(&mut md);
         self.cpu_budget(&mut md);
+        crate::floor::markdown(self.floor, &mut md);
         self.solos(&mut md);
         self.processes(&mut md);
         self.targets(&mut md);
