@@ -87,6 +87,12 @@ pub struct ControlPlane {
     /// unset = every client may use every namespace.
     #[serde(default)]
     pub authorization: Option<crate::authz::AuthorizationConfig>,
+    /// Bounds on data calls held at once (admission control).
+    #[serde(default)]
+    pub admission: crate::admission::AdmissionConfig,
+    /// HTTP/2 keepalive and connection limits.
+    #[serde(default)]
+    pub connections: crate::connections::ConnectionConfig,
 }
 
 fn default_bind_address() -> String {
@@ -113,6 +119,8 @@ impl Default for ControlPlane {
             tls: None,
             probe_port: None,
             authorization: None,
+            admission: Default::default(),
+            connections: Default::default(),
         }
     }
 }

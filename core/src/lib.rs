@@ -15,9 +15,11 @@
 
 pub mod authz;
 pub mod backend_metrics;
+mod admission;
 mod call;
 mod cli;
 pub mod config;
+mod connections;
 pub mod deadline;
 mod error;
 mod gate;
@@ -39,11 +41,13 @@ pub mod tls;
 mod tls_expiry;
 pub mod vault;
 
+pub use admission::AdmissionConfig;
 pub use call::{
     Call, DEFAULT_NAMESPACE, NAMESPACE_HEADER, Scope, deadline, namespace, parse_grpc_timeout,
     within,
 };
 pub use cli::Cli;
+pub use connections::ConnectionConfig;
 pub use error::{BadSetting, Error};
 pub use gate::DrainOutcome;
 pub use health::{LIVENESS, READINESS};

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub(crate) latency: Family<RpcLabels, Histogram>,
     pub(crate) in_flight: Gauge<i64, AtomicI64>,
     pub(crate) backend_up: Gauge<i64, AtomicI64>,
+    pub(crate) admission: crate::admission::AdmissionMetrics,
 }
 
 impl Metrics {
@@ -72,12 +73,15 @@ impl Metrics {
             backend_up.clone(),
         );
         crate::backend_metrics::get().register(&mut registry);
+        let admission = crate::admission::AdmissionMetrics::default();
+        admission.register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             requests,
             latency,
             in_flight,
             backend_up,
+            admission,
         }
     }
 

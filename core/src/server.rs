@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
+use crate::admission::{Admission, AdmissionLayer};
 use crate::config::{self, Config, FlagOverrides};
+use crate::connections;
 use crate::gate::{Gate, GateLayer};
 use crate::health::Health;
 use crate::lifecycle::LifecycleService;
@@ -239,7 +241,7 @@ async fn serve<P: Plugin>(
     let server = grpc_server(
         built.routes,
         &built.runtime.gate,
-        authz,
+        (&cp, &built.runtime.metrics, authz),
         listener,
         tls,
         &tasks,
@@ -423,27 +425,47 @@ type ServeFuture = std::pin::Pin<
 fn grpc_server(
     routes: tonic::service::RoutesBuilder,
     gate: &Gate,
-    authz: Option<crate::authz::Authz>,
+    (cp, metrics, authz): (
+        &config::ControlPlane,
+        &Metrics,
+        Option<crate::authz::Authz>,
+    ),
     listener: tokio::net::TcpListener,
     tls: Option<(crate::tls::TlsConfig, Arc<rustls::ServerConfig>)>,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> ServeFuture {
-    let router = tonic::transport::Server::builder()
+    // The gate (drain, per-method metrics) sees refused calls too; admission
+    // bounds what reaches the services.
+    let admission = Admission::new(
+        &cp.admission,
+        &[proto::FILE_DESCRIPTOR_SET],
+        &metrics.admission,
+    );
+    let builder = connections::configure(
+        tonic::transport::Server::builder(),
+        &cp.connections,
+        &cp.admission,
+    );
+    let router = builder
         .layer(GateLayer::new(gate.clone()))
+        .layer(AdmissionLayer::new(admission))
         .layer(crate::otel::layer::TraceLayer::new())
         .layer(tower::util::option_layer(
             authz.map(crate::authz::AuthzLayer::new),
         ))
         .add_routes(routes.routes());
     let stop_signal = stop.clone().cancelled_owned();
+    let max_connections = cp.connections.max_connections;
     match tls {
         Some((tls, loaded)) => {
             let incoming = crate::tls::incoming(listener, tls, loaded, tasks, stop.clone());
+            let incoming = connections::limit(incoming, max_connections, &metrics.admission);
             Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
         }
         None => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = connections::limit(incoming, max_connections, &metrics.admission);
             Box::pin(router.serve_with_incoming_shutdown(incoming, stop_signal))
         }
     }

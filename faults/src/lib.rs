@@ -10,10 +10,13 @@
 //! - [`Load`] runs a few concurrent callers against it, bounds every call by
 //!   a hang limit, and keeps a [`CallRecord`] per call so a test can count
 //!   outcomes per phase ([`Counts`]) and check what was acknowledged;
+//! - [`flood`] offers many raw HTTP/2 gRPC calls at once and times each one
+//!   (the overload test);
 //! - [`vault`] configures OpenBao for prism-postgres (`prism_testkit::Tee`
 //!   records the plugin's Vault traffic for the secrets test).
 
 mod backend;
+pub mod flood;
 mod load;
 mod plugin;
 pub mod vault;

@@ -32,6 +32,7 @@
 
 mod args;
 mod baseline;
+mod floor;
 mod fmt;
 mod kafka;
 mod load;
@@ -99,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let (pairs, solos, kafka_note, timeseries) =
         scenarios(&args, &settings, &backends, &running, work.path()).await;
+    let floor_rows = floor::measure(&args, &running, work.path()).await;
     if let Some(r) = running.get_mut("kafka") {
         r.facts.note = kafka_note.clone();
     }
@@ -122,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         facts: &facts,
         kafka_note: &kafka_note,
         timeseries: &timeseries,
+        floor: &floor_rows,
         total,
     }
     .render(&out_path);

@@ -28,6 +28,8 @@ pub(crate) struct Markdown<'a> {
     pub(crate) kafka_note: &'a str,
     /// prism-kafka's TimeSeries Insert/Query vs librdkafka.
     pub(crate) timeseries: &'a [crate::timeseries::TsRow],
+    /// Calls/s as a fraction of the gRPC floor (`floor`).
+    pub(crate) floor: &'a [crate::floor::Row],
     pub(crate) total: Duration,
 }
 
@@ -42,6 +44,7 @@ impl Markdown<'_> {
         self.comparisons(&mut md);
         crate::timeseries::section(&mut md, self.timeseries, self.kafka_note);
         self.cpu_budget(&mut md);
+        crate::floor::markdown(self.floor, &mut md);
         self.solos(&mut md);
         self.processes(&mut md);
         self.targets(&mut md);
