@@ -13,9 +13,9 @@
 //! [`kv::Store`]).
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod authz;
 pub mod backend_metrics;
-mod admission;
 mod call;
 mod cli;
 pub mod config;

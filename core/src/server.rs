@@ -425,11 +425,7 @@ type ServeFuture = std::pin::Pin<
 fn grpc_server(
     routes: tonic::service::RoutesBuilder,
     gate: &Gate,
-    (cp, metrics, authz): (
-        &config::ControlPlane,
-        &Metrics,
-        Option<crate::authz::Authz>,
-    ),
+    (cp, metrics, authz): (&config::ControlPlane, &Metrics, Option<crate::authz::Authz>),
     listener: tokio::net::TcpListener,
     tls: Option<(crate::tls::TlsConfig, Arc<rustls::ServerConfig>)>,
     tasks: &TaskTracker,
