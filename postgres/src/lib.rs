@@ -4,6 +4,7 @@
 //! `prism-plugin-core`; this crate only supplies the PostgreSQL plugin.
 #![forbid(unsafe_code)]
 
+mod atomic;
 mod backend;
 mod coalesce;
 mod config;

@@ -90,6 +90,7 @@ impl Backend {
             ctx: ctx.clone(),
             auth,
             queues: Queues::default(),
+            key_locks: super::atomic::KeyLocks::default(),
         })
     }
 
