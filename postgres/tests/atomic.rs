@@ -9,6 +9,12 @@ mod common;
 use common::pg_and_plugin;
 use prism_testkit::conformance;
 
+/// Safety bound on the 64 × 500 increments. Measured: 11 s (release
+/// plugin, `make bench`); 70-80 s for a debug plugin and client on 2 cores
+/// shared with other jobs (load average 20), CPU-bound in gRPC, not in the
+/// backend. The point of the test is the exact count, not the speed.
+const LOAD_BOUND_SECS: u64 = 170;
+
 #[tokio::test]
 async fn atomic_semantics_hold_in_a_namespace_and_apart_from_another() {
     let (pg, plugin) = pg_and_plugin(&[]).await;
@@ -29,7 +35,10 @@ async fn sixty_four_clients_increment_and_swap_without_losing_an_update() {
     let (_pg, plugin) = pg_and_plugin(&[("PRISM_BACKEND__POOL_SIZE", "16")]).await;
     let elapsed =
         conformance::concurrent_increments_lose_nothing(plugin.port, "atomic-load", 64, 500).await;
-    assert!(elapsed.as_secs() < 60, "64 x 500 increments took {elapsed:?}");
+    assert!(
+        elapsed.as_secs() < LOAD_BOUND_SECS,
+        "64 x 500 increments took {elapsed:?}"
+    );
     conformance::concurrent_swaps_have_one_winner(plugin.port, "atomic-load", 64).await;
 }
 

@@ -84,7 +84,9 @@ async fn swap(kv: &mut Atomic, ns: &str, request: CompareAndSwapRequest) -> Comp
 }
 
 async fn add(kv: &mut Atomic, ns: &str, key: &str, delta: i64, ttl_seconds: i64) -> i64 {
-    let reply = kv.increment(req(Some(ns), incr(key, delta, ttl_seconds))).await;
+    let reply = kv
+        .increment(req(Some(ns), incr(key, delta, ttl_seconds)))
+        .await;
     reply.expect("increment").into_inner().value
 }
 
@@ -101,7 +103,10 @@ async fn text(channel: &Channel, ns: &str, key: &str) -> Option<String> {
 /// overflowing counter refused and unchanged, validation. Returns `false`
 /// (checking nothing) when the plugin does not declare the interface.
 pub async fn atomic_semantics(channel: &Channel, ns: &str, other: &str) -> bool {
-    if interface_metadata(channel, ATOMIC_INTERFACE).await.is_none() {
+    if interface_metadata(channel, ATOMIC_INTERFACE)
+        .await
+        .is_none()
+    {
         eprintln!("[conformance] {ATOMIC_INTERFACE} not declared: atomic checks skipped");
         return false;
     }
@@ -119,7 +124,10 @@ async fn compare_and_swap_semantics(channel: &Channel, ns: &str) {
     // From absent: the first swaps, the second sees the value.
     assert!(swap(&mut kv, ns, cas(key, None, "v1")).await.swapped);
     let lost = swap(&mut kv, ns, cas(key, None, "v2")).await;
-    assert!(!lost.swapped && lost.current_found && lost.current == "v1", "{lost:?}");
+    assert!(
+        !lost.swapped && lost.current_found && lost.current == "v1",
+        "{lost:?}"
+    );
     // From a value: a wrong expectation reports the current value.
     let lost = swap(&mut kv, ns, cas(key, Some("v0"), "v2")).await;
     assert!(!lost.swapped && lost.current == "v1", "{lost:?}");
@@ -128,7 +136,10 @@ async fn compare_and_swap_semantics(channel: &Channel, ns: &str) {
     // An empty value is a value (found), distinct from absent.
     assert!(swap(&mut kv, ns, cas(key, Some("v2"), "")).await.swapped);
     let lost = swap(&mut kv, ns, cas(key, None, "x")).await;
-    assert!(!lost.swapped && lost.current_found && lost.current.is_empty(), "{lost:?}");
+    assert!(
+        !lost.swapped && lost.current_found && lost.current.is_empty(),
+        "{lost:?}"
+    );
     assert!(swap(&mut kv, ns, cas(key, Some(""), "v3")).await.swapped);
     // CAS-delete: only from the expected value.
     let mut delete = cas(key, Some("v2"), "");
@@ -148,7 +159,10 @@ async fn compare_and_swap_semantics(channel: &Channel, ns: &str) {
     with_ttl.ttl_seconds = 100;
     assert!(swap(&mut kv, ns, with_ttl).await.swapped);
     let left = ttl_of(channel, ns, key).await;
-    assert!((1..=100).contains(&left), "TTL after a swap with one: {left}");
+    assert!(
+        (1..=100).contains(&left),
+        "TTL after a swap with one: {left}"
+    );
     // Binary values compare byte for byte.
     let binary = CompareAndSwapRequest {
         key: "atomic-binary".into(),
@@ -186,7 +200,10 @@ async fn increment_semantics(channel: &Channel, ns: &str) {
     assert_eq!(add(&mut kv, ns, key, 5, 100).await, 5);
     assert_eq!(add(&mut kv, ns, key, -7, 3).await, -2);
     let left = ttl_of(channel, ns, key).await;
-    assert!(left > 3 && left <= 100, "TTL from the creating call: {left}");
+    assert!(
+        left > 3 && left <= 100,
+        "TTL from the creating call: {left}"
+    );
     assert_eq!(text(channel, ns, key).await.as_deref(), Some("-2"));
     assert_eq!(add(&mut kv, ns, key, 0, 0).await, -2);
     // Without a TTL on create the counter never expires, and a later TTL
@@ -201,7 +218,10 @@ async fn increment_semantics(channel: &Channel, ns: &str) {
     store.set(set_text("atomic-text", "41")).await.expect("set");
     assert_eq!(add(&mut kv, ns, "atomic-text", 1, 0).await, 42);
     let edge = i64::MAX.to_string();
-    store.set(set_text("atomic-edge", &edge)).await.expect("set");
+    store
+        .set(set_text("atomic-edge", &edge))
+        .await
+        .expect("set");
     assert_eq!(add(&mut kv, ns, "atomic-edge", -1, 0).await, i64::MAX - 1);
     assert_eq!(add(&mut kv, ns, "atomic-edge", 1, 0).await, i64::MAX);
     assert_eq!(add(&mut kv, ns, "atomic-min", i64::MIN, 0).await, i64::MIN);
@@ -237,7 +257,11 @@ async fn counters_refuse_non_integers(channel: &Channel, ns: &str) {
         store.set(request).await.expect("set");
         let status = kv.increment(req(Some(ns), incr(key, delta, 0))).await;
         let status = status.expect_err("refused");
-        assert_eq!(status.code(), Code::FailedPrecondition, "{value:?} + {delta}");
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{value:?} + {delta}"
+        );
         assert!(status.message().contains(key), "{}", status.message());
         assert_eq!(
             text(channel, ns, key).await.as_deref(),
@@ -262,7 +286,11 @@ async fn expired_keys_are_absent(channel: &Channel, ns: &str) {
     let mut kv = atomic(channel);
     let lost = swap(&mut kv, ns, cas("atomic-expired-cas", Some("7"), "8")).await;
     assert!(!lost.swapped && !lost.current_found, "{lost:?}");
-    assert!(swap(&mut kv, ns, cas("atomic-expired-cas", None, "new")).await.swapped);
+    assert!(
+        swap(&mut kv, ns, cas("atomic-expired-cas", None, "new"))
+            .await
+            .swapped
+    );
     assert_eq!(ttl_of(channel, ns, "atomic-expired-cas").await, -1);
     assert_eq!(add(&mut kv, ns, "atomic-expired-counter", 3, 0).await, 3);
     assert_eq!(ttl_of(channel, ns, "atomic-expired-counter").await, -1);
