@@ -19,4 +19,4 @@ pub use config::PostgresConfig;
 pub use plugin::PostgresPlugin;
 /// The plugin's point Get and Set statements, for tools that must run
 /// exactly what it runs (the benchmark's pgbench baseline).
-pub use schema::{get_statement, set_statement};
+pub use schema::{get_statement, increment_statement, set_statement, swap_statement};

@@ -45,6 +45,7 @@ use crate::error::Error;
 mod atomic;
 
 pub(crate) use atomic::AtomicStatements;
+pub use atomic::{increment_statement, swap_statement};
 
 /// Characters of the key held by the scan index. 4 bytes per character at
 /// most, plus a namespace of at most 128 bytes, stays under the 2704-byte

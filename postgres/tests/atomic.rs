@@ -9,11 +9,12 @@ mod common;
 use common::pg_and_plugin;
 use prism_testkit::conformance;
 
-/// Safety bound on the 64 × 500 increments. Measured: 11 s (release
-/// plugin, `make bench`); 70-80 s for a debug plugin and client on 2 cores
-/// shared with other jobs (load average 20), CPU-bound in gRPC, not in the
+/// Safety bound on the 64 × 500 increments (nextest ends the test at 240 s,
+/// see .config/nextest.toml). Measured with a debug plugin and client on 2
+/// cores shared with other jobs (load average ~20): 70-160 s, CPU-bound in
+/// gRPC (400/s standalone Redis, about the same as PostgreSQL), not in the
 /// backend. The point of the test is the exact count, not the speed.
-const LOAD_BOUND_SECS: u64 = 170;
+const LOAD_BOUND_SECS: u64 = 230;
 
 #[tokio::test]
 async fn atomic_semantics_hold_in_a_namespace_and_apart_from_another() {

@@ -32,6 +32,7 @@ use prism_plugin_core::rotation::{AuthHook, Drain};
 mod atomic;
 mod scan;
 
+pub use atomic::{INCREMENT_SCRIPT_SOURCE, SWAP_SCRIPT_SOURCE};
 pub(crate) use scan::{decode_cursor, encode_cursor};
 
 /// Reconnect attempts per (re)connect round. Kept small so an initial connect to

@@ -10,11 +10,12 @@ mod common;
 use common::{cli, cluster_and_plugin, redis_and_plugin};
 use prism_testkit::conformance;
 
-/// Safety bound on the 64 × 500 increments. Measured: 11 s (release
-/// plugin, `make bench`); 70-80 s for a debug plugin and client on 2 cores
-/// shared with other jobs (load average 20), CPU-bound in gRPC, not in the
+/// Safety bound on the 64 × 500 increments (nextest ends the test at 240 s,
+/// see .config/nextest.toml). Measured with a debug plugin and client on 2
+/// cores shared with other jobs (load average ~20): 70-160 s, CPU-bound in
+/// gRPC (400/s standalone Redis, about the same as PostgreSQL), not in the
 /// backend. The point of the test is the exact count, not the speed.
-const LOAD_BOUND_SECS: u64 = 170;
+const LOAD_BOUND_SECS: u64 = 230;
 
 #[tokio::test]
 async fn atomic_semantics_hold_standalone_and_scripts_survive_a_flush() {
@@ -54,9 +55,14 @@ async fn sixty_four_clients_increment_and_swap_without_losing_an_update() {
 }
 
 #[tokio::test]
-async fn atomics_hold_in_a_cluster() {
+async fn atomic_semantics_hold_in_a_cluster() {
     let (_nodes, plugin) = cluster_and_plugin().await;
     assert!(conformance::atomic_semantics(&plugin.channel, "atomic-a", "atomic-b").await);
+}
+
+#[tokio::test]
+async fn sixty_four_clients_increment_and_swap_in_a_cluster() {
+    let (_nodes, plugin) = cluster_and_plugin().await;
     let elapsed =
         conformance::concurrent_increments_lose_nothing(plugin.port, "atomic-load", 64, 500).await;
     assert!(

@@ -43,6 +43,24 @@ pub(crate) struct AtomicStatements {
     pub(crate) increment: String,
 }
 
+/// The statement of an Increment on `schema`.`table`, exactly as the plugin
+/// prepares it: binds `$1` namespace, `$2` key, `$3` delta (int8), `$4`
+/// seconds to live on create (int8, 0 = none); returns the new value, or no
+/// row when refused. Public for tools that run what the plugin runs (the
+/// benchmark's pgbench baseline).
+pub fn increment_statement(schema: &str, table: &str) -> String {
+    AtomicStatements::new(&super::quoted_table(schema, table)).increment
+}
+
+/// The statement of a CompareAndSwap from an expected value on
+/// `schema`.`table`, exactly as the plugin prepares it: binds `$1`
+/// namespace, `$2` key, `$3` expected and `$4` new value (bytea), `$5`
+/// seconds to live (int8); returns (swapped, current). Public like
+/// [`increment_statement`].
+pub fn swap_statement(schema: &str, table: &str) -> String {
+    AtomicStatements::new(&super::quoted_table(schema, table)).swap_value
+}
+
 impl AtomicStatements {
     /// The statements on `t` (already quoted `"schema"."table"`).
     pub(crate) fn new(t: &str) -> Self {

@@ -21,7 +21,7 @@ use crate::error::Error;
 /// `KEYS[1]` the key; `ARGV`: `absent` or `value`, the expected value,
 /// `delete` or `write`, the new value, its TTL in seconds (`0` = none).
 /// Returns `{1}` when swapped, `{0}` or `{0, current}` when not.
-const SWAP: &str = r"
+pub const SWAP_SCRIPT_SOURCE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 local hit
 if ARGV[1] == 'absent' then hit = (cur == false) else hit = (cur == ARGV[2]) end
@@ -44,7 +44,7 @@ return {1}
 /// text: a Lua number would round counters above 2^53), or `{0, reason}`
 /// when `INCRBY` refuses (not an integer, overflow, not a string); any
 /// other error (e.g. OOM) is raised as it came.
-const INCREMENT: &str = r"
+pub const INCREMENT_SCRIPT_SOURCE: &str = r"
 local existed = redis.call('EXISTS', KEYS[1])
 local r = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(r) == 'table' and r.err then
@@ -74,8 +74,8 @@ impl Script {
     }
 }
 
-static SWAP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SWAP));
-static INCREMENT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INCREMENT));
+static SWAP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SWAP_SCRIPT_SOURCE));
+static INCREMENT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INCREMENT_SCRIPT_SOURCE));
 
 impl Backend {
     /// Runs `script` on `key` with `args`: `EVALSHA`, and on `NOSCRIPT`
