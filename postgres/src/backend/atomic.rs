@@ -11,7 +11,7 @@
 //! free. Other plugin replicas still meet at the row lock, which keeps it
 //! correct; the queue only saves the convoy within one process.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use prism_plugin_core::deadline::Deadline;
@@ -50,9 +50,8 @@ impl Default for KeyLocks {
 
 impl KeyLocks {
     fn stripe(&self, ns: &str, key: &str) -> &tokio::sync::Mutex<()> {
-        let mut hasher = self.hasher.build_hasher();
-        (ns, key).hash(&mut hasher);
-        let i = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
+        let hash = self.hasher.hash_one((ns, key));
+        let i = usize::try_from(hash % STRIPES as u64).unwrap_or(0);
         &self.stripes[i]
     }
 }
