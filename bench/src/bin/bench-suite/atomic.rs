@@ -133,7 +133,8 @@ mod tests {
     fn the_atomic_scripts_bind_every_parameter() {
         for cas in [false, true] {
             let script = pgbench_atomic_script(cas, 100, 8);
-            assert!(!script.contains('$'), "a parameter left unbound: {script}");
+            let unbound = (1..=5).any(|i| script.contains(&format!("${i}")));
+            assert!(!unbound, "a parameter left unbound: {script}");
             assert!(script.starts_with("\\set k random(0, 99)\n"), "{script}");
         }
         assert!(pgbench_atomic_script(false, 1, 1).contains("'counter-'"));
