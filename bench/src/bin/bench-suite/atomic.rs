@@ -77,10 +77,12 @@ pub(crate) async fn redis_direct(
     let value = "x".repeat(args.value_size);
     let counter = format!("{REDIS_PREFIX}{NAMESPACE}:counter-__rand_int__");
     let item = format!("{REDIS_PREFIX}{NAMESPACE}:bench-__rand_int__");
+    // On one line: redis-benchmark's CSV names the test by its command line,
+    // which must stay one line to be parsed (Lua needs no newlines).
+    let script = prism_redis::SWAP_SCRIPT_SOURCE.replace('\n', " ");
     let command: Vec<&str> = if cas {
-        let script = prism_redis::SWAP_SCRIPT_SOURCE;
         vec![
-            "EVAL", script, "1", &item, "value", &value, "write", &value, "0",
+            "EVAL", &script, "1", &item, "value", &value, "write", &value, "0",
         ]
     } else {
         vec!["INCR", &counter]
