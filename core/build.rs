@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "prism/interfaces/keyvalue/keyvalue_batch.proto",
     "prism/interfaces/keyvalue/keyvalue_ttl.proto",
     "prism/interfaces/keyvalue/keyvalue_scan.proto",
+    "prism/interfaces/keyvalue/keyvalue_atomic.proto",
     "prism/interfaces/pubsub/pubsub_basic.proto",
     "prism/interfaces/pubsub/stream.proto",
     "prism/interfaces/timeseries/timeseries_basic.proto",

@@ -6,6 +6,7 @@
 //! Every worker records into its own histogram (merged at the end) so the
 //! measuring itself adds no shared-state contention.
 
+pub mod atomic;
 pub mod cpu;
 pub mod kafka;
 
@@ -49,6 +50,10 @@ pub enum Scenario {
     PublishSubscribe,
     /// grpc.health.v1 Check: the gRPC floor, no backend involved.
     Health,
+    /// KeyValueAtomic Increment(+1) of one of `keys` counters.
+    KvIncrement,
+    /// KeyValueAtomic CompareAndSwap of a preloaded key (see `atomic.rs`).
+    KvCas,
 }
 
 /// Load shape and data shape.
@@ -274,6 +279,7 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(usize::MAX);
     let mut pubsub = PubSubBasicInterfaceClient::new(channel.clone());
+    let mut atomic = prism_plugin_core::proto::keyvalue::key_value_atomic_interface_client::KeyValueAtomicInterfaceClient::new(channel.clone());
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     while ctl.claim() {
         let measure = ctl.measuring.load(Ordering::Relaxed);
@@ -328,6 +334,9 @@ async fn worker(channel: Channel, opts: Arc<Options>, ctl: Arc<Control>, seed: u
                         Err(tonic::Status::unknown(r.error))
                     }
                 }),
+            Scenario::KvIncrement | Scenario::KvCas => {
+                atomic::call(&mut atomic, opts.scenario, k, &value, &ns).await
+            }
             Scenario::Health => health
                 .check(tonic_health::pb::HealthCheckRequest {
                     service: String::new(),
@@ -415,7 +424,11 @@ pub async fn run(
     let channels = connect(&opts).await?;
     if matches!(
         opts.scenario,
-        Scenario::KvGet | Scenario::CacheGet | Scenario::KvMixed | Scenario::KvBatch
+        Scenario::KvGet
+            | Scenario::CacheGet
+            | Scenario::KvMixed
+            | Scenario::KvBatch
+            | Scenario::KvCas
     ) {
         preload(channels[0].clone(), &opts).await?;
     }

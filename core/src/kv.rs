@@ -2,8 +2,12 @@
 //! Redis), so both answer bad input with the same gRPC status and wording and
 //! build their replies the same way (in-band `error` always empty: failures
 //! are gRPC statuses). [`KvService`] serves the KeyValue interfaces over
-//! any [`Store`] with these.
+//! any [`Store`] with these; [`ScanService`] and [`AtomicService`] serve the
+//! optional Scan and atomic capabilities of a store that has them
+//! ([`ScanStore`], [`AtomicStore`]).
 
+mod atomic;
+mod scan;
 mod service;
 
 use tonic::Status;
@@ -13,6 +17,14 @@ use crate::proto::keyvalue::{
     ExpireResponse, GetResponse, GetTtlResponse, PersistResponse, SetRequest, SetResponse,
 };
 
+pub use atomic::{
+    AtomicService, AtomicStore, Counted, Counter, Expect, Swap, Swapped, Write, check_increment,
+    check_swap, not_a_counter, swap_response,
+};
+pub use scan::{
+    DEFAULT_SCAN_LIMIT, DEFAULT_SCAN_MAX_LIMIT, ScanPage, ScanQuery, ScanService, ScanStore,
+    invalid_cursor, page_limit,
+};
 pub use service::{Entry, Item, KvService, Store};
 
 /// Limits a KeyValue plugin enforces on every request.

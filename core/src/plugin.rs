@@ -30,6 +30,14 @@ pub trait Plugin: Send + Sync + 'static {
     /// Interfaces declared in `InitializeResponse.metadata.interfaces`.
     fn interfaces(&self) -> Vec<Interface>;
 
+    /// `InterfaceDeclaration.metadata` of the declared interface `name`:
+    /// how this plugin's flavour of it behaves where plugins differ (e.g.
+    /// `ordered` = `true`/`false` for `KeyValueScanInterface`). None by default.
+    fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {
+        let _ = name;
+        Vec::new()
+    }
+
     /// Adds the plugin's tonic data services.
     fn register(&self, services: &mut ServiceRegistry);
 
@@ -191,6 +199,9 @@ macro_rules! data_service {
 
 /// The data services of core's protos.
 mod data_services {
+    use crate::proto::keyvalue::key_value_atomic_interface_server::{
+        KeyValueAtomicInterface, KeyValueAtomicInterfaceServer,
+    };
     use crate::proto::keyvalue::key_value_basic_interface_server::{
         KeyValueBasicInterface, KeyValueBasicInterfaceServer,
     };
@@ -216,6 +227,7 @@ mod data_services {
         KeyValueBatchInterfaceServer: KeyValueBatchInterface,
         KeyValueTtlInterfaceServer: KeyValueTtlInterface,
         KeyValueScanInterfaceServer: KeyValueScanInterface,
+        KeyValueAtomicInterfaceServer: KeyValueAtomicInterface,
         PubSubBasicInterfaceServer: PubSubBasicInterface,
         StreamInterfaceServer: StreamInterface,
         TimeSeriesBasicInterfaceServer: TimeSeriesBasicInterface,

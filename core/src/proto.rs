@@ -61,6 +61,8 @@ pub const KEYVALUE_TTL_PROTO: ProtoFile =
     proto_file!("prism/interfaces/keyvalue/keyvalue_ttl.proto");
 pub const KEYVALUE_SCAN_PROTO: ProtoFile =
     proto_file!("prism/interfaces/keyvalue/keyvalue_scan.proto");
+pub const KEYVALUE_ATOMIC_PROTO: ProtoFile =
+    proto_file!("prism/interfaces/keyvalue/keyvalue_atomic.proto");
 pub const PUBSUB_BASIC_PROTO: ProtoFile = proto_file!("prism/interfaces/pubsub/pubsub_basic.proto");
 pub const PUBSUB_STREAM_PROTO: ProtoFile = proto_file!("prism/interfaces/pubsub/stream.proto");
 pub const TIMESERIES_BASIC_PROTO: ProtoFile =

@@ -295,7 +295,12 @@ impl<P: Plugin> Runtime<P> {
                 proto_file: i.proto.path.to_string(),
                 version: i.version.to_string(),
                 proto_hash: i.proto.sha256(),
-                metadata: Default::default(),
+                metadata: self
+                    .plugin
+                    .interface_metadata(i.name)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
             .collect();
         let mut extra = std::collections::HashMap::new();

@@ -4,6 +4,7 @@
 //! `prism-plugin-core`; this crate only supplies the PostgreSQL plugin.
 #![forbid(unsafe_code)]
 
+mod atomic;
 mod backend;
 mod coalesce;
 mod config;
@@ -19,4 +20,4 @@ pub use config::PostgresConfig;
 pub use plugin::PostgresPlugin;
 /// The plugin's point Get and Set statements, for tools that must run
 /// exactly what it runs (the benchmark's pgbench baseline).
-pub use schema::{get_statement, set_statement};
+pub use schema::{get_statement, increment_statement, set_statement, swap_statement};

@@ -1,10 +1,11 @@
-//! The `Plugin` implementation: wires the PostgreSQL backend, its four
+//! The `Plugin` implementation: wires the PostgreSQL backend, its five
 //! KeyValue services, the expiry reaper and (with Vault) the credential
 //! rotation into core's lifecycle (initialize, health, stop).
 
 use std::sync::Arc;
 
-use prism_plugin_core::kv::KvService;
+use prism_plugin_core::kv::{AtomicService, KvService, ScanService};
+use prism_plugin_core::proto::keyvalue::key_value_atomic_interface_server::KeyValueAtomicInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
@@ -18,7 +19,6 @@ use prism_plugin_core::{
 use crate::backend::{Backend, Login};
 use crate::config::PostgresConfig;
 use crate::reaper::Reaper;
-use crate::service::ScanService;
 use crate::tls::ClientPem;
 
 /// The PostgreSQL plugin: the current backend, which `initialize` (and a
@@ -82,6 +82,7 @@ impl Plugin for PostgresPlugin {
             ("KeyValueBatchInterface", proto::KEYVALUE_BATCH_PROTO),
             ("KeyValueTTLInterface", proto::KEYVALUE_TTL_PROTO),
             ("KeyValueScanInterface", proto::KEYVALUE_SCAN_PROTO),
+            ("KeyValueAtomicInterface", proto::KEYVALUE_ATOMIC_PROTO),
         ]
         .into_iter()
         .map(|(name, proto)| Interface {
@@ -100,7 +101,19 @@ impl Plugin for PostgresPlugin {
             .add(KeyValueTtlInterfaceServer::new(kv))
             .add(KeyValueScanInterfaceServer::new(ScanService::new(
                 self.backend.slot(),
+            )))
+            .add(KeyValueAtomicInterfaceServer::new(AtomicService::new(
+                self.backend.slot(),
             )));
+    }
+
+    fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {
+        match name {
+            // Pages in byte order; every key present for the whole scan exactly once.
+            "KeyValueScanInterface" => vec![("ordered", "true")],
+            "KeyValueAtomicInterface" => vec![("counter", "decimal")],
+            _ => Vec::new(),
+        }
     }
 
     async fn initialize(&self, config: PostgresConfig, ctx: &Context) -> Result<(), CoreError> {

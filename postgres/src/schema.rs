@@ -42,6 +42,11 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::error::Error;
 
+mod atomic;
+
+pub(crate) use atomic::AtomicStatements;
+pub use atomic::{increment_statement, swap_statement};
+
 /// Characters of the key held by the scan index. 4 bytes per character at
 /// most, plus a namespace of at most 128 bytes, stays under the 2704-byte
 /// btree entry limit.
@@ -201,6 +206,8 @@ pub(crate) struct Statements {
     /// Indexed by [`scan_index`].
     pub(crate) scan: [String; 8],
     pub(crate) reap: String,
+    /// CompareAndSwap and Increment (see `schema/atomic.rs`).
+    pub(crate) atomic: AtomicStatements,
 }
 
 /// Which of the eight scan statements fits a page request.
@@ -333,6 +340,7 @@ impl Statements {
                  WHERE {ONE_KEY} AND expires_at > now()"
             ),
             scan,
+            atomic: AtomicStatements::new(&t),
             // Oldest first through the partial index; SKIP LOCKED lets several
             // replicas reap side by side without waiting on each other or on
             // writers, and the row locks keep a concurrent Set from being undone.

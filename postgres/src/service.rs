@@ -1,26 +1,20 @@
 //! The backend as core's KeyValue [`Store`] (core's `KvService` serves the
 //! basic, batch and TTL interfaces: preamble, validation, replies) with
-//! PostgreSQL's own key rule, and the Scan service, which is this plugin's
-//! alone. No SQL here.
+//! PostgreSQL's own key rule, and as core's [`ScanStore`] with this plugin's
+//! cursor (the last key returned). No SQL here.
 //!
 //! Failures are gRPC statuses (see `error.rs`); the in-band `error` strings
 //! stay empty, on success and on "not found" alike.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use prism_plugin_core::kv::{self, Entry, Limits, Rules, Store};
-use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterface;
-use prism_plugin_core::proto::keyvalue::{ScanItem, ScanRequest, ScanResponse};
-use prism_plugin_core::{Call, Scope, Slot};
-use tonic::{Request, Response, Status};
+use prism_plugin_core::Scope;
+use prism_plugin_core::kv::{self, Entry, Limits, Rules, ScanPage, ScanQuery, ScanStore, Store};
+use tonic::Status;
 
 use crate::backend::{Backend, Item};
 
-/// Page size when a Scan asks for none.
-const DEFAULT_SCAN_LIMIT: u32 = 100;
 /// First byte of every cursor, so the format can change compatibly.
 const CURSOR_VERSION: u8 = 1;
 
@@ -123,49 +117,34 @@ impl Store for Backend {
     }
 }
 
-/// Serves `KeyValueScanInterface` (this project's extension) from the
-/// current backend.
-#[derive(Clone)]
-pub(crate) struct ScanService {
-    backend: Arc<Slot<Backend>>,
-}
-
-impl ScanService {
-    /// A service reading the backend from `backend` on every call.
-    pub(crate) fn new(backend: Arc<Slot<Backend>>) -> Self {
-        ScanService { backend }
-    }
-}
-
+/// Scan for core's `ScanService`: pages in byte order (declared as
+/// `ordered=true`), the cursor being the last key returned.
 #[tonic::async_trait]
-impl KeyValueScanInterface for ScanService {
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let (call, req) = Call::begin(&self.backend, request)?;
-        let settings = call.backend.settings();
-        if req.prefix.len() > settings.limits.max_key_bytes || req.prefix.contains('\0') {
+impl ScanStore for Backend {
+    fn scan_max_limit(&self) -> u32 {
+        self.settings().scan_max_limit
+    }
+
+    fn check_prefix(&self, prefix: &str) -> Result<(), Status> {
+        let max = self.limits().max_key_bytes;
+        if prefix.len() > max || prefix.contains('\0') {
             return Err(Status::invalid_argument(format!(
-                "prefix must be at most {} bytes (backend.max_key_bytes) without U+0000",
-                settings.limits.max_key_bytes
+                "prefix must be at most {max} bytes (backend.max_key_bytes) without U+0000"
             )));
         }
-        let limit = match u32::try_from(req.limit) {
-            Ok(0) => DEFAULT_SCAN_LIMIT.min(settings.scan_max_limit),
-            Ok(n) => n.min(settings.scan_max_limit),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "limit must not be negative (got {})",
-                    req.limit
-                )));
-            }
-        };
-        let after = decode_cursor(&req.cursor, &req.prefix)?;
-        let scan = call.backend.scan(
-            &call.scope.namespace,
-            &req.prefix,
+        Ok(())
+    }
+
+    async fn scan(&self, scope: Scope, query: ScanQuery) -> Result<ScanPage, Status> {
+        let after = decode_cursor(&query.cursor, &query.prefix)?;
+        let scan = Backend::scan(
+            self,
+            &scope.namespace,
+            &query.prefix,
             after.as_deref(),
-            limit,
-            req.keys_only,
-            call.scope.deadline,
+            query.limit,
+            query.keys_only,
+            scope.deadline,
         );
         let span = prism_plugin_core::otel::db_span("postgresql", "SELECT");
         let page = prism_plugin_core::otel::traced(span, scan).await?;
@@ -173,17 +152,10 @@ impl KeyValueScanInterface for ScanService {
             Some((key, _)) if page.has_more => encode_cursor(key),
             _ => String::new(),
         };
-        let items = page
-            .items
-            .into_iter()
-            .map(|(key, value)| ScanItem { key, value })
-            .collect();
-        Ok(Response::new(ScanResponse {
-            items,
+        Ok(ScanPage {
+            items: page.items,
             next_cursor,
-            has_more: page.has_more,
-            error: String::new(),
-        }))
+        })
     }
 }
 
@@ -203,11 +175,7 @@ fn decode_cursor(cursor: &str, prefix: &str) -> Result<Option<String>, Status> {
     if cursor.is_empty() {
         return Ok(None);
     }
-    let invalid = || {
-        Status::invalid_argument(
-            "cursor was not issued by this plugin for this prefix; pass next_cursor unchanged",
-        )
-    };
+    let invalid = kv::invalid_cursor;
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let (version, key) = raw.split_first().ok_or_else(invalid)?;
     if *version != CURSOR_VERSION {

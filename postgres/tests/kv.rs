@@ -460,13 +460,14 @@ async fn batches_answer_in_request_order_and_scale_to_10000_items() {
 }
 
 #[tokio::test]
-async fn initialize_declares_four_interfaces_and_grpcurl_works_through_reflection() {
+async fn initialize_declares_five_interfaces_and_grpcurl_works_through_reflection() {
     let (_pg, plugin) = pg_and_plugin(&[]).await;
     let want: BTreeSet<String> = [
         "KeyValueBasicInterface",
         "KeyValueBatchInterface",
         "KeyValueTTLInterface",
         "KeyValueScanInterface",
+        "KeyValueAtomicInterface",
     ]
     .map(String::from)
     .into();

@@ -7,6 +7,9 @@
 //! knows which one it talks to. Knows nothing about gRPC.
 //!
 //! Key layout: `<key_prefix><namespace>:<key>` (see the crate README).
+//!
+//! Beside this file: `atomic` (CompareAndSwap and Increment as Lua
+//! scripts) and `scan` (prefix scans over every node).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -25,6 +28,12 @@ use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 use crate::config::RedisConfig;
 use crate::error::{Error, is_auth_error};
 use prism_plugin_core::rotation::{AuthHook, Drain};
+
+mod atomic;
+mod scan;
+
+pub use atomic::{INCREMENT_SCRIPT_SOURCE, SWAP_SCRIPT_SOURCE};
+pub(crate) use scan::{decode_cursor, encode_cursor};
 
 /// Reconnect attempts per (re)connect round. Kept small so an initial connect to
 /// a server that is down fails fast (core retries `initialize` with its own

@@ -10,5 +10,8 @@ mod error;
 mod plugin;
 mod service;
 
+/// The Lua scripts behind CompareAndSwap and Increment, for tools that must
+/// run exactly what the plugin runs (the benchmark's `redis-benchmark EVAL`).
+pub use backend::{INCREMENT_SCRIPT_SOURCE, SWAP_SCRIPT_SOURCE};
 pub use config::RedisConfig;
 pub use plugin::RedisPlugin;

@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use prism_plugin_core::kv::KvService;
+use prism_plugin_core::kv::{AtomicService, KvService, ScanService};
+use prism_plugin_core::proto::keyvalue::key_value_atomic_interface_server::KeyValueAtomicInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
+use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
 use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::{
@@ -51,7 +53,8 @@ impl Plugin for RedisPlugin {
 
     fn interfaces(&self) -> Vec<Interface> {
         use prism_plugin_core::proto::{
-            KEYVALUE_BASIC_PROTO, KEYVALUE_BATCH_PROTO, KEYVALUE_TTL_PROTO,
+            KEYVALUE_ATOMIC_PROTO, KEYVALUE_BASIC_PROTO, KEYVALUE_BATCH_PROTO, KEYVALUE_SCAN_PROTO,
+            KEYVALUE_TTL_PROTO,
         };
         vec![
             Interface {
@@ -69,7 +72,27 @@ impl Plugin for RedisPlugin {
                 proto: KEYVALUE_TTL_PROTO,
                 version: INTERFACE_VERSION,
             },
+            Interface {
+                name: "KeyValueScanInterface",
+                proto: KEYVALUE_SCAN_PROTO,
+                version: INTERFACE_VERSION,
+            },
+            Interface {
+                name: "KeyValueAtomicInterface",
+                proto: KEYVALUE_ATOMIC_PROTO,
+                version: INTERFACE_VERSION,
+            },
         ]
+    }
+
+    fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {
+        match name {
+            // SCAN: no order; every key present for the whole scan at least
+            // once, never twice within one page.
+            "KeyValueScanInterface" => vec![("ordered", "false")],
+            "KeyValueAtomicInterface" => vec![("counter", "decimal")],
+            _ => Vec::new(),
+        }
     }
 
     fn register(&self, services: &mut ServiceRegistry) {
@@ -77,7 +100,13 @@ impl Plugin for RedisPlugin {
         services
             .add(KeyValueBasicInterfaceServer::new(service.clone()))
             .add(KeyValueBatchInterfaceServer::new(service.clone()))
-            .add(KeyValueTtlInterfaceServer::new(service));
+            .add(KeyValueTtlInterfaceServer::new(service))
+            .add(KeyValueScanInterfaceServer::new(ScanService::new(
+                self.backend.slot(),
+            )))
+            .add(KeyValueAtomicInterfaceServer::new(AtomicService::new(
+                self.backend.slot(),
+            )));
     }
 
     async fn initialize(&self, config: RedisConfig, ctx: &Context) -> Result<(), CoreError> {

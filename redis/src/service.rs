@@ -1,19 +1,22 @@
-//! The backend as core's KeyValue [`Store`]: core's `KvService` serves
-//! `KeyValueBasicInterface`, `KeyValueBatchInterface` and
-//! `KeyValueTTLInterface` (preamble, validation with core's shared KV rules,
-//! replies); this maps each operation onto the backend, bounded by the
-//! client's deadline. Backend failures are gRPC statuses (see `error.rs`),
+//! The backend as core's KeyValue [`Store`], [`AtomicStore`] and
+//! [`ScanStore`]: core's `KvService`, `AtomicService` and `ScanService` serve
+//! the basic, batch, TTL, atomic and scan interfaces (preamble, validation
+//! with core's shared KV rules, replies); this maps each operation onto the
+//! backend, bounded by the client's deadline. Backend failures are gRPC statuses (see `error.rs`),
 //! never in-band `error` strings, so clients can branch on the code.
 
 use std::future::Future;
 
 use bytes::Bytes;
 use prism_plugin_core::Scope;
-use prism_plugin_core::kv::{Entry, Item, Limits, Rules, Store};
+use prism_plugin_core::kv::{
+    AtomicStore, Counted, Counter, Entry, Item, Limits, Rules, ScanPage, ScanQuery, ScanStore,
+    Store, Swap, Swapped, invalid_cursor,
+};
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::backend::{Backend, SetItem};
+use crate::backend::{Backend, SetItem, decode_cursor, encode_cursor};
 use crate::error::Error;
 
 /// Core's KV rules as they are: Redis keys are binary-safe.
@@ -151,6 +154,55 @@ impl Store for Backend {
 
     async fn persist(&self, scope: Scope, key: String) -> Result<bool, Status> {
         let op = Backend::persist(self, &scope.namespace, &key);
+        self.run(&scope, op).await
+    }
+}
+
+/// Atomics for core's `AtomicService`: each call one Lua script.
+#[tonic::async_trait]
+impl AtomicStore for Backend {
+    async fn compare_and_swap(&self, scope: Scope, swap: Swap) -> Result<Swapped, Status> {
+        let op = Backend::compare_and_swap(self, &scope.namespace, &swap);
+        self.run(&scope, op).await
+    }
+
+    async fn increment(&self, scope: Scope, counter: Counter) -> Result<Counted, Status> {
+        let op = Backend::increment(self, &scope.namespace, &counter);
+        self.run(&scope, op).await
+    }
+}
+
+/// Scan for core's `ScanService`: `SCAN` pages in no order (declared as
+/// `ordered=false`; see `backend/scan.rs` for the guarantee), values read
+/// with one `MGET` per page (a key deleted in between is left out).
+#[tonic::async_trait]
+impl ScanStore for Backend {
+    async fn scan(&self, scope: Scope, query: ScanQuery) -> Result<ScanPage, Status> {
+        let ns = scope.namespace.as_str();
+        let from =
+            decode_cursor(ns, &query.prefix, &query.cursor).map_err(|()| invalid_cursor())?;
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let op = async {
+            let page = self.scan_keys(ns, &query.prefix, from, limit).await?;
+            let items = if query.keys_only {
+                page.keys
+                    .into_iter()
+                    .map(|key| (key, Bytes::new()))
+                    .collect()
+            } else {
+                let values = Backend::batch_get(self, ns, &page.keys).await?;
+                page.keys
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(key, value)| Some((key, value?)))
+                    .collect()
+            };
+            let next_cursor = page
+                .next
+                .map(|next| encode_cursor(ns, &query.prefix, &next))
+                .unwrap_or_default();
+            Ok(ScanPage { items, next_cursor })
+        };
         self.run(&scope, op).await
     }
 }

@@ -59,14 +59,16 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
 }
 
 #[tokio::test]
-async fn initialize_declares_the_three_keyvalue_interfaces() {
+async fn initialize_declares_the_five_keyvalue_interfaces() {
     let (_redis, plugin) = redis_and_plugin(&[]).await;
     assert_eq!(
         conformance::declared_interfaces(&plugin.channel).await,
         [
             "KeyValueBasicInterface",
             "KeyValueBatchInterface",
-            "KeyValueTTLInterface"
+            "KeyValueTTLInterface",
+            "KeyValueScanInterface",
+            "KeyValueAtomicInterface",
         ]
         .map(String::from)
         .into()
@@ -76,6 +78,8 @@ async fn initialize_declares_the_three_keyvalue_interfaces() {
         "prism.interfaces.keyvalue.KeyValueBasicInterface",
         "prism.interfaces.keyvalue.KeyValueBatchInterface",
         "prism.interfaces.keyvalue.KeyValueTTLInterface",
+        "prism.interfaces.keyvalue.KeyValueScanInterface",
+        "prism.interfaces.keyvalue.KeyValueAtomicInterface",
     ] {
         wait_for_health(
             plugin.port,

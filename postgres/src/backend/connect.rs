@@ -111,6 +111,7 @@ impl Backend {
             ctx: ctx.clone(),
             auth,
             queues: Queues::default(),
+            key_locks: super::atomic::KeyLocks::default(),
         })
     }
 

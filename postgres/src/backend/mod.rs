@@ -23,7 +23,8 @@
 //! `connect` (options, first session and DDL, pool, warm-up), `link` (the
 //! reachability state), `call` (a data call's connection and its outcome),
 //! `probe` (health), `point` (Get and Set through the coalescing queues of
-//! `crate::coalesce`) and `kv` (the other statements and the expiry sweep).
+//! `crate::coalesce`), `kv` (the other statements and the expiry sweep) and
+//! `atomic` (CompareAndSwap and Increment).
 
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use crate::pool::Pool;
 use crate::schema::Statements;
 use link::Link;
 
+mod atomic;
 mod call;
 mod connect;
 mod kv;
@@ -94,6 +96,8 @@ pub(crate) struct Backend {
     auth: Option<AuthHook>,
     /// Point Gets and Sets waiting for a connection (see coalesce.rs).
     queues: Queues,
+    /// One atomic call per key at a time from this process (see atomic.rs).
+    key_locks: atomic::KeyLocks,
 }
 
 /// Vault-issued credentials replacing the ones in `database_url`.

@@ -40,3 +40,57 @@ pub async fn redis_and_plugin(envs: &[(&str, &str)]) -> (Redis, Plugin) {
 pub async fn cli(redis: &Redis, args: &[&str]) -> String {
     redis.cli(args).await.expect("redis-cli runs")
 }
+
+/// A three-node Redis Cluster (no replicas), every slot covered and
+/// `cluster_state:ok` on every node, and the `cluster_nodes` setting naming
+/// its nodes.
+pub async fn start_cluster() -> (Vec<Redis>, String) {
+    let node = || {
+        Redis::start_with_args(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ])
+    };
+    let (a, b, c) = tokio::join!(node(), node(), node());
+    let nodes = vec![
+        a.expect("node starts"),
+        b.expect("node starts"),
+        c.expect("node starts"),
+    ];
+    let addrs: Vec<String> = nodes.iter().map(Redis::addr).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let out = nodes[0]
+        .cli(&create)
+        .await
+        .expect("redis-cli --cluster create");
+    assert!(out.contains("All 16384 slots covered"), "{out}");
+    poll_until(Duration::from_secs(30), "cluster_state:ok", || async {
+        for node in &nodes {
+            let info = node.cli(&["CLUSTER", "INFO"]).await.unwrap_or_default();
+            if !info.contains("cluster_state:ok") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    (nodes, format!("[{}]", addrs.join(", ")))
+}
+
+/// The plugin on a fresh three-node cluster (with its nodes).
+pub async fn cluster_and_plugin() -> (Vec<Redis>, Plugin) {
+    let (nodes, seeds) = start_cluster().await;
+    let plugin = start_plugin(&[
+        ("PRISM_BACKEND__CLUSTER_NODES", &seeds),
+        ("PRISM_BACKEND__RESPONSE_TIMEOUT", "5s"),
+        ("PRISM_BACKEND__CONNECTION_TIMEOUT", "2s"),
+    ])
+    .await;
+    (nodes, plugin)
+}

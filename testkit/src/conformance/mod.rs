@@ -3,12 +3,17 @@
 //! plugin's test calls these over gRPC, then adds what only its backend can show
 //! (how PostgreSQL rows or Redis keys look afterwards).
 
+mod atomic;
 mod basic;
 mod batch;
 mod discovery;
 mod namespaces;
 mod ttl;
 
+pub use atomic::{
+    ATOMIC_INTERFACE, atomic, atomic_semantics, cas, concurrent_increments_lose_nothing,
+    concurrent_swaps_have_one_winner, incr, interface_metadata,
+};
 pub use basic::basic_semantics;
 pub use batch::a_bad_key_rejects_the_whole_batch;
 pub use discovery::{declared_interfaces, grpcurl};

@@ -12,7 +12,7 @@ use crate::load::run_plugin;
 use crate::processes::Running;
 use crate::results::{Measure, Pair};
 use crate::table::pair_line;
-use crate::{kafka, pgbench, redis};
+use crate::{atomic, kafka, pgbench, redis};
 
 /// The backend's own tool doing what one plugin scenario does.
 #[derive(Clone, Copy)]
@@ -24,6 +24,14 @@ pub(crate) enum Baseline<'a> {
         pg: &'a Postgres,
         work: &'a Path,
         get: bool,
+    },
+    /// `redis-benchmark` INCR, or EVAL of the plugin's swap script (`cas`).
+    RedisAtomic { port: u16, cas: bool },
+    /// `pgbench` running the plugin's Increment or swap (`cas`) statement.
+    PgbenchAtomic {
+        pg: &'a Postgres,
+        work: &'a Path,
+        cas: bool,
     },
     /// A librdkafka producer, with `end_to_end` also a consumer.
     Librdkafka {
@@ -38,7 +46,9 @@ impl Baseline<'_> {
     pub(crate) fn tool(self) -> &'static str {
         match self {
             Baseline::RedisBenchmark { .. } => "redis-benchmark",
-            Baseline::Pgbench { .. } => "pgbench -M prepared",
+            Baseline::Pgbench { .. } | Baseline::PgbenchAtomic { .. } => "pgbench -M prepared",
+            Baseline::RedisAtomic { cas: false, .. } => "redis-benchmark INCR",
+            Baseline::RedisAtomic { cas: true, .. } => "redis-benchmark EVAL (the plugin's script)",
             Baseline::Librdkafka { .. } => "librdkafka producer (rdkafka)",
         }
     }
@@ -51,6 +61,12 @@ impl Baseline<'_> {
             }
             Baseline::Pgbench { pg, work, get } => {
                 pgbench::direct(args, pg, get, in_flight, work).await
+            }
+            Baseline::RedisAtomic { port, cas } => {
+                atomic::redis_direct(args, port, cas, in_flight).await
+            }
+            Baseline::PgbenchAtomic { pg, work, cas } => {
+                atomic::pgbench_direct(args, pg, cas, in_flight, work).await
             }
             Baseline::Librdkafka {
                 bootstrap,

@@ -8,6 +8,8 @@
 //! |---|---|
 //! | `cache-get` / `cache-set` on prism-redis | `redis-benchmark GET/SET prism:bench:bench-__rand_int__` (the plugin's exact keys) |
 //! | `kv-get` / `kv-set` on prism-postgres | `pgbench -M prepared` scripts running the plugin's own SELECT / upsert (`prism_postgres::get_statement` / `set_statement`) on the plugin's table |
+//! | `kv-increment` / `kv-cas` on prism-redis | `redis-benchmark INCR` / `EVAL` of the plugin's swap script, same keys |
+//! | `kv-increment` / `kv-cas` on prism-postgres | `pgbench -M prepared` running the plugin's own Increment / swap statement |
 //! | `publish` / `publish-subscribe` on prism-kafka | a librdkafka producer (and consumer) with prism-kafka's defaults, in this process |
 //! | TimeSeries Insert / Query on prism-kafka (events/s) | a librdkafka producer / consumer writing and reading the same records (`timeseries`) |
 //!
@@ -26,11 +28,12 @@
 //! Modules: `args` (flags, settings, the workload both sides share),
 //! `processes` (backend servers, plugin processes, RSS), `load` (plugin
 //! scenarios), `baseline` with one module per direct tool (`redis`,
-//! `pgbench`, `kafka`; `tool` runs one), `timeseries` (Insert/Query vs
-//! librdkafka, its own section), `results`, `table` and `fmt` (the
+//! `pgbench`, `kafka`, and `atomic` for Increment and CAS; `tool` runs one),
+//! `timeseries` (Insert/Query vs librdkafka, its own section), `results`, `table` and `fmt` (the
 //! numbers and their text), `machine` and `report` (the markdown file).
 
 mod args;
+mod atomic;
 mod baseline;
 mod floor;
 mod fmt;
@@ -200,6 +203,7 @@ async fn scenarios(
                 ("Set", Scenario::CacheSet, n, redis_benchmark(false)),
             ]
         });
+        let table = table.chain(atomic::redis_rows(port, first_level));
         pairs.extend(compare(args, "Redis", r, table).await);
     }
     if let (Some(r), Some(pg)) = (running.get("postgres"), &backends.pg) {
@@ -210,6 +214,7 @@ async fn scenarios(
                 ("Set", Scenario::KvSet, n, pgbench(false)),
             ]
         });
+        let table = table.chain(atomic::pg_rows(pg, work, first_level));
         pairs.extend(compare(args, "PostgreSQL", r, table).await);
     }
     solos.extend(

@@ -41,13 +41,26 @@ pub(crate) async fn direct(
     in_flight: usize,
     work: &Path,
 ) -> anyhow::Result<Measure> {
+    let name = if get { "get" } else { "set" };
+    let script = pgbench_script(get, args.keys, args.value_size);
+    run_script(args, pg, name, &script, in_flight, work).await
+}
+
+/// `pgbench -M prepared` running `script` (saved as `<name>.sql` in `work`)
+/// at `in_flight` connections for the suite's duration.
+pub(crate) async fn run_script(
+    args: &Args,
+    pg: &Postgres,
+    name: &str,
+    script: &str,
+    in_flight: usize,
+    work: &Path,
+) -> anyhow::Result<Measure> {
     let tool = prism_testkit::tool("pgbench")?;
-    let script = work.join(if get { "get.sql" } else { "set.sql" });
-    std::fs::write(&script, pgbench_script(get, args.keys, args.value_size))?;
-    let prefix = work.join(format!(
-        "log-{}-{in_flight}",
-        if get { "get" } else { "set" }
-    ));
+    let path = work.join(format!("{name}.sql"));
+    std::fs::write(&path, script)?;
+    let script = path;
+    let prefix = work.join(format!("log-{name}-{in_flight}"));
     let (out, window) = run_tool(
         tokio::process::Command::new(&tool)
             .current_dir(work)

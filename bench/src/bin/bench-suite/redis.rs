@@ -28,7 +28,7 @@ pub(crate) async fn direct(
 }
 
 /// One `redis-benchmark` run of `requests` commands from `clients` connections.
-async fn redis_benchmark(
+pub(crate) async fn redis_benchmark(
     port: u16,
     clients: usize,
     requests: u64,
