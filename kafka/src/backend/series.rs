@@ -68,8 +68,21 @@ impl Backend {
         payload: &[u8],
         tags: &HashMap<String, String>,
     ) -> Result<(), Error> {
-        let mut headers = OwnedHeaders::new_with_capacity(tags.len());
+        // The caller's trace context rides in the headers (as for Publish), so
+        // a Query delivering the event continues the inserter's trace; a
+        // tag of the same name gives way to it.
+        let trace = prism_plugin_core::otel::inject(&tracing::Span::current());
+        let mut headers = OwnedHeaders::new_with_capacity(tags.len() + trace.len());
         for (name, value) in tags {
+            if !trace.is_empty() && prism_plugin_core::otel::is_trace_header(name) {
+                continue;
+            }
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        for (name, value) in &trace {
             headers = headers.insert(Header {
                 key: name,
                 value: Some(value.as_bytes()),

@@ -116,7 +116,12 @@ pub(crate) async fn insert(
             }
         }
     });
-    let results = join_all(writes).await;
+    // One producer span for the batch (none unless the call is traced): its
+    // context goes into every record, so a Query continues this trace.
+    let span = events.first().map_or_else(tracing::Span::none, |event| {
+        prism_plugin_core::otel::publish_span(&event.series)
+    });
+    let results = tracing::Instrument::instrument(join_all(writes), span).await;
     let mut failures = Vec::new();
     let mut first_error = None;
     for (index, result, err) in results {

@@ -371,12 +371,17 @@ impl Run<'_> {
     }
 
     async fn send(&mut self, key: Key, held: Held) -> Result<(), Stop> {
+        // The inserter's trace context travels in the record headers: the
+        // delivery continues that trace; the headers are not tags.
+        let mut tags = held.tags;
+        prism_plugin_core::otel::delivered(&self.plan.topic, &tags);
+        tags.retain(|name, _| !prism_plugin_core::otel::is_trace_header(name));
         let event = Event {
             series: self.plan.topic.clone(),
             timestamp_ms: key.ts,
             event_id: held.event_id,
             payload: held.payload,
-            tags: held.tags,
+            tags,
         };
         let item = QueryResponse {
             item: Some(query_response::Item::Event(event)),
