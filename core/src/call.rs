@@ -106,7 +106,11 @@ pub fn deadline<T>(request: &Request<T>) -> Option<Instant> {
     // 10 % of the budget, at most 100 ms: enough to win the race against the
     // client's own timer even on a loaded machine.
     let margin = (timeout / 10).min(std::time::Duration::from_millis(100));
-    Some(Instant::now() + (timeout - margin))
+    let arrived = request
+        .extensions()
+        .get::<crate::deadline::Arrived>()
+        .map_or_else(Instant::now, |arrived| arrived.0);
+    Some(arrived + (timeout - margin))
 }
 
 /// Runs `fut` until `deadline` (from [`deadline`]; `None` = no deadline).

@@ -15,6 +15,12 @@ use tokio::time::Instant;
 /// earlier by [`crate::deadline()`]); `None` when the client set no deadline.
 pub type Deadline = Option<Instant>;
 
+/// When the server took a call in (a request extension the drain gate, the
+/// outermost layer, sets): the client's `grpc-timeout` runs from there, as
+/// tonic's own timer for it does, not from when a handler first ran.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub Instant);
+
 /// Completes when `deadline` passes; never when there is none. For
 /// `tokio::select!` next to the work the deadline bounds.
 pub async fn expired(deadline: Deadline) {

@@ -233,7 +233,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        // When the call arrived, for its deadline (see `crate::deadline()`):
+        // time spent in admission's queue counts against the client's budget.
+        req.extensions_mut()
+            .insert(crate::deadline::Arrived(tokio::time::Instant::now()));
         let path = req.uri().path();
         let is_data = is_data_path(path);
         let mut guard = CallGuard {
