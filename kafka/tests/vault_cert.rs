@@ -23,9 +23,7 @@ use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_plugin_core::proto::pubsub::SubscribeRequest;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
-use prism_testkit::{
-    IssuedCert, Kafka, KafkaProxy, ProxyOptions, SaslMechanism, TestCa, Vault, free_port,
-};
+use prism_testkit::{IssuedCert, SaslMechanism, TestCa, Vault};
 use tonic::transport::Channel;
 
 const SECRET: &str = "secret/prism/kafka-cert";
@@ -277,31 +275,8 @@ async fn issue_into_kv(vault: &Vault, secured: &Secured, name: &str) -> IssuedCe
 async fn certificates_issued_by_vault_pki_authenticate_through_the_mtls_proxy_and_swap() {
     let vault = Vault::start().await.expect("OpenBao starts");
     let pki_ca = enable_pki(&vault).await;
-    // The proxy serves with the test CA's certificate but trusts only
-    // clients signed by Vault's PKI root.
-    let ca = TestCa::new("prism-kafka-test-ca").expect("CA");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
-    let proxy_port = free_port();
-    let kafka = Kafka::start_advertising(proxy_port)
-        .await
-        .expect("tansu starts");
-    let options = ProxyOptions {
-        tls: Some(ca.server(&["127.0.0.1"]).expect("server cert")),
-        client_ca: Some(pki_ca),
-        ..ProxyOptions::default()
-    };
-    let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
-        .await
-        .expect("proxy starts");
-    let secured = Secured {
-        kafka,
-        proxy,
-        ca,
-        dir,
-        ca_file,
-    };
+    // The proxy trusts only clients signed by Vault's PKI root.
+    let secured = Secured::start_trusting(pki_ca).await;
     let first = issue_into_kv(&vault, &secured, "prism-kafka-a").await;
     assert!(first.key_pem.contains("PRIVATE KEY"), "PEM key as issued");
     let brokers = secured.proxy.bootstrap();

@@ -17,7 +17,7 @@ use common::{Secured, publish_request, ready_channel, spawn};
 use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
-use prism_testkit::{Kafka, KafkaProxy, ProxyOptions, Tee, TestCa, Vault, free_port, json_strings};
+use prism_testkit::{Tee, Vault, json_strings};
 
 /// The certificate's common name.
 const IDENTITY: &str = "prism-kafka";
@@ -29,31 +29,8 @@ async fn pki_certificates_with_a_30s_ttl_are_reissued_under_load_with_no_failed_
         .setup_pki("pki", "prism-kafka", IDENTITY, "30s")
         .await
         .expect("PKI engine");
-    // The proxy serves with the test CA's certificate and trusts only
-    // clients signed by Vault's PKI root.
-    let ca = TestCa::new("prism-kafka-pki-test-ca").expect("CA");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
-    let proxy_port = free_port();
-    let kafka = Kafka::start_advertising(proxy_port)
-        .await
-        .expect("tansu starts");
-    let options = ProxyOptions {
-        tls: Some(ca.server(&["127.0.0.1"]).expect("server cert")),
-        client_ca: Some(vault_ca),
-        ..ProxyOptions::default()
-    };
-    let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
-        .await
-        .expect("proxy starts");
-    let secured = Secured {
-        kafka,
-        proxy,
-        ca,
-        dir,
-        ca_file,
-    };
+    // The proxy trusts only clients signed by Vault's PKI root.
+    let secured = Secured::start_trusting(vault_ca).await;
 
     // Through a recording pass-through, so the test knows every key Vault
     // handed out.

@@ -49,6 +49,21 @@ impl Secured {
         users: Option<&[(&str, &str)]>,
         mechanism: SaslMechanism,
     ) -> Self {
+        Self::start_inner(tls, users, mechanism, |ca| mtls.then(|| ca.ca_pem())).await
+    }
+
+    /// TLS, no SASL, and a required client certificate signed by `client_ca`
+    /// (PEM; e.g. the root of Vault's PKI engine) instead of [`Secured::ca`].
+    pub async fn start_trusting(client_ca: String) -> Self {
+        Self::start_inner(true, None, SaslMechanism::Plain, |_| Some(client_ca)).await
+    }
+
+    async fn start_inner(
+        tls: bool,
+        users: Option<&[(&str, &str)]>,
+        mechanism: SaslMechanism,
+        client_ca: impl FnOnce(&TestCa) -> Option<String>,
+    ) -> Self {
         let ca = TestCa::new("prism-kafka-test-ca").expect("CA");
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_file = dir.path().join("ca.pem");
@@ -59,7 +74,7 @@ impl Secured {
             .expect("tansu starts");
         let options = ProxyOptions {
             tls: tls.then(|| ca.server(&["127.0.0.1", "localhost"]).expect("server cert")),
-            client_ca: mtls.then(|| ca.ca_pem()),
+            client_ca: client_ca(&ca),
             sasl_users: users.map(|users| {
                 users
                     .iter()
