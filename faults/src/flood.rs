@@ -100,36 +100,55 @@ impl Flood {
     }
 }
 
-/// One unary gRPC call on `send`.
+/// One unary gRPC call on `send`. A stream the server refused before
+/// processing it (`REFUSED_STREAM`: the client opened it before learning that
+/// a slot was free) is sent again, as every gRPC client does transparently.
 async fn call(send: h2::client::SendRequest<Bytes>, path: &str, body: Bytes) -> Call {
     let started = Instant::now();
-    let code = exchange(send, path, body).await;
+    let mut code = None;
+    for _ in 0..3 {
+        match exchange(send.clone(), path, body.clone()).await {
+            Ok(got) => {
+                code = got;
+                break;
+            }
+            Err(err) if err.reason() == Some(h2::Reason::REFUSED_STREAM) => continue,
+            Err(_) => break,
+        }
+    }
     Call {
         code,
         latency: started.elapsed(),
     }
 }
 
-async fn exchange(send: h2::client::SendRequest<Bytes>, path: &str, body: Bytes) -> Option<u8> {
-    let mut send = send.ready().await.ok()?;
-    let request = http::Request::post(format!("http://127.0.0.1{path}"))
+/// The call's gRPC status (`None`: no status came back), or the HTTP/2 error
+/// that ended it.
+async fn exchange(
+    send: h2::client::SendRequest<Bytes>,
+    path: &str,
+    body: Bytes,
+) -> Result<Option<u8>, h2::Error> {
+    let mut send = send.ready().await?;
+    let Ok(request) = http::Request::post(format!("http://127.0.0.1{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
-        .ok()?;
-    let (response, mut stream) = send.send_request(request, false).ok()?;
-    stream.send_data(body, true).ok()?;
-    let response = response.await.ok()?;
+    else {
+        return Ok(None);
+    };
+    let (response, mut stream) = send.send_request(request, false)?;
+    stream.send_data(body, true)?;
+    let response = response.await?;
     if let Some(code) = status(response.headers()) {
-        return Some(code); // trailers-only: refused or failed
+        return Ok(Some(code)); // trailers-only: refused or failed
     }
     let mut body = response.into_body();
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.ok()?;
+        let chunk = chunk?;
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    let trailers = body.trailers().await.ok()??;
-    status(&trailers)
+    Ok(body.trailers().await?.as_ref().and_then(status))
 }
 
 fn status(headers: &http::HeaderMap) -> Option<u8> {
