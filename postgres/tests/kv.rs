@@ -527,7 +527,19 @@ async fn initialize_declares_five_interfaces_and_grpcurl_works_through_reflectio
 async fn queued_point_calls_share_statements_and_each_gets_its_own_answer() {
     use sqlx::Connection;
 
-    let (pg, plugin) = pg_and_plugin(&[("PRISM_BACKEND__POOL_SIZE", "1")]).await;
+    // All 194 calls must reach the plugin's queue at once (not wait in the
+    // client for a free HTTP/2 stream, nor be shed): admission's bounds are
+    // raised above them.
+    let (pg, plugin) = pg_and_plugin(&[
+        ("PRISM_BACKEND__POOL_SIZE", "1"),
+        (
+            "PRISM_CONTROL_PLANE__ADMISSION__MAX_CONCURRENT_STREAMS_PER_CONNECTION",
+            "256",
+        ),
+        ("PRISM_CONTROL_PLANE__ADMISSION__MAX_IN_FLIGHT", "256"),
+        ("PRISM_CONTROL_PLANE__ADMISSION__MAX_QUEUE", "256"),
+    ])
+    .await;
     let mut kv = plugin.basic();
     for ns in ["ns-a", "ns-b"] {
         for i in 0..32 {
