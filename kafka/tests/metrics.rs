@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{publish_request, ready_channel, spawn};
+use common::pubsub::publish_request;
+use common::{ready_channel, spawn};
 use futures::StreamExt;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;

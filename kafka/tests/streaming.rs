@@ -6,9 +6,13 @@
 //!
 //! Every test starts its own broker and plugin, so they run in parallel.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::harness::Harness;
+use common::pubsub::next_within;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
@@ -19,46 +23,22 @@ use prism_plugin_core::proto::pubsub::{
     consume_request, consume_response, tail_request,
 };
 use prism_testkit::lifecycle::{expect_not_serving, expect_serving};
-use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
+use prism_testkit::otlp::rss_kib;
 use prism_testkit::pubsub::open_from_earliest;
-use prism_testkit::{Kafka, PluginProcess, ServingStatus, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-const BIN: &str = env!("CARGO_BIN_EXE_prism-kafka");
-const STARTUP: Duration = Duration::from_secs(15);
 /// Longest wait for one expected message (a new group member first waits
 /// for its partitions: about half the session timeout with tansu).
 const RECV: Duration = Duration::from_secs(15);
-/// Test session timeout (the default): tansu holds a JoinGroup for half of
-/// it, and under load answers heartbeats late enough that 2 s sessions expire.
-const SESSION: &str = "6s";
 
 /// Group `g`, from the earliest offset.
 const GROUP_G: &[(&str, &str)] = &[("group", "g"), ("start", "earliest")];
 
-struct Harness {
-    kafka: Kafka,
-    plugin: PluginProcess,
-    port: u16,
-    channel: Channel,
-}
-
+/// This suite's clients and restart on the shared harness.
 impl Harness {
-    async fn start(extra: &[(&str, &str)]) -> Self {
-        let kafka = Kafka::start().await.expect("tansu starts");
-        let port = free_port();
-        let (plugin, channel) = spawn_plugin(&kafka, port, extra).await;
-        Harness {
-            kafka,
-            plugin,
-            port,
-            channel,
-        }
-    }
-
     fn pubsub(&self) -> PubSubBasicInterfaceClient<Channel> {
         PubSubBasicInterfaceClient::new(self.channel.clone())
     }
@@ -74,36 +54,8 @@ impl Harness {
             .wait_exit(Duration::from_secs(5))
             .await
             .expect("killed plugin exits");
-        let (plugin, channel) = spawn_plugin(&self.kafka, self.port, extra).await;
-        self.plugin = plugin;
-        self.channel = channel;
+        self.respawn(extra).await;
     }
-}
-
-async fn spawn_plugin(
-    kafka: &Kafka,
-    port: u16,
-    extra: &[(&str, &str)],
-) -> (PluginProcess, Channel) {
-    let brokers = kafka.bootstrap();
-    let mut envs = vec![
-        ("KAFKA_BROKERS", brokers.as_str()),
-        ("PRISM_BACKEND__SESSION_TIMEOUT", SESSION),
-    ];
-    envs.extend_from_slice(extra);
-    let plugin = spawn_plugin_on(BIN, port, &[], &envs).await;
-    wait_plugin_health(
-        &plugin,
-        port,
-        &["readiness"],
-        ServingStatus::Serving,
-        STARTUP,
-    )
-    .await;
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
-    (plugin, channel)
 }
 
 fn publish_request(topic: &str, payload: impl Into<Vec<u8>>, key: &str) -> PublishRequest {
@@ -192,20 +144,12 @@ async fn unsubscribe(
         .into_inner()
 }
 
-async fn next(stream: &mut Streaming<Message>, timeout: Duration) -> Message {
-    tokio::time::timeout(timeout, stream.message())
-        .await
-        .expect("a message within the timeout")
-        .expect("stream ok")
-        .expect("stream open")
-}
-
 async fn collect(stream: &mut Streaming<Message>, n: usize, timeout: Duration) -> Vec<Message> {
     let mut out = Vec::with_capacity(n);
     let deadline = Instant::now() + timeout;
     while out.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
-        out.push(next(stream, left.max(Duration::from_millis(1))).await);
+        out.push(next_within(stream, left.max(Duration::from_millis(1))).await);
     }
     out
 }
@@ -215,15 +159,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +177,7 @@ async fn round_trip_keeps_metadata_ids_keys_and_millisecond_timestamps() {
     .collect();
     let id = publish(&mut client, req.clone()).await;
     let after = now_ms();
-    let got = next(&mut sub, RECV).await;
+    let got = next_within(&mut sub, RECV).await;
     assert_eq!(got.topic, "orders");
     assert_eq!(got.payload, req.payload);
     assert_eq!(
@@ -275,7 +210,7 @@ async fn round_trip_keeps_metadata_ids_keys_and_millisecond_timestamps() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("messageId"), "{stdout}");
-    let got = next(&mut sub, RECV).await;
+    let got = next_within(&mut sub, RECV).await;
     assert_eq!(&got.payload[..], b"hello");
     assert_eq!(got.metadata.get("via").map(String::as_str), Some("grpcurl"));
     assert!(stdout.contains(&got.message_id), "{stdout}");
@@ -385,7 +320,7 @@ async fn a_slow_subscriber_gets_backpressure_bounded_memory_and_every_message_on
         publish_request("firehose", vec![b'w'; SIZE], ""),
     )
     .await;
-    next(&mut sub, RECV).await;
+    next_within(&mut sub, RECV).await;
     let baseline = rss_kib(h.plugin.pid());
 
     let channel = h.channel.clone();
@@ -409,7 +344,7 @@ async fn a_slow_subscriber_gets_backpressure_bounded_memory_and_every_message_on
     let mut peak = baseline;
     let started = Instant::now();
     while !publisher.is_finished() || started.elapsed() < Duration::from_secs(3) {
-        got.push(next(&mut sub, RECV).await);
+        got.push(next_within(&mut sub, RECV).await);
         peak = peak.max(rss_kib(h.plugin.pid()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -481,7 +416,7 @@ async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed
     // The group resumes after the 10 handed-over messages.
     let mut sub = subscribe(&mut client, "events", "s2", GROUP_G).await;
     publish(&mut client, publish_request("events", "10", "k")).await;
-    let m = next(&mut sub, RECV).await;
+    let m = next_within(&mut sub, RECV).await;
     assert_eq!(
         &m.payload[..],
         b"10",
@@ -491,7 +426,7 @@ async fn unsubscribe_and_client_cancel_end_the_stream_and_commit_what_was_handed
     drop(sub);
     publish(&mut client, publish_request("events", "11", "k")).await;
     let mut sub = subscribe(&mut client, "events", "s3", GROUP_G).await;
-    let m = next(&mut sub, RECV).await;
+    let m = next_within(&mut sub, RECV).await;
     assert_eq!(&m.payload[..], b"11");
 }
 
@@ -823,7 +758,7 @@ async fn first_from_earliest(
     group: &str,
 ) -> Message {
     let mut sub = subscribe(client, topic, group, &[("start", "earliest")]).await;
-    next(&mut sub, RECV).await
+    next_within(&mut sub, RECV).await
 }
 
 /// With the default idempotent producer, a restarted tansu (in memory: it
@@ -1000,9 +935,7 @@ async fn sigterm_ends_open_streams_cleanly_and_exits_zero_quickly() {
 
     // The five handed-over messages were committed: a restarted plugin in the
     // same group sees only new ones.
-    let (plugin, channel) = spawn_plugin(&h.kafka, h.port, &[]).await;
-    h.plugin = plugin;
-    h.channel = channel;
+    h.respawn(&[]).await;
     let mut client = h.pubsub();
     let options = [("group", "drain-g"), ("start", "earliest")];
     let mut sub = subscribe(&mut client, "drain-events", "d1", &options).await;
@@ -1012,6 +945,6 @@ async fn sigterm_ends_open_streams_cleanly_and_exits_zero_quickly() {
         publish_request("drain-events", "after", "k"),
     )
     .await;
-    let next_message = next(&mut sub, RECV).await;
+    let next_message = next_within(&mut sub, RECV).await;
     assert_eq!(next_message.payload.as_ref(), b"after");
 }

@@ -11,65 +11,29 @@
 //! inserting them took 68-131 s here, the query about a minute; nextest gives
 //! that test 6 minutes, see .config/nextest.toml).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use common::STARTUP;
+use common::harness::{Harness, serving};
 use prism_plugin_core::proto::timeseries::time_series_basic_interface_client::TimeSeriesBasicInterfaceClient;
 use prism_plugin_core::proto::timeseries::{
     Event, InsertRequest, QueryEnd, QueryRequest, query_response,
 };
-use prism_testkit::lifecycle::{spawn_plugin_on, wait_plugin_health};
-use prism_testkit::{Kafka, KafkaProxy, PluginProcess, ProxyOptions, ServingStatus, free_port};
+use prism_testkit::{Kafka, KafkaProxy, ProxyOptions, ServingStatus, free_port};
 use tonic::Code;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_prism-kafka");
-const STARTUP: Duration = Duration::from_secs(20);
-
 type Client = TimeSeriesBasicInterfaceClient<Channel>;
 
-struct Harness {
-    _kafka: Kafka,
-    plugin: PluginProcess,
-    port: u16,
-    channel: Channel,
-}
-
+/// This suite's client on the shared harness.
 impl Harness {
-    async fn start(extra: &[(&str, &str)]) -> Self {
-        let kafka = Kafka::start().await.expect("tansu starts");
-        let (plugin, port, channel) = spawn(&kafka.bootstrap(), extra).await;
-        Harness {
-            _kafka: kafka,
-            plugin,
-            port,
-            channel,
-        }
-    }
-
     fn client(&self) -> Client {
         TimeSeriesBasicInterfaceClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
     }
-}
-
-async fn spawn(brokers: &str, extra: &[(&str, &str)]) -> (PluginProcess, u16, Channel) {
-    let port = free_port();
-    let mut envs = vec![("KAFKA_BROKERS", brokers)];
-    envs.extend_from_slice(extra);
-    let plugin = spawn_plugin_on(BIN, port, &[], &envs).await;
-    wait_plugin_health(
-        &plugin,
-        port,
-        &["readiness"],
-        ServingStatus::Serving,
-        STARTUP,
-    )
-    .await;
-    let channel = prism_testkit::connect(port, STARTUP)
-        .await
-        .expect("connect");
-    (plugin, port, channel)
 }
 
 fn event(series: &str, ts: i64, id: &str, tags: &[(&str, &str)]) -> Event {
@@ -83,6 +47,25 @@ fn event(series: &str, ts: i64, id: &str, tags: &[(&str, &str)]) -> Event {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
+}
+
+/// `n` events of `series` (ids `{series}-{i}`) with the timestamp and tags
+/// `of(rng, i)` picks, in random order.
+fn shuffled(
+    rng: &mut fastrand::Rng,
+    series: &str,
+    n: usize,
+    of: impl Fn(&mut fastrand::Rng, usize) -> (i64, Vec<(&'static str, String)>),
+) -> Vec<Event> {
+    let mut events: Vec<Event> = (0..n)
+        .map(|i| {
+            let (ts, tags) = of(rng, i);
+            let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            event(series, ts, &format!("{series}-{i}"), &tags)
+        })
+        .collect();
+    rng.shuffle(&mut events);
+    events
 }
 
 /// Inserts `events` in batches of `batch`; every batch must be written whole.
@@ -204,18 +187,10 @@ async fn random_order_inserts_come_back_in_order_once_for_50_random_ranges() {
     let mut client = h.client();
     let mut rng = fastrand::Rng::with_seed(16);
     // 20,000 events over 60 s: many share a millisecond.
-    let mut events: Vec<Event> = (0..20_000)
-        .map(|i| {
-            let host = format!("h{}", i % 5);
-            event(
-                "metrics",
-                BASE + rng.i64(0..60_000),
-                &format!("e{i}"),
-                &[("host", &host)],
-            )
-        })
-        .collect();
-    rng.shuffle(&mut events);
+    let events = shuffled(&mut rng, "metrics", 20_000, |rng, i| {
+        let host = format!("h{}", i % 5);
+        (BASE + rng.i64(0..60_000), vec![("host", host)])
+    });
     let started = Instant::now();
     for (n, chunk) in events.chunks(1000).enumerate() {
         let times = if n % 4 == 0 { 3 } else { 2 };
@@ -284,22 +259,14 @@ async fn tags_paging_empty_and_outlying_ranges_and_validation() {
     let mut client = h.client();
     let mut rng = fastrand::Rng::with_seed(5);
     // 3,000 events over 10 s, none in [BASE+4000, BASE+4100), random order.
-    let mut events: Vec<Event> = (0..3000)
-        .map(|i| {
-            let mut ts = BASE + rng.i64(0..9_900);
-            if ts >= BASE + 4000 {
-                ts += 100;
-            }
-            let host = ["a", "b", "c"][i % 3];
-            event(
-                "paging",
-                ts,
-                &format!("p{i}"),
-                &[("host", host), ("dc", "eu")],
-            )
-        })
-        .collect();
-    rng.shuffle(&mut events);
+    let mut events = shuffled(&mut rng, "paging", 3000, |rng, i| {
+        let mut ts = BASE + rng.i64(0..9_900);
+        if ts >= BASE + 4000 {
+            ts += 100;
+        }
+        let host = ["a", "b", "c"][i % 3].to_string();
+        (ts, vec![("host", host), ("dc", "eu".to_string())])
+    });
     insert_all(&mut client, &events, 500).await;
     let reply = client
         .insert(InsertRequest {
@@ -580,8 +547,10 @@ async fn a_broker_outage_mid_query_ends_unavailable_and_the_cursor_resumes_exact
     let proxy = KafkaProxy::start(proxy_port, kafka.port(), ProxyOptions::default())
         .await
         .expect("proxy");
-    let (plugin, port, channel) = spawn(
+    let port = free_port();
+    let (plugin, channel) = serving(
         &proxy.bootstrap(),
+        port,
         &[
             ("PRISM_BACKEND__TIMESERIES__STALL_TIMEOUT", "2s"),
             ("PRISM_BACKEND__TIMESERIES__LOOKAHEAD", "1000"),

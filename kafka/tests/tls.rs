@@ -6,43 +6,26 @@
 
 mod common;
 
-use common::{Secured, ready_channel, refused_with, round_trip, spawn, stop};
+use common::pubsub::round_trip;
+use common::ready_channel;
+use common::secured::Secured;
 use prism_testkit::TestCa;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_and_subscribe_over_tls_with_the_ca_file() {
-    let secured = Secured::start(true, None).await;
-    let ca_file = secured.ca_file.to_string_lossy().into_owned();
-    let brokers = secured.proxy.bootstrap();
-    let (plugin, port) = spawn(&[
-        ("KAFKA_BROKERS", &brokers),
-        ("PRISM_BACKEND__SECURITY_PROTOCOL", "ssl"),
-        ("PRISM_BACKEND__TLS__CA_FILE", &ca_file),
-    ])
-    .await;
+    let secured = Secured::tls().await;
+    let (plugin, port) = secured.spawn(&[]).await;
     let channel = ready_channel(&plugin, port).await;
-    let got = round_trip(&channel, "tls-topic", "tls-group", "over tls").await;
-    assert_eq!(got, "over tls");
+    round_trip(&channel, "tls-topic", "tls-group", "over tls").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_ca_keeps_readiness_off_with_a_clear_reason_and_the_plugin_serving() {
-    let secured = Secured::start(true, None).await;
+    let mut secured = Secured::tls().await;
     let other = TestCa::new("some-other-ca").expect("CA");
     let wrong = secured.write("wrong-ca.pem", &other.ca_pem());
-    let wrong = wrong.to_string_lossy().into_owned();
-    let brokers = secured.proxy.bootstrap();
-    let (mut plugin, port) = spawn(&[
-        ("KAFKA_BROKERS", &brokers),
-        ("PRISM_BACKEND__SECURITY_PROTOCOL", "ssl"),
-        ("PRISM_BACKEND__TLS__CA_FILE", &wrong),
-    ])
-    .await;
-    // The TLS handshake fails on every attempt; librdkafka's reason is
-    // logged, a probe reports it, and every status that follows the backend
-    // is off while liveness stays on.
-    let reason = "certificate verify failed";
-    refused_with(&mut plugin, port, reason, &["readiness", "", "kafka"]).await;
-    let logs = stop(&mut plugin).await;
+    secured.set("PRISM_BACKEND__TLS__CA_FILE", wrong.to_string_lossy());
+    // The plugin refuses the proxy's certificate on every attempt.
+    let logs = secured.handshake_refused("certificate verify failed").await;
     assert!(!logs.contains("panicked"), "{logs}");
 }

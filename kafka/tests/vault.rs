@@ -11,25 +11,20 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RECV, STARTUP, Secured, publish_request, ready_channel, round_trip, spawn};
-use prism_plugin_core::proto::lifecycle::HealthCheckRequest;
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
+use common::pubsub::{AcrossChange, publish, publish_request};
+use common::secured::Secured;
+use common::{RECV, STARTUP, details, ready_channel, stop};
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
 use prism_plugin_core::proto::pubsub::{
-    Ack, ConsumeOpen, ConsumeRequest, ConsumeResponse, Credit, Message, MessageRef, StartPosition,
-    SubscribeRequest, consume_request, consume_response,
+    Ack, ConsumeRequest, ConsumeResponse, Credit, MessageRef, consume_request, consume_response,
 };
+use prism_testkit::pubsub::open_from_earliest;
 use prism_testkit::{SaslMechanism, Vault};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 const USER_1: &str = "kafka-user-one";
 const PASSWORD_1: &str = "vault-kafka-pw-1-c0ffee";
@@ -50,15 +45,6 @@ async fn put_secret(vault: &Vault, user: &str, password: &str) {
         ])
         .await
         .expect("bao kv put");
-}
-
-async fn details(channel: &Channel) -> HashMap<String, String> {
-    LifecycleInterfaceClient::new(channel.clone())
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner()
-        .details
 }
 
 fn consume_message(request: consume_request::Request) -> ConsumeRequest {
@@ -115,11 +101,6 @@ async fn next_message(
     }
 }
 
-async fn next_payload(stream: &mut Streaming<Message>) -> String {
-    let message = receive(stream, RECV).await;
-    String::from_utf8(message.payload.to_vec()).expect("utf-8")
-}
-
 async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut i64, want: i64) {
     let deadline = Instant::now() + RECV;
     while *committed < want {
@@ -143,23 +124,16 @@ async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_without_loss() {
     let users = [(USER_1, PASSWORD_1)];
-    let secured = Secured::start_with(false, false, Some(&users), SaslMechanism::ScramSha512).await;
+    let mut secured = Secured::sasl(false, SaslMechanism::ScramSha512, &users).await;
     let vault = Vault::start().await.expect("OpenBao starts");
     put_secret(&vault, USER_1, PASSWORD_1).await;
-    let brokers = secured.proxy.bootstrap();
-    let vault_addr = vault.addr();
-    let (mut plugin, port) = spawn(&[
-        ("KAFKA_BROKERS", &brokers),
-        ("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_plaintext"),
+    // The mechanism comes from the secret, not from the plugin's config.
+    secured.credentials_in_vault_kv(&vault, "prism/kafka");
+    let extra = [
         ("PRISM_BACKEND__DEFAULT_PARTITIONS", "1"),
-        ("VAULT_ADDR", &vault_addr),
-        ("VAULT_TOKEN", vault.root_token()),
-        ("PRISM_VAULT__SECRET__ENGINE", "kv2"),
-        ("PRISM_VAULT__SECRET__PATH", "prism/kafka"),
-        ("PRISM_VAULT__SECRET__POLL_INTERVAL", "300ms"),
         ("PRISM_LOG_LEVEL", "debug"),
-    ])
-    .await;
+    ];
+    let (mut plugin, port) = secured.spawn(&extra).await;
     let channel = ready_channel(&plugin, port).await;
     let before = details(&channel).await;
     assert_eq!(before.get("vault_user").map(String::as_str), Some(USER_1));
@@ -167,27 +141,12 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     // 20 messages on a one-partition topic; a Consume stream takes 10 and
     // acknowledges the first 5 (committed), leaving 5..9 unacknowledged.
     let topic = "vault-consume";
-    let mut publisher = PubSubBasicInterfaceClient::new(channel.clone());
     for i in 0..20 {
-        let reply = publisher
-            .publish(publish_request(topic, &i.to_string()))
-            .await
-            .expect("publish")
-            .into_inner();
-        assert!(reply.success, "{reply:?}");
+        publish(&channel, publish_request(topic, &i.to_string())).await;
     }
     let (commands, rx) = mpsc::channel(16);
-    commands
-        .send(consume_message(consume_request::Request::Open(
-            ConsumeOpen {
-                topic: topic.into(),
-                group: "vault-group".into(),
-                start: StartPosition::Earliest as i32,
-                initial_credit: 10,
-            },
-        )))
-        .await
-        .expect("open");
+    let open = open_from_earliest(topic, "vault-group", 10);
+    commands.send(open).await.expect("open");
     let mut stream = StreamInterfaceClient::new(channel.clone())
         .consume(ReceiverStream::new(rx))
         .await
@@ -203,51 +162,9 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     ack(&commands, &first[..5]).await;
     wait_committed(&mut stream, &mut committed, first[5].0).await;
 
-    // A Subscribe stream that has received one message.
-    let mut subscription = publisher
-        .subscribe(SubscribeRequest {
-            topic: "vault-sub".into(),
-            subscriber_id: "sub-group".into(),
-            options: HashMap::from([("start".to_string(), "earliest".to_string())]),
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    publisher
-        .publish(publish_request("vault-sub", "before"))
-        .await
-        .expect("publish");
-    assert_eq!(next_payload(&mut subscription).await, "before");
-
-    // Steady publishes on another topic while the secret changes.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = tokio::spawn({
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let mut client = PubSubBasicInterfaceClient::new(channel.clone());
-        async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                match client
-                    .publish(publish_request("vault-load", &i.to_string()))
-                    .await
-                {
-                    Ok(reply) if reply.get_ref().success => ok.fetch_add(1, Ordering::Relaxed),
-                    Ok(reply) => {
-                        eprintln!("publish failed: {:?}", reply.get_ref());
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Err(status) => {
-                        eprintln!("publish failed: {status}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A Subscribe stream that has received one message, and steady
+    // publishes on another topic while the secret changes.
+    let traffic = AcrossChange::start(&channel, "vault").await;
 
     // Rotate to a new SCRAM user: the broker learns it (salted keys only),
     // Vault gets version 2.
@@ -275,12 +192,8 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
 
     // The stream (on a new consumer as the new user) delivers exactly the
     // unacknowledged 5..9 again, then the rest; nothing acknowledged returns.
-    commands
-        .send(consume_message(consume_request::Request::Credit(Credit {
-            messages: 100,
-        })))
-        .await
-        .expect("credit");
+    let credit = consume_message(consume_request::Request::Credit(Credit { messages: 100 }));
+    commands.send(credit).await.expect("credit");
     let mut second = Vec::new();
     for _ in 0..15 {
         second.push(next_message(&mut stream, &mut committed).await);
@@ -293,22 +206,8 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
 
     // The subscription goes on (as the new user): what it had received was
     // committed by the old consumer, so the next message is the new one.
-    publisher
-        .publish(publish_request("vault-sub", "after"))
-        .await
-        .expect("publish");
-    assert_eq!(next_payload(&mut subscription).await, "after");
-
     // Publishes went on throughout; new connections use the new user.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load task");
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("[vault] publishes during the rotation: {ok} ok, {failed} failed");
-    assert_eq!(failed, 0);
-    assert!(ok >= 20, "only {ok} publishes ran");
-    let got = round_trip(&channel, "vault-after", "after-group", "as user two").await;
-    assert_eq!(got, "as user two");
+    traffic.finish(&channel).await;
     let authenticated = secured.proxy.authenticated();
     let last = authenticated.last().map(String::as_str);
     assert_eq!(last, Some(USER_2), "{authenticated:?}");
@@ -326,12 +225,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
     assert!(!secured.proxy.rejected().is_empty());
-    let reply = publisher
-        .publish(publish_request("vault-load", "still user two"))
-        .await
-        .expect("publish with the kept credentials")
-        .into_inner();
-    assert!(reply.success, "{reply:?}");
+    publish(&channel, publish_request("vault-load", "still user two")).await;
     let kept = details(&channel).await;
     assert_eq!(kept.get("vault_generation").map(String::as_str), Some("2"));
     assert_ne!(
@@ -341,12 +235,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     );
 
     drop(commands);
-    plugin.sigterm().expect("sigterm");
-    plugin
-        .wait_exit(Duration::from_secs(20))
-        .await
-        .expect("exits");
-    let logs = plugin.logs();
+    let logs = stop(&mut plugin).await;
     for secret in [PASSWORD_1, PASSWORD_2, WRONG_PASSWORD, vault.root_token()] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }

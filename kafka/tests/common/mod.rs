@@ -1,22 +1,42 @@
-//! Helpers shared by the security tests (`tls.rs`, `mtls.rs`, `sasl.rs`,
-//! `scram.rs`, `vault.rs`): tansu behind a TLS- (optionally mTLS) and/or
-//! SASL-terminating [`KafkaProxy`], the plugin
-//! spawned against it, and a publish → subscribe round trip.
+//! Helpers shared by the Kafka test binaries: the plugin spawned and
+//! waited for, a refused backend seen from outside, a clean stop, health
+//! details, and no key material in logs. [`harness`] starts tansu and a
+//! ready plugin; [`secured`] starts tansu behind the TLS/mTLS/SASL test
+//! proxy ([`sasl`] is the SASL suite on it); [`pubsub`] publishes and
+//! subscribes.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
+pub mod harness;
+pub mod pubsub;
+pub mod sasl;
+pub mod secured;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use prism_plugin_core::proto::lifecycle::{HealthCheckResponse, HealthStatus};
-use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
-use prism_plugin_core::proto::pubsub::{PublishRequest, SubscribeRequest};
-use prism_testkit::lifecycle::wait_all_health;
-use prism_testkit::{
-    Kafka, KafkaProxy, PluginProcess, ProxyOptions, SaslMechanism, ServingStatus, TestCa, free_port,
-};
+use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
+use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthCheckResponse, HealthStatus};
+use prism_testkit::lifecycle::{spawn_plugin_on, wait_all_health};
+use prism_testkit::{PluginProcess, ServingStatus, free_port};
 use tonic::transport::Channel;
+
+/// One multi-threaded `#[tokio::test]` per `name => call;` row, for suites
+/// whose tests differ only in their parameters (`call` is a future).
+#[allow(unused_macros)] // each test binary uses a different subset
+macro_rules! cases {
+    ($($(#[$meta:meta])* $name:ident => $call:expr;)+) => {
+        $(
+            $(#[$meta])*
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                $call.await;
+            }
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use cases;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-kafka");
 pub const STARTUP: Duration = Duration::from_secs(20);
@@ -24,97 +44,22 @@ pub const STARTUP: Duration = Duration::from_secs(20);
 /// for its partitions: about half the session timeout with tansu).
 pub const RECV: Duration = Duration::from_secs(20);
 
-/// tansu behind a proxy, plus the CA that signed the proxy's certificate.
-pub struct Secured {
-    pub kafka: Kafka,
-    pub proxy: KafkaProxy,
-    pub ca: TestCa,
-    pub dir: tempfile::TempDir,
-    /// The CA certificate (PEM) as a file, for `backend.tls.ca_file`.
-    pub ca_file: PathBuf,
-}
-
-impl Secured {
-    /// Starts tansu advertising the proxy's port, and the proxy (TLS when
-    /// `tls`, SASL/PLAIN with `users` when given).
-    pub async fn start(tls: bool, users: Option<&[(&str, &str)]>) -> Self {
-        Self::start_with(tls, false, users, SaslMechanism::Plain).await
-    }
-
-    /// [`Secured::start`] with SASL `mechanism` for `users`, and with
-    /// `mtls` (needs `tls`) a required client certificate from [`Secured::ca`].
-    pub async fn start_with(
-        tls: bool,
-        mtls: bool,
-        users: Option<&[(&str, &str)]>,
-        mechanism: SaslMechanism,
-    ) -> Self {
-        Self::start_inner(tls, users, mechanism, |ca| mtls.then(|| ca.ca_pem())).await
-    }
-
-    /// TLS, no SASL, and a required client certificate signed by `client_ca`
-    /// (PEM; e.g. the root of Vault's PKI engine) instead of [`Secured::ca`].
-    pub async fn start_trusting(client_ca: String) -> Self {
-        Self::start_inner(true, None, SaslMechanism::Plain, |_| Some(client_ca)).await
-    }
-
-    async fn start_inner(
-        tls: bool,
-        users: Option<&[(&str, &str)]>,
-        mechanism: SaslMechanism,
-        client_ca: impl FnOnce(&TestCa) -> Option<String>,
-    ) -> Self {
-        let ca = TestCa::new("prism-kafka-test-ca").expect("CA");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
-        let proxy_port = free_port();
-        let kafka = Kafka::start_advertising(proxy_port)
-            .await
-            .expect("tansu starts");
-        let options = ProxyOptions {
-            tls: tls.then(|| ca.server(&["127.0.0.1", "localhost"]).expect("server cert")),
-            client_ca: client_ca(&ca),
-            sasl_users: users.map(|users| {
-                users
-                    .iter()
-                    .map(|(u, p)| (u.to_string(), p.to_string()))
-                    .collect()
-            }),
-            sasl_mechanism: mechanism,
-        };
-        let proxy = KafkaProxy::start(proxy_port, kafka.port(), options)
-            .await
-            .expect("proxy starts");
-        Secured {
-            kafka,
-            proxy,
-            ca,
-            dir,
-            ca_file,
-        }
-    }
-
-    /// Writes a PEM file into the temp dir and returns its path.
-    pub fn write(&self, name: &str, pem: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, pem).expect("write PEM");
-        path
-    }
-}
+/// Test session timeout (the default): tansu holds a JoinGroup for half of
+/// it, and under load answers heartbeats late enough that 2 s sessions expire.
+pub const SESSION: &str = "6s";
 
 /// Spawns the plugin with text logs and `envs`; returns it and its port.
 pub async fn spawn(envs: &[(&str, &str)]) -> (PluginProcess, u16) {
     let port = free_port();
-    let mut all = vec![
-        ("PRISM_LOG_FORMAT", "text"),
-        ("PRISM_BACKEND__SESSION_TIMEOUT", "6s"),
-    ];
+    (spawn_on(port, envs).await, port)
+}
+
+/// Spawns the plugin on `port` (e.g. a restarted plugin on the address its
+/// clients know) with text logs, [`SESSION`] and `envs` (which win).
+pub async fn spawn_on(port: u16, envs: &[(&str, &str)]) -> PluginProcess {
+    let mut all = vec![("PRISM_BACKEND__SESSION_TIMEOUT", SESSION)];
     all.extend_from_slice(envs);
-    let plugin = PluginProcess::spawn(BIN, &["--grpc-port", &port.to_string()], &all)
-        .await
-        .expect("plugin spawns");
-    (plugin, port)
+    spawn_plugin_on(BIN, port, &[], &all).await
 }
 
 /// Waits until `plugin` (on `port`) is ready and returns a channel to it;
@@ -144,10 +89,10 @@ pub async fn refused_with(plugin: &mut PluginProcess, port: u16, reason: &str, n
     assert!(status.is_none(), "plugin exited: {status:?}");
 }
 
-/// SIGTERMs `plugin`, waits up to 15 s for it to exit, returns its logs.
+/// SIGTERMs `plugin`, waits up to 20 s for it to exit 0, returns its logs.
 pub async fn stop(plugin: &mut PluginProcess) -> String {
     plugin.sigterm().expect("sigterm");
-    let exited = plugin.wait_exit(Duration::from_secs(15)).await;
+    let exited = plugin.wait_exit(Duration::from_secs(20)).await;
     let status = exited.expect("exits");
     assert_eq!(status.code(), Some(0), "{}", plugin.logs());
     plugin.logs()
@@ -177,42 +122,29 @@ pub async fn wait_for_report(
     }
 }
 
-pub fn publish_request(topic: &str, payload: &str) -> PublishRequest {
-    PublishRequest {
-        topic: topic.to_string(),
-        payload: payload.as_bytes().to_vec().into(),
-        metadata: HashMap::from([("via".to_string(), "proxy".to_string())]),
-        partition_key: "k".to_string(),
-    }
+/// The `details` of the plugin's lifecycle `HealthCheck`.
+pub async fn details(channel: &Channel) -> HashMap<String, String> {
+    LifecycleInterfaceClient::new(channel.clone())
+        .health_check(HealthCheckRequest {})
+        .await
+        .expect("HealthCheck")
+        .into_inner()
+        .details
 }
 
-/// Subscribes (group `group`, from earliest), publishes `payload` and
-/// returns what the subscriber received.
-pub async fn round_trip(channel: &Channel, topic: &str, group: &str, payload: &str) -> String {
-    let mut client = PubSubBasicInterfaceClient::new(channel.clone());
-    let reply = client
-        .publish(publish_request(topic, payload))
-        .await
-        .expect("publish")
-        .into_inner();
-    assert!(reply.success, "{reply:?}");
-    let mut stream = client
-        .subscribe(SubscribeRequest {
-            topic: topic.to_string(),
-            subscriber_id: group.to_string(),
-            options: HashMap::from([("start".to_string(), "earliest".to_string())]),
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    let message = tokio::time::timeout(RECV, stream.message())
-        .await
-        .expect("a message within the timeout")
-        .expect("stream ok")
-        .expect("stream open");
-    assert_eq!(
-        message.metadata.get("via").map(String::as_str),
-        Some("proxy")
-    );
-    String::from_utf8(message.payload.to_vec()).expect("utf-8")
+/// The lines of key material in a PEM private key (each is distinctive; a
+/// text that quoted any of them would leak part of the key).
+pub fn key_lines(pem: &str) -> Vec<&str> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 8)
+        .collect()
+}
+
+/// No line of any of the PEM private `keys` appears in `text` (`what` names it).
+pub fn assert_no_key_in<'a>(text: &str, what: &str, keys: impl IntoIterator<Item = &'a str>) {
+    for key in keys {
+        for line in key_lines(key) {
+            assert!(!text.contains(line), "private key material in the {what}");
+        }
+    }
 }
