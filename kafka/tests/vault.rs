@@ -1,13 +1,13 @@
 //! `prism-kafka` with SASL credentials from Vault (real OpenBao, KV v2) in
 //! front of a real broker (tansu behind the test proxy running the server
-//! side of SCRAM-SHA-512, which records the user of every authentication). A new secret version switches the
-//! producer and every group stream to the new user: publishes keep
-//! succeeding throughout (0 failures), an open Consume stream loses nothing
-//! acknowledged and gets exactly the unacknowledged messages again, an open
-//! Subscribe stream carries on without repeating what it delivered, new
-//! connections authenticate as the new user, a later version the broker
-//! rejects is abandoned while the working credentials stay in use, and no
-//! password is ever logged.
+//! side of SCRAM-SHA-512, which records the user of every authentication). A
+//! new secret version switches the producer and every group stream to the
+//! new user: publishes keep succeeding throughout (0 failures), an open
+//! Consume stream loses nothing acknowledged and gets exactly the
+//! unacknowledged messages again, an open Subscribe stream carries on
+//! without repeating what it delivered, new connections authenticate as the
+//! new user, a later version the broker rejects is abandoned while the
+//! working credentials stay in use, and no password is ever logged.
 
 mod common;
 
