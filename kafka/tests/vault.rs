@@ -13,13 +13,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pubsub::{AcrossChange, publish, publish_request};
+use common::pubsub::{AcrossChange, REJOIN, publish, publish_request};
 use common::secured::Secured;
-use common::{RECV, STARTUP, details, ready_channel, stop};
+use common::{STARTUP, ready_channel, stop};
 use prism_plugin_core::proto::pubsub::stream_interface_client::StreamInterfaceClient;
 use prism_plugin_core::proto::pubsub::{
     Ack, ConsumeRequest, ConsumeResponse, Credit, MessageRef, consume_request, consume_response,
 };
+use prism_testkit::lifecycle::health_check;
 use prism_testkit::pubsub::open_from_earliest;
 use prism_testkit::{SaslMechanism, Vault};
 use tokio::sync::mpsc;
@@ -77,13 +78,14 @@ async fn ack(commands: &mpsc::Sender<ConsumeRequest>, messages: &[(i64, String)]
 }
 
 /// Next Consume message (skipping `committed` notices, which are returned
-/// through `committed`).
+/// through `committed`), within [`REJOIN`]: after the rotation the stream
+/// is on a new consumer that must rejoin its group first.
 async fn next_message(
     stream: &mut Streaming<ConsumeResponse>,
     committed: &mut i64,
 ) -> (i64, String) {
     loop {
-        let response = receive(stream, RECV).await;
+        let response = receive(stream, REJOIN).await;
         match response.response {
             Some(consume_response::Response::Message(m)) => {
                 return (
@@ -101,8 +103,10 @@ async fn next_message(
     }
 }
 
+/// Reads `committed` notices until the commit of `want` is confirmed
+/// (within [`REJOIN`], like [`next_message`]).
 async fn wait_committed(stream: &mut Streaming<ConsumeResponse>, committed: &mut i64, want: i64) {
-    let deadline = Instant::now() + RECV;
+    let deadline = Instant::now() + REJOIN;
     while *committed < want {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
@@ -135,7 +139,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
     ];
     let (mut plugin, port) = secured.spawn(&extra).await;
     let channel = ready_channel(&plugin, port).await;
-    let before = details(&channel).await;
+    let before = health_check(port).await.details;
     assert_eq!(before.get("vault_user").map(String::as_str), Some(USER_1));
 
     // 20 messages on a one-partition topic; a Consume stream takes 10 and
@@ -179,7 +183,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
     }
-    let after = details(&channel).await;
+    let after = health_check(port).await.details;
     assert_eq!(after.get("vault_user").map(String::as_str), Some(USER_2));
     assert_eq!(after.get("vault_generation").map(String::as_str), Some("2"));
     assert!(
@@ -226,7 +230,7 @@ async fn a_new_secret_version_switches_publishes_and_streams_to_the_new_user_wit
         .unwrap_or_else(|e| panic!("{e}\n{}", plugin.logs()));
     assert!(!secured.proxy.rejected().is_empty());
     publish(&channel, publish_request("vault-load", "still user two")).await;
-    let kept = details(&channel).await;
+    let kept = health_check(port).await.details;
     assert_eq!(kept.get("vault_generation").map(String::as_str), Some("2"));
     assert_ne!(
         kept.get("vault_abandoned_credentials").map(String::as_str),

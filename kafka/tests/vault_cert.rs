@@ -15,7 +15,8 @@ mod common;
 
 use common::pubsub::{AcrossChange, publish, publish_request, round_trip};
 use common::secured::Secured;
-use common::{STARTUP, assert_no_key_in, details, ready_channel, stop};
+use common::{STARTUP, assert_no_key_in, ready_channel, stop};
+use prism_testkit::lifecycle::health_check;
 use prism_testkit::{IssuedCert, PluginProcess, TestCa, Vault};
 use tonic::transport::Channel;
 
@@ -37,16 +38,16 @@ async fn put_certificate(vault: &Vault, secured: &Secured, name: &str, cert: &Is
 }
 
 /// The plugin over TLS to the mTLS proxy, its client certificate from
-/// `vault`'s KV secret [`SECRET`], ready.
+/// `vault`'s KV secret [`SECRET`], ready: it, its port and a channel.
 async fn spawn_from_vault(
     secured: &mut Secured,
     vault: &Vault,
     extra: &[(&str, &str)],
-) -> (PluginProcess, Channel) {
+) -> (PluginProcess, u16, Channel) {
     secured.credentials_in_vault_kv(vault, "prism/kafka-cert");
     let (plugin, port) = secured.spawn(extra).await;
     let channel = ready_channel(&plugin, port).await;
-    (plugin, channel)
+    (plugin, port, channel)
 }
 
 /// Waits until `plugin` logs `line`; panics with its logs otherwise.
@@ -69,8 +70,8 @@ async fn a_new_certificate_version_is_swapped_in_under_load_without_a_failed_pub
         ("PRISM_BACKEND__DEFAULT_PARTITIONS", "1"),
         ("PRISM_LOG_LEVEL", "debug"),
     ];
-    let (mut plugin, channel) = spawn_from_vault(&mut secured, &vault, &extra).await;
-    let before = details(&channel).await;
+    let (mut plugin, port, channel) = spawn_from_vault(&mut secured, &vault, &extra).await;
+    let before = health_check(port).await.details;
     let source = before.get("client_certificate").map(String::as_str);
     assert_eq!(source, Some("rotated-pem"), "{before:?}");
     let presented = secured.proxy.client_certificates();
@@ -81,7 +82,7 @@ async fn a_new_certificate_version_is_swapped_in_under_load_without_a_failed_pub
     let traffic = AcrossChange::start(&channel, "cert").await;
     put_certificate(&vault, &secured, "second", &second).await;
     logged(&plugin, "subscription switched to the rotated credentials").await;
-    let after = details(&channel).await;
+    let after = health_check(port).await.details;
     assert_eq!(after.get("vault_generation").map(String::as_str), Some("2"));
     let keys = [first.key_pem.as_str(), second.key_pem.as_str()];
     assert_no_key_in(&format!("{after:?}"), "health details", keys);
@@ -103,7 +104,7 @@ async fn a_new_certificate_version_is_swapped_in_under_load_without_a_failed_pub
     logged(&plugin, "cannot connect with the new Vault credentials").await;
     assert!(secured.proxy.failed_handshakes() > 0);
     publish(&channel, publish_request("cert-load", "still cert two")).await;
-    let kept = details(&channel).await;
+    let kept = health_check(port).await.details;
     assert_eq!(kept.get("vault_generation").map(String::as_str), Some("2"));
 
     let logs = stop(&mut plugin).await;
@@ -177,7 +178,7 @@ async fn certificates_issued_by_vault_pki_authenticate_through_the_mtls_proxy_an
     let mut secured = Secured::trusting(pki_ca).await;
     let first = issue_into_kv(&vault, &secured, "prism-kafka-a").await;
     assert!(first.key_pem.contains("PRIVATE KEY"), "PEM key as issued");
-    let (mut plugin, channel) = spawn_from_vault(&mut secured, &vault, &[]).await;
+    let (mut plugin, _, channel) = spawn_from_vault(&mut secured, &vault, &[]).await;
     round_trip(&channel, "pki-topic", "pki-group", "pki cert one").await;
     let presented = secured.proxy.client_certificates();
     assert!(presented.contains(&first.cert_der()));

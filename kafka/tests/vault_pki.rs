@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::pubsub::PublishLoad;
 use common::secured::Secured;
-use common::{assert_no_key_in, details, ready_channel, stop};
+use common::{assert_no_key_in, ready_channel, stop};
+use prism_testkit::lifecycle::health_check;
 use prism_testkit::{Tee, Vault};
 
 /// The certificate's common name.
@@ -48,7 +49,7 @@ async fn pki_certificates_with_a_30s_ttl_are_reissued_under_load_with_no_failed_
     let load = PublishLoad::start(&channel, "pki-load", Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(90)).await;
     load.finish("kafka pki re-issues", 101).await;
-    let details = details(&channel).await;
+    let details = health_check(port).await.details;
     let presented: BTreeSet<Vec<u8>> = secured.proxy.client_certificates().into_iter().collect();
     eprintln!(
         "[kafka pki] {} certificates presented; {details:?}",

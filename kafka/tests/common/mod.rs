@@ -1,6 +1,6 @@
 //! Helpers shared by the Kafka test binaries: the plugin spawned and
-//! waited for, a refused backend seen from outside, a clean stop, health
-//! details, and no key material in logs. [`harness`] starts tansu and a
+//! waited for, a refused backend seen from outside, a clean stop, and no
+//! key material in logs. [`harness`] starts tansu and a
 //! ready plugin; [`secured`] starts tansu behind the TLS/mTLS/SASL test
 //! proxy ([`sasl`] is the SASL suite on it); [`pubsub`] publishes and
 //! subscribes.
@@ -12,11 +12,9 @@ pub mod pubsub;
 pub mod sasl;
 pub mod secured;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
-use prism_plugin_core::proto::lifecycle::{HealthCheckRequest, HealthCheckResponse, HealthStatus};
+use prism_plugin_core::proto::lifecycle::{HealthCheckResponse, HealthStatus};
 use prism_testkit::lifecycle::{spawn_plugin_on, wait_all_health};
 use prism_testkit::{PluginProcess, ServingStatus, free_port};
 use tonic::transport::Channel;
@@ -120,16 +118,6 @@ pub async fn wait_for_report(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The `details` of the plugin's lifecycle `HealthCheck`.
-pub async fn details(channel: &Channel) -> HashMap<String, String> {
-    LifecycleInterfaceClient::new(channel.clone())
-        .health_check(HealthCheckRequest {})
-        .await
-        .expect("HealthCheck")
-        .into_inner()
-        .details
 }
 
 /// The lines of key material in a PEM private key (each is distinctive; a

@@ -156,7 +156,7 @@ impl PublishLoad {
 /// (a new consumer as the new identity): it rejoins its group, which may
 /// wait for the old member's 6 s session, and much longer on a loaded
 /// machine (20 s was seen to be too short).
-const REJOIN: Duration = Duration::from_secs(60);
+pub const REJOIN: Duration = Duration::from_secs(60);
 
 /// Traffic across a change under the plugin: a Subscribe stream that has
 /// delivered a message, and a [`PublishLoad`] every 10 ms.
