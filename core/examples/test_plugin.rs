@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prism_plugin_core::kv as replies;
 use prism_plugin_core::proto::keyvalue::{
     self as kv,
     key_value_basic_interface_server::{KeyValueBasicInterface, KeyValueBasicInterfaceServer},
 };
 use prism_plugin_core::{
-    BackendConfig, Context, Error, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
-    ServiceRegistry, Slot, proto,
+    BackendConfig, Call, Context, Error, HealthReport, HealthStatus, Interface, ManifestSource,
+    Plugin, ServiceRegistry, Slot, proto,
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
@@ -142,61 +143,43 @@ impl KvService {
 #[tonic::async_trait]
 impl KeyValueBasicInterface for KvService {
     async fn set(&self, req: Request<kv::SetRequest>) -> Result<Response<kv::SetResponse>, Status> {
-        self.backend.get()?;
-        let ns = prism_plugin_core::namespace(&req)?;
-        let req = req.into_inner();
+        let (Call { scope, .. }, req) = Call::begin(&self.backend, req)?;
         if req.key.is_empty() {
             return Err(Status::invalid_argument("key must not be empty"));
         }
-        self.map().insert((ns, req.key), req.value);
-        Ok(Response::new(kv::SetResponse {
-            success: true,
-            error: String::new(),
-        }))
+        self.map().insert((scope.namespace, req.key), req.value);
+        Ok(Response::new(replies::set_ok()))
     }
 
     async fn get(&self, req: Request<kv::GetRequest>) -> Result<Response<kv::GetResponse>, Status> {
-        self.backend.get()?;
-        let ns = prism_plugin_core::namespace(&req)?;
-        let key = req.into_inner().key;
-        if let Some(ms) = key
+        let (Call { scope, .. }, req) = Call::begin(&self.backend, req)?;
+        if let Some(ms) = req
+            .key
             .strip_prefix("sleep:")
             .and_then(|ms| ms.parse::<u64>().ok())
         {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let value = self.map().get(&(ns, key)).cloned();
-        Ok(Response::new(kv::GetResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-            error: String::new(),
-        }))
+        let value = self.map().get(&(scope.namespace, req.key)).cloned();
+        Ok(Response::new(replies::get_response(value)))
     }
 
     async fn delete(
         &self,
         req: Request<kv::DeleteRequest>,
     ) -> Result<Response<kv::DeleteResponse>, Status> {
-        self.backend.get()?;
-        let ns = prism_plugin_core::namespace(&req)?;
-        self.map().remove(&(ns, req.into_inner().key));
-        Ok(Response::new(kv::DeleteResponse {
-            success: true,
-            error: String::new(),
-        }))
+        let (Call { scope, .. }, req) = Call::begin(&self.backend, req)?;
+        self.map().remove(&(scope.namespace, req.key));
+        Ok(Response::new(replies::delete_ok()))
     }
 
     async fn exists(
         &self,
         req: Request<kv::ExistsRequest>,
     ) -> Result<Response<kv::ExistsResponse>, Status> {
-        self.backend.get()?;
-        let ns = prism_plugin_core::namespace(&req)?;
-        let exists = self.map().contains_key(&(ns, req.into_inner().key));
-        Ok(Response::new(kv::ExistsResponse {
-            exists,
-            error: String::new(),
-        }))
+        let (Call { scope, .. }, req) = Call::begin(&self.backend, req)?;
+        let exists = self.map().contains_key(&(scope.namespace, req.key));
+        Ok(Response::new(replies::exists_response(exists)))
     }
 }
 

@@ -7,6 +7,7 @@
 //! ([`ScanStore`], [`AtomicStore`]).
 
 mod atomic;
+mod rpc;
 mod scan;
 mod service;
 
@@ -18,14 +19,15 @@ use crate::proto::keyvalue::{
 };
 
 pub use atomic::{
-    AtomicService, AtomicStore, Counted, Counter, Expect, Swap, Swapped, Write, check_increment,
-    check_swap, not_a_counter, swap_response,
+    AtomicStore, Counted, Counter, Expect, Swap, Swapped, Write, check_increment, check_swap,
+    not_a_counter, swap_response,
 };
+pub use rpc::{AtomicService, KvService, ScanService};
 pub use scan::{
-    DEFAULT_SCAN_LIMIT, DEFAULT_SCAN_MAX_LIMIT, ScanPage, ScanQuery, ScanService, ScanStore,
-    invalid_cursor, page_limit,
+    DEFAULT_SCAN_LIMIT, DEFAULT_SCAN_MAX_LIMIT, ScanPage, ScanQuery, ScanStore, invalid_cursor,
+    page_limit,
 };
-pub use service::{Entry, Item, KvService, Store};
+pub use service::{Entry, Item, Store};
 
 /// Limits a KeyValue plugin enforces on every request.
 #[derive(Debug, Clone, Copy)]
@@ -239,10 +241,11 @@ pub fn batch_delete_ok(n: usize) -> BatchDeleteResponse {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
+    /// Small limits, for the unit tests of every KV module.
+    pub(crate) const LIMITS: Limits = Limits {
         max_key_bytes: 8,
         max_value_bytes: 4,
     };

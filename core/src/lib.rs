@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod otel;
 mod plugin;
 pub mod proto;
+mod reload;
 mod rotated;
 pub mod rotation;
 mod runtime;

@@ -21,15 +21,14 @@ impl<P: Plugin> LifecycleService<P> {
     pub(crate) fn new(runtime: Arc<Runtime<P>>) -> Self {
         LifecycleService { runtime }
     }
-}
 
-/// The gateway's timeout field: seconds, with 0 or negative meaning "use the
-/// configured default".
-fn timeout_or(seconds: i32, default: Duration) -> Duration {
-    if seconds > 0 {
-        Duration::from_secs(seconds as u64)
-    } else {
-        default
+    /// The gateway's timeout field of Drain and Stop: seconds, with 0 or
+    /// negative meaning the configured drain timeout.
+    fn timeout(&self, seconds: i32) -> Duration {
+        match u64::try_from(seconds) {
+            Ok(seconds) if seconds > 0 => Duration::from_secs(seconds),
+            _ => self.runtime.drain_timeout(),
+        }
     }
 }
 
@@ -89,7 +88,7 @@ impl<P: Plugin> LifecycleInterface for LifecycleService<P> {
         request: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
         let req = request.into_inner();
-        let timeout = timeout_or(req.timeout_seconds, self.runtime.drain_timeout());
+        let timeout = self.timeout(req.timeout_seconds);
         tracing::info!(reason = %req.reason, timeout_ms = timeout.as_millis() as u64, "Drain requested");
         let outcome = self.runtime.drain(timeout).await;
         Ok(Response::new(pb::DrainResponse {
@@ -112,8 +111,7 @@ impl<P: Plugin> LifecycleInterface for LifecycleService<P> {
         &self,
         request: Request<pb::StopRequest>,
     ) -> Result<Response<pb::StopResponse>, Status> {
-        let req = request.into_inner();
-        let timeout = timeout_or(req.timeout_seconds, self.runtime.drain_timeout());
+        let timeout = self.timeout(request.into_inner().timeout_seconds);
         tracing::info!(timeout_ms = timeout.as_millis() as u64, "Stop requested");
         let result = self.runtime.stop(timeout).await;
         // The process exits once this reply is on its way.

@@ -102,7 +102,6 @@ pub(crate) async fn serve_http(
     health: Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::http::StatusCode;
     use axum::routing::get;
 
     let ready_health = health.clone();
@@ -122,33 +121,19 @@ pub(crate) async fn serve_http(
                 }
             }),
         )
-        .route(
-            "/health/live",
-            get(move || {
-                let live = health.is_live();
-                async move {
-                    if live {
-                        (StatusCode::OK, "SERVING\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/health/ready",
-            get(move || {
-                let ready = ready_health.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "SERVING\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
-                    }
-                }
-            }),
-        );
+        .route("/health/live", get(move || probe(health.is_live())))
+        .route("/health/ready", get(move || probe(ready_health.is_ready())));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// A probe's answer: 200 `SERVING` while `serving`, else 503 `NOT_SERVING`.
+fn probe(serving: bool) -> std::future::Ready<(axum::http::StatusCode, &'static str)> {
+    use axum::http::StatusCode;
+    std::future::ready(if serving {
+        (StatusCode::OK, "SERVING\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
+    })
 }

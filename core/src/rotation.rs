@@ -224,22 +224,15 @@ impl View {
     /// Health details of the source (no secrets) plus the rotation counters.
     pub(crate) fn details(&self) -> BTreeMap<String, String> {
         let mut details = self.source.health_details();
-        details.insert(
-            "vault_auth_failures".into(),
-            self.alarm.failures.load(Ordering::Relaxed).to_string(),
-        );
-        details.insert(
-            "vault_generation".into(),
-            self.stats.active.load(Ordering::Relaxed).to_string(),
-        );
-        details.insert(
-            "vault_pool_swaps".into(),
-            self.stats.swaps.load(Ordering::Relaxed).to_string(),
-        );
-        details.insert(
-            "vault_abandoned_credentials".into(),
-            self.stats.abandoned.load(Ordering::Relaxed).to_string(),
-        );
+        let counters = [
+            ("vault_auth_failures", &self.alarm.failures),
+            ("vault_generation", &self.stats.active),
+            ("vault_pool_swaps", &self.stats.swaps),
+            ("vault_abandoned_credentials", &self.stats.abandoned),
+        ];
+        for (name, counter) in counters {
+            details.insert(name.into(), counter.load(Ordering::Relaxed).to_string());
+        }
         details
     }
 }

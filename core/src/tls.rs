@@ -171,32 +171,24 @@ pub(crate) fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Swaps in the newest certificates when the files change (see
+/// [`crate::reload`]). cert-manager writes the files one by one: a
+/// half-written pair fails to load and is retried at the next tick, the old
+/// config stays.
 async fn reload_loop(
     tls: TlsConfig,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
     shutdown: CancellationToken,
 ) {
-    let mut seen = tls.modified();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(tls.reload_interval) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let now = tls.modified();
-        if now == seen {
-            continue;
-        }
-        // cert-manager writes the files one by one: a half-written pair fails
-        // to load and is retried at the next tick, the old config stays.
-        match tls.load() {
-            Ok(config) => {
-                *current.write().unwrap_or_else(|e| e.into_inner()) = config;
-                seen = now;
-                tracing::info!("reloaded TLS certificates");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS certificates changed but cannot be loaded yet; keeping the old ones")
-            }
-        }
-    }
+    let apply = |config| *current.write().unwrap_or_else(|e| e.into_inner()) = config;
+    let (modified, load) = (|| tls.modified(), || tls.load());
+    crate::reload::watch(
+        "TLS certificates",
+        tls.reload_interval,
+        shutdown,
+        modified,
+        load,
+        apply,
+    )
+    .await;
 }

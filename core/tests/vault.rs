@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use prism_plugin_core::vault::{
-    AuthConfig, AuthMethod, CredentialSource, SecretConfig, SecretEngine, VaultConfig,
+    AuthConfig, AuthMethod, CredentialSource, SecretConfig, VaultConfig,
 };
 use prism_testkit::{Postgres, Vault};
 use tokio_util::sync::CancellationToken;
@@ -55,18 +55,16 @@ fn database_config(vault: &Vault, auth: AuthConfig) -> VaultConfig {
     VaultConfig {
         address: vault.addr(),
         auth,
-        secret: Some(SecretConfig {
-            engine: SecretEngine::Database,
-            mount: String::new(),
-            role: "prism".into(),
-            path: String::new(),
-            common_name: String::new(),
-            ttl: None,
-            poll_interval: Duration::from_secs(30),
-        }),
+        secret: Some(secret("{engine: database, role: prism}")),
         request_timeout: Duration::from_millis(800),
         ..VaultConfig::default()
     }
+}
+
+/// A `vault.secret` section as a plugin's config file writes it (unset
+/// keys take their defaults).
+fn secret(yaml: &str) -> SecretConfig {
+    serde_yaml::from_str(yaml).expect("a valid vault.secret section")
 }
 
 fn token_auth(vault: &Vault) -> AuthConfig {
@@ -250,15 +248,9 @@ async fn kv2_secret_new_version_is_noticed() {
     let config = VaultConfig {
         address: vault.addr(),
         auth: token_auth(&vault),
-        secret: Some(SecretConfig {
-            engine: SecretEngine::Kv2,
-            mount: String::new(),
-            role: String::new(),
-            path: "prism/kafka".into(),
-            common_name: String::new(),
-            ttl: None,
-            poll_interval: Duration::from_millis(200),
-        }),
+        secret: Some(secret(
+            "{engine: kv2, path: prism/kafka, poll_interval: 200ms}",
+        )),
         ..VaultConfig::default()
     };
     let source = CredentialSource::start(&config, CancellationToken::new())

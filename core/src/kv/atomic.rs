@@ -5,17 +5,16 @@
 //! wording, so every plugin answers alike; the store only makes each call
 //! atomic on its backend (one statement, one script).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
+use super::rpc::KvService;
 use super::{Rules, check_value, ttl};
+use crate::Scope;
 use crate::proto::keyvalue::key_value_atomic_interface_server::KeyValueAtomicInterface;
 use crate::proto::keyvalue::{
     CompareAndSwapRequest, CompareAndSwapResponse, IncrementRequest, IncrementResponse,
 };
-use crate::{Call, Scope, Slot};
 
 /// What a compare-and-swap requires of the key's current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,64 +156,39 @@ pub fn not_a_counter(key: &str, delta: i64) -> Status {
     ))
 }
 
-/// `KeyValueAtomicInterface` served from the store current in a [`Slot`].
-pub struct AtomicService<S> {
-    backend: Arc<Slot<S>>,
-}
-
-impl<S> Clone for AtomicService<S> {
-    fn clone(&self) -> Self {
-        AtomicService {
-            backend: self.backend.clone(),
-        }
-    }
-}
-
-impl<S> AtomicService<S> {
-    /// A service reading the store from `backend` on every call.
-    pub fn new(backend: Arc<Slot<S>>) -> Self {
-        AtomicService { backend }
-    }
-}
-
 #[tonic::async_trait]
-impl<S: AtomicStore> KeyValueAtomicInterface for AtomicService<S> {
+impl<S: AtomicStore> KeyValueAtomicInterface for KvService<S> {
     async fn compare_and_swap(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        let swap = check_swap(req, &*backend)?;
-        let outcome = backend.compare_and_swap(scope, swap).await?;
-        Ok(Response::new(swap_response(outcome)))
+        let run = async |store: &S, scope, swap| store.compare_and_swap(scope, swap).await;
+        self.rpc(request, check_swap, run, swap_response).await
     }
 
     async fn increment(
         &self,
         request: Request<IncrementRequest>,
     ) -> Result<Response<IncrementResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        let counter = check_increment(req, &*backend)?;
-        let (key, delta) = (counter.key.clone(), counter.delta);
-        match backend.increment(scope, counter).await? {
-            Counted::Value(value) => Ok(Response::new(IncrementResponse {
-                value,
-                error: String::new(),
-            })),
-            Counted::Refused => Err(not_a_counter(&key, delta)),
-        }
+        let run = async |store: &S, scope, counter: Counter| {
+            let (key, delta) = (counter.key.clone(), counter.delta);
+            match store.increment(scope, counter).await? {
+                Counted::Value(value) => Ok(value),
+                Counted::Refused => Err(not_a_counter(&key, delta)),
+            }
+        };
+        let reply = |value| IncrementResponse {
+            value,
+            error: String::new(),
+        };
+        self.rpc(request, check_increment, run, reply).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::Limits;
-
-    const LIMITS: Limits = Limits {
-        max_key_bytes: 8,
-        max_value_bytes: 4,
-    };
+    use crate::kv::tests::LIMITS;
 
     #[test]
     fn swaps_are_validated_in_order_and_ignore_what_they_do_not_use() {

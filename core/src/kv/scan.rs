@@ -9,15 +9,14 @@
 //! the whole scan exactly once) or `ordered=false` (no order; every key
 //! present for the whole scan at least once, never twice within one page).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::Rules;
+use super::rpc::KvService;
+use crate::Scope;
 use crate::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterface;
 use crate::proto::keyvalue::{ScanItem, ScanRequest, ScanResponse};
-use crate::{Call, Scope, Slot};
 
 /// Page size when a Scan asks for none.
 pub const DEFAULT_SCAN_LIMIT: u32 = 100;
@@ -93,50 +92,38 @@ pub fn page_limit(limit: i32, max: u32) -> Result<u32, Status> {
     }
 }
 
-/// `KeyValueScanInterface` served from the store current in a [`Slot`].
-pub struct ScanService<S> {
-    backend: Arc<Slot<S>>,
+/// A page request as the store receives it: prefix checked, page size set.
+#[allow(clippy::result_large_err)]
+fn query(req: ScanRequest, store: &impl ScanStore) -> Result<ScanQuery, Status> {
+    store.check_prefix(&req.prefix)?;
+    Ok(ScanQuery {
+        limit: page_limit(req.limit, store.scan_max_limit())?,
+        prefix: req.prefix,
+        cursor: req.cursor,
+        keys_only: req.keys_only,
+    })
 }
 
-impl<S> Clone for ScanService<S> {
-    fn clone(&self) -> Self {
-        ScanService {
-            backend: self.backend.clone(),
-        }
-    }
-}
-
-impl<S> ScanService<S> {
-    /// A service reading the store from `backend` on every call.
-    pub fn new(backend: Arc<Slot<S>>) -> Self {
-        ScanService { backend }
+/// The reply carrying `page` (`has_more` while there is a next cursor).
+fn scan_response(page: ScanPage) -> ScanResponse {
+    let items = page
+        .items
+        .into_iter()
+        .map(|(key, value)| ScanItem { key, value })
+        .collect();
+    ScanResponse {
+        items,
+        has_more: !page.next_cursor.is_empty(),
+        next_cursor: page.next_cursor,
+        error: String::new(),
     }
 }
 
 #[tonic::async_trait]
-impl<S: ScanStore> KeyValueScanInterface for ScanService<S> {
+impl<S: ScanStore> KeyValueScanInterface for KvService<S> {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_prefix(&req.prefix)?;
-        let limit = page_limit(req.limit, backend.scan_max_limit())?;
-        let query = ScanQuery {
-            prefix: req.prefix,
-            cursor: req.cursor,
-            limit,
-            keys_only: req.keys_only,
-        };
-        let page = backend.scan(scope, query).await?;
-        let items = page
-            .items
-            .into_iter()
-            .map(|(key, value)| ScanItem { key, value })
-            .collect();
-        Ok(Response::new(ScanResponse {
-            items,
-            has_more: !page.next_cursor.is_empty(),
-            next_cursor: page.next_cursor,
-            error: String::new(),
-        }))
+        let run = async |store: &S, scope, query| store.scan(scope, query).await;
+        self.rpc(request, query, run, scan_response).await
     }
 }
 

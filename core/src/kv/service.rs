@@ -1,19 +1,20 @@
 //! The KeyValue gRPC services (basic, batch, TTL) over any [`Store`]: each
-//! call takes its preamble ([`Call::begin`]), validates the request with
-//! the store's [`Rules`], runs the store's operation and builds the reply.
+//! call takes its preamble, validates the request with the store's
+//! [`Rules`], runs the store's operation and builds the reply (the shape
+//! all KV RPCs share, `rpc`); here is what each RPC checks and runs.
 //! A KV plugin implements [`Store`] for its backend and registers
 //! [`KvService`]; it writes no tonic code for these interfaces.
-
-use std::sync::Arc;
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
+use super::rpc::{KvService, checked_key};
 use super::{
     Rules, batch_delete_ok, batch_get_response, batch_set_ok, check_batch_set, check_keys,
     check_set, delete_ok, exists_response, expire_response, get_response, persist_response, set_ok,
     ttl, ttl_response,
 };
+use crate::Scope;
 use crate::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterface;
 use crate::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterface;
 use crate::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterface;
@@ -23,7 +24,6 @@ use crate::proto::keyvalue::{
     ExpireResponse, GetRequest, GetResponse, GetTtlRequest, GetTtlResponse, PersistRequest,
     PersistResponse, SetRequest, SetResponse,
 };
-use crate::{Call, Scope, Slot};
 
 /// What a Set stores, already validated.
 #[derive(Debug, Clone)]
@@ -119,67 +119,72 @@ async fn traced<S: Store + ?Sized, T>(
     result
 }
 
-/// `KeyValueBasicInterface`, `KeyValueBatchInterface` and
-/// `KeyValueTTLInterface` served from the store current in a [`Slot`] (so a
-/// re-initialize or a Vault rotation takes effect for the next request).
-pub struct KvService<S> {
-    backend: Arc<Slot<S>>,
-}
-
-impl<S> Clone for KvService<S> {
-    fn clone(&self) -> Self {
-        KvService {
-            backend: self.backend.clone(),
-        }
+impl<S: Store> KvService<S> {
+    /// One RPC over a [`Store`]: [`KvService::rpc`] with the operation
+    /// inside its database span and latency metric ([`traced`]).
+    async fn op<Req, Checked, Out, Reply>(
+        &self,
+        operation: &'static str,
+        request: Request<Req>,
+        check: impl FnOnce(Req, &S) -> Result<Checked, Status>,
+        run: impl AsyncFnOnce(&S, Scope, Checked) -> Result<Out, Status>,
+        reply: impl FnOnce(Out) -> Reply,
+    ) -> Result<Response<Reply>, Status> {
+        let run = async |store: &S, scope, checked| {
+            traced(store, operation, run(store, scope, checked)).await
+        };
+        self.rpc(request, check, run, reply).await
     }
 }
 
-impl<S> KvService<S> {
-    /// A service reading the store from `backend` on every call.
-    pub fn new(backend: Arc<Slot<S>>) -> Self {
-        KvService { backend }
-    }
+/// A Set as the store receives it: key, value size and TTL checked.
+#[allow(clippy::result_large_err)]
+fn entry(req: SetRequest, rules: &impl Rules) -> Result<Entry, Status> {
+    Ok(Entry {
+        ttl_seconds: check_set(&req, rules)?,
+        key: req.key,
+        value: req.value,
+    })
+}
+
+/// The keys of a batch, each checked (an error names the position).
+#[allow(clippy::result_large_err)]
+fn checked_keys(keys: Vec<String>, rules: &impl Rules) -> Result<Vec<String>, Status> {
+    check_keys(keys.iter().map(String::as_str), rules)?;
+    Ok(keys)
 }
 
 #[tonic::async_trait]
 impl<S: Store> KeyValueBasicInterface for KvService<S> {
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        let ttl_seconds = check_set(&req, &*backend)?;
-        let entry = Entry {
-            key: req.key,
-            value: req.value,
-            ttl_seconds,
-        };
-        traced(&*backend, "set", backend.set(scope, entry)).await?;
-        Ok(Response::new(set_ok()))
+        let run = async |store: &S, scope, entry| store.set(scope, entry).await;
+        self.op("set", request, entry, run, |()| set_ok()).await
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_key(&req.key)?;
-        let value = traced(&*backend, "get", backend.get(scope, req.key)).await?;
-        Ok(Response::new(get_response(value)))
+        let check = |req: GetRequest, store: &S| checked_key(req.key, store);
+        let run = async |store: &S, scope, key| store.get(scope, key).await;
+        self.op("get", request, check, run, get_response).await
     }
 
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_key(&req.key)?;
-        traced(&*backend, "delete", backend.delete(scope, req.key)).await?;
-        Ok(Response::new(delete_ok()))
+        let check = |req: DeleteRequest, store: &S| checked_key(req.key, store);
+        let run = async |store: &S, scope, key| store.delete(scope, key).await;
+        self.op("delete", request, check, run, |()| delete_ok())
+            .await
     }
 
     async fn exists(
         &self,
         request: Request<ExistsRequest>,
     ) -> Result<Response<ExistsResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_key(&req.key)?;
-        let exists = traced(&*backend, "exists", backend.exists(scope, req.key)).await?;
-        Ok(Response::new(exists_response(exists)))
+        let check = |req: ExistsRequest, store: &S| checked_key(req.key, store);
+        let run = async |store: &S, scope, key| store.exists(scope, key).await;
+        self.op("exists", request, check, run, exists_response)
+            .await
     }
 }
 
@@ -189,46 +194,47 @@ impl<S: Store> KeyValueBatchInterface for KvService<S> {
         &self,
         request: Request<BatchSetRequest>,
     ) -> Result<Response<BatchSetResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
         // All or nothing: one bad item rejects the batch before anything is written.
-        let ttls = check_batch_set(&req.requests, &*backend)?;
-        let items: Vec<Item<'_>> = req
-            .requests
-            .iter()
-            .zip(ttls)
-            .map(|(set, ttl_seconds)| Item {
-                key: &set.key,
-                value: &set.value,
-                ttl_seconds,
-            })
-            .collect();
-        traced(&*backend, "batch_set", backend.batch_set(scope, &items)).await?;
-        Ok(Response::new(batch_set_ok(items.len())))
+        let check = |req: BatchSetRequest, store: &S| {
+            let ttls = check_batch_set(&req.requests, store)?;
+            Ok((req.requests, ttls))
+        };
+        let run = async |store: &S, scope, (sets, ttls): (Vec<SetRequest>, Vec<u64>)| {
+            let items: Vec<Item<'_>> = sets
+                .iter()
+                .zip(ttls)
+                .map(|(set, ttl_seconds)| Item {
+                    key: &set.key,
+                    value: &set.value,
+                    ttl_seconds,
+                })
+                .collect();
+            store.batch_set(scope, &items).await.map(|()| items.len())
+        };
+        self.op("batch_set", request, check, run, batch_set_ok)
+            .await
     }
 
     async fn batch_get(
         &self,
         request: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        check_keys(req.keys.iter().map(String::as_str), &*backend)?;
-        let values = traced(&*backend, "batch_get", backend.batch_get(scope, &req.keys)).await?;
-        Ok(Response::new(batch_get_response(values)))
+        let check = |req: BatchGetRequest, store: &S| checked_keys(req.keys, store);
+        let run = async |store: &S, scope, keys: Vec<String>| store.batch_get(scope, &keys).await;
+        self.op("batch_get", request, check, run, batch_get_response)
+            .await
     }
 
     async fn batch_delete(
         &self,
         request: Request<BatchDeleteRequest>,
     ) -> Result<Response<BatchDeleteResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        check_keys(req.keys.iter().map(String::as_str), &*backend)?;
-        traced(
-            &*backend,
-            "batch_delete",
-            backend.batch_delete(scope, &req.keys),
-        )
-        .await?;
-        Ok(Response::new(batch_delete_ok(req.keys.len())))
+        let check = |req: BatchDeleteRequest, store: &S| checked_keys(req.keys, store);
+        let run = async |store: &S, scope, keys: Vec<String>| {
+            store.batch_delete(scope, &keys).await.map(|()| keys.len())
+        };
+        self.op("batch_delete", request, check, run, batch_delete_ok)
+            .await
     }
 }
 
@@ -238,35 +244,32 @@ impl<S: Store> KeyValueTtlInterface for KvService<S> {
         &self,
         request: Request<ExpireRequest>,
     ) -> Result<Response<ExpireResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_key(&req.key)?;
-        let ttl_seconds = ttl(req.ttl_seconds)?;
-        let key_existed = traced(
-            &*backend,
-            "expire",
-            backend.expire(scope, req.key, ttl_seconds),
-        )
-        .await?;
-        Ok(Response::new(expire_response(key_existed)))
+        let check = |req: ExpireRequest, store: &S| {
+            Ok((checked_key(req.key, store)?, ttl(req.ttl_seconds)?))
+        };
+        let run = async |store: &S, scope, (key, ttl_seconds)| {
+            store.expire(scope, key, ttl_seconds).await
+        };
+        self.op("expire", request, check, run, expire_response)
+            .await
     }
 
     async fn get_ttl(
         &self,
         request: Request<GetTtlRequest>,
     ) -> Result<Response<GetTtlResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_key(&req.key)?;
-        let ttl_seconds = traced(&*backend, "ttl", backend.ttl(scope, req.key)).await?;
-        Ok(Response::new(ttl_response(ttl_seconds)))
+        let check = |req: GetTtlRequest, store: &S| checked_key(req.key, store);
+        let run = async |store: &S, scope, key| store.ttl(scope, key).await;
+        self.op("ttl", request, check, run, ttl_response).await
     }
 
     async fn persist(
         &self,
         request: Request<PersistRequest>,
     ) -> Result<Response<PersistResponse>, Status> {
-        let (Call { backend, scope }, req) = Call::begin(&self.backend, request)?;
-        backend.check_key(&req.key)?;
-        let removed = traced(&*backend, "persist", backend.persist(scope, req.key)).await?;
-        Ok(Response::new(persist_response(removed)))
+        let check = |req: PersistRequest, store: &S| checked_key(req.key, store);
+        let run = async |store: &S, scope, key| store.persist(scope, key).await;
+        self.op("persist", request, check, run, persist_response)
+            .await
     }
 }

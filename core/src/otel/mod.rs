@@ -94,23 +94,35 @@ pub async fn traced<T, E>(span: Span, call: impl Future<Output = Result<T, E>>) 
     result
 }
 
+/// A Kafka span after the OpenTelemetry messaging conventions: named
+/// `<operation type> <topic>`, of span kind `$kind`, with the operation's
+/// type and name (`$name`, also the tracing span's name), the topic and any
+/// further `$field`s. (A macro: tracing needs the span's fields and name at
+/// compile time.)
+macro_rules! kafka_span {
+    ($name:literal, $kind:literal, $type:literal, $topic:expr $(, $($field:tt)+)?) => {
+        tracing::info_span!(
+            target: TARGET,
+            $name,
+            otel.name = format!("{} {}", $type, $topic),
+            otel.kind = $kind,
+            messaging.system = "kafka",
+            messaging.operation.type = $type,
+            messaging.operation.name = $name,
+            messaging.destination.name = $topic
+            $(, $($field)+)?
+        )
+    };
+}
+
 /// A producer span for one Kafka publish to `topic`; [`inject`] puts its
 /// context into the record's headers.
 pub fn publish_span(topic: &str) -> Span {
     if !in_trace() {
         return Span::none();
     }
-    tracing::info_span!(
-        target: TARGET,
-        "publish",
-        otel.name = format!("send {topic}"),
-        otel.kind = "producer",
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = topic,
-        otel.status_code = tracing::field::Empty,
-    )
+    let status = tracing::field::Empty;
+    kafka_span!("send", "producer", "send", topic, otel.status_code = status)
 }
 
 /// The W3C `traceparent` (and `tracestate`) of `span` as record headers;
@@ -145,16 +157,7 @@ pub fn delivered(topic: &str, headers: &HashMap<String, String>) {
     if parent_only() && !linked.is_sampled() {
         return;
     }
-    let span = tracing::info_span!(
-        target: TARGET,
-        "deliver",
-        otel.name = format!("process {topic}"),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "deliver",
-        messaging.destination.name = topic,
-    );
+    let span = kafka_span!("deliver", "consumer", "process", topic);
     if linked.is_valid() {
         let _ = span.set_parent(publisher);
         span.add_link(linked);

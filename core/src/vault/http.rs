@@ -242,25 +242,27 @@ mod tests {
         assert!(request.contains(r#""increment":60"#), "{request}");
     }
 
-    #[tokio::test]
-    async fn a_4xx_is_a_refusal_and_a_5xx_an_outage() {
-        let (config, _requests) =
-            canned("400 Bad Request", r#"{"errors":["lease not found"]}"#).await;
-        let err = http(&config)
+    /// The error of a lease renewal Vault answers with `status` and `body`.
+    async fn renewal_error(status: &'static str, body: &'static str) -> Error {
+        let (config, _requests) = canned(status, body).await;
+        let renewed = http(&config)
             .renew_lease("l", Duration::from_secs(60))
             .await;
-        let Err(Error::Config(problems)) = err else {
+        renewed.expect_err("Vault refused the renewal")
+    }
+
+    #[tokio::test]
+    async fn a_4xx_is_a_refusal_and_a_5xx_an_outage() {
+        let err = renewal_error("400 Bad Request", r#"{"errors":["lease not found"]}"#).await;
+        let Error::Config(problems) = err else {
             panic!("{err:?}")
         };
         assert_eq!(
             problems,
             ["Vault lease renewal refused: HTTP 400 Bad Request"]
         );
-        let (config, _requests) = canned("503 Service Unavailable", "{}").await;
-        let err = http(&config)
-            .renew_lease("l", Duration::from_secs(60))
-            .await;
-        let Err(Error::Unavailable(text)) = err else {
+        let err = renewal_error("503 Service Unavailable", "{}").await;
+        let Error::Unavailable(text) = err else {
             panic!("{err:?}")
         };
         assert_eq!(

@@ -323,15 +323,7 @@ mod tests {
         let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", unused.local_addr().unwrap());
         drop(unused);
-        let secret = SecretConfig {
-            engine: SecretEngine::Database,
-            mount: String::new(),
-            role: "prism".into(),
-            path: String::new(),
-            common_name: String::new(),
-            ttl: None,
-            poll_interval: Duration::from_secs(30),
-        };
+        let secret: SecretConfig = serde_yaml::from_str("{engine: database, role: prism}").unwrap();
         let config = VaultConfig {
             address,
             auth: AuthConfig {
