@@ -291,6 +291,13 @@ impl Postgres {
         self.url_for("postgres")
     }
 
+    /// `postgres://127.0.0.1:PORT/prism`: the test database with no
+    /// credentials, for a plugin that gets its user from Vault (only Vault's
+    /// credentials can work).
+    pub fn url_without_credentials(&self) -> String {
+        format!("postgres://127.0.0.1:{}/{POSTGRES_DB}", self.port)
+    }
+
     /// A connection URL for another database on this server.
     pub fn url_for(&self, database: &str) -> String {
         format!(
