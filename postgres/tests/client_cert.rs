@@ -9,11 +9,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use common::{Plugin, code, get, read, req, set, spawn_plugin, start_plugin};
-use prism_testkit::health_status;
-use prism_testkit::{ClientOptions, IssuedCert, PgTls, Postgres, ServingStatus, TestCa};
+use common::{
+    Plugin, assert_refused, cert_login_postgres, plugin_tls_sessions, read, req, set, spawn_plugin,
+    start_plugin,
+};
+use prism_testkit::{ClientOptions, IssuedCert, Postgres, TestCa, borrowed_env};
 
 /// The login role; the CN of every client certificate here.
 const USER: &str = "prism_cert";
@@ -30,16 +31,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let ca = TestCa::new("prism pg client CA").expect("CA");
-    let server = ca.server(&["localhost", "127.0.0.1"]).expect("server cert");
-    let (client_ca, crl) = (ca.ca_pem(), ca.crl(&[REVOKED]).expect("CRL"));
-    let pg = Postgres::start_with_tls(PgTls {
-        server: &server,
-        client_ca: Some(&client_ca),
-        crl: Some(&crl),
-    })
-    .await
-    .expect("postgres with client certificates");
-    pg.add_cert_user(USER).await.expect("certificate user");
+    let crl = ca.crl(&[REVOKED]).expect("CRL");
+    let pg = cert_login_postgres(&ca, &ca.ca_pem(), Some(&crl), USER).await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("ca.pem"), ca.ca_pem()).expect("write CA");
     Setup { pg, ca, dir }
@@ -83,24 +76,8 @@ impl Setup {
 
     /// (user, client DN) of each of the plugin's sessions, all over TLS.
     async fn plugin_sessions(&self) -> Vec<String> {
-        let out = self
-            .pg
-            .psql(
-                "SELECT string_agg(a.usename || ' ' || s.client_dn, ',') \
-                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-                 WHERE a.application_name = 'prism-postgres' AND s.ssl",
-            )
-            .await
-            .expect("psql");
-        out.split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
+        plugin_tls_sessions(&self.pg, "a.usename || ' ' || s.client_dn").await
     }
-}
-
-fn borrowed<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    envs.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 #[tokio::test]
@@ -108,7 +85,7 @@ async fn logs_in_with_a_client_certificate_and_no_password() {
     let setup = setup().await;
     let cert = setup.ca.client(USER).expect("client cert");
     let envs = setup.envs("client", &cert);
-    let plugin = start_plugin(&setup.pg, &borrowed(&envs)).await;
+    let plugin = start_plugin(&setup.pg, &borrowed_env(&envs)).await;
     let mut basic = plugin.basic();
     basic
         .set(req(None, set("cert-key", "by certificate", 0)))
@@ -144,35 +121,10 @@ async fn logs_in_with_a_client_certificate_and_no_password() {
     );
 }
 
-/// Waits until `plugin` logged `reason`, then checks it stays alive and
-/// honest: liveness SERVING, readiness NOT_SERVING, calls UNAVAILABLE, and
-/// the private key appears nowhere in its output.
-async fn assert_refused(plugin: &mut Plugin, reason: &str, cert: &IssuedCert) {
-    plugin
-        .process
-        .wait_for_log(reason, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", plugin.process.logs()));
-    plugin.assert_running();
-    let status = |service: &'static str| {
-        let channel = plugin.channel.clone();
-        async move { health_status(&channel, service).await.expect("health") }
-    };
-    assert_eq!(status("liveness").await, ServingStatus::Serving);
-    assert_eq!(status("readiness").await, ServingStatus::NotServing);
-    assert_eq!(
-        code(plugin.basic().get(req(None, get("k"))).await),
-        tonic::Code::Unavailable
-    );
-    let logs = plugin.process.logs();
+/// [`assert_refused`] with the lines of `cert`'s private key as the secrets.
+async fn assert_refused_holding(plugin: &mut Plugin, reason: &str, cert: &IssuedCert) {
     let key_lines: Vec<&str> = cert.key_pem.lines().filter(|l| l.len() > 20).collect();
-    assert!(
-        key_lines.iter().all(|line| !logs.contains(line)),
-        "private key material logged:\n{logs}"
-    );
-    assert!(!logs.contains("panicked"), "{logs}");
-    let line = logs.lines().find(|l| l.contains(reason)).unwrap_or("");
-    eprintln!("[refused] {line}");
+    assert_refused(plugin, reason, &key_lines).await;
 }
 
 #[tokio::test]
@@ -212,10 +164,10 @@ async fn a_certificate_from_another_ca_an_expired_or_a_revoked_one_is_refused() 
     // All three at once: each waits for its own refusal.
     let mut plugins = Vec::new();
     for envs in &envs {
-        plugins.push(spawn_plugin(&setup.pg, &borrowed(envs)).await);
+        plugins.push(spawn_plugin(&setup.pg, &borrowed_env(envs)).await);
     }
     for (plugin, (_, cert, reason)) in plugins.iter_mut().zip(cases) {
-        assert_refused(plugin, reason, cert).await;
+        assert_refused_holding(plugin, reason, cert).await;
     }
     assert!(
         setup.plugin_sessions().await.is_empty(),

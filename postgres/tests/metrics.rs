@@ -8,20 +8,16 @@ mod common;
 use std::time::Duration;
 
 use common::{pg_and_plugin, req, set, start_plugin};
-use prism_testkit::scrape::{sample, scrape, wait_for_sample};
-use prism_testkit::{Postgres, Vault, free_port};
+use prism_testkit::scrape::{MetricsPort, sample, scrape, wait_for_sample};
+use prism_testkit::{Postgres, Vault, borrowed_env};
 
 const MOVES: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn pool_and_statement_metrics_move_with_the_load() {
-    let port = free_port().to_string();
-    let env = [
-        ("PRISM_METRICS_PORT", port.as_str()),
-        ("PRISM_BACKEND__POOL_SIZE", "1"),
-    ];
-    let (pg, plugin) = pg_and_plugin(&env).await;
-    let port: u16 = port.parse().expect("port");
+    let metrics = MetricsPort::free();
+    let (pg, plugin) = pg_and_plugin(&[metrics.env(), ("PRISM_BACKEND__POOL_SIZE", "1")]).await;
+    let port = metrics.port;
     let mut kv = plugin.basic();
     kv.set(req(None, set("m1", "v", 0))).await.expect("set");
     let text = scrape(port).await;
@@ -77,19 +73,12 @@ async fn vault_lease_remaining_falls_then_jumps_at_renewal() {
         .setup_postgres(&pg, "6s", "1m", &[])
         .await
         .unwrap_or_else(|e| panic!("setup script failed: {e}"));
-    let port = free_port().to_string();
-    let url = format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database());
-    let addr = vault.addr();
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("VAULT_ADDR", addr.as_str()),
-        ("VAULT_TOKEN", vault.root_token()),
-        ("PRISM_VAULT__SECRET__ENGINE", "database"),
-        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
-        ("PRISM_METRICS_PORT", port.as_str()),
-    ];
+    let metrics = MetricsPort::free();
+    let env = vault.postgres_plugin_env(&pg, &vault.addr());
+    let mut env = borrowed_env(&env);
+    env.push(metrics.env());
     let plugin = start_plugin(&pg, &env).await;
-    let port: u16 = port.parse().expect("port");
+    let port = metrics.port;
     let text = scrape(port).await;
     assert_eq!(
         sample(&text, "prism_vault_credential_rotations_total", &[]),

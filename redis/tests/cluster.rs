@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Plugin, get, poll_until, req, set, start_plugin};
+use common::{Plugin, get, poll_until, req, set, start_cluster, start_plugin, wait_cluster_ok};
 use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, GetTtlRequest,
 };
@@ -15,33 +15,14 @@ use tonic::Code;
 
 const N: usize = 1000;
 
-/// Starts one cluster-enabled node (its `nodes.conf` lives in its own dir and
-/// survives `stop`/`start_again`, so a restarted node rejoins with its slots).
-async fn node() -> Redis {
-    Redis::start_with_args(&[
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "2000",
-    ])
-    .await
-    .expect("cluster node starts")
-}
-
-/// Polls until every node reports `cluster_state:ok`.
-async fn wait_cluster_ok(nodes: &[Redis], timeout: Duration) -> Duration {
-    poll_until(timeout, "cluster_state:ok on every node", || async {
-        for node in nodes {
-            let info = node.cli(&["CLUSTER", "INFO"]).await.unwrap_or_default();
-            if !info.contains("cluster_state:ok") {
-                return false;
-            }
-        }
-        true
-    })
-    .await
+/// How many keys each node holds.
+async fn dbsizes(nodes: &[Redis]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    for node in nodes {
+        let size = node.cli(&["DBSIZE"]).await.expect("redis-cli DBSIZE");
+        sizes.push(size.parse().expect("a number"));
+    }
+    sizes
 }
 
 fn key(i: usize) -> String {
@@ -94,21 +75,7 @@ async fn batch_get_all(plugin: &Plugin) -> Result<usize, tonic::Status> {
 
 #[tokio::test]
 async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restart() {
-    let (a, b, c) = tokio::join!(node(), node(), node());
-    let mut nodes = vec![a, b, c];
-    let addrs: Vec<String> = nodes.iter().map(Redis::addr).collect();
-    let mut create = vec!["--cluster", "create"];
-    create.extend(addrs.iter().map(String::as_str));
-    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-    let out = nodes[0]
-        .cli(&create)
-        .await
-        .expect("redis-cli --cluster create");
-    assert!(out.contains("All 16384 slots covered"), "{out}");
-    let formed = wait_cluster_ok(&nodes, Duration::from_secs(20)).await;
-    eprintln!("[timing] cluster_state:ok {formed:?} after create");
-
-    let seeds = format!("[{}]", addrs.join(", "));
+    let (mut nodes, seeds) = start_cluster().await;
     let plugin = start_plugin(&[
         ("PRISM_BACKEND__CLUSTER_NODES", &seeds),
         ("PRISM_BACKEND__RESPONSE_TIMEOUT", "1s"),
@@ -122,16 +89,7 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
         .await
         .expect("batch set across slots");
     eprintln!("[timing] cluster BatchSet of 750: {:?}", started.elapsed());
-    let mut per_node = Vec::new();
-    for node in &nodes {
-        per_node.push(
-            node.cli(&["DBSIZE"])
-                .await
-                .unwrap()
-                .parse::<usize>()
-                .unwrap(),
-        );
-    }
+    let per_node = dbsizes(&nodes).await;
     assert_eq!(per_node.iter().sum::<usize>(), 750, "{per_node:?}");
     assert!(
         per_node.iter().all(|&n| n > 100),
@@ -169,16 +127,12 @@ async fn cluster_spreads_keys_splits_batches_per_slot_and_survives_a_node_restar
         .expect("batch delete across slots")
         .into_inner();
     assert!(reply.all_success);
-    let mut total = 0;
-    for node in &nodes {
-        total += node
-            .cli(&["DBSIZE"])
-            .await
-            .unwrap()
-            .parse::<usize>()
-            .unwrap();
-    }
-    assert_eq!(total, 500, "odd keys left");
+    let per_node = dbsizes(&nodes).await;
+    assert_eq!(
+        per_node.iter().sum::<usize>(),
+        500,
+        "odd keys left: {per_node:?}"
+    );
 
     // Restart one node: calls touching its slots fail while it is down
     // (retryable codes only), and everything works again once it is back.

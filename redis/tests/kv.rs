@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    cli, code, get, poll_until, read, redis_and_plugin, req, set, spawn_plugin, start_plugin,
+    cli, code, get, poll_until, read, redis_and_plugin, req, set, spawn_plugin, start_plugin, timed,
 };
 use prism_plugin_core::proto::keyvalue::{
     BatchDeleteRequest, BatchGetRequest, BatchSetRequest, DeleteRequest,
@@ -61,29 +61,12 @@ async fn prism_acceptance_semantics_hold_over_grpc() {
 #[tokio::test]
 async fn initialize_declares_the_five_keyvalue_interfaces() {
     let (_redis, plugin) = redis_and_plugin(&[]).await;
-    assert_eq!(
-        conformance::declared_interfaces(&plugin.channel).await,
-        [
-            "KeyValueBasicInterface",
-            "KeyValueBatchInterface",
-            "KeyValueTTLInterface",
-            "KeyValueScanInterface",
-            "KeyValueAtomicInterface",
-        ]
-        .map(String::from)
-        .into()
-    );
+    conformance::declares_the_keyvalue_interfaces(&plugin.channel).await;
     // Health statuses exist for every data service.
-    for service in [
-        "prism.interfaces.keyvalue.KeyValueBasicInterface",
-        "prism.interfaces.keyvalue.KeyValueBatchInterface",
-        "prism.interfaces.keyvalue.KeyValueTTLInterface",
-        "prism.interfaces.keyvalue.KeyValueScanInterface",
-        "prism.interfaces.keyvalue.KeyValueAtomicInterface",
-    ] {
+    for interface in conformance::KEYVALUE_INTERFACES {
         wait_for_health(
             plugin.port,
-            service,
+            &format!("prism.interfaces.keyvalue.{interface}"),
             ServingStatus::Serving,
             Duration::from_secs(2),
         )
@@ -150,13 +133,12 @@ async fn batch_of_1000_keys_with_missing_ones_keeps_request_order() {
         })
         .collect();
     let written = requests.len();
-    let started = Instant::now();
-    let reply = batch
-        .batch_set(req(None, BatchSetRequest { requests }))
-        .await
-        .expect("batch set")
-        .into_inner();
-    eprintln!("[timing] BatchSet of {written}: {:?}", started.elapsed());
+    let what = format!("BatchSet of {written}");
+    let reply = timed(
+        &what,
+        batch.batch_set(req(None, BatchSetRequest { requests })),
+    )
+    .await;
     assert!(reply.all_success);
     assert_eq!(reply.results.len(), written);
     assert!(reply.results.iter().all(|r| r.success));
@@ -544,22 +526,7 @@ async fn poll_until_err(
 #[tokio::test]
 async fn grpcurl_sets_with_a_ttl_and_gets_via_reflection() {
     let (_redis, plugin) = redis_and_plugin(&[]).await;
-    // "aGVsbG8=" is base64 for "hello".
-    let reply = conformance::grpcurl(
-        plugin.port,
-        "KeyValueBasicInterface/Set",
-        r#"{"key":"from-cli","value":"aGVsbG8=","ttl_seconds":"60"}"#,
-    )
-    .await;
-    assert_eq!(reply["success"], true, "{reply}");
-    let reply = conformance::grpcurl(
-        plugin.port,
-        "KeyValueBasicInterface/Get",
-        r#"{"key":"from-cli"}"#,
-    )
-    .await;
-    assert_eq!(reply["found"], true, "{reply}");
-    assert_eq!(reply["value"], "aGVsbG8=", "{reply}");
+    conformance::grpcurl_set_and_get(&plugin, "from-cli", Some(60)).await;
     let reply = conformance::grpcurl(
         plugin.port,
         "KeyValueTTLInterface/GetTTL",
@@ -568,9 +535,6 @@ async fn grpcurl_sets_with_a_ttl_and_gets_via_reflection() {
     .await;
     let left: i64 = reply["ttlSeconds"].as_str().unwrap_or("0").parse().unwrap();
     assert!((59..=60).contains(&left), "{reply}");
-    // The namespace header reached the plugin.
-    let got = plugin.read(Some("cli"), "from-cli").await;
-    assert!(got.found);
 }
 
 /// Runs `openssl` with `args` in `dir`, failing the test with its stderr.

@@ -5,18 +5,14 @@
 mod common;
 
 use common::{get, redis_and_plugin, req, set};
-use prism_testkit::free_port;
-use prism_testkit::scrape::{sample, scrape};
+use prism_testkit::scrape::{MetricsPort, sample, scrape};
 
 #[tokio::test]
 async fn command_and_pool_metrics_count_the_calls() {
-    let port = free_port().to_string();
-    let env = [
-        ("PRISM_METRICS_PORT", port.as_str()),
-        ("PRISM_BACKEND__CONNECTIONS", "2"),
-    ];
+    let metrics = MetricsPort::free();
+    let env = [metrics.env(), ("PRISM_BACKEND__CONNECTIONS", "2")];
     let (_redis, plugin) = redis_and_plugin(&env).await;
-    let port: u16 = port.parse().expect("port");
+    let port = metrics.port;
     let count = "prism_backend_operation_duration_seconds_count";
     let op = |operation| [("backend", "redis"), ("operation", operation)];
     let before = scrape(port).await;

@@ -8,47 +8,24 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, redis_and_plugin, req, set};
+use common::redis_and_plugin;
 use prism_testkit::otlp::{self, OtlpReceiver};
 
 #[tokio::test]
 async fn a_traced_call_exports_server_and_redis_spans_under_the_callers_span() {
     let receiver = OtlpReceiver::start().await;
-    let env = otlp::tracing_env(receiver.endpoint());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (_redis, plugin) = redis_and_plugin(&env).await;
-    let mut kv = plugin.basic();
-    kv.set(otlp::traced(req(
-        None,
-        set("trace-key-7", "trace-value-7", 0),
-    )))
-    .await
-    .expect("set");
-    let got = kv
-        .get(otlp::traced(req(None, get("trace-key-7"))))
-        .await
-        .expect("get")
-        .into_inner();
-    assert_eq!(&got.value[..], b"trace-value-7");
-
-    let (server, backend) = otlp::expect_call_trace(
+    let (_redis, plugin) = redis_and_plugin(&receiver.env()).await;
+    let (set, get) = otlp::trace_set_and_get(
         &receiver,
-        "prism.interfaces.keyvalue.KeyValueBasicInterface/Set",
+        &plugin.channel,
         "redis",
+        ("trace-key-7", "trace-value-7"),
+        &[],
     )
     .await;
-    assert_eq!(server.attr("rpc.system"), Some("grpc"));
-    assert_eq!(server.attr("rpc.grpc.status_code"), Some("0"));
-    assert_eq!(server.service, "prism-redis");
-    assert_eq!(backend.attr("db.operation.name"), Some("SET"));
-    let (_, get_span) = otlp::expect_call_trace(
-        &receiver,
-        "prism.interfaces.keyvalue.KeyValueBasicInterface/Get",
-        "redis",
-    )
-    .await;
-    assert_eq!(get_span.attr("db.operation.name"), Some("GET"));
-    otlp::assert_no_attribute_contains(&receiver, &["trace-key-7", "trace-value-7"]);
+    assert_eq!(set.server.service, "prism-redis");
+    assert_eq!(set.backend.attr("db.operation.name"), Some("SET"));
+    assert_eq!(get.backend.attr("db.operation.name"), Some("GET"));
 }
 
 /// With the collector black-holing (accepts, never answers) or down (nothing
@@ -71,7 +48,7 @@ async fn a_dead_or_black_holing_collector_fails_no_call_and_holds_no_memory() {
         let mut env = otlp::tracing_env(endpoint);
         env.push(("PRISM_TELEMETRY__MAX_QUEUE_SIZE", "512".to_string()));
         env.push(("REDIS_ADDRESS", addr.clone()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let env = prism_testkit::borrowed_env(&env);
         let plugin = common::start_plugin(&env).await;
         let warm = otlp::drive_sets(&plugin.channel, CALLS, CLIENTS).await;
         let before = otlp::rss_kib(plugin.process.pid());

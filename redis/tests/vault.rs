@@ -13,45 +13,15 @@ use common::{Plugin, start_plugin};
 use prism_testkit::rotation::{self, MintedUsers};
 use prism_testkit::{Redis, Tee, Vault};
 
-/// The ACL user Vault creates users with (the default user stays open for
-/// the test's own `redis-cli`).
+/// The password of the ACL user Vault creates users with.
 const ADMIN_PASSWORD: &str = "vault-admin-test-password";
 
 /// Redis and OpenBao, configured by the setup script with the given role TTLs.
 async fn servers(ttl: &str, max_ttl: &str) -> (Redis, Vault) {
-    let admin = format!(">{ADMIN_PASSWORD}");
-    let args = [
-        "--user",
-        "vault-admin",
-        "on",
-        admin.as_str(),
-        "~*",
-        "&*",
-        "+@all",
-    ];
-    let (redis, vault) = tokio::join!(Redis::start_with_args(&args), Vault::start());
-    let (redis, vault) = (redis.expect("redis starts"), vault.expect("vault starts"));
-    let port = redis.port().to_string();
-    vault
-        .dev_setup(
-            &[
-                "--redis-port",
-                &port,
-                "--redis-ttl",
-                ttl,
-                "--redis-max-ttl",
-                max_ttl,
-            ],
-            &[
-                ("REDIS_ADMIN_USER", "vault-admin"),
-                ("REDIS_ADMIN_PASSWORD", ADMIN_PASSWORD),
-                ("SKIP_POSTGRES", "1"),
-                ("SKIP_KAFKA", "1"),
-            ],
-        )
+    let args = ["--redis-ttl", ttl, "--redis-max-ttl", max_ttl];
+    Vault::start_with_redis(ADMIN_PASSWORD, &args)
         .await
-        .unwrap_or_else(|e| panic!("setup script failed: {e}"));
-    (redis, vault)
+        .unwrap_or_else(|e| panic!("redis, vault and the setup script: {e}"))
 }
 
 /// A plugin using Vault (through `vault_addr`); the address carries no

@@ -157,9 +157,14 @@ fn assert_denied<T: std::fmt::Debug>(
     );
 }
 
-/// Health and lifecycle answer both clients (not namespace-scoped).
-async fn control_plane_open(alice: &Channel, bob: &Channel) {
-    for channel in [alice, bob] {
+/// Alice's and Bob's channels to the plugin on `port`, after checking that
+/// health and lifecycle answer both (they are not namespace-scoped).
+async fn control_plane_open(clients: &Clients, port: u16) -> (Channel, Channel) {
+    let (alice, bob) = (
+        clients.channel(port, Who::Alice).await,
+        clients.channel(port, Who::Bob).await,
+    );
+    for channel in [&alice, &bob] {
         assert_eq!(
             health_status(channel, "").await.expect("health"),
             ServingStatus::Serving
@@ -169,16 +174,13 @@ async fn control_plane_open(alice: &Channel, bob: &Channel) {
             .await
             .expect("lifecycle HealthCheck");
     }
+    (alice, bob)
 }
 
 /// The KeyValue plugin on `port` (started with [`Clients::envs`]) lets each
 /// client use exactly its namespaces, then follows a rewritten grants file.
 pub async fn kv(clients: &Clients, port: u16) {
-    let (alice, bob) = (
-        clients.channel(port, Who::Alice).await,
-        clients.channel(port, Who::Bob).await,
-    );
-    control_plane_open(&alice, &bob).await;
+    let (alice, bob) = control_plane_open(clients, port).await;
     let mut a = KeyValueBasicInterfaceClient::new(alice);
     let mut b = KeyValueBasicInterfaceClient::new(bob);
     for ns in ["team-a", "shared-cache"] {
@@ -225,11 +227,7 @@ pub async fn kv(clients: &Clients, port: u16) {
 /// client publish to exactly the topics of its namespaces (a topic's
 /// namespace is its name up to the first `.`).
 pub async fn pubsub(clients: &Clients, port: u16) {
-    let (alice, bob) = (
-        clients.channel(port, Who::Alice).await,
-        clients.channel(port, Who::Bob).await,
-    );
-    control_plane_open(&alice, &bob).await;
+    let (alice, bob) = control_plane_open(clients, port).await;
     let mut a = PubSubBasicInterfaceClient::new(alice);
     let mut b = PubSubBasicInterfaceClient::new(bob);
     let publish = |topic: &str| PublishRequest {

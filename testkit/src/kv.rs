@@ -133,18 +133,23 @@ pub async fn batch_get(
     ns: Option<&str>,
     keys: &[String],
 ) -> BatchGetResponse {
-    let started = Instant::now();
     let request = BatchGetRequest {
         keys: keys.to_vec(),
     };
-    let reply = batch.batch_get(req(ns, request)).await;
-    let reply = reply.expect("batch get").into_inner();
-    eprintln!(
-        "[timing] BatchGet of {}: {:?}",
-        keys.len(),
-        started.elapsed()
-    );
-    reply
+    let what = format!("BatchGet of {}", keys.len());
+    timed(&what, batch.batch_get(req(ns, request))).await
+}
+
+/// Awaits the gRPC `call`, printing `[timing] <what>: <elapsed>` (the tests'
+/// measurements); returns its reply. Panics naming `what` when it fails.
+pub async fn timed<T>(
+    what: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> T {
+    let started = Instant::now();
+    let reply = call.await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    eprintln!("[timing] {what}: {:?}", started.elapsed());
+    reply.into_inner()
 }
 
 /// `msg` with the `x-prism-namespace` header when `ns` is given.

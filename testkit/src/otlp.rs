@@ -63,6 +63,7 @@ struct Store {
 /// A running OTLP/gRPC trace receiver; stops when dropped.
 pub struct OtlpReceiver {
     endpoint: String,
+    env: Vec<(&'static str, String)>,
     store: Arc<Store>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -70,10 +71,7 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Serves the trace collector service on a free loopback port.
     pub async fn start() -> OtlpReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the OTLP receiver");
-        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let (listener, endpoint) = listen("the OTLP receiver").await;
         let store = Arc::new(Store::default());
         let service = TraceServiceServer::new(Collector(store.clone()));
         let server = tokio::spawn(async move {
@@ -83,6 +81,7 @@ impl OtlpReceiver {
                 .await;
         });
         OtlpReceiver {
+            env: tracing_env(&endpoint),
             endpoint,
             store,
             server,
@@ -92,6 +91,12 @@ impl OtlpReceiver {
     /// `http://127.0.0.1:<port>`, for `telemetry.otlp_endpoint`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// [`tracing_env`] for this receiver, borrowed: the environment that
+    /// sends a plugin's traces here.
+    pub fn env(&self) -> Vec<(&'static str, &str)> {
+        crate::borrowed_env(&self.env)
     }
 
     /// Every span received so far.
@@ -198,6 +203,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A listener on a free loopback port, and its `http://` address.
+async fn listen(what: &str) -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    (listener, endpoint)
+}
+
 /// A "collector" that accepts connections and never reads or answers them:
 /// every export hangs until the exporter's timeout.
 pub struct BlackHole {
@@ -208,10 +222,7 @@ pub struct BlackHole {
 impl BlackHole {
     /// Listens on a free loopback port.
     pub async fn start() -> BlackHole {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the black hole");
-        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let (listener, endpoint) = listen("the black hole").await;
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((socket, _)) = listener.accept().await {
@@ -298,6 +309,50 @@ pub async fn expect_call_trace(
             },
         )
         .await
+}
+
+/// The spans one traced KeyValue call produced: the plugin's server span and
+/// the backend client span under it.
+#[derive(Debug, Clone)]
+pub struct CallTrace {
+    /// The plugin's server span (the caller's child).
+    pub server: ReceivedSpan,
+    /// The backend span (the server span's child).
+    pub backend: ReceivedSpan,
+}
+
+/// Sends a traced Set of `key` = `value` and a traced Get of it to the
+/// KeyValue plugin on `channel`, then waits for the trace of each (see
+/// [`expect_call_trace`]; `db_system` names the backend). Checks both server
+/// spans are successful gRPC calls and that no exported attribute holds
+/// `key`, `value` or one of `secrets`. Returns the (Set, Get) traces.
+pub async fn trace_set_and_get(
+    receiver: &OtlpReceiver,
+    channel: &tonic::transport::Channel,
+    db_system: &str,
+    (key, value): (&str, &str),
+    secrets: &[&str],
+) -> (CallTrace, CallTrace) {
+    let mut kv = crate::kv::basic(channel);
+    let set = crate::kv::req(None, crate::kv::set(key, value, 0));
+    kv.set(traced(set)).await.expect("traced set");
+    let get = crate::kv::req(None, crate::kv::get(key));
+    let got = kv.get(traced(get)).await.expect("traced get").into_inner();
+    assert_eq!(got.value, value.as_bytes(), "{got:?}");
+    let mut traces = Vec::new();
+    for method in ["Set", "Get"] {
+        let rpc = format!("prism.interfaces.keyvalue.KeyValueBasicInterface/{method}");
+        let (server, backend) = expect_call_trace(receiver, &rpc, db_system).await;
+        assert_eq!(server.attr("rpc.system"), Some("grpc"), "{server:?}");
+        assert_eq!(server.attr("rpc.grpc.status_code"), Some("0"), "{server:?}");
+        traces.push(CallTrace { server, backend });
+    }
+    let mut hidden = vec![key, value];
+    hidden.extend_from_slice(secrets);
+    assert_no_attribute_contains(receiver, &hidden);
+    let get = traces.pop().expect("Get's trace");
+    let set = traces.pop().expect("Set's trace");
+    (set, get)
 }
 
 /// Panics when any attribute of any received span contains one of `secrets`

@@ -66,6 +66,21 @@ pub fn grpcurl() -> Result<PathBuf> {
     tool("grpcurl")
 }
 
+/// The `prism-<plugin>` binary built in the target dir of the running test
+/// (`target/debug/`, the parent of the test binary's `deps/`); panics with
+/// the build command when it is missing.
+pub fn plugin_binary(plugin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
+    let path = dir.join(format!("prism-{plugin}"));
+    assert!(
+        path.is_file(),
+        "{} missing: cargo build --bins",
+        path.display()
+    );
+    path
+}
+
 /// `/usr/lib/postgresql/<newest N>/bin`, if any version is installed.
 fn newest_postgres_bin_dir() -> Option<PathBuf> {
     std::fs::read_dir(DEBIAN_PG_ROOT)

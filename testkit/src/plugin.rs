@@ -170,6 +170,14 @@ impl PluginProcess {
         self.signal(Signal::SIGTERM)
     }
 
+    /// Sends `SIGTERM` and waits up to `timeout` for the exit (see
+    /// [`wait_exit`](Self::wait_exit)); panics when it is not running or does
+    /// not exit in time.
+    pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.sigterm().expect("sigterm");
+        self.wait_exit(timeout).await.expect("exits after SIGTERM")
+    }
+
     /// Waits up to `timeout` for the process to exit and returns its status; the
     /// output pipes are then drained (briefly) so [`logs`](Self::logs) is complete.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
@@ -220,6 +228,12 @@ impl PluginProcess {
             self.log_tail()
         );
     }
+}
+
+/// `envs` with borrowed values, the form [`PluginProcess::spawn`] and the
+/// plugins' test helpers take.
+pub fn borrowed_env<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    envs.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Whether an inherited variable is removed before spawning a plugin.

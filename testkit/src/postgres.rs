@@ -291,6 +291,13 @@ impl Postgres {
         self.url_for("postgres")
     }
 
+    /// `postgres://127.0.0.1:PORT/prism`: the test database with no
+    /// credentials, for a plugin that gets its user from Vault (only Vault's
+    /// credentials can work).
+    pub fn url_without_credentials(&self) -> String {
+        format!("postgres://127.0.0.1:{}/{POSTGRES_DB}", self.port)
+    }
+
     /// A connection URL for another database on this server.
     pub fn url_for(&self, database: &str) -> String {
         format!(
@@ -435,23 +442,16 @@ mod tests {
     /// it, so it stays a zombie (`Z`), or it is already gone.
     async fn wait_state(pid: u32, stopped: bool) {
         let halted = |s: Option<char>| matches!(s, None | Some('T' | 't' | 'Z' | 'X'));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!("pid {pid} to reach stopped={stopped}");
+        crate::kv::poll_until(Duration::from_secs(10), &what, || async move {
             let s = process_state(pid);
-            let reached = if stopped {
+            if stopped {
                 halted(s)
             } else {
                 !matches!(s, Some('T' | 't'))
-            };
-            if reached {
-                return;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pid {pid} state {s:?}, wanted stopped={stopped}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -115,12 +115,7 @@ pub async fn under_load(
     })
     .await;
 
-    plugin.process.sigterm().expect("sigterm");
-    plugin
-        .process
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exits");
+    plugin.process.terminate(Duration::from_secs(10)).await;
     no_secret_in_logs(&plugin, tee, secrets);
     poll_until(
         Duration::from_secs(5),

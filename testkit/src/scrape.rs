@@ -6,6 +6,30 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A free port for a plugin's `/metrics`, and the setting that serves it there.
+#[derive(Debug)]
+pub struct MetricsPort {
+    /// The port, for [`scrape`] and [`wait_for_sample`].
+    pub port: u16,
+    setting: String,
+}
+
+impl MetricsPort {
+    /// A port nothing listens on yet.
+    pub fn free() -> MetricsPort {
+        let port = crate::free_port();
+        MetricsPort {
+            port,
+            setting: port.to_string(),
+        }
+    }
+
+    /// `PRISM_METRICS_PORT=<port>`, for the plugin's environment.
+    pub fn env(&self) -> (&'static str, &str) {
+        ("PRISM_METRICS_PORT", &self.setting)
+    }
+}
+
 /// The body of `GET /metrics` on 127.0.0.1:`port`.
 pub async fn scrape(port: u16) -> String {
     try_scrape(port).await.expect("the metrics port answers")

@@ -58,7 +58,7 @@ impl<S: Server> Subject<S> {
             backend.stop().await.expect("backend stops");
         }
         let envs = (self.envs)(&backend);
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let envs = crate::borrowed_env(&envs);
         let (process, port) = spawn_plugin(self.bin, &envs).await;
         (backend, process, port)
     }
@@ -107,8 +107,7 @@ pub async fn serves_all_health_statuses<S: Server>(
     assert!(report.details.contains_key("latency_ms"), "{report:?}");
     assert!(!format!("{report:?}").contains(secret));
 
-    process.sigterm().expect("sigterm");
-    let status = process.wait_exit(10 * SECOND).await.expect("exits");
+    let status = process.terminate(10 * SECOND).await;
     assert_eq!(status.code(), Some(0), "{}", process.logs());
     assert!(
         !process.logs().contains(secret),

@@ -150,6 +150,52 @@ impl Vault {
         .await
     }
 
+    /// A Redis with ACL user `vault-admin` (password `admin_password`, every
+    /// key, channel and command) and a Vault server configured for it by
+    /// [`dev_setup`](Self::dev_setup) for Redis only; `args` follow
+    /// `--redis-port` (e.g. `["--redis-ttl", "6s"]`). The default user stays
+    /// open for the test's own `redis-cli`.
+    pub async fn start_with_redis(
+        admin_password: &str,
+        args: &[&str],
+    ) -> Result<(crate::Redis, Vault)> {
+        let admin = format!(">{admin_password}");
+        let acl = ["--user", "vault-admin", "on", &admin, "~*", "&*", "+@all"];
+        let (redis, vault) = tokio::join!(crate::Redis::start_with_args(&acl), Vault::start());
+        let (redis, vault) = (redis?, vault?);
+        let port = redis.port().to_string();
+        let mut all = vec!["--redis-port", port.as_str()];
+        all.extend_from_slice(args);
+        let envs = [
+            ("REDIS_ADMIN_USER", "vault-admin"),
+            ("REDIS_ADMIN_PASSWORD", admin_password),
+            ("SKIP_POSTGRES", "1"),
+            ("SKIP_KAFKA", "1"),
+        ];
+        vault.dev_setup(&all, &envs).await?;
+        Ok((redis, vault))
+    }
+
+    /// The settings that put `prism-postgres` on `pg` with credentials from
+    /// this server's database engine (role `prism-postgres`, as
+    /// [`setup_postgres`](Self::setup_postgres) makes it), reached at
+    /// `vault_addr` (this server's [`addr`](Self::addr) or a pass-through in
+    /// front of it) with the root token; the `DATABASE_URL` carries no
+    /// credentials.
+    pub fn postgres_plugin_env(
+        &self,
+        pg: &crate::Postgres,
+        vault_addr: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", pg.url_without_credentials()),
+            ("VAULT_ADDR", vault_addr.to_owned()),
+            ("VAULT_TOKEN", VAULT_ROOT_TOKEN.to_owned()),
+            ("PRISM_VAULT__SECRET__ENGINE", "database".to_owned()),
+            ("PRISM_VAULT__SECRET__ROLE", "prism-postgres".to_owned()),
+        ]
+    }
+
     /// Like [`bao`](Self::bao), parsing stdout as JSON; put `-format=json` in
     /// `args` (e.g. `["kv", "get", "-format=json", "secret/app"]`).
     pub async fn bao_json(&self, args: &[&str]) -> Result<serde_json::Value> {

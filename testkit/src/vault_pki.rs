@@ -8,6 +8,37 @@ use crate::Vault;
 use crate::error::{Error, Result};
 
 impl Vault {
+    /// A fresh server with the PKI engine at `pki` set up by
+    /// [`setup_pki`](Self::setup_pki); returns it and its root CA (PEM).
+    pub async fn start_with_pki(
+        role: &str,
+        common_name: &str,
+        ttl: &str,
+    ) -> Result<(Vault, String)> {
+        let vault = Vault::start().await?;
+        let ca = vault.setup_pki("pki", role, common_name, ttl).await?;
+        Ok((vault, ca))
+    }
+
+    /// The settings that make a plugin log in with certificates from `role`
+    /// of the engine at `pki` for `common_name`, asking Vault at
+    /// `vault_addr` (this server's [`addr`](Self::addr) or a pass-through in
+    /// front of it) with the root token.
+    pub fn pki_plugin_env(
+        &self,
+        vault_addr: &str,
+        role: &str,
+        common_name: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("VAULT_ADDR", vault_addr.to_owned()),
+            ("VAULT_TOKEN", self.root_token().to_owned()),
+            ("PRISM_VAULT__SECRET__ENGINE", "pki".to_owned()),
+            ("PRISM_VAULT__SECRET__ROLE", role.to_owned()),
+            ("PRISM_VAULT__SECRET__COMMON_NAME", common_name.to_owned()),
+        ]
+    }
+
     /// Enables the PKI engine at `mount`, generates its root CA and creates
     /// `role`, which issues EC client certificates for exactly
     /// `common_name` with `ttl` (e.g. `"30s"`). Returns the root CA

@@ -103,11 +103,6 @@ fn extraction_finds_commands_joins_continuations_and_honours_only_the_marker() {
 }
 
 /// The plugin binaries next to this test's binary (target/debug).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
 /// Rewrites `HOST:PORT` for each declared plugin port to the stack's port.
 fn retarget(command: &str, ports: &[(u16, u16)]) -> String {
     let mut out = command.to_owned();
@@ -151,12 +146,7 @@ async fn every_readme_grpcurl_command_runs_as_written_against_the_demo_stack() {
             _ => continue, // a plugin this stack has no backend for
         };
         let port = prism_testkit::free_port();
-        let binary = bin_dir().join(format!("prism-{}", manifest.name));
-        assert!(
-            binary.is_file(),
-            "{} missing: cargo build --bins",
-            binary.display()
-        );
+        let binary = prism_testkit::plugin_binary(&manifest.name);
         let process = PluginProcess::spawn(&binary, &["--grpc-port", &port.to_string()], &env)
             .await
             .unwrap();

@@ -7,7 +7,6 @@
 //! Subscribe stream open during Drain ends by the plugin's drain and counts as
 //! drained, not aborted (kafka/README.md "Drain / shutdown").
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
@@ -15,29 +14,13 @@ use prism_plugin_core::proto::lifecycle::{DrainRequest, StopRequest};
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_client::PubSubBasicInterfaceClient;
 use prism_plugin_core::proto::pubsub::{PublishRequest, SubscribeRequest};
 use prism_testkit::{
-    Kafka, PluginProcess, Postgres, Redis, ServingStatus, free_port, wait_for_health,
+    Kafka, PluginProcess, Postgres, Redis, ServingStatus, free_port, plugin_binary, wait_for_health,
 };
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 const STARTUP: Duration = Duration::from_secs(60);
-
-fn binary(plugin: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(format!("prism-{plugin}"));
-    assert!(
-        path.is_file(),
-        "{} missing: cargo build --bins",
-        path.display()
-    );
-    path
-}
 
 fn channel(port: u16) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
@@ -62,9 +45,13 @@ async fn start_from_config_file(
         ("PRISM_LOG_FORMAT", "text"),
     ];
     envs.extend_from_slice(extra);
-    let process = PluginProcess::spawn(binary(plugin), &["--grpc-port", &port.to_string()], &envs)
-        .await
-        .unwrap();
+    let process = PluginProcess::spawn(
+        plugin_binary(plugin),
+        &["--grpc-port", &port.to_string()],
+        &envs,
+    )
+    .await
+    .unwrap();
     wait_for_health(port, "readiness", ServingStatus::Serving, STARTUP)
         .await
         .unwrap_or_else(|e| {
@@ -162,20 +149,25 @@ async fn kv_set(ch: Channel) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
+/// KeyValue plugin `prism-<plugin>` started from a config file holding
+/// `config`, then watched, drained (with a Set in flight) and stopped.
+async fn kv_from_config_watch_drain_stop(plugin: &str, config: &str) {
+    let (process, port, _dir) = start_from_config_file(plugin, config, &[]).await;
+    watch_drain_stop(plugin, process, port, kv_set).await;
+}
+
 #[tokio::test]
 async fn postgres_from_plugin_config_watch_drain_stop() {
     let pg = Postgres::start().await.unwrap();
     let config = format!("backend:\n  database_url: {}\n", pg.url());
-    let (process, port, _dir) = start_from_config_file("postgres", &config, &[]).await;
-    watch_drain_stop("postgres", process, port, kv_set).await;
+    kv_from_config_watch_drain_stop("postgres", &config).await;
 }
 
 #[tokio::test]
 async fn redis_from_plugin_config_watch_drain_stop() {
     let redis = Redis::start().await.unwrap();
     let config = format!("backend:\n  address: {}\n", redis.addr());
-    let (process, port, _dir) = start_from_config_file("redis", &config, &[]).await;
-    watch_drain_stop("redis", process, port, kv_set).await;
+    kv_from_config_watch_drain_stop("redis", &config).await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use prism_testkit::Redis;
-pub use prism_testkit::kv::{KvPlugin as Plugin, code, get, poll_until, read, req, set};
+pub use prism_testkit::kv::{KvPlugin as Plugin, code, get, poll_until, read, req, set, timed};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-redis");
 /// First SERVING after spawn (process start plus first connect).
@@ -41,26 +41,41 @@ pub async fn cli(redis: &Redis, args: &[&str]) -> String {
     redis.cli(args).await.expect("redis-cli runs")
 }
 
+/// Starts one cluster-enabled node (its `nodes.conf` lives in its own dir and
+/// survives `stop`/`start_again`, so a restarted node rejoins with its slots).
+pub async fn cluster_node() -> Redis {
+    Redis::start_with_args(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+    ])
+    .await
+    .expect("cluster node starts")
+}
+
+/// Polls until every node reports `cluster_state:ok`; returns how long it took.
+pub async fn wait_cluster_ok(nodes: &[Redis], timeout: Duration) -> Duration {
+    poll_until(timeout, "cluster_state:ok on every node", || async {
+        for node in nodes {
+            let info = node.cli(&["CLUSTER", "INFO"]).await.unwrap_or_default();
+            if !info.contains("cluster_state:ok") {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
 /// A three-node Redis Cluster (no replicas), every slot covered and
 /// `cluster_state:ok` on every node, and the `cluster_nodes` setting naming
 /// its nodes.
 pub async fn start_cluster() -> (Vec<Redis>, String) {
-    let node = || {
-        Redis::start_with_args(&[
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "2000",
-        ])
-    };
-    let (a, b, c) = tokio::join!(node(), node(), node());
-    let nodes = vec![
-        a.expect("node starts"),
-        b.expect("node starts"),
-        c.expect("node starts"),
-    ];
+    let (a, b, c) = tokio::join!(cluster_node(), cluster_node(), cluster_node());
+    let nodes = vec![a, b, c];
     let addrs: Vec<String> = nodes.iter().map(Redis::addr).collect();
     let mut create = vec!["--cluster", "create"];
     create.extend(addrs.iter().map(String::as_str));
@@ -70,16 +85,8 @@ pub async fn start_cluster() -> (Vec<Redis>, String) {
         .await
         .expect("redis-cli --cluster create");
     assert!(out.contains("All 16384 slots covered"), "{out}");
-    poll_until(Duration::from_secs(30), "cluster_state:ok", || async {
-        for node in &nodes {
-            let info = node.cli(&["CLUSTER", "INFO"]).await.unwrap_or_default();
-            if !info.contains("cluster_state:ok") {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let formed = wait_cluster_ok(&nodes, Duration::from_secs(30)).await;
+    eprintln!("[timing] cluster_state:ok {formed:?} after create");
     (nodes, format!("[{}]", addrs.join(", ")))
 }
 

@@ -1,12 +1,11 @@
 //! `KeyValueAtomicInterface` (DESIGN.md §3.2): compare-and-swap and counters,
-//! their semantics in one namespace and isolation from another, and their
-//! atomicity under many concurrent clients. Every check first asks
-//! `Initialize` whether the plugin declares the interface and skips (returns
-//! `false`) when it does not, so a plugin without atomics (the xtask
-//! skeleton) runs the same suite.
+//! their semantics in one namespace and isolation from another (their
+//! atomicity under many concurrent clients is `atomic_load.rs`). Every check
+//! first asks `Initialize` whether the plugin declares the interface and
+//! skips (returns `false`) when it does not, so a plugin without atomics (the
+//! xtask skeleton) runs the same suite.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prism_plugin_core::proto::keyvalue::key_value_atomic_interface_client::KeyValueAtomicInterfaceClient;
@@ -14,40 +13,16 @@ use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_client::KeyValue
 use prism_plugin_core::proto::keyvalue::{
     CompareAndSwapRequest, CompareAndSwapResponse, GetTtlRequest, IncrementRequest,
 };
-use prism_plugin_core::proto::lifecycle::InitializeRequest;
-use prism_plugin_core::proto::lifecycle::lifecycle_interface_client::LifecycleInterfaceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use super::discovery::interface_metadata;
 use crate::kv::{basic, code, poll_until, read, req, set};
 
 /// The interface's name in `InitializeResponse.metadata.interfaces`.
 pub const ATOMIC_INTERFACE: &str = "KeyValueAtomicInterface";
 
 type Atomic = KeyValueAtomicInterfaceClient<Channel>;
-
-/// The metadata the plugin declares for interface `name` (calling
-/// `Initialize` with an empty config, as the gateway does); `None` when it
-/// does not declare the interface.
-pub async fn interface_metadata(channel: &Channel, name: &str) -> Option<HashMap<String, String>> {
-    let reply = LifecycleInterfaceClient::new(channel.clone())
-        .initialize(InitializeRequest {
-            name: "gateway".into(),
-            version: String::new(),
-            config: Some(prost_types::Struct::default()),
-        })
-        .await
-        .expect("Initialize")
-        .into_inner();
-    assert!(reply.success, "{reply:?}");
-    reply
-        .metadata
-        .expect("metadata")
-        .interfaces
-        .into_iter()
-        .find(|interface| interface.name == name)
-        .map(|interface| interface.metadata)
-}
 
 /// A CompareAndSwap request writing `value` (no TTL) when the key holds
 /// `expected` (`None`: when it is absent).
@@ -76,14 +51,18 @@ pub fn atomic(channel: &Channel) -> Atomic {
     KeyValueAtomicInterfaceClient::new(channel.clone())
 }
 
-async fn swap(kv: &mut Atomic, ns: &str, request: CompareAndSwapRequest) -> CompareAndSwapResponse {
+pub(super) async fn swap(
+    kv: &mut Atomic,
+    ns: &str,
+    request: CompareAndSwapRequest,
+) -> CompareAndSwapResponse {
     let reply = kv.compare_and_swap(req(Some(ns), request)).await;
     let reply = reply.expect("compare and swap").into_inner();
     assert!(reply.error.is_empty(), "{reply:?}");
     reply
 }
 
-async fn add(kv: &mut Atomic, ns: &str, key: &str, delta: i64, ttl_seconds: i64) -> i64 {
+pub(super) async fn add(kv: &mut Atomic, ns: &str, key: &str, delta: i64, ttl_seconds: i64) -> i64 {
     let reply = kv
         .increment(req(Some(ns), incr(key, delta, ttl_seconds)))
         .await;
@@ -91,7 +70,7 @@ async fn add(kv: &mut Atomic, ns: &str, key: &str, delta: i64, ttl_seconds: i64)
 }
 
 /// The value Get returns for `key` in `ns`, as text (`None`: not found).
-async fn text(channel: &Channel, ns: &str, key: &str) -> Option<String> {
+pub(super) async fn text(channel: &Channel, ns: &str, key: &str) -> Option<String> {
     let got = read(&mut basic(channel), Some(ns), key).await;
     got.found
         .then(|| String::from_utf8_lossy(&got.value).into_owned())
@@ -312,100 +291,4 @@ async fn namespaces_isolate_atomics(channel: &Channel, ns: &str, other: &str) {
     assert!(swap(&mut kv, other, cas(fresh, None, "b")).await.swapped);
     assert_eq!(text(channel, ns, fresh).await.as_deref(), Some("a"));
     assert_eq!(text(channel, other, fresh).await.as_deref(), Some("b"));
-}
-
-/// `clients` connections to the plugin on `port` each send `per_client`
-/// Increment(+1) of one key in `ns`, all at once; the counter ends at exactly
-/// `clients × per_client` (no update lost). Returns the wall time.
-pub async fn concurrent_increments_lose_nothing(
-    port: u16,
-    ns: &str,
-    clients: usize,
-    per_client: usize,
-) -> Duration {
-    let key = "atomic-concurrent-counter";
-    let channels = connections(port, clients).await;
-    let started = Instant::now();
-    let tasks: Vec<_> = channels
-        .into_iter()
-        .map(|channel| {
-            let ns = ns.to_owned();
-            tokio::spawn(async move {
-                let mut kv = atomic(&channel);
-                let mut last = 0;
-                for _ in 0..per_client {
-                    last = add(&mut kv, &ns, key, 1, 0).await;
-                }
-                last
-            })
-        })
-        .collect();
-    let mut highest = 0;
-    for task in tasks {
-        highest = highest.max(task.await.expect("client task"));
-    }
-    let elapsed = started.elapsed();
-    let want = i64::try_from(clients * per_client).expect("fits");
-    assert_eq!(highest, want, "the last increment saw every other one");
-    let channel = connections(port, 1).await.remove(0);
-    assert_eq!(text(&channel, ns, key).await, Some(want.to_string()));
-    let rate = (clients * per_client) as f64 / elapsed.as_secs_f64();
-    eprintln!("[timing] {clients} clients x {per_client} Increment: {elapsed:?} ({rate:.0}/s)");
-    elapsed
-}
-
-/// `clients` connections swap one key in `ns` from the same expected value
-/// at once, each to its own value: exactly one swaps, every other sees the
-/// winner's value as `current`. Then the same from absent on a fresh key.
-pub async fn concurrent_swaps_have_one_winner(port: u16, ns: &str, clients: usize) {
-    let channels = connections(port, clients).await;
-    let key = "atomic-contended";
-    let mut kv = atomic(&channels[0]);
-    let mut reset = cas(key, None, "start");
-    reset.delete = true;
-    let mut delete_any = reset.clone();
-    delete_any.expect_absent = false;
-    for expected in [Some("start"), None] {
-        // Start from `expected`: the key holds "start", or nothing.
-        let current = text(&channels[0], ns, key).await;
-        if let Some(current) = current {
-            delete_any.expected = Bytes::from(current);
-            assert!(swap(&mut kv, ns, delete_any.clone()).await.swapped);
-        }
-        if expected.is_some() {
-            assert!(swap(&mut kv, ns, cas(key, None, "start")).await.swapped);
-        }
-        let tasks: Vec<_> = channels
-            .iter()
-            .enumerate()
-            .map(|(i, channel)| {
-                let (channel, ns) = (channel.clone(), ns.to_owned());
-                let request = cas(key, expected, &format!("winner-{i}"));
-                tokio::spawn(async move { swap(&mut atomic(&channel), &ns, request).await })
-            })
-            .collect();
-        let mut replies = Vec::new();
-        for task in tasks {
-            replies.push(task.await.expect("client task"));
-        }
-        let winners: Vec<usize> = (0..clients).filter(|&i| replies[i].swapped).collect();
-        assert_eq!(winners.len(), 1, "exactly one swap from {expected:?}");
-        let won = format!("winner-{}", winners[0]);
-        for reply in replies.iter().filter(|r| !r.swapped) {
-            assert!(reply.current_found, "{reply:?}");
-            assert_eq!(reply.current, won.as_bytes(), "losers see the winner");
-        }
-        assert_eq!(text(&channels[0], ns, key).await, Some(won));
-    }
-}
-
-/// `n` separate connections (HTTP/2 each) to the plugin on `port`.
-async fn connections(port: u16, n: usize) -> Vec<Channel> {
-    let mut channels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .expect("endpoint");
-        channels.push(endpoint.connect().await.expect("connects"));
-    }
-    channels
 }

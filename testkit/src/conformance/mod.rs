@@ -4,19 +4,24 @@
 //! (how PostgreSQL rows or Redis keys look afterwards).
 
 mod atomic;
+mod atomic_load;
 mod basic;
 mod batch;
 mod discovery;
 mod namespaces;
 mod ttl;
 
-pub use atomic::{
-    ATOMIC_INTERFACE, atomic, atomic_semantics, cas, concurrent_increments_lose_nothing,
-    concurrent_swaps_have_one_winner, incr, interface_metadata,
+pub use atomic::{ATOMIC_INTERFACE, atomic, atomic_semantics, cas, incr};
+pub use atomic_load::{
+    LOAD_BOUND, LOAD_CLIENTS, LOAD_INCREMENTS, concurrent_increments_lose_nothing,
+    concurrent_swaps_have_one_winner, sixty_four_clients_count_and_swap,
 };
 pub use basic::basic_semantics;
 pub use batch::a_bad_key_rejects_the_whole_batch;
-pub use discovery::{declared_interfaces, grpcurl};
+pub use discovery::{
+    KEYVALUE_INTERFACES, atomic_readme_examples, declared_interfaces,
+    declares_the_keyvalue_interfaces, grpcurl, grpcurl_set_and_get, interface_metadata,
+};
 pub use namespaces::namespaces_isolate;
 pub use ttl::ttl_semantics;
 
