@@ -16,7 +16,8 @@
 //!   admitted p99 under 50 ms) are printed MET or NOT MET, not asserted,
 //!   because on this machine they are not met (see the constant);
 //! - right after, the plugin serves normally: every call OK within
-//!   [`AFTER_BOUND`], health SERVING;
+//!   [`AFTER_BOUND`], health SERVING (and again once the idle connections
+//!   close);
 //! - 1,000 idle connections do not take RSS past the bound.
 //!
 //! `PRISM_OVERLOAD_PIN=1` pins the plugin to CPU 0 and this test (the load
@@ -67,8 +68,12 @@ const ADMITTED_P99: Duration = Duration::from_secs(15);
 /// 2 s response timeout, prism-postgres's pool timeout, under the CPU
 /// starvation above): at most 152 of ~2,500 were measured (pinned).
 const LATE_SHARE: f64 = 0.1;
-/// Each call right after the flood (one at a time) answers within this.
+/// Each call right after the flood (one at a time) answers within this
+/// (measured ≤ 40 ms here); right after 1,000 connections closed at once,
+/// within [`AFTER_CLOSE_BOUND`] (measured up to 0.63 s: the plugin is still
+/// tearing them down).
 const AFTER_BOUND: Duration = Duration::from_secs(1);
+const AFTER_CLOSE_BOUND: Duration = Duration::from_secs(3);
 /// Idle connections held open at the end.
 const IDLE_CONNECTIONS: usize = 1000;
 
@@ -181,9 +186,9 @@ async fn overload(target: Target) {
     }
     assert_rss(plugin.process.pid(), "after the flood");
 
-    serves_normally(&plugin).await;
+    serves_normally(&plugin, AFTER_BOUND).await;
     idle_connections(&plugin).await;
-    serves_normally(&plugin).await;
+    serves_normally(&plugin, AFTER_CLOSE_BOUND).await;
 }
 
 /// 1,000 idle connections held open keep RSS under the bound.
@@ -223,9 +228,9 @@ async fn warm_up(plugin: &Plugin) {
     }
 }
 
-/// Twenty calls in a row all succeed within [`AFTER_BOUND`] and readiness
+/// Twenty calls in a row all succeed, each within `bound`, and readiness
 /// is SERVING.
-async fn serves_normally(plugin: &Plugin) {
+async fn serves_normally(plugin: &Plugin, bound: Duration) {
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let started = Instant::now();
@@ -254,8 +259,8 @@ async fn serves_normally(plugin: &Plugin) {
         plugin.kind.name()
     );
     assert!(
-        slowest <= AFTER_BOUND,
-        "a call took {slowest:?} after the flood"
+        slowest <= bound,
+        "a call took {slowest:?} (bound {bound:?})"
     );
     assert_eq!(
         plugin.health("readiness").await.expect("health"),
