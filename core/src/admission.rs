@@ -22,22 +22,21 @@
 //! and connection limits of [`ConnectionConfig`] (see `crate::connections`).
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-#[cfg(test)]
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
+
+use crate::around::{self, Around, AroundLayer, Before, Response, Watch};
 
 /// Paths never subject to admission (the same control plane the drain gate
 /// never closes).
@@ -58,6 +57,11 @@ pub struct AdmissionConfig {
     /// this a call is refused with RESOURCE_EXHAUSTED.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// A queued unary call that waited this long without a slot is refused
+    /// with RESOURCE_EXHAUSTED instead of running late (0s = wait as long as
+    /// it takes). The queue is FIFO.
+    #[serde(default = "default_max_queue_wait", with = "humantime_serde")]
+    pub max_queue_wait: Duration,
     /// Streaming calls (Subscribe, Tail, Consume, Query) open at once
     /// (0 = unbounded); counted apart from unary calls.
     #[serde(default = "default_max_streams")]
@@ -79,6 +83,13 @@ fn default_max_in_flight() -> usize {
 fn default_max_queue() -> usize {
     64
 }
+// Off by default: under the 100,000-call flood on a CPU-starved 2-core
+// machine the timer fired as late as the queue drained (queue p99 1.6 s with
+// a 100 ms bound), so it bought nothing measurable there, and its refusals
+// come late (≥ the bound) where the limit's come at once.
+fn default_max_queue_wait() -> Duration {
+    Duration::ZERO
+}
 fn default_max_streams() -> usize {
     1024
 }
@@ -93,6 +104,7 @@ impl Default for AdmissionConfig {
         AdmissionConfig {
             max_in_flight: default_max_in_flight(),
             max_queue: default_max_queue(),
+            max_queue_wait: default_max_queue_wait(),
             max_streams: default_max_streams(),
             max_concurrent_streams_per_connection: default_max_concurrent_streams_per_connection(),
         }
@@ -122,14 +134,34 @@ struct BudgetLabels {
 }
 
 /// Admission metrics, registered in the process registry by `Metrics::new`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct AdmissionMetrics {
     admitted: Family<BudgetLabels, Counter>,
     queued: Family<BudgetLabels, Counter>,
     shed: Family<BudgetLabels, Counter>,
     waiting: Family<BudgetLabels, Gauge>,
+    /// Unary calls: time in the queue, and from admission to the response's end.
+    queue_wait: Histogram,
+    run: Histogram,
     pub(crate) connections_open: Gauge,
     pub(crate) connections_refused: Counter,
+}
+
+impl Default for AdmissionMetrics {
+    fn default() -> Self {
+        // 50 µs .. ~13 s, the buckets of the per-method latency histogram.
+        let buckets = || Histogram::new(exponential_buckets(0.00005, 2.0, 19));
+        AdmissionMetrics {
+            admitted: Family::default(),
+            queued: Family::default(),
+            shed: Family::default(),
+            waiting: Family::default(),
+            queue_wait: buckets(),
+            run: buckets(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
+        }
+    }
 }
 
 impl AdmissionMetrics {
@@ -155,6 +187,16 @@ impl AdmissionMetrics {
             self.waiting.clone(),
         );
         registry.register(
+            "admission_queue_wait_seconds",
+            "Time unary data calls waited in the admission queue (admitted or not)",
+            self.queue_wait.clone(),
+        );
+        registry.register(
+            "admission_run_seconds",
+            "Time from a unary data call's admission to the end of its response",
+            self.run.clone(),
+        );
+        registry.register(
             "connections_open",
             "Client connections open on the gRPC port",
             self.connections_open.clone(),
@@ -172,19 +214,24 @@ struct Budget {
     /// `None`: unbounded.
     permits: Option<Arc<Semaphore>>,
     max_queue: usize,
+    /// `None`: queued calls wait as long as it takes.
+    max_wait: Option<Duration>,
     waiting: AtomicUsize,
     refusal: String,
+    /// The refusal of a call that waited `max_wait` in the queue.
+    late_refusal: String,
     admitted: Counter,
     queued: Counter,
     shed: Counter,
     waiting_gauge: Gauge,
+    /// Unary budget only: queue wait and run time.
+    timing: Option<(Histogram, Histogram)>,
 }
 
 impl Budget {
     fn new(
         kind: Kind,
-        limit: usize,
-        max_queue: usize,
+        (limit, max_queue, max_wait): (usize, usize, Duration),
         refusal: String,
         m: &AdmissionMetrics,
     ) -> Self {
@@ -194,12 +241,18 @@ impl Budget {
         Budget {
             permits: (limit > 0).then(|| Arc::new(Semaphore::new(limit))),
             max_queue,
+            max_wait: (!max_wait.is_zero()).then_some(max_wait),
             waiting: AtomicUsize::new(0),
+            late_refusal: format!(
+                "plugin overloaded: the call waited {max_wait:?} in the admission queue, the \
+                 limit control_plane.admission.max_queue_wait; retry with backoff"
+            ),
             refusal,
             admitted: m.admitted.get_or_create(&labels).clone(),
             queued: m.queued.get_or_create(&labels).clone(),
             shed: m.shed.get_or_create(&labels).clone(),
             waiting_gauge: m.waiting.get_or_create(&labels).clone(),
+            timing: (kind == Kind::Unary).then(|| (m.queue_wait.clone(), m.run.clone())),
         }
     }
 }
@@ -210,8 +263,6 @@ enum Decision {
     Run(Option<OwnedSemaphorePermit>),
     /// Wait for a permit, holding a slot of the queue.
     Wait(Arc<Semaphore>, QueueSlot),
-    /// Refuse with RESOURCE_EXHAUSTED.
-    Refuse,
 }
 
 /// Shared admission state; cloning shares it.
@@ -250,12 +301,20 @@ impl Admission {
             inner: Arc::new(Inner {
                 unary: Budget::new(
                     Kind::Unary,
-                    config.max_in_flight,
-                    config.max_queue,
+                    (
+                        config.max_in_flight,
+                        config.max_queue,
+                        config.max_queue_wait,
+                    ),
                     unary_refusal,
                     metrics,
                 ),
-                stream: Budget::new(Kind::Stream, config.max_streams, 0, stream_refusal, metrics),
+                stream: Budget::new(
+                    Kind::Stream,
+                    (config.max_streams, 0, Duration::ZERO),
+                    stream_refusal,
+                    metrics,
+                ),
                 streaming: streaming_methods(descriptor_sets),
             }),
         }
@@ -279,13 +338,14 @@ impl Admission {
         }
     }
 
-    fn decide(&self, kind: Kind) -> Decision {
+    /// `None`: refuse with RESOURCE_EXHAUSTED.
+    fn decide(&self, kind: Kind) -> Option<Decision> {
         let budget = self.budget(kind);
         let Some(permits) = &budget.permits else {
-            return Decision::Run(None);
+            return Some(Decision::Run(None));
         };
         if let Ok(permit) = permits.clone().try_acquire_owned() {
-            return Decision::Run(Some(permit));
+            return Some(Decision::Run(Some(permit)));
         }
         // Take a queue slot only while one is free; never overshoot max_queue.
         let took = budget
@@ -300,9 +360,9 @@ impl Admission {
                 admission: self.clone(),
                 kind,
             };
-            Decision::Wait(permits.clone(), slot)
+            Some(Decision::Wait(permits.clone(), slot))
         } else {
-            Decision::Refuse
+            None
         }
     }
 }
@@ -339,93 +399,82 @@ pub(crate) fn streaming_methods(descriptor_sets: &[&[u8]]) -> HashSet<String> {
 }
 
 /// Tower layer installing admission control.
-#[derive(Clone)]
-pub(crate) struct AdmissionLayer {
+pub(crate) type AdmissionLayer = AroundLayer<Admission>;
+
+/// A call admission let through, or queued.
+pub(crate) struct Admitted {
     admission: Admission,
+    kind: Kind,
+    decision: Decision,
 }
 
-impl AdmissionLayer {
-    pub(crate) fn new(admission: Admission) -> Self {
-        AdmissionLayer { admission }
-    }
-}
+impl Around for Admission {
+    type Call = Admitted;
 
-impl<S> tower::Layer<S> for AdmissionLayer {
-    type Service = AdmissionService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AdmissionService {
-            inner,
-            admission: self.admission.clone(),
+    fn before<B>(&self, req: &mut http::Request<B>) -> Before<Admitted> {
+        let Some(kind) = self.kind(req.uri().path()) else {
+            return Before::Pass;
+        };
+        match self.decide(kind) {
+            None => {
+                let budget = self.budget(kind);
+                budget.shed.inc();
+                let status = tonic::Status::resource_exhausted(budget.refusal.clone());
+                Before::Answer(status.into_http::<Body>())
+            }
+            Some(decision) => Before::Run(Admitted {
+                admission: self.clone(),
+                kind,
+                decision,
+            }),
         }
     }
-}
 
-/// The service produced by [`AdmissionLayer`].
-#[derive(Clone)]
-pub(crate) struct AdmissionService<S> {
-    inner: S,
-    admission: Admission,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for AdmissionService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        // Take the service that was driven to readiness, leave a fresh clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(kind) = self.admission.kind(req.uri().path()) else {
-            return Box::pin(inner.call(req));
-        };
-        let admission = self.admission.clone();
-        let decision = admission.decide(kind);
-        Box::pin(async move {
-            let budget = admission.budget(kind);
-            let permit = match decision {
-                Decision::Run(permit) => permit,
-                Decision::Refuse => {
+    async fn run<F, E>(call: Admitted, inner: F) -> Result<Response, E>
+    where
+        F: Future<Output = Result<Response, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let budget = call.admission.budget(call.kind);
+        let permit = match call.decision {
+            Decision::Run(permit) => permit,
+            Decision::Wait(permits, slot) => {
+                budget.queued.inc();
+                let queued = Instant::now();
+                // The semaphore is FIFO and never closed; if the client
+                // leaves, the future (and its slot) is dropped.
+                let acquire = permits.acquire_owned();
+                let permit = match budget.max_wait {
+                    Some(max_wait) => tokio::time::timeout(max_wait, acquire).await.ok(),
+                    None => Some(acquire.await),
+                };
+                drop(slot);
+                if let Some((wait, _)) = &budget.timing {
+                    wait.observe(queued.elapsed().as_secs_f64());
+                }
+                let Some(permit) = permit else {
                     budget.shed.inc();
-                    let status = tonic::Status::resource_exhausted(budget.refusal.clone());
+                    let status = tonic::Status::resource_exhausted(budget.late_refusal.clone());
                     return Ok(status.into_http::<Body>());
-                }
-                Decision::Wait(permits, slot) => {
-                    budget.queued.inc();
-                    // The semaphore is never closed, so this cannot fail; if
-                    // the client leaves, the future (and its slot) is dropped.
-                    let permit = permits.acquire_owned().await.ok();
-                    drop(slot);
-                    permit
-                }
-            };
-            budget.admitted.inc();
-            let response = inner.call(req).await?;
-            Ok(match permit {
-                Some(permit) => response.map(|body| {
-                    Body::new(PermitBody {
-                        inner: body,
-                        _permit: permit,
-                    })
-                }),
-                None => response,
-            })
+                };
+                permit.ok()
+            }
+        };
+        budget.admitted.inc();
+        let admitted = Instant::now();
+        let response = inner.await?;
+        Ok(match permit {
+            Some(permit) => around::watch(
+                response,
+                Held {
+                    _permit: permit,
+                    run: budget
+                        .timing
+                        .as_ref()
+                        .map(|(_, run)| (run.clone(), admitted)),
+                },
+            ),
+            None => response,
         })
     }
 }
@@ -444,155 +493,24 @@ impl Drop for QueueSlot {
     }
 }
 
-/// Response body that holds the call's permit until the body ends (so a
-/// stream holds its slot for as long as it is open).
-struct PermitBody {
-    inner: Body,
+/// Held by the response body until it ends, so a stream holds its slot for
+/// as long as it is open; records the call's run time.
+struct Held {
     _permit: OwnedSemaphorePermit,
+    /// The run-time histogram and when the call was admitted.
+    run: Option<(Histogram, Instant)>,
 }
 
-impl HttpBody for PermitBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
+impl Watch for Held {}
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((run, admitted)) = &self.run {
+            run.observe(admitted.elapsed().as_secs_f64());
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::convert::Infallible;
-
-    use tower::{Service, ServiceExt};
-
-    use super::*;
-
-    const GET: &str = "/prism.interfaces.keyvalue.KeyValueBasicInterface/Get";
-    const SUBSCRIBE: &str = "/prism.interfaces.pubsub.PubSubBasicInterface/Subscribe";
-
-    #[test]
-    fn streaming_methods_come_from_the_descriptors() {
-        let paths = streaming_methods(&[crate::proto::FILE_DESCRIPTOR_SET]);
-        for streaming in [
-            SUBSCRIBE,
-            "/prism.interfaces.pubsub.StreamInterface/Tail",
-            "/prism.interfaces.pubsub.StreamInterface/Consume",
-        ] {
-            assert!(
-                paths.contains(streaming),
-                "{streaming} missing from {paths:?}"
-            );
-        }
-        assert!(!paths.contains(GET));
-        assert!(!paths.contains("/prism.interfaces.pubsub.PubSubBasicInterface/Publish"));
-    }
-
-    /// A layered service whose handler waits until `release` says true.
-    fn service(
-        config: &AdmissionConfig,
-        release: tokio::sync::watch::Receiver<bool>,
-    ) -> impl Service<
-        http::Request<()>,
-        Response = http::Response<Body>,
-        Error = Infallible,
-        Future = BoxFuture<Result<http::Response<Body>, Infallible>>,
-    > + Clone
-    + use<> {
-        let admission = Admission::new(
-            config,
-            &[crate::proto::FILE_DESCRIPTOR_SET],
-            &AdmissionMetrics::default(),
-        );
-        let handler = tower::service_fn(move |_req: http::Request<()>| {
-            let mut release = release.clone();
-            async move {
-                let _ = release.wait_for(|go| *go).await;
-                Ok::<_, Infallible>(http::Response::new(Body::new("x".to_string())))
-            }
-        });
-        tower::Layer::layer(&AdmissionLayer::new(admission), handler)
-    }
-
-    fn request(path: &str) -> http::Request<()> {
-        http::Request::builder().uri(path).body(()).unwrap()
-    }
-
-    fn status(response: &http::Response<Body>) -> Option<String> {
-        response
-            .headers()
-            .get("grpc-status")
-            .map(|v| v.to_str().unwrap().to_string())
-    }
-
-    #[tokio::test]
-    async fn beyond_in_flight_and_queue_calls_are_refused_at_once() {
-        let config = AdmissionConfig {
-            max_in_flight: 2,
-            max_queue: 1,
-            max_streams: 1,
-            max_concurrent_streams_per_connection: 0,
-        };
-        let (release, rx) = tokio::sync::watch::channel(false);
-        let svc = service(&config, rx);
-        // Two run, one waits: all three pending.
-        let mut pending: Vec<_> = (0..3)
-            .map(|_| tokio::spawn(svc.clone().oneshot(request(GET))))
-            .collect();
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pending.iter().all(|p| !p.is_finished()));
-
-        // The fourth is refused without waiting, naming the limits.
-        let refused = svc.clone().oneshot(request(GET)).await.unwrap();
-        assert_eq!(status(&refused).as_deref(), Some("8"), "RESOURCE_EXHAUSTED");
-        let message = refused.headers()["grpc-message"].to_str().unwrap();
-        assert!(message.contains("max_in_flight"), "{message}");
-
-        // A stream draws from its own budget; health is never refused.
-        let stream = tokio::spawn(svc.clone().oneshot(request(SUBSCRIBE)));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!stream.is_finished(), "the stream budget is separate");
-        let second_stream = svc.clone().oneshot(request(SUBSCRIBE)).await.unwrap();
-        let message = second_stream.headers()["grpc-message"].to_str().unwrap();
-        assert!(message.contains("max_streams"), "{message}");
-        let health = tokio::spawn(svc.clone().oneshot(request("/grpc.health.v1.Health/Check")));
-
-        // Released: every admitted call (the queued one too) completes OK.
-        release.send(true).unwrap();
-        pending.push(stream);
-        pending.push(health);
-        for call in pending {
-            let response = call.await.unwrap().unwrap();
-            assert_eq!(status(&response), None, "admitted calls run");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_permit_is_held_until_the_response_body_ends() {
-        let config = AdmissionConfig {
-            max_in_flight: 1,
-            max_queue: 0,
-            ..AdmissionConfig::default()
-        };
-        let (_release, rx) = tokio::sync::watch::channel(true);
-        let svc = service(&config, rx);
-        let first = svc.clone().oneshot(request(GET)).await.unwrap();
-        let refused = svc.clone().oneshot(request(GET)).await.unwrap();
-        assert_eq!(status(&refused).as_deref(), Some("8"));
-        drop(first);
-        let after = svc.clone().oneshot(request(GET)).await.unwrap();
-        assert_eq!(status(&after), None);
-    }
-}
+#[path = "admission_tests.rs"]
+mod tests;

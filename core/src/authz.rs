@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::Error;
+use crate::around::{Around, AroundLayer, Before};
 
 /// `control_plane.authorization`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -289,54 +289,14 @@ pub(crate) fn identity(der: &[u8]) -> Option<String> {
 }
 
 /// Tower layer resolving each data call's client identity (see the module docs).
-#[derive(Clone)]
-pub(crate) struct AuthzLayer {
-    authz: Authz,
-}
+pub(crate) type AuthzLayer = AroundLayer<Authz>;
 
-impl AuthzLayer {
-    pub(crate) fn new(authz: Authz) -> Self {
-        AuthzLayer { authz }
-    }
-}
+impl Around for Authz {
+    type Call = ();
 
-impl<S> tower::Layer<S> for AuthzLayer {
-    type Service = AuthzService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthzService {
-            inner,
-            authz: self.authz.clone(),
-        }
-    }
-}
-
-/// The service produced by [`AuthzLayer`].
-#[derive(Clone)]
-pub(crate) struct AuthzService<S> {
-    inner: S,
-    authz: Authz,
-}
-
-impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for AuthzService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        futures::future::Ready<Result<Self::Response, Self::Error>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+    fn before<B>(&self, req: &mut http::Request<B>) -> Before<()> {
         if !crate::gate::is_data_path(req.uri().path()) {
-            return futures::future::Either::Left(self.inner.call(req));
+            return Before::Pass;
         }
         let identity = req
             .extensions()
@@ -347,18 +307,16 @@ where
             Some(identity) => {
                 req.extensions_mut().insert(Access {
                     identity: identity.into(),
-                    policy: self.authz.policy(),
+                    policy: self.policy(),
                 });
-                futures::future::Either::Left(self.inner.call(req))
+                Before::Pass
             }
-            None => {
-                let status = Status::permission_denied(
+            None => Before::Answer(
+                Status::permission_denied(
                     "no client identity: data calls need a client certificate with a URI SAN or a CN",
-                );
-                futures::future::Either::Right(futures::future::ready(Ok(
-                    status.into_http::<tonic::body::Body>()
-                )))
-            }
+                )
+                .into_http::<tonic::body::Body>(),
+            ),
         }
     }
 }

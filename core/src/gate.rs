@@ -3,16 +3,14 @@
 //! rejects new ones with `UNAVAILABLE` once draining starts, and records
 //! per-method metrics by final gRPC status.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::Notify;
 use tonic::body::Body;
 
+use crate::around::{self, Around, AroundLayer, Before, Response, Watch};
 use crate::metrics::{Metrics, RpcLabels};
 
 /// Services that are never gated: the control plane itself must keep answering
@@ -184,105 +182,48 @@ impl Gate {
 }
 
 /// Tower layer installing the gate.
-#[derive(Clone)]
-pub(crate) struct GateLayer {
-    gate: Gate,
-}
+pub(crate) type GateLayer = AroundLayer<Gate>;
 
-impl GateLayer {
-    pub(crate) fn new(gate: Gate) -> Self {
-        GateLayer { gate }
-    }
-}
+impl Around for Gate {
+    type Call = CallGuard;
 
-impl<S> tower::Layer<S> for GateLayer {
-    type Service = GateService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GateService {
-            inner,
-            gate: self.gate.clone(),
-        }
-    }
-}
-
-/// The service produced by [`GateLayer`].
-#[derive(Clone)]
-pub(crate) struct GateService<S> {
-    inner: S,
-    gate: Gate,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for GateService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+    fn before<B>(&self, req: &mut http::Request<B>) -> Before<CallGuard> {
         // When the call arrived, for its deadline (see `crate::deadline()`):
         // time spent in admission's queue counts against the client's budget.
         req.extensions_mut()
             .insert(crate::deadline::Arrived(tokio::time::Instant::now()));
         let path = req.uri().path();
-        let is_data = is_data_path(path);
         let mut guard = CallGuard {
-            gate: self.gate.clone(),
-            method: self.gate.method_metrics(path),
+            gate: self.clone(),
+            method: self.method_metrics(path),
             started: Instant::now(),
             counted: false,
             code: None,
         };
-        if is_data {
-            if !self.gate.is_open() {
+        if is_data_path(path) {
+            if !self.is_open() {
                 guard.code = Some(tonic::Code::Unavailable as i32);
                 drop(guard);
                 let status = tonic::Status::unavailable(
                     "plugin is draining and accepts no new calls; retry against another instance",
                 );
-                return Box::pin(async move { Ok(status.into_http::<Body>()) });
+                return Before::Answer(status.into_http::<Body>());
             }
             guard.counted = true;
-            self.gate.inner.in_flight.fetch_add(1, Ordering::SeqCst);
-            self.gate.inner.metrics.in_flight.inc();
+            self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+            self.inner.metrics.in_flight.inc();
         }
-        // Take the service that was driven to readiness, leave a fresh clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let response = inner.call(req).await?;
-            // Trailers-only responses (errors) carry grpc-status in the headers.
-            if let Some(code) = grpc_status(response.headers()) {
-                guard.code = Some(code);
-            }
-            Ok(response.map(|body| Body::new(GateBody { inner: body, guard })))
-        })
+        Before::Run(guard)
+    }
+
+    fn after(guard: CallGuard, response: Response) -> Response {
+        around::watch(response, guard)
     }
 }
 
-pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Lives as long as the call: decrements in-flight and records metrics on drop.
-struct CallGuard {
+/// Lives as long as the call (its response body): decrements in-flight and
+/// records metrics on drop.
+pub(crate) struct CallGuard {
     gate: Gate,
     method: Arc<MethodMetrics>,
     started: Instant,
@@ -306,41 +247,8 @@ impl Drop for CallGuard {
     }
 }
 
-/// Response body wrapper that watches for the grpc-status trailer.
-struct GateBody {
-    inner: Body,
-    guard: CallGuard,
-}
-
-impl HttpBody for GateBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(trailers) = frame.trailers_ref()
-            && let Some(code) = grpc_status(trailers)
-        {
-            this.guard.code = Some(code);
-        }
-        if let Poll::Ready(None) = &polled
-            && this.guard.code.is_none()
-        {
-            this.guard.code = Some(tonic::Code::Ok as i32);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Watch for CallGuard {
+    fn status(&mut self, code: i32) {
+        self.code = Some(code);
     }
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod around;
 pub mod authz;
 pub mod backend_metrics;
 mod call;

@@ -446,7 +446,7 @@ fn grpc_server(
     let router = builder
         .layer(GateLayer::new(gate.clone()))
         .layer(AdmissionLayer::new(admission))
-        .layer(crate::otel::layer::TraceLayer::new())
+        .layer(crate::otel::layer::layer())
         .layer(tower::util::option_layer(
             authz.map(crate::authz::AuthzLayer::new),
         ))

@@ -6,8 +6,11 @@
 //! writes the gRPC frame by hand (5-byte prefix + the protobuf), so the client
 //! side costs as little as possible beside the plugin on a 2-core machine.
 //! Each connection sends at most `streams_per_connection` streams at once
-//! (the server's HTTP/2 limit), so a call's latency is the server's time, not
-//! time queued inside this client waiting for a stream slot.
+//! (the server's HTTP/2 limit). A call's latency runs from the moment its
+//! stream is opened (its HEADERS handed to the connection) to its status:
+//! what a client sees once its request has left, without the time the call
+//! spent in this client's own backlog of 100,000 offered calls, which is
+//! reported apart ([`Call::waited`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +24,28 @@ use tokio::sync::Semaphore;
 pub struct Call {
     /// The gRPC status code (`None`: the stream or connection failed).
     pub code: Option<u8>,
-    /// From sending the stream to its status (headers or trailers).
+    /// From opening the call's (first) stream to its status (headers or
+    /// trailers), re-sends of a refused stream included.
     pub latency: Duration,
+    /// From the call's turn on its connection (a slot of
+    /// `streams_per_connection` free) to its stream being opened: time the
+    /// client waited for the server's HTTP/2 stream limit.
+    pub waited: Duration,
+    /// Streams the server refused (`REFUSED_STREAM`) and this client re-sent.
+    pub resent: u8,
+    /// A RESOURCE_EXHAUSTED whose message names the admission limit
+    /// (`control_plane.admission.…`).
+    pub names_limit: bool,
+}
+
+/// What a flood saw.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One per offered call.
+    pub calls: Vec<Call>,
+    /// The calls of a well-behaved client on its own connection, one at a
+    /// time while the flood ran: what any other client saw meanwhile.
+    pub probe: Vec<Call>,
 }
 
 /// What to offer.
@@ -66,13 +89,14 @@ pub async fn connect(port: u16) -> std::io::Result<h2::client::SendRequest<Bytes
 
 impl Flood {
     /// Offers every call at once and returns one [`Call`] per call (failed
-    /// connections count their calls as failed).
-    pub async fn run(&self) -> Vec<Call> {
+    /// connections count their calls as failed), and the probe's calls.
+    pub async fn run(&self) -> Outcome {
         let body = grpc_frame(&self.message);
         let mut connections = Vec::with_capacity(self.connections);
         for _ in 0..self.connections {
             connections.push(connect(self.port).await);
         }
+        let probe = connect(self.port).await;
         let mut tasks = tokio::task::JoinSet::new();
         for connection in connections {
             let Ok(send) = connection else {
@@ -81,6 +105,9 @@ impl Flood {
                         Call {
                             code: None,
                             latency: Duration::ZERO,
+                            waited: Duration::ZERO,
+                            resent: 0,
+                            names_limit: false,
                         }
                     });
                 }
@@ -96,7 +123,22 @@ impl Flood {
                 });
             }
         }
-        tasks.join_all().await
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let flood = async {
+            let calls = tasks.join_all().await;
+            done.store(true, std::sync::atomic::Ordering::Release);
+            calls
+        };
+        let probe = async {
+            let mut calls = Vec::new();
+            let Ok(send) = probe else { return calls };
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                calls.push(call(send.clone(), &self.path, body.clone()).await);
+            }
+            calls
+        };
+        let (calls, probe) = tokio::join!(flood, probe);
+        Outcome { calls, probe }
     }
 }
 
@@ -104,51 +146,66 @@ impl Flood {
 /// processing it (`REFUSED_STREAM`: the client opened it before learning that
 /// a slot was free) is sent again, as every gRPC client does transparently.
 async fn call(send: h2::client::SendRequest<Bytes>, path: &str, body: Bytes) -> Call {
-    let started = Instant::now();
+    let turn = Instant::now();
+    let mut opened = None;
     let mut code = None;
+    let mut names_limit = false;
+    let mut resent = 0;
     for _ in 0..3 {
-        match exchange(send.clone(), path, body.clone()).await {
+        match exchange(send.clone(), path, body.clone(), &mut opened).await {
             Ok(got) => {
-                code = got;
+                (code, names_limit) = got;
                 break;
             }
-            Err(err) if err.reason() == Some(h2::Reason::REFUSED_STREAM) => continue,
+            Err(err) if err.reason() == Some(h2::Reason::REFUSED_STREAM) => resent += 1,
             Err(_) => break,
         }
     }
+    let opened = opened.unwrap_or_else(Instant::now);
     Call {
         code,
-        latency: started.elapsed(),
+        latency: opened.elapsed(),
+        waited: opened.saturating_duration_since(turn),
+        resent,
+        names_limit,
     }
 }
 
-/// The call's gRPC status (`None`: no status came back), or the HTTP/2 error
-/// that ended it.
+/// The call's gRPC status (`None`: no status came back) and whether its
+/// message names an admission limit, or the HTTP/2 error that ended it;
+/// sets `opened` when the first stream is opened.
 async fn exchange(
     send: h2::client::SendRequest<Bytes>,
     path: &str,
     body: Bytes,
-) -> Result<Option<u8>, h2::Error> {
+    opened: &mut Option<Instant>,
+) -> Result<(Option<u8>, bool), h2::Error> {
     let mut send = send.ready().await?;
     let Ok(request) = http::Request::post(format!("http://127.0.0.1{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
     else {
-        return Ok(None);
+        return Ok((None, false));
     };
     let (response, mut stream) = send.send_request(request, false)?;
+    opened.get_or_insert_with(Instant::now);
     stream.send_data(body, true)?;
     let response = response.await?;
     if let Some(code) = status(response.headers()) {
-        return Ok(Some(code)); // trailers-only: refused or failed
+        // Trailers-only: refused or failed.
+        let names_limit = response.headers().get("grpc-message").is_some_and(|m| {
+            m.to_str()
+                .is_ok_and(|m| m.contains("control_plane.admission."))
+        });
+        return Ok((Some(code), names_limit));
     }
     let mut body = response.into_body();
     while let Some(chunk) = body.data().await {
         let chunk = chunk?;
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    Ok(body.trailers().await?.as_ref().and_then(status))
+    Ok((body.trailers().await?.as_ref().and_then(status), false))
 }
 
 fn status(headers: &http::HeaderMap) -> Option<u8> {
@@ -177,4 +234,36 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time (user + system) `pid` has used so far, from `/proc/<pid>/stat`
+/// (`"self"` for this process); zero if it cannot be read.
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime the 14th, stime the 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    let total = ticks(14).unwrap_or(0) + ticks(15).unwrap_or(0);
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(total * 10)
+}
+
+/// Pins every thread of `pid` (`"self"`: this process) to `cpus` (a
+/// `taskset` list such as `"0"`), so a load generator and the plugin it
+/// measures do not share a core; false if `taskset` failed.
+pub fn pin(pid: &str, cpus: &str) -> bool {
+    let pid = if pid == "self" {
+        std::process::id().to_string()
+    } else {
+        pid.to_string()
+    };
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

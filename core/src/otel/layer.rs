@@ -9,98 +9,62 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::future::Either;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Frame;
 use tonic::body::Body;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::gate::{CONTROL_PREFIXES, grpc_status};
+use crate::around::{self, Around, AroundLayer, Before, Response, Watch};
+use crate::gate::CONTROL_PREFIXES;
 
-/// Installs the server span; `enabled` is fixed when the server is built.
+/// Installs the server span.
+pub(crate) type TraceLayer = AroundLayer<Trace>;
+
+/// The layer, tracing when the export pipeline is on (fixed when the server
+/// is built).
+pub(crate) fn layer() -> TraceLayer {
+    AroundLayer::new(Trace {
+        enabled: super::enabled(),
+    })
+}
+
+/// Whether calls are traced.
 #[derive(Clone, Copy)]
-pub(crate) struct TraceLayer {
+pub(crate) struct Trace {
     enabled: bool,
 }
 
-impl TraceLayer {
-    /// A layer that traces when the export pipeline is on.
-    pub(crate) fn new() -> Self {
-        TraceLayer {
-            enabled: super::enabled(),
-        }
-    }
-}
+impl Around for Trace {
+    type Call = Span;
 
-impl<S> tower::Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TraceService {
-            inner,
-            enabled: self.enabled,
-        }
-    }
-}
-
-/// The service produced by [`TraceLayer`].
-#[derive(Clone)]
-pub(crate) struct TraceService<S> {
-    inner: S,
-    enabled: bool,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl<S, ReqBody> tower::Service<http::Request<ReqBody>> for TraceService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<Result<Self::Response, Self::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn before<B>(&self, req: &mut http::Request<B>) -> Before<Span> {
         let path = req.uri().path();
         if !self.enabled || CONTROL_PREFIXES.iter().any(|p| path.starts_with(p)) {
-            return Either::Left(self.inner.call(req));
+            return Before::Pass;
         }
         let parent = super::propagate::extract_headers(req.headers());
         if super::parent_only() && !sampled(&parent) {
-            return Either::Left(self.inner.call(req));
+            return Before::Pass;
         }
         let span = server_span(path);
         let _ = span.set_parent(parent);
-        let response = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        Either::Right(Box::pin(async move {
-            let response = response.instrument(span.clone()).await?;
-            // Trailers-only responses (errors) carry grpc-status in the headers.
-            let code = grpc_status(response.headers());
-            Ok(response.map(|inner| {
-                let mut body = TracedBody {
-                    inner,
-                    span,
-                    recorded: false,
-                };
-                if let Some(code) = code {
-                    body.record(code);
-                }
-                Body::new(body)
-            }))
-        }))
+        Before::Run(span)
+    }
+
+    async fn run<F, E>(span: Span, inner: F) -> Result<Response, E>
+    where
+        F: Future<Output = Result<Response, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        // The inner service is called, and its future polled, in the span.
+        let response = inner.instrument(span.clone()).await?;
+        Ok(around::watch(
+            response,
+            TracedBody {
+                span,
+                recorded: false,
+            },
+        ))
     }
 }
 
@@ -127,23 +91,29 @@ fn server_span(path: &str) -> Span {
     )
 }
 
-/// The response body, holding the span open until the call's last frame.
+/// Watches the response body, holding the span open until the call's last
+/// frame.
 struct TracedBody {
-    inner: Body,
     span: Span,
     recorded: bool,
 }
 
-impl TracedBody {
-    fn record(&mut self, code: i32) {
-        if self.recorded {
-            return;
-        }
+impl Watch for TracedBody {
+    fn status(&mut self, code: i32) {
         self.recorded = true;
         self.span.record("rpc.grpc.status_code", code);
         if is_server_error(code) {
             self.span.record("otel.status_code", "ERROR");
         }
+    }
+
+    fn poll_inner(
+        &mut self,
+        body: Pin<&mut Body>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, tonic::Status>>> {
+        let _entered = self.span.enter();
+        http_body::Body::poll_frame(body, cx)
     }
 }
 
@@ -165,40 +135,8 @@ fn is_server_error(code: i32) -> bool {
 impl Drop for TracedBody {
     fn drop(&mut self) {
         // A body dropped before its trailers: the client went away.
-        self.record(tonic::Code::Cancelled as i32);
-    }
-}
-
-impl HttpBody for TracedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let polled = {
-            let _entered = this.span.enter();
-            Pin::new(&mut this.inner).poll_frame(cx)
-        };
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
-                    this.record(code);
-                }
-            }
-            Poll::Ready(None) => this.record(tonic::Code::Ok as i32),
-            _ => {}
+        if !self.recorded {
+            self.status(tonic::Code::Cancelled as i32);
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
