@@ -25,6 +25,7 @@ mod error;
 mod gate;
 mod health;
 pub mod kv;
+pub mod kv_plugin;
 mod lifecycle;
 pub mod manifest;
 pub mod metrics;
