@@ -46,76 +46,53 @@ pub struct Config<B> {
 
 /// `plugin:` — identity.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PluginSection {
     /// Plugin name (default: the binary's plugin name, e.g. `postgres`).
-    #[serde(default)]
     pub name: String,
     /// Plugin version (default: the crate version).
-    #[serde(default)]
     pub version: String,
 }
 
 /// `control_plane:` — the one gRPC port.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlPlane {
     /// gRPC port (`--grpc-port` overrides). 0 picks a free port.
-    #[serde(default)]
     pub port: u16,
     /// Address to bind; `::` is dual-stack (IPv4 and IPv6), falling back to
     /// `0.0.0.0` where IPv6 is disabled.
-    #[serde(default = "default_bind_address")]
     pub bind_address: String,
     /// Longest time in-flight data calls get to finish on Drain or SIGTERM.
-    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// Largest gRPC message accepted or sent, in bytes (must fit 16 MiB values).
-    #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
     /// How often the backend's health is re-checked.
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
     /// TLS (and mTLS with `client_ca_file`) on the plugin port; unset = plaintext h2c.
-    #[serde(default)]
     pub tls: Option<crate::tls::TlsConfig>,
     /// Extra plaintext port serving only `grpc.health.v1` (for Kubernetes
     /// probes, which cannot present client certificates); unset = off.
-    #[serde(default)]
     pub probe_port: Option<u16>,
     /// Namespaces each verified client identity may use (needs mTLS);
     /// unset = every client may use every namespace.
-    #[serde(default)]
     pub authorization: Option<crate::authz::AuthorizationConfig>,
     /// Bounds on data calls held at once (admission control).
-    #[serde(default)]
     pub admission: crate::admission::AdmissionConfig,
     /// HTTP/2 keepalive and connection limits.
-    #[serde(default)]
     pub connections: crate::connections::ConnectionConfig,
-}
-
-fn default_bind_address() -> String {
-    "::".to_string()
-}
-fn default_drain_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_message_bytes() -> usize {
-    64 * 1024 * 1024
-}
-fn default_health_interval() -> Duration {
-    Duration::from_millis(500)
 }
 
 impl Default for ControlPlane {
     fn default() -> Self {
         ControlPlane {
             port: 0,
-            bind_address: default_bind_address(),
-            drain_timeout: default_drain_timeout(),
-            max_message_bytes: default_max_message_bytes(),
-            health_interval: default_health_interval(),
+            bind_address: "::".to_string(),
+            drain_timeout: Duration::from_secs(30),
+            max_message_bytes: 64 * 1024 * 1024,
+            health_interval: Duration::from_millis(500),
             tls: None,
             probe_port: None,
             authorization: None,
@@ -127,25 +104,19 @@ impl Default for ControlPlane {
 
 /// `log:` — tracing output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive
     /// (`PRISM_LOG_LEVEL`, `--log-level`).
-    #[serde(default = "default_log_level")]
     pub level: String,
     /// `json` (default) or `text` (`PRISM_LOG_FORMAT`).
-    #[serde(default)]
     pub format: LogFormat,
-}
-
-fn default_log_level() -> String {
-    "info".to_string()
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: default_log_level(),
+            level: "info".to_string(),
             format: LogFormat::Json,
         }
     }
@@ -164,10 +135,9 @@ pub enum LogFormat {
 
 /// `metrics:` — optional HTTP endpoint with `/metrics`, `/health/live`, `/health/ready`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// HTTP port (`PRISM_METRICS_PORT`); unset = off.
-    #[serde(default)]
     pub port: Option<u16>,
 }
 
@@ -484,15 +454,11 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields)]
+    #[serde(default, deny_unknown_fields)]
     struct Backend {
-        #[serde(default)]
         address: String,
-        #[serde(default)]
         pool_size: u32,
-        #[serde(default)]
         password: String,
-        #[serde(default)]
         extra: std::collections::BTreeMap<String, String>,
     }
 

@@ -26,6 +26,7 @@ mod error;
 mod gate;
 mod health;
 pub mod kv;
+pub mod kv_plugin;
 mod lifecycle;
 pub mod manifest;
 pub mod metrics;

@@ -12,17 +12,12 @@ use serde::{Deserialize, Serialize};
 /// A backend section shaped like the real plugins' (strings, numbers,
 /// durations, lists, nested sections).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct Backend {
-    #[serde(default)]
     address: String,
-    #[serde(default)]
     pool_size: u32,
-    #[serde(default)]
     password: String,
-    #[serde(default)]
     brokers: Vec<String>,
-    #[serde(default)]
     enabled: bool,
 }
 

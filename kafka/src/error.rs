@@ -164,22 +164,19 @@ mod tests {
 
     #[test]
     fn produce_errors_map_by_cause() {
-        let timeout = Error::Produce {
-            topic: "t".into(),
-            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
-        };
-        assert_eq!(
-            tonic::Status::from(timeout).code(),
-            tonic::Code::Unavailable
-        );
-        let big = Error::Produce {
-            topic: "t".into(),
-            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
-        };
-        assert_eq!(
-            tonic::Status::from(big).code(),
-            tonic::Code::ResourceExhausted
-        );
+        for (cause, code) in [
+            (RDKafkaErrorCode::MessageTimedOut, tonic::Code::Unavailable),
+            (
+                RDKafkaErrorCode::MessageSizeTooLarge,
+                tonic::Code::ResourceExhausted,
+            ),
+        ] {
+            let err = Error::Produce {
+                topic: "t".into(),
+                source: KafkaError::MessageProduction(cause),
+            };
+            assert_eq!(tonic::Status::from(err).code(), code, "{cause:?}");
+        }
         let late = tonic::Status::from(Error::Deadline("the Publish"));
         assert_eq!(late.code(), tonic::Code::DeadlineExceeded);
         let status = tonic::Status::from(Error::TooLarge { size: 10, limit: 5 });

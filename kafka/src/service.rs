@@ -21,7 +21,9 @@ use prism_plugin_core::{Slot, authz};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::{Backend, CommitReports, MESSAGE_ID_HEADER, Start, StreamContext};
+use crate::backend::{
+    Backend, CommitReports, MESSAGE_ID_HEADER, Start, StreamContext, check_record_size,
+};
 use crate::config::check_topic;
 use crate::error::Error;
 use crate::stream::{self, Command, ConsumeSetup, Delivery, Event, Forward, Rebuild, StreamSet};
@@ -85,6 +87,26 @@ impl KafkaService {
     #[allow(clippy::result_large_err)]
     fn backend(&self) -> Result<Arc<Backend>, Status> {
         self.backend.get().map_err(Status::from)
+    }
+
+    /// The preamble of every call on one topic: the call's deadline (core's
+    /// [`prism_plugin_core::deadline`]), the current backend, the request
+    /// body, and the topic it names (`topic` picks it out; empty =
+    /// `backend.topic`), checked against Kafka's naming rules and the
+    /// caller's namespace grants.
+    #[allow(clippy::result_large_err)]
+    fn topic_call<T>(
+        &self,
+        request: Request<T>,
+        topic: impl FnOnce(&T) -> &str,
+    ) -> Result<(Option<tokio::time::Instant>, Arc<Backend>, T, String), Status> {
+        let deadline = prism_plugin_core::deadline(&request);
+        let access = authz::access(&request);
+        let backend = self.backend()?;
+        let req = request.into_inner();
+        let topic = resolve_topic(topic(&req), &backend)?;
+        authz::permit_topic(access.as_ref(), &topic)?;
+        Ok((deadline, backend, req, topic))
     }
 }
 
@@ -152,32 +174,15 @@ impl PubSubBasicInterface for KafkaService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let deadline = prism_plugin_core::deadline(&request);
-        let access = authz::access(&request);
-        let backend = self.backend()?;
-        let req = request.into_inner();
-        let topic = resolve_topic(&req.topic, &backend)?;
-        authz::permit_topic(access.as_ref(), &topic)?;
+        let (deadline, backend, req, topic) = self.topic_call(request, |req| &req.topic)?;
         if req.metadata.contains_key(MESSAGE_ID_HEADER) {
             return Err(Error::InvalidArgument(format!(
                 "metadata key {MESSAGE_ID_HEADER:?} is reserved for the plugin's message id"
             ))
             .into());
         }
-        let size = req.payload.len()
-            + req.partition_key.len()
-            + req
-                .metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        if size > backend.max_payload_bytes() {
-            return Err(Error::TooLarge {
-                size,
-                limit: backend.max_payload_bytes(),
-            }
-            .into());
-        }
+        let body = req.payload.len() + req.partition_key.len();
+        check_record_size(body, &req.metadata, backend.max_payload_bytes())?;
         let key = (!req.partition_key.is_empty()).then_some(req.partition_key.as_bytes());
         let span = prism_plugin_core::otel::publish_span(&topic);
         let publish = backend.publish(&topic, key, &req.payload, &req.metadata);
@@ -200,12 +205,7 @@ impl PubSubBasicInterface for KafkaService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<MessageStream>, Status> {
-        let deadline = prism_plugin_core::deadline(&request);
-        let access = authz::access(&request);
-        let backend = self.backend()?;
-        let req = request.into_inner();
-        let topic = resolve_topic(&req.topic, &backend)?;
-        authz::permit_topic(access.as_ref(), &topic)?;
+        let (deadline, backend, req, topic) = self.topic_call(request, |req| &req.topic)?;
         let mut start = Start::Latest;
         let mut group = None;
         for (key, value) in &req.options {
@@ -267,11 +267,7 @@ impl PubSubBasicInterface for KafkaService {
         &self,
         request: Request<UnsubscribeRequest>,
     ) -> Result<Response<UnsubscribeResponse>, Status> {
-        let access = authz::access(&request);
-        let backend = self.backend()?;
-        let req = request.into_inner();
-        let topic = resolve_topic(&req.topic, &backend)?;
-        authz::permit_topic(access.as_ref(), &topic)?;
+        let (_, _, req, topic) = self.topic_call(request, |req| &req.topic)?;
         let ended = self.streams.unsubscribe(&topic, &req.subscriber_id);
         Ok(Response::new(if ended > 0 {
             UnsubscribeResponse {
@@ -295,12 +291,7 @@ impl StreamInterface for KafkaService {
     type TailStream = MessageStream;
 
     async fn tail(&self, request: Request<TailRequest>) -> Result<Response<MessageStream>, Status> {
-        let deadline = prism_plugin_core::deadline(&request);
-        let access = authz::access(&request);
-        let backend = self.backend()?;
-        let req = request.into_inner();
-        let topic = resolve_topic(&req.topic, &backend)?;
-        authz::permit_topic(access.as_ref(), &topic)?;
+        let (deadline, backend, req, topic) = self.topic_call(request, |req| &req.topic)?;
         let max_messages = u64::try_from(req.max_messages).map_err(|_| {
             Error::InvalidArgument(format!(
                 "max_messages must not be negative (got {})",

@@ -28,14 +28,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{CommitReports, KafkaConsumer, MESSAGE_ID_HEADER};
+use crate::backend::{CommitReports, KafkaConsumer, MESSAGE_ID_HEADER, header_strings};
 use crate::error::Error;
 use crate::track::Track;
 
@@ -75,17 +75,11 @@ impl Delivery {
     fn from_kafka(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> Self {
         let mut metadata = HashMap::new();
         let mut message_id = None;
-        if let Some(headers) = message.headers() {
-            for header in headers.iter() {
-                let value = header
-                    .value
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
-                if header.key == MESSAGE_ID_HEADER {
-                    message_id = Some(value);
-                } else {
-                    metadata.insert(header.key.to_string(), value);
-                }
+        for (key, value) in header_strings(message) {
+            if key == MESSAGE_ID_HEADER {
+                message_id = Some(value);
+            } else {
+                metadata.insert(key.to_string(), value);
             }
         }
         let (partition, offset) = (message.partition(), message.offset());

@@ -39,111 +39,65 @@ const KNOWN_URL_PARAMS: &[&str] = &[
 /// `backend:` for PostgreSQL. Every key has a default, so a partial file works.
 /// `Debug` masks the password in `database_url` and drops its query.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Connection URL `postgres://user[:password]@host[:port]/database[?sslmode=...]`
     /// (`DATABASE_URL`). The password is never logged.
-    #[serde(default = "default_database_url")]
     pub(crate) database_url: SecretUrl,
     /// Most connections the pool opens (`POSTGRES_POOL_SIZE`).
-    #[serde(default = "default_pool_size")]
     pub(crate) pool_size: u32,
     /// Connections the pool keeps open even when idle.
-    #[serde(default)]
     pub(crate) min_connections: u32,
     /// Longest time one connection attempt may take.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) connect_timeout: Duration,
     /// Longest time a request waits for a free pooled connection. While the
     /// server is known to be down calls fail at once instead (see README).
-    #[serde(default = "default_acquire_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) acquire_timeout: Duration,
     /// Server-side `statement_timeout` for every session; `0s` disables it.
-    #[serde(default = "default_statement_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) statement_timeout: Duration,
     /// Table holding the key-value items (created at initialize if missing;
     /// at most 56 bytes, as index names append a suffix).
-    #[serde(default = "default_table")]
     pub(crate) table: String,
     /// Schema the table lives in (created if missing).
-    #[serde(default = "default_schema")]
     pub(crate) schema: String,
     /// Largest key accepted, in bytes.
-    #[serde(default = "default_max_key_bytes")]
     pub(crate) max_key_bytes: usize,
     /// Largest value accepted, in bytes.
-    #[serde(default = "default_max_value_bytes")]
     pub(crate) max_value_bytes: usize,
     /// How often expired items are deleted (in batches of 1000). Expired
     /// items are invisible to reads at once, whatever this is.
-    #[serde(default = "default_reaper_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) reaper_interval: Duration,
     /// Largest page a Scan may ask for; bigger limits are clamped to it.
-    #[serde(default = "default_scan_max_limit")]
     pub(crate) scan_max_limit: u32,
     /// Health is DEGRADED when a `SELECT 1` round trip takes longer than this.
-    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) degraded_latency: Duration,
     /// TLS files: the CA verifying the server, and a client certificate and
     /// key for `cert` authentication (instead of the URL's `sslrootcert`,
     /// `sslcert`, `sslkey`).
-    #[serde(default)]
     pub(crate) tls: PostgresTls,
-}
-
-fn default_database_url() -> SecretUrl {
-    SecretUrl::from("postgres://prism@localhost:5432/prism")
-}
-fn default_pool_size() -> u32 {
-    10
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_acquire_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_statement_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_table() -> String {
-    "prism_kv".to_string()
-}
-fn default_schema() -> String {
-    "public".to_string()
-}
-fn default_max_key_bytes() -> usize {
-    4096
-}
-fn default_max_value_bytes() -> usize {
-    16 * 1024 * 1024
-}
-fn default_reaper_interval() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_scan_max_limit() -> u32 {
-    1000
-}
-fn default_degraded_latency() -> Duration {
-    Duration::from_millis(100)
 }
 
 impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
-            database_url: default_database_url(),
-            pool_size: default_pool_size(),
+            database_url: SecretUrl::from("postgres://prism@localhost:5432/prism"),
+            pool_size: 10,
             min_connections: 0,
-            connect_timeout: default_connect_timeout(),
-            acquire_timeout: default_acquire_timeout(),
-            statement_timeout: default_statement_timeout(),
-            table: default_table(),
-            schema: default_schema(),
-            max_key_bytes: default_max_key_bytes(),
-            max_value_bytes: default_max_value_bytes(),
-            reaper_interval: default_reaper_interval(),
-            scan_max_limit: default_scan_max_limit(),
-            degraded_latency: default_degraded_latency(),
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            table: "prism_kv".to_string(),
+            schema: "public".to_string(),
+            max_key_bytes: 4096,
+            max_value_bytes: 16 * 1024 * 1024,
+            reaper_interval: Duration::from_secs(30),
+            scan_max_limit: 1000,
+            degraded_latency: Duration::from_millis(100),
             tls: PostgresTls::default(),
         }
     }

@@ -14,15 +14,10 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// A setting cannot be turned into a connection (e.g. an unparsable URL),
-    /// or the configured table belongs to something else: core's
-    /// [`BadSetting`], kept as fields here so the backend names them in place.
-    #[error("{}", BadSetting::text(key, problem))]
-    Config {
-        /// The `backend` key at fault.
-        key: &'static str,
-        /// What is wrong and how to fix it.
-        problem: String,
-    },
+    /// or the configured table belongs to something else: core's one way to
+    /// report a bad setting.
+    #[error(transparent)]
+    Config(#[from] BadSetting),
     /// Connecting or running a statement failed.
     #[error("postgres at {target}: {}", describe_sqlx(.source))]
     Postgres {
@@ -94,7 +89,7 @@ impl Error {
     /// The category of this failure.
     pub(crate) fn kind(&self) -> Kind {
         match self {
-            Error::Config { .. } => Kind::Setup,
+            Error::Config(_) => Kind::Setup,
             Error::Timeout { .. } | Error::Unreachable { .. } => Kind::Connection,
             Error::Deadline { .. } => Kind::Deadline,
             Error::Postgres { source, .. } => sqlx_kind(source),
@@ -172,7 +167,7 @@ impl From<Error> for Status {
 impl From<Error> for prism_plugin_core::Error {
     fn from(err: Error) -> Self {
         match err {
-            Error::Config { key, problem } => BadSetting { key, problem }.into(),
+            Error::Config(setting) => setting.into(),
             // Refused connections, missing databases and failed logins may all
             // be fixed outside this process (server starting, Vault provisioning
             // the role): retriable, so the plugin stays up and NOT_SERVING.

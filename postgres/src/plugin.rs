@@ -4,16 +4,10 @@
 
 use std::sync::Arc;
 
-use prism_plugin_core::kv::{AtomicService, KvService, ScanService};
-use prism_plugin_core::proto::keyvalue::key_value_atomic_interface_server::KeyValueAtomicInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
-    Rotated, ServiceRegistry, Slot, proto,
+    Rotated, ServiceRegistry, Slot,
 };
 
 use crate::backend::{Backend, Login};
@@ -77,34 +71,11 @@ impl Plugin for PostgresPlugin {
     const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
     fn interfaces(&self) -> Vec<Interface> {
-        [
-            ("KeyValueBasicInterface", proto::KEYVALUE_BASIC_PROTO),
-            ("KeyValueBatchInterface", proto::KEYVALUE_BATCH_PROTO),
-            ("KeyValueTTLInterface", proto::KEYVALUE_TTL_PROTO),
-            ("KeyValueScanInterface", proto::KEYVALUE_SCAN_PROTO),
-            ("KeyValueAtomicInterface", proto::KEYVALUE_ATOMIC_PROTO),
-        ]
-        .into_iter()
-        .map(|(name, proto)| Interface {
-            name,
-            proto,
-            version: "1.0.0",
-        })
-        .collect()
+        prism_plugin_core::kv_plugin::interfaces()
     }
 
     fn register(&self, services: &mut ServiceRegistry) {
-        let kv = KvService::new(self.backend.slot());
-        services
-            .add(KeyValueBasicInterfaceServer::new(kv.clone()))
-            .add(KeyValueBatchInterfaceServer::new(kv.clone()))
-            .add(KeyValueTtlInterfaceServer::new(kv))
-            .add(KeyValueScanInterfaceServer::new(ScanService::new(
-                self.backend.slot(),
-            )))
-            .add(KeyValueAtomicInterfaceServer::new(AtomicService::new(
-                self.backend.slot(),
-            )));
+        prism_plugin_core::kv_plugin::register(services, &self.backend.slot());
     }
 
     fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {

@@ -38,6 +38,7 @@
 //! duplicate-key error on the catalog when replicas start together. The
 //! identifiers are validated lowercase names (see `config.rs`) and quoted.
 
+use prism_plugin_core::BadSetting;
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::error::Error;
@@ -124,13 +125,13 @@ async fn create_locked(
         .fetch_one(&mut *tx)
         .await?;
     if exists {
-        return Ok(Err(Error::Config {
+        return Ok(Err(Error::Config(BadSetting {
             key: "table",
             problem: format!(
                 "{qualified} exists but was not created by prism-postgres (no layout v1 \
                  comment); choose another backend.table or backend.schema"
             ),
-        }));
+        })));
     }
     let schema_exists: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
         .bind(format!("\"{schema}\""))

@@ -17,102 +17,68 @@ const REDIS_MAX_BULK: usize = 512 * 1024 * 1024;
 /// `backend:` for Redis. Every key has a default, so a partial file works.
 /// `Debug` shows neither password (its own key or inside the URL).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Server as `host:port`, `[v6addr]:port`, or a `redis://[user[:password]@]host[:port][/db]`
     /// URL (`REDIS_ADDRESS`); `rediss://` connects with TLS (rustls). Ignored
     /// when `cluster_nodes` is set.
-    #[serde(default = "default_address")]
     pub(crate) address: SecretUrl,
     /// ACL user name; empty means the default user or the one in the URL (`REDIS_USERNAME`).
-    #[serde(default)]
     pub(crate) username: String,
     /// Password; empty means none or the one in the URL (`REDIS_PASSWORD`). Never logged.
-    #[serde(default)]
     pub(crate) password: SecretString,
     /// Logical database number (`SELECT`); a database in the URL path is used when this is 0.
-    #[serde(default)]
     pub(crate) database: u32,
     /// Prefix put in front of every key the plugin writes, isolating it from other
     /// users: keys are stored as `<key_prefix><namespace>:<key>`.
-    #[serde(default = "default_key_prefix")]
     pub(crate) key_prefix: String,
     /// Redis Cluster seed nodes (`host:port`, `redis://host:port` or
     /// `rediss://host:port`); when set the plugin runs in cluster mode and
     /// `address` is not used. Credentials come from `username`/`password`.
-    #[serde(default)]
     pub(crate) cluster_nodes: Vec<String>,
     /// PEM file with the CA certificate(s) that sign the server's TLS
     /// certificate (for `rediss://`); empty = the system's trusted roots.
-    #[serde(default)]
     pub(crate) tls_ca_file: String,
     /// Multiplexed connections to a standalone server, used in turn (each
     /// carries any number of concurrent commands; more than one spreads the
     /// reading and writing over the runtime's threads). Not used in cluster mode.
-    #[serde(default = "default_connections")]
     pub(crate) connections: usize,
     /// Longest time one connection attempt may take.
-    #[serde(default = "default_connection_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) connection_timeout: Duration,
     /// Longest time to wait for the reply to one command.
-    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) response_timeout: Duration,
     /// Largest value accepted, in bytes.
-    #[serde(default = "default_max_value_bytes")]
     pub(crate) max_value_bytes: usize,
     /// Largest key accepted (before the prefix), in bytes.
-    #[serde(default = "default_max_key_bytes")]
     pub(crate) max_key_bytes: usize,
     /// Health is DEGRADED when a `PING` round trip takes longer than this.
-    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) degraded_latency: Duration,
 }
 
-fn default_address() -> SecretUrl {
-    SecretUrl::from("127.0.0.1:6379")
-}
-fn default_key_prefix() -> String {
-    "prism:".to_string()
-}
-fn default_connections() -> usize {
-    DEFAULT_CONNECTIONS
-}
 /// See `connections`; chosen by measurement (BENCHMARKS.md).
 const DEFAULT_CONNECTIONS: usize = 1;
 /// More would only cost file descriptors: one connection already pipelines.
 const MAX_CONNECTIONS: usize = 64;
-fn default_connection_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_response_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_max_value_bytes() -> usize {
-    16 * 1024 * 1024
-}
-fn default_max_key_bytes() -> usize {
-    4096
-}
-fn default_degraded_latency() -> Duration {
-    Duration::from_millis(100)
-}
 
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            address: default_address(),
+            address: SecretUrl::from("127.0.0.1:6379"),
             username: String::new(),
             password: SecretString::default(),
             database: 0,
-            key_prefix: default_key_prefix(),
+            key_prefix: "prism:".to_string(),
             cluster_nodes: Vec::new(),
             tls_ca_file: String::new(),
-            connections: default_connections(),
-            connection_timeout: default_connection_timeout(),
-            response_timeout: default_response_timeout(),
-            max_value_bytes: default_max_value_bytes(),
-            max_key_bytes: default_max_key_bytes(),
-            degraded_latency: default_degraded_latency(),
+            connections: DEFAULT_CONNECTIONS,
+            connection_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(2),
+            max_value_bytes: 16 * 1024 * 1024,
+            max_key_bytes: 4096,
+            degraded_latency: Duration::from_millis(100),
         }
     }
 }
@@ -338,6 +304,16 @@ max_key_bytes: 1024
 degraded_latency: 50ms
 "#;
 
+    /// The connection info of `config` names `addr`, database `db` and the
+    /// `(user, password)` login.
+    fn assert_connects_to(config: &RedisConfig, addr: &str, db: i64, login: (&str, &str)) {
+        let info = config.connection_info().expect("valid");
+        assert_eq!(info.addr().to_string(), addr);
+        assert_eq!(info.redis_settings().db(), db);
+        assert_eq!(info.redis_settings().username(), Some(login.0));
+        assert_eq!(info.redis_settings().password(), Some(login.1));
+    }
+
     #[test]
     fn parses_a_full_example() {
         let config: RedisConfig = serde_yaml::from_str(FULL_EXAMPLE).expect("parses");
@@ -348,11 +324,7 @@ degraded_latency: 50ms
         assert_eq!(config.response_timeout, Duration::from_millis(500));
         assert_eq!(config.degraded_latency, Duration::from_millis(50));
         assert!(config.validate().is_empty(), "{:?}", config.validate());
-        let info = config.connection_info().expect("valid");
-        assert_eq!(info.addr().to_string(), "redis.internal:6380");
-        assert_eq!(info.redis_settings().db(), 2);
-        assert_eq!(info.redis_settings().username(), Some("prism"));
-        assert_eq!(info.redis_settings().password(), Some("s3cret"));
+        assert_connects_to(&config, "redis.internal:6380", 2, ("prism", "s3cret"));
     }
 
     #[test]
@@ -376,11 +348,7 @@ degraded_latency: 50ms
             address: "redis://bob:pw@cache:6390/3".into(),
             ..RedisConfig::default()
         };
-        let info = config.connection_info().expect("valid");
-        assert_eq!(info.addr().to_string(), "cache:6390");
-        assert_eq!(info.redis_settings().db(), 3);
-        assert_eq!(info.redis_settings().username(), Some("bob"));
-        assert_eq!(info.redis_settings().password(), Some("pw"));
+        assert_connects_to(&config, "cache:6390", 3, ("bob", "pw"));
     }
 
     #[test]

@@ -4,12 +4,6 @@
 
 use std::sync::Arc;
 
-use prism_plugin_core::kv::{AtomicService, KvService, ScanService};
-use prism_plugin_core::proto::keyvalue::key_value_atomic_interface_server::KeyValueAtomicInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_basic_interface_server::KeyValueBasicInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_batch_interface_server::KeyValueBatchInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_scan_interface_server::KeyValueScanInterfaceServer;
-use prism_plugin_core::proto::keyvalue::key_value_ttl_interface_server::KeyValueTtlInterfaceServer;
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
@@ -18,9 +12,6 @@ use prism_plugin_core::{
 
 use crate::backend::{Backend, Login};
 use crate::config::RedisConfig;
-
-/// Version of the declared KeyValue interfaces.
-const INTERFACE_VERSION: &str = "1.0.0";
 
 /// The Redis plugin: the current backend, which `initialize` (and a Vault
 /// rotation) replaces.
@@ -52,37 +43,7 @@ impl Plugin for RedisPlugin {
     const MANIFEST: ManifestSource = prism_plugin_core::manifest!();
 
     fn interfaces(&self) -> Vec<Interface> {
-        use prism_plugin_core::proto::{
-            KEYVALUE_ATOMIC_PROTO, KEYVALUE_BASIC_PROTO, KEYVALUE_BATCH_PROTO, KEYVALUE_SCAN_PROTO,
-            KEYVALUE_TTL_PROTO,
-        };
-        vec![
-            Interface {
-                name: "KeyValueBasicInterface",
-                proto: KEYVALUE_BASIC_PROTO,
-                version: INTERFACE_VERSION,
-            },
-            Interface {
-                name: "KeyValueBatchInterface",
-                proto: KEYVALUE_BATCH_PROTO,
-                version: INTERFACE_VERSION,
-            },
-            Interface {
-                name: "KeyValueTTLInterface",
-                proto: KEYVALUE_TTL_PROTO,
-                version: INTERFACE_VERSION,
-            },
-            Interface {
-                name: "KeyValueScanInterface",
-                proto: KEYVALUE_SCAN_PROTO,
-                version: INTERFACE_VERSION,
-            },
-            Interface {
-                name: "KeyValueAtomicInterface",
-                proto: KEYVALUE_ATOMIC_PROTO,
-                version: INTERFACE_VERSION,
-            },
-        ]
+        prism_plugin_core::kv_plugin::interfaces()
     }
 
     fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {
@@ -96,17 +57,7 @@ impl Plugin for RedisPlugin {
     }
 
     fn register(&self, services: &mut ServiceRegistry) {
-        let service = KvService::new(self.backend.slot());
-        services
-            .add(KeyValueBasicInterfaceServer::new(service.clone()))
-            .add(KeyValueBatchInterfaceServer::new(service.clone()))
-            .add(KeyValueTtlInterfaceServer::new(service))
-            .add(KeyValueScanInterfaceServer::new(ScanService::new(
-                self.backend.slot(),
-            )))
-            .add(KeyValueAtomicInterfaceServer::new(AtomicService::new(
-                self.backend.slot(),
-            )));
+        prism_plugin_core::kv_plugin::register(services, &self.backend.slot());
     }
 
     async fn initialize(&self, config: RedisConfig, ctx: &Context) -> Result<(), CoreError> {

@@ -9,32 +9,26 @@ use serde::{Deserialize, Serialize};
 
 /// `telemetry:` — OpenTelemetry tracing over OTLP.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// OTLP collector endpoint (`http://collector:4317` for `grpc`,
     /// `http://collector:4318` for `http`; `/v1/traces` is appended for
     /// `http` when missing). Unset = tracing off.
-    #[serde(default)]
     pub otlp_endpoint: Option<String>,
     /// `grpc` (OTLP/gRPC, default) or `http` (OTLP/HTTP protobuf).
-    #[serde(default)]
     pub protocol: OtlpProtocol,
     /// Fraction of new traces (calls without a sampled `traceparent`) that are
     /// recorded, 0.0..=1.0; a caller's sampling decision is always followed.
-    #[serde(default = "default_sample_ratio")]
     pub sample_ratio: f64,
     /// `service.name` of the exported spans (default `prism-<plugin>`).
-    #[serde(default)]
     pub service_name: Option<String>,
     /// Extra resource attributes (`deployment.environment.name: prod`, ...).
-    #[serde(default)]
     pub resource_attributes: BTreeMap<String, String>,
     /// Spans buffered for export; when the collector is slow or down, spans
     /// beyond this are dropped (a data call never waits for the exporter).
-    #[serde(default = "default_max_queue_size")]
     pub max_queue_size: usize,
     /// Longest one export may take before it is abandoned.
-    #[serde(default = "default_export_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub export_timeout: Duration,
 }
 
@@ -49,26 +43,16 @@ pub enum OtlpProtocol {
     Http,
 }
 
-fn default_sample_ratio() -> f64 {
-    1.0
-}
-fn default_max_queue_size() -> usize {
-    2048
-}
-fn default_export_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             otlp_endpoint: None,
             protocol: OtlpProtocol::default(),
-            sample_ratio: default_sample_ratio(),
+            sample_ratio: 1.0,
             service_name: None,
             resource_attributes: BTreeMap::new(),
-            max_queue_size: default_max_queue_size(),
-            export_timeout: default_export_timeout(),
+            max_queue_size: 2048,
+            export_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -11,44 +11,32 @@ use super::credentials::SecretString;
 /// The `vault:` config section. Vault is used only when `secret` is set, so a
 /// stray `VAULT_ADDR` in the environment does not switch it on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VaultConfig {
     /// Vault address (`VAULT_ADDR`).
-    #[serde(default = "default_address")]
     pub address: String,
     /// Enterprise/OpenBao namespace (`VAULT_NAMESPACE`); empty = none.
-    #[serde(default)]
     pub namespace: String,
     /// How to log in.
-    #[serde(default)]
     pub auth: AuthConfig,
     /// What to read; unset = Vault is not used.
-    #[serde(default)]
     pub secret: Option<SecretConfig>,
     /// TLS to Vault.
-    #[serde(default)]
     pub tls: VaultTls,
     /// Timeout of one Vault HTTP request.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-}
-
-fn default_address() -> String {
-    "http://127.0.0.1:8200".to_string()
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(5)
 }
 
 impl Default for VaultConfig {
     fn default() -> Self {
         VaultConfig {
-            address: default_address(),
+            address: "http://127.0.0.1:8200".to_string(),
             namespace: String::new(),
             auth: AuthConfig::default(),
             secret: None,
             tls: VaultTls::default(),
-            request_timeout: default_request_timeout(),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -68,34 +56,25 @@ pub enum AuthMethod {
 
 /// `vault.auth`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `token`, `approle` or `kubernetes`.
-    #[serde(default)]
     pub method: AuthMethod,
     /// Token (`VAULT_TOKEN`), for `token`.
-    #[serde(default)]
     pub token: SecretString,
     /// File holding the token (re-read at every login), for `token`.
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// AppRole role id.
-    #[serde(default)]
     pub role_id: String,
     /// AppRole secret id.
-    #[serde(default)]
     pub secret_id: SecretString,
     /// File holding the AppRole secret id.
-    #[serde(default)]
     pub secret_id_file: Option<PathBuf>,
     /// Kubernetes auth role.
-    #[serde(default)]
     pub role: String,
     /// Service-account token file (default: the in-pod path).
-    #[serde(default)]
     pub jwt_file: Option<PathBuf>,
     /// Auth mount (default `approle` / `kubernetes`).
-    #[serde(default)]
     pub mount: String,
 }
 
@@ -145,16 +124,13 @@ fn default_poll_interval() -> Duration {
 
 /// `vault.tls`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VaultTls {
     /// CA bundle (PEM) to verify Vault's certificate.
-    #[serde(default)]
     pub ca_cert: Option<PathBuf>,
     /// Client certificate (PEM), for Vault's TLS client auth.
-    #[serde(default)]
     pub client_cert: Option<PathBuf>,
     /// Client key (PEM).
-    #[serde(default)]
     pub client_key: Option<PathBuf>,
 }
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::context::StreamContext;
@@ -41,6 +43,19 @@ impl Backend {
         Ok(consumer)
     }
 
+    /// Consumer settings for a reader outside any group (a tail, a series
+    /// reader), which never commits: librdkafka needs a group id for its
+    /// offset APIs even when nothing joins or commits, so each gets a unique
+    /// one (`prism-<kind>-<id>`) that keeps readers from meeting.
+    pub(super) fn ungrouped_config(&self, kind: &str) -> ClientConfig {
+        let mut config = self.consumer_base.clone();
+        config
+            .set("group.id", format!("prism-{kind}-{}", new_message_id()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        config
+    }
+
     /// A consumer outside any group reading `partitions` of `topic` from
     /// `start`: no group membership, no commits. (A timestamp start is also
     /// filtered by the stream, see [`crate::stream`].)
@@ -50,14 +65,8 @@ impl Backend {
         start: &Start,
         partitions: &[i32],
     ) -> Result<KafkaConsumer, Error> {
-        let mut config = self.consumer_base.clone();
-        // librdkafka needs a group id for its offset APIs even when nothing
-        // joins or commits; a unique one keeps tails from meeting.
-        config
-            .set("group.id", format!("prism-tail-{}", new_message_id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
+        let mut config = self.ungrouped_config("tail");
+        config.set("auto.offset.reset", "earliest");
         let consumer: KafkaConsumer = config
             .create_with_context(StreamContext::default())
             .map_err(Error::Client)?;
@@ -111,4 +120,20 @@ impl Backend {
         consumer.assign(&tpl).map_err(Error::Consumer)?;
         Ok(consumer)
     }
+}
+
+/// A received record's headers as (name, value) pairs, values read as UTF-8
+/// (invalid bytes replaced; a header without a value is empty).
+pub(crate) fn header_strings<'a>(
+    message: &'a BorrowedMessage<'_>,
+) -> impl Iterator<Item = (&'a str, String)> + 'a {
+    message.headers().into_iter().flat_map(|headers| {
+        headers.iter().map(|header| {
+            let value = header
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            (header.key, value)
+        })
+    })
 }

@@ -33,7 +33,9 @@ mod series;
 mod state;
 mod topics;
 
+pub(crate) use consumer::header_strings;
 pub(crate) use context::{CommitReports, StreamContext};
+pub(crate) use produce::check_record_size;
 pub(crate) use series::{SeriesReader, Span, new_event_id};
 
 /// Header carrying the plugin-assigned message id; stripped from `metadata`

@@ -12,6 +12,50 @@ use rdkafka::producer::{FutureRecord, Producer};
 use super::{Backend, MESSAGE_ID_HEADER, Published};
 use crate::error::Error;
 
+/// The headers of a record: `fields` (a Publish's metadata, an event's tags)
+/// and the current span's trace context, which replaces any trace header of
+/// the caller's own (a field of the same name gives way to it); `room` more
+/// headers can follow without reallocating.
+pub(super) fn traced_headers(fields: &HashMap<String, String>, room: usize) -> OwnedHeaders {
+    let trace = prism_plugin_core::otel::inject(&tracing::Span::current());
+    let mut headers = OwnedHeaders::new_with_capacity(fields.len() + trace.len() + room);
+    for (name, value) in fields {
+        if !trace.is_empty() && prism_plugin_core::otel::is_trace_header(name) {
+            continue;
+        }
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    for (name, value) in &trace {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers
+}
+
+/// Checks a record against `backend.max_payload_bytes` (`limit`), counted
+/// as its `body` (payload and key) plus every header name and value:
+/// `Error::TooLarge` when over.
+pub(crate) fn check_record_size(
+    body: usize,
+    headers: &HashMap<String, String>,
+    limit: usize,
+) -> Result<(), Error> {
+    let size = body
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    if size > limit {
+        return Err(Error::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
 impl Backend {
     /// Produces one record and waits for the broker's acknowledgement (as
     /// configured by `acks`), at most `produce_timeout`.
@@ -27,24 +71,8 @@ impl Backend {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut headers = OwnedHeaders::new_with_capacity(metadata.len() + 1);
             // The plugin's publish span replaces a caller's own trace headers.
-            let trace = prism_plugin_core::otel::inject(&tracing::Span::current());
-            for (name, value) in metadata {
-                if !trace.is_empty() && prism_plugin_core::otel::is_trace_header(name) {
-                    continue;
-                }
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_bytes()),
-                });
-            }
-            for (name, value) in &trace {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_bytes()),
-                });
-            }
+            let mut headers = traced_headers(metadata, 1);
             headers = headers.insert(Header {
                 key: MESSAGE_ID_HEADER,
                 value: Some(message_id.as_bytes()),

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -71,23 +72,7 @@ impl Backend {
         // The caller's trace context rides in the headers (as for Publish), so
         // a Query delivering the event continues the inserter's trace; a
         // tag of the same name gives way to it.
-        let trace = prism_plugin_core::otel::inject(&tracing::Span::current());
-        let mut headers = OwnedHeaders::new_with_capacity(tags.len() + trace.len());
-        for (name, value) in tags {
-            if !trace.is_empty() && prism_plugin_core::otel::is_trace_header(name) {
-                continue;
-            }
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
-        for (name, value) in &trace {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
+        let headers = super::produce::traced_headers(tags, 0);
         let record = FutureRecord::<[u8], [u8]>::to(topic)
             .payload(payload)
             .key(event_id.as_bytes())
@@ -109,6 +94,18 @@ impl Backend {
         }
     }
 
+    /// Settings of a series reader: outside any group (`prism-ts-<id>`),
+    /// told the end of each partition, and with a short fetch wait unless
+    /// `backend.librdkafka` sets one.
+    fn reader_config(&self) -> ClientConfig {
+        let mut config = self.ungrouped_config("ts");
+        config.set("enable.partition.eof", "true");
+        if config.get("fetch.wait.max.ms").is_none() {
+            config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
+        }
+        config
+    }
+
     /// For each of `partitions`: the first offset whose timestamp is at or
     /// after `at_ms` (the broker's time index; tansu answers 0 for every
     /// time, which is merely slower: readers filter by time anyway) and the
@@ -119,15 +116,7 @@ impl Backend {
         partitions: &[i32],
         at_ms: i64,
     ) -> Result<Vec<Span>, Error> {
-        let mut config = self.consumer_base.clone();
-        config
-            .set("group.id", format!("prism-ts-{}", new_message_id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true");
-        if config.get("fetch.wait.max.ms").is_none() {
-            config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
-        }
+        let config = self.reader_config();
         let consumer: BaseConsumer<StreamContext> = config
             .create_with_context(StreamContext::default())
             .map_err(Error::Client)?;
@@ -172,19 +161,12 @@ impl Backend {
         stall: Duration,
         readers: usize,
     ) -> Result<SeriesReader, Error> {
-        let mut config = self.consumer_base.clone();
+        let mut config = self.reader_config();
         // The readers of one query share `fetch_buffer_kbytes` of prefetch.
         let share = (self.config.fetch_buffer_kbytes / readers.max(1)).max(MIN_READER_PREFETCH_KB);
         config
             .set("queued.max.messages.kbytes", share.to_string())
-            .set("group.id", format!("prism-ts-{}", new_message_id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true");
-        if config.get("fetch.wait.max.ms").is_none() {
-            config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
-        }
+            .set("auto.offset.reset", "earliest");
         let consumer: KafkaConsumer = config
             .create_with_context(StreamContext::default())
             .map_err(Error::Client)?;

@@ -75,26 +75,21 @@ impl SecurityProtocol {
 /// `backend:` for Kafka. Every key has a default, so a partial file works.
 /// `Debug` shows no password (see [`SaslConfig`] and [`TlsConfig`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers as `host:port`: a list, or one comma-separated string
     /// (`KAFKA_BROKERS`).
-    #[serde(default = "default_brokers", deserialize_with = "string_or_list")]
+    #[serde(deserialize_with = "string_or_list")]
     pub(crate) brokers: Vec<String>,
     /// Default topic for requests that name none; empty means requests must name one (`KAFKA_TOPIC`).
-    #[serde(default)]
     pub(crate) topic: String,
     /// Consumer group of subscriptions (`KAFKA_CONSUMER_GROUP`).
-    #[serde(default = "default_consumer_group")]
     pub(crate) consumer_group: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    #[serde(default)]
     pub(crate) security_protocol: SecurityProtocol,
     /// TLS settings (used with `ssl` / `sasl_ssl`).
-    #[serde(default)]
     pub(crate) tls: TlsConfig,
     /// SASL credentials (used with `sasl_plaintext` / `sasl_ssl`).
-    #[serde(default)]
     pub(crate) sasl: SaslConfig,
     /// Not a config key: a client certificate handed over by a credential
     /// rotation (the Vault secret's `certificate`/`private_key`), used
@@ -102,63 +97,53 @@ pub struct KafkaConfig {
     #[serde(skip)]
     pub(crate) client_identity: Option<ClientIdentity>,
     /// `client.id` the brokers see in their logs and quotas.
-    #[serde(default = "default_client_id")]
     pub(crate) client_id: String,
     /// Producer acknowledgements: `all` (or `-1`), `1` or `0`. Only `all` keeps
     /// the producer idempotent (no duplicates on retry).
-    #[serde(default = "default_acks", deserialize_with = "string_or_number")]
+    #[serde(deserialize_with = "string_or_number")]
     pub(crate) acks: String,
     /// Consumer group session timeout. Keep it short: some brokers (tansu) hold
     /// a JoinGroup reply for half of it, delaying every new subscriber.
-    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) session_timeout: Duration,
     /// Create a missing topic on first use.
-    #[serde(default = "default_auto_create_topics")]
     pub(crate) auto_create_topics: bool,
     /// Partitions of topics the plugin creates.
-    #[serde(default = "default_partitions")]
     pub(crate) default_partitions: i32,
     /// Replication factor of topics the plugin creates.
-    #[serde(default = "default_replication_factor")]
     pub(crate) replication_factor: i16,
     /// Longest wait for cluster metadata when connecting; health checks use at
     /// most 1s of it so they stay inside core's 1.5 s limit.
-    #[serde(default = "default_metadata_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) metadata_timeout: Duration,
     /// Health is DEGRADED when a metadata round trip takes longer than this.
-    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) degraded_latency: Duration,
     /// Longest a Publish waits for the broker's acknowledgement (librdkafka
     /// `message.timeout.ms`); past it the Publish fails with UNAVAILABLE.
-    #[serde(default = "default_produce_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) produce_timeout: Duration,
     /// Largest record a Publish may send: payload + partition key + metadata
     /// (also librdkafka's `message.max.bytes`, plus room for framing).
-    #[serde(default = "default_max_payload_bytes")]
     pub(crate) max_payload_bytes: usize,
     /// Producer compression: `none`, `gzip`, `snappy` or `lz4`.
-    #[serde(default = "default_compression")]
     pub(crate) compression: String,
     /// Messages a stream holds between Kafka and its gRPC client; when full,
     /// the consumer pauses (backpressure).
-    #[serde(default = "default_stream_buffer")]
     pub(crate) stream_buffer: usize,
     /// Per-consumer prefetch limit in KiB (librdkafka `queued.max.messages.kbytes`):
     /// bounds what a paused stream can hold in memory.
-    #[serde(default = "default_fetch_buffer_kbytes")]
     pub(crate) fetch_buffer_kbytes: usize,
     /// How often Subscribe commits the offsets of messages handed to its
     /// client (librdkafka `auto.commit.interval.ms`); a stream that ends
     /// commits at once.
-    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
     /// Extra librdkafka properties for every client (producer and consumers),
     /// applied last, e.g. `{"socket.keepalive.enable": "true"}`. Keys the plugin
     /// owns (group and commit handling, bootstrap, credentials) are refused.
-    #[serde(default)]
     pub(crate) librdkafka: BTreeMap<String, String>,
     /// The TimeSeries abstraction (Insert, Query); see its README section.
-    #[serde(default)]
     pub(crate) timeseries: TimeSeriesConfig,
 }
 
@@ -185,58 +170,6 @@ const OWNED_PROPERTIES: &[&str] = &[
     "ssl.key.password",
     "ssl.endpoint.identification.algorithm",
 ];
-
-fn default_brokers() -> Vec<String> {
-    vec!["localhost:9092".to_string()]
-}
-fn default_consumer_group() -> String {
-    "prism".to_string()
-}
-fn default_sasl_mechanism() -> String {
-    "SCRAM-SHA-512".to_string()
-}
-fn default_client_id() -> String {
-    "prism-kafka".to_string()
-}
-fn default_acks() -> String {
-    "all".to_string()
-}
-fn default_session_timeout() -> Duration {
-    Duration::from_secs(6)
-}
-fn default_auto_create_topics() -> bool {
-    true
-}
-fn default_partitions() -> i32 {
-    3
-}
-fn default_replication_factor() -> i16 {
-    1
-}
-fn default_metadata_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_degraded_latency() -> Duration {
-    Duration::from_millis(200)
-}
-fn default_produce_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_payload_bytes() -> usize {
-    1_000_000
-}
-fn default_compression() -> String {
-    "none".to_string()
-}
-fn default_stream_buffer() -> usize {
-    64
-}
-fn default_fetch_buffer_kbytes() -> usize {
-    2048
-}
-fn default_commit_interval() -> Duration {
-    Duration::from_secs(1)
-}
 
 /// `backend.tls`: how the client verifies the brokers (and, optionally,
 /// authenticates itself with a certificate). Files are PEM.
@@ -279,23 +212,20 @@ impl TlsConfig {
 
 /// `backend.sasl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct SaslConfig {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    #[serde(default = "default_sasl_mechanism")]
     pub(crate) mechanism: String,
     /// User name (`KAFKA_SASL_USERNAME`).
-    #[serde(default)]
     pub(crate) username: String,
     /// Password (`KAFKA_SASL_PASSWORD`). Never logged.
-    #[serde(default)]
     pub(crate) password: SecretString,
 }
 
 impl Default for SaslConfig {
     fn default() -> Self {
         SaslConfig {
-            mechanism: default_sasl_mechanism(),
+            mechanism: "SCRAM-SHA-512".to_string(),
             username: String::new(),
             password: SecretString::default(),
         }
@@ -305,27 +235,27 @@ impl Default for SaslConfig {
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
-            brokers: default_brokers(),
+            brokers: vec!["localhost:9092".to_string()],
             topic: String::new(),
-            consumer_group: default_consumer_group(),
+            consumer_group: "prism".to_string(),
             security_protocol: SecurityProtocol::default(),
             tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
             client_identity: None,
-            client_id: default_client_id(),
-            acks: default_acks(),
-            session_timeout: default_session_timeout(),
-            auto_create_topics: default_auto_create_topics(),
-            default_partitions: default_partitions(),
-            replication_factor: default_replication_factor(),
-            metadata_timeout: default_metadata_timeout(),
-            degraded_latency: default_degraded_latency(),
-            produce_timeout: default_produce_timeout(),
-            max_payload_bytes: default_max_payload_bytes(),
-            compression: default_compression(),
-            stream_buffer: default_stream_buffer(),
-            fetch_buffer_kbytes: default_fetch_buffer_kbytes(),
-            commit_interval: default_commit_interval(),
+            client_id: "prism-kafka".to_string(),
+            acks: "all".to_string(),
+            session_timeout: Duration::from_secs(6),
+            auto_create_topics: true,
+            default_partitions: 3,
+            replication_factor: 1,
+            metadata_timeout: Duration::from_secs(1),
+            degraded_latency: Duration::from_millis(200),
+            produce_timeout: Duration::from_secs(10),
+            max_payload_bytes: 1_000_000,
+            compression: "none".to_string(),
+            stream_buffer: 64,
+            fetch_buffer_kbytes: 2048,
+            commit_interval: Duration::from_secs(1),
             librdkafka: BTreeMap::new(),
             timeseries: Default::default(),
         }

@@ -7,52 +7,36 @@ use serde::{Deserialize, Serialize};
 
 /// `backend.timeseries`. Every key has a default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct TimeSeriesConfig {
     /// Partitions of a series topic that Insert creates (with
     /// `auto_create_topics`). More partitions spread writes; a query reads
     /// every one of them.
-    #[serde(default = "default_partitions")]
     pub(crate) partitions: i32,
     /// Events a Query holds in its ordered look-ahead at most. A partition
     /// whose events are out of time order by more than this makes the query
     /// read the series again (see the README); memory is about this many
     /// events.
-    #[serde(default = "default_lookahead")]
     pub(crate) lookahead: usize,
     /// Longest `end_ms - start_ms` a Query may ask for; unset = any.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) max_range: Option<Duration>,
     /// Longest a Query waits for the next record of a partition it has not
     /// finished; then it ends `UNAVAILABLE` (with a resume cursor).
-    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub(crate) stall_timeout: Duration,
     /// Most events one Insert may carry.
-    #[serde(default = "default_max_batch")]
     pub(crate) max_batch: usize,
-}
-
-fn default_partitions() -> i32 {
-    6
-}
-fn default_lookahead() -> usize {
-    10_000
-}
-fn default_stall_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_batch() -> usize {
-    10_000
 }
 
 impl Default for TimeSeriesConfig {
     fn default() -> Self {
         TimeSeriesConfig {
-            partitions: default_partitions(),
-            lookahead: default_lookahead(),
+            partitions: 6,
+            lookahead: 10_000,
             max_range: None,
-            stall_timeout: default_stall_timeout(),
-            max_batch: default_max_batch(),
+            stall_timeout: Duration::from_secs(10),
+            max_batch: 10_000,
         }
     }
 }

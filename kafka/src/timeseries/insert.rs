@@ -9,7 +9,7 @@ use futures::future::join_all;
 use prism_plugin_core::proto::timeseries::{Event, InsertFailure, InsertResponse};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, new_event_id};
+use crate::backend::{Backend, check_record_size, new_event_id};
 use crate::config::check_topic;
 use crate::error::Error;
 
@@ -36,20 +36,8 @@ fn validate(index: usize, event: &Event, max_bytes: usize) -> Result<(), Error> 
     if event.event_id.len() > MAX_EVENT_ID_BYTES {
         return invalid(format!("event_id is over {MAX_EVENT_ID_BYTES} bytes"));
     }
-    let size = event.payload.len()
-        + event.event_id.len()
-        + event
-            .tags
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    if size > max_bytes {
-        return Err(Error::TooLarge {
-            size,
-            limit: max_bytes,
-        });
-    }
-    Ok(())
+    let body = event.payload.len() + event.event_id.len();
+    check_record_size(body, &event.tags, max_bytes)
 }
 
 /// Writes `events`; `Err` only when the request is invalid or nothing

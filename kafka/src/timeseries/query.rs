@@ -33,7 +33,7 @@ use tonic::Status;
 
 use super::cursor::{Cursor, Key};
 use super::merge::{Dedup, Held, Lookahead, Segments};
-use crate::backend::{Backend, SeriesReader, Span};
+use crate::backend::{Backend, SeriesReader, Span, header_strings};
 use crate::error::Error;
 
 /// Trailer carrying the resume cursor when a Query ends with an error.
@@ -453,15 +453,7 @@ fn event_id(message: &BorrowedMessage<'_>) -> String {
 
 /// The headers as tags (values UTF-8, invalid bytes replaced).
 fn tags(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
-    let mut tags = HashMap::new();
-    if let Some(headers) = message.headers() {
-        for header in headers.iter() {
-            let value = header
-                .value
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
-            tags.insert(header.key.to_string(), value);
-        }
-    }
-    tags
+    header_strings(message)
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
 }

@@ -6,8 +6,8 @@
 use std::str::FromStr;
 
 use futures::future::join_all;
-use prism_plugin_core::Context;
 use prism_plugin_core::kv::Limits;
+use prism_plugin_core::{BadSetting, Context};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
@@ -38,7 +38,7 @@ impl Backend {
         login: Option<Login<'_>>,
     ) -> Result<Self, Error> {
         let mut options =
-            PgConnectOptions::from_str(&config.database_url).map_err(|e| Error::Config {
+            PgConnectOptions::from_str(&config.database_url).map_err(|e| BadSetting {
                 key: "database_url",
                 problem: format!("not a usable PostgreSQL URL: {e}"),
             })?;
