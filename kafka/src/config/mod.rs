@@ -173,7 +173,7 @@ const OWNED_PROPERTIES: &[&str] = &[
 
 /// `backend.tls`: how the client verifies the brokers (and, optionally,
 /// authenticates itself with a certificate). Files are PEM.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TlsConfig {
     /// CA bundle that signs the brokers' certificates (librdkafka
@@ -197,6 +197,20 @@ pub(crate) struct TlsConfig {
 
 fn default_true() -> bool {
     true
+}
+
+// By hand, not derived: the built-in defaults layer serialises this, and a derived
+// `bool` default would turn hostname verification off where the docs promise on.
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            key_password: SecretString::default(),
+            verify_hostname: default_true(),
+        }
+    }
 }
 
 impl TlsConfig {
@@ -591,6 +605,13 @@ librdkafka:
             "{}",
             problems[2]
         );
+    }
+
+    #[test]
+    fn hostname_verification_is_on_by_default() {
+        // The defaults layer is built from `Default`, not from serde's field defaults.
+        assert!(KafkaConfig::default().tls.verify_hostname);
+        assert!(TlsConfig::default().verify_hostname);
     }
 
     #[test]
