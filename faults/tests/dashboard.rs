@@ -50,19 +50,16 @@ fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
 
 /// Scrapes `port` until every one of `want` is among its sample names.
 async fn exported(port: u16, want: &[&str]) -> BTreeSet<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let names = sample_names(&try_scrape(port).await.unwrap_or_default());
-        if want.iter().all(|w| names.contains(*w)) {
-            return names;
-        }
-        let missing: Vec<_> = want.iter().filter(|w| !names.contains(**w)).collect();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never exported: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let names = || async move { sample_names(&try_scrape(port).await.unwrap_or_default()) };
+    let all = prism_faults::poll_until(Duration::from_secs(30), || async {
+        let names = names().await;
+        want.iter().all(|w| names.contains(*w))
+    })
+    .await;
+    let names = names().await;
+    let missing: Vec<_> = want.iter().filter(|w| !names.contains(**w)).collect();
+    assert!(all && missing.is_empty(), "never exported: {missing:?}");
+    names
 }
 
 #[tokio::test]
