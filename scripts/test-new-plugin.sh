@@ -5,7 +5,8 @@
 #      workspace members, the generated compose.yaml and deploy/kubernetes/);
 #   2. it builds, rustfmt- and clippy-clean, and its own tests pass: lifecycle, every health
 #      status, reflection, and the KeyValue conformance checks (testkit:
-#      basic, namespaces, TTL, batch);
+#      basic, namespaces, TTL, batch); its config.yaml passes xtask/tests/config_files.rs
+#      (every key with its default and a comment, accepted as shipped);
 #   3. compose.yaml and deploy/kubernetes/ include it and validate;
 #   4. the watcher builds it, runs it, and rebuilds and restarts it on an edit;
 #   5. its image builds FROM scratch, runs read-only as 65532 and serves
@@ -44,7 +45,7 @@ changed=$(git status --porcelain --untracked-files=all | awk '{print $2}' | sort
 allowed='^(demo-kv/.*|Cargo\.toml|Cargo\.lock|compose\.yaml|deploy/kubernetes/(static-secrets/)?(common|demo-kv)\.yaml)$'
 unexpected=$(grep -vE "$allowed" <<<"$changed" || true)
 [ -z "$unexpected" ] || fail "the generator changed files the guide does not name: $unexpected"
-for want in demo-kv/Cargo.toml demo-kv/plugin.toml demo-kv/src/plugin.rs demo-kv/README.md \
+for want in demo-kv/Cargo.toml demo-kv/plugin.toml demo-kv/config.yaml demo-kv/src/plugin.rs demo-kv/README.md \
             Cargo.toml compose.yaml deploy/kubernetes/demo-kv.yaml; do
     grep -qx "$want" <<<"$changed" || fail "$want was not written"
 done
@@ -57,6 +58,11 @@ cargo clippy -q -p prism-$NAME --all-targets -- -D warnings
 cargo test -q -p prism-$NAME 2>&1 | grep -E '^test result|passed|failed' | tail -5
 cargo test -q -p prism-$NAME >/dev/null 2>&1 || fail "prism-$NAME tests"
 cargo run -q -p prism-xtask -- manifests --check
+
+step "its config.yaml: every key with its default and a comment, accepted as shipped"
+PRISM_CONFIG_FILES_ONLY=$NAME cargo test -q -p prism-xtask --test config_files >"$tmp/config.log" 2>&1 \
+    || { cat "$tmp/config.log"; fail "$NAME/config.yaml (xtask/tests/config_files.rs)"; }
+grep -E '^test result' "$tmp/config.log" | tail -1
 
 step "compose.yaml and deploy/kubernetes include it and validate"
 grep -q "^  $NAME-plugin:" compose.yaml || fail "compose.yaml has no $NAME-plugin service"

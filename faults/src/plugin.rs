@@ -241,15 +241,11 @@ impl Plugin {
         deadline: Duration,
         value_of: fn(&str) -> String,
     ) -> Load {
-        let kv = self.kv();
-        Load::start(options, move |caller, seq| {
-            let mut kv = kv.clone();
-            async move {
-                let key = format!("c{caller}-{seq}");
-                kv.set(with_deadline(kv_set(&key, &value_of(&key)), deadline))
-                    .await?;
-                Ok(Some(key))
-            }
+        load_on(options, self.kv(), move |mut kv, caller, seq| async move {
+            let key = format!("c{caller}-{seq}");
+            kv.set(with_deadline(kv_set(&key, &value_of(&key)), deadline))
+                .await?;
+            Ok(Some(key))
         })
     }
 
@@ -262,16 +258,16 @@ impl Plugin {
         topic: &'static str,
         deadline: Duration,
     ) -> Load {
-        let pubsub = self.pubsub();
-        Load::start(options, move |caller, seq| {
-            let mut pubsub = pubsub.clone();
-            async move {
+        load_on(
+            options,
+            self.pubsub(),
+            move |mut pubsub, caller, seq| async move {
                 let payload = format!("c{caller}-{seq}");
                 let request = publish_request(topic, payload.clone(), &format!("c{caller}"));
                 pubsub.publish(with_deadline(request, deadline)).await?;
                 Ok(Some(payload))
-            }
-        })
+            },
+        )
     }
 
     /// A pub/sub client.
@@ -283,6 +279,19 @@ impl Plugin {
     pub fn streams(&self) -> StreamInterfaceClient<Channel> {
         StreamInterfaceClient::new(self.channel.clone())
     }
+}
+
+/// A [`Load`] whose calls each get their own clone of `client`: caller
+/// `c`'s call `seq` is `call(client, c, seq)`.
+fn load_on<C, F, Fut>(options: LoadOptions, client: C, call: F) -> Load
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(C, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<String>, tonic::Status>> + Send + 'static,
+{
+    Load::start(options, move |caller, seq| {
+        call(client.clone(), caller, seq)
+    })
 }
 
 /// `envs` after a 200 ms health interval (so `envs` may override it): the

@@ -335,32 +335,28 @@ fn assert_outage(name: &str, report: &Report, t: &Timeline, allowed: &[Code]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_restart_fails_calls_unavailable_and_keeps_every_acknowledged_set() {
-    restart(Kind::Postgres, false).await;
+/// One test per case of [`restart`], `name: kind, crash;`, so each runs
+/// (and is filtered) on its own.
+macro_rules! restart_tests {
+    ($($(#[$doc:meta])* $name:ident: $kind:ident, $crash:literal;)*) => {$(
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            restart(Kind::$kind, $crash).await;
+        }
+    )*};
 }
 
-/// Every acknowledged Set survives the crash: the database runs with
-/// PostgreSQL's default `synchronous_commit = on`.
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_crash_fails_calls_unavailable_and_keeps_every_acknowledged_set() {
-    restart(Kind::Postgres, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redis_restart_fails_calls_unavailable_and_keeps_every_acknowledged_set() {
-    restart(Kind::Redis, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redis_crash_with_appendfsync_always_keeps_every_acknowledged_set() {
-    restart(Kind::Redis, true).await;
-}
-
-/// What is asserted for tansu: records acknowledged before the outage were
-/// consumable before it; no Publish is acknowledged while the broker is
-/// down; every record acknowledged after the restart is consumable.
-#[tokio::test(flavor = "multi_thread")]
-async fn kafka_broker_restart_fails_publishes_unavailable_and_recovers_without_restart() {
-    restart(Kind::Kafka, false).await;
+restart_tests! {
+    postgres_restart_fails_calls_unavailable_and_keeps_every_acknowledged_set: Postgres, false;
+    /// Every acknowledged Set survives the crash: the database runs with
+    /// PostgreSQL's default `synchronous_commit = on`.
+    postgres_crash_fails_calls_unavailable_and_keeps_every_acknowledged_set: Postgres, true;
+    redis_restart_fails_calls_unavailable_and_keeps_every_acknowledged_set: Redis, false;
+    redis_crash_with_appendfsync_always_keeps_every_acknowledged_set: Redis, true;
+    /// What is asserted for tansu: records acknowledged before the outage
+    /// were consumable before it; no Publish is acknowledged while the
+    /// broker is down; every record acknowledged after the restart is
+    /// consumable.
+    kafka_broker_restart_fails_publishes_unavailable_and_recovers_without_restart: Kafka, false;
 }

@@ -7,12 +7,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use prism_faults::{Kind, Plugin, binary, kv_set};
+use prism_faults::{Kind, Plugin, binary, kv_set, vault};
 use prism_plugin_core::proto::pubsub::{
     Ack, ConsumeRequest, MessageRef, PublishRequest, consume_request, consume_response,
 };
 use prism_testkit::scrape::{sample_names, try_scrape};
-use prism_testkit::{Kafka, PluginProcess, Postgres, Redis, TestCa, Vault, free_port};
+use prism_testkit::{Kafka, PluginProcess, Redis, TestCa, free_port};
 
 /// Every `prism_*` metric name in the dashboard's queries.
 fn dashboard_metrics() -> BTreeSet<String> {
@@ -50,53 +50,41 @@ fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
 
 /// Scrapes `port` until every one of `want` is among its sample names.
 async fn exported(port: u16, want: &[&str]) -> BTreeSet<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let names = sample_names(&try_scrape(port).await.unwrap_or_default());
-        if want.iter().all(|w| names.contains(*w)) {
-            return names;
-        }
-        let missing: Vec<_> = want.iter().filter(|w| !names.contains(**w)).collect();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never exported: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let names = || async move { sample_names(&try_scrape(port).await.unwrap_or_default()) };
+    let all = prism_faults::poll_until(Duration::from_secs(30), || async {
+        let names = names().await;
+        want.iter().all(|w| names.contains(*w))
+    })
+    .await;
+    let names = names().await;
+    let missing: Vec<_> = want.iter().filter(|w| !names.contains(**w)).collect();
+    assert!(all && missing.is_empty(), "never exported: {missing:?}");
+    names
 }
 
 #[tokio::test]
 async fn every_dashboard_query_names_an_exported_metric() {
     let wanted = dashboard_metrics();
-    let (pg, vault, redis, kafka) = tokio::join!(
-        Postgres::start(),
-        Vault::start(),
+    let ((pg, vault), redis, kafka) = tokio::join!(
+        vault::postgres_and_vault("1m", "10m"),
         Redis::start(),
         Kafka::start()
     );
-    let (pg, vault) = (pg.expect("postgres"), vault.expect("vault"));
     let (redis, kafka) = (redis.expect("redis"), kafka.expect("tansu"));
-    vault
-        .setup_postgres(&pg, "1m", "10m", &[])
-        .await
-        .expect("vault setup");
     let mut names = BTreeSet::new();
 
     // prism-postgres on Vault credentials.
     let port = free_port();
-    let (metrics, url) = (
+    let (metrics, url, addr) = (
         port.to_string(),
-        format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database()),
+        vault::url_without_credentials(&pg),
+        vault.addr(),
     );
-    let addr = vault.addr();
-    let env = [
+    let extra = [
         ("DATABASE_URL", url.as_str()),
-        ("VAULT_ADDR", addr.as_str()),
-        ("VAULT_TOKEN", vault.root_token()),
-        ("PRISM_VAULT__SECRET__ENGINE", "database"),
-        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
         ("PRISM_METRICS_PORT", metrics.as_str()),
     ];
+    let env = vault::plugin_env(&vault, &addr, "database", &extra);
     let postgres = Plugin::start(Kind::Postgres, &env).await;
     postgres.kv().set(kv_set("k", "v")).await.expect("set");
     let want = [

@@ -23,64 +23,63 @@ use prism_testkit::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Everything a plugin printed or answered, labelled by where it came from.
-#[derive(Default)]
+/// One test's plugin runs: the kind, a name for messages, and everything the
+/// plugin printed or answered, labelled by where it came from.
 struct Output {
+    name: &'static str,
+    kind: Kind,
     texts: Vec<(String, String)>,
 }
 
 impl Output {
+    fn new(name: &'static str, kind: Kind) -> Output {
+        Output {
+            name,
+            kind,
+            texts: Vec::new(),
+        }
+    }
+
     fn add(&mut self, source: impl Into<String>, text: impl Into<String>) {
         self.texts.push((source.into(), text.into()));
     }
 
-    /// Panics naming the output and the secret's label if any secret occurs.
-    fn assert_free_of(&self, name: &str, secrets: &[(&str, &str)]) {
-        let bytes: usize = self.texts.iter().map(|(_, t)| t.len()).sum();
-        eprintln!(
-            "[{name}] searched {} outputs ({bytes} bytes) for {} secrets",
-            self.texts.len(),
-            secrets.len()
-        );
-        for (label, secret) in secrets {
-            assert!(secret.len() >= 8, "secret {label} is distinctive");
-            for (source, text) in &self.texts {
-                assert!(
-                    !text.contains(secret),
-                    "[{name}] secret {label} appears in {source}"
-                );
-            }
-        }
-    }
-}
-
-/// Runs `kind` with `envs` (debug logs) until `ready` (readiness SERVING) or,
-/// when `ready` is false, until HealthCheck reports the failure; records
-/// HealthCheck, runs `exercise`, optionally sends an Initialize overriding
-/// `backend` keys, then SIGTERMs it and records everything it printed.
-async fn observe<F, Fut>(
-    out: &mut Output,
-    label: &str,
-    kind: Kind,
-    envs: &[(&str, &str)],
-    ready: bool,
-    initialize: &[(&str, &str)],
-    exercise: F,
-) where
-    F: FnOnce(Plugin) -> Fut,
-    Fut: std::future::Future<Output = Plugin>,
-{
-    let mut all = vec![("PRISM_LOG_LEVEL", "debug")];
-    all.extend_from_slice(envs);
-    let plugin = Plugin::spawn(kind, &all).await;
-    plugin
-        .wait_for_service("liveness", ServingStatus::Serving, WAIT)
-        .await;
-    if ready {
+    /// Runs the plugin with `envs` until readiness SERVING; records
+    /// HealthCheck, runs `exercise`, optionally sends an Initialize
+    /// overriding `backend` keys, then stops it and records its output.
+    async fn serving<F, Fut>(
+        &mut self,
+        label: &str,
+        envs: &[(&str, &str)],
+        initialize: &[(&str, &str)],
+        exercise: F,
+    ) where
+        F: FnOnce(Plugin) -> Fut,
+        Fut: std::future::Future<Output = Plugin>,
+    {
+        let label = format!("{} {label}", self.name);
+        let plugin = self.start(envs).await;
         plugin.wait_for(ServingStatus::Serving, WAIT).await;
-    } else {
-        // Let it try (and log) a few times: the initial retries back off
-        // from 100 ms.
+        self.record_health(&label, &plugin).await;
+        let plugin = exercise(plugin).await;
+        if !initialize.is_empty() {
+            let fields = initialize.iter().map(|(k, v)| (*k, text(v))).collect();
+            let reply = lifecycle::initialize(plugin.port, fields).await;
+            eprintln!("[{label}] Initialize override: success {}", reply.success);
+            self.add(format!("{label}: Initialize error"), reply.error);
+            self.record_health(&format!("{label} after Initialize"), &plugin)
+                .await;
+        }
+        self.stop(&label, plugin).await;
+    }
+
+    /// Runs the plugin with `envs` until HealthCheck reports the failure
+    /// (after a few tries, each logged), records HealthCheck, then stops it
+    /// and records its output.
+    async fn failing(&mut self, label: &str, envs: &[(&str, &str)]) {
+        let label = format!("{} {label}", self.name);
+        let plugin = self.start(envs).await;
+        // The initial retries back off from 100 ms.
         let client = LifecycleInterfaceClient::new(plugin.channel.clone());
         let started = Instant::now();
         let failing = prism_faults::poll_until(WAIT, || {
@@ -95,59 +94,77 @@ async fn observe<F, Fut>(
         })
         .await;
         assert!(failing, "{label}: health reports the failure");
+        self.record_health(&label, &plugin).await;
+        self.stop(&label, plugin).await;
     }
-    let health = health_check(plugin.port).await;
-    out.add(format!("{label}: HealthCheck message"), health.message);
-    out.add(
-        format!("{label}: HealthCheck details"),
-        format!("{:?}", health.details),
-    );
-    let mut plugin = exercise(plugin).await;
-    if !initialize.is_empty() {
-        let fields = initialize.iter().map(|(k, v)| (*k, text(v))).collect();
-        let reply = lifecycle::initialize(plugin.port, fields).await;
-        eprintln!("[{label}] Initialize override: success {}", reply.success);
-        out.add(format!("{label}: Initialize error"), reply.error);
-        let health = health_check(plugin.port).await;
-        out.add(
-            format!("{label}: HealthCheck after Initialize"),
-            format!("{} {:?}", health.message, health.details),
+
+    /// `--check-config` with `envs`: records its output.
+    async fn check_config(&mut self, envs: &[(&str, &str)]) {
+        let binary = binary(self.kind.binary_name());
+        let mut process = PluginProcess::spawn(binary, &["--check-config"], envs)
+            .await
+            .expect("spawn --check-config");
+        let status = process.wait_exit(WAIT).await.expect("--check-config exits");
+        let (name, logs) = (self.name, process.logs());
+        eprintln!(
+            "[{name}] --check-config exit {status:?}, {} bytes",
+            logs.len()
         );
+        assert!(logs.contains("backend"), "{name}: prints the config");
+        self.add(format!("{name}: --check-config output"), logs);
     }
-    plugin.process.sigterm().expect("SIGTERM");
-    let status = plugin
-        .process
-        .wait_exit(WAIT)
-        .await
-        .expect("the plugin exits");
-    eprintln!("[{label}] exit {status:?}");
-    out.add(format!("{label}: stdout+stderr"), plugin.process.logs());
-}
 
-/// `--check-config` with `envs`: records its output.
-/// [`observe`] without an `Initialize` and without exercising the plugin.
-async fn observe_plain(
-    out: &mut Output,
-    label: &str,
-    kind: Kind,
-    envs: &[(&str, &str)],
-    ready: bool,
-) {
-    observe(out, label, kind, envs, ready, &[], |p| async { p }).await;
-}
+    /// The plugin with `envs` at `debug` level, its liveness SERVING.
+    async fn start(&self, envs: &[(&str, &str)]) -> Plugin {
+        let mut all = vec![("PRISM_LOG_LEVEL", "debug")];
+        all.extend_from_slice(envs);
+        let plugin = Plugin::spawn(self.kind, &all).await;
+        plugin
+            .wait_for_service("liveness", ServingStatus::Serving, WAIT)
+            .await;
+        plugin
+    }
 
-async fn check_config(out: &mut Output, label: &str, kind: Kind, envs: &[(&str, &str)]) {
-    let mut process = PluginProcess::spawn(binary(kind.binary_name()), &["--check-config"], envs)
-        .await
-        .expect("spawn --check-config");
-    let status = process.wait_exit(WAIT).await.expect("--check-config exits");
-    let logs = process.logs();
-    eprintln!(
-        "[{label}] --check-config exit {status:?}, {} bytes",
-        logs.len()
-    );
-    assert!(logs.contains("backend"), "{label}: prints the config");
-    out.add(format!("{label}: --check-config output"), logs);
+    /// Records the HealthCheck message and details.
+    async fn record_health(&mut self, label: &str, plugin: &Plugin) {
+        let health = health_check(plugin.port).await;
+        self.add(format!("{label}: HealthCheck message"), health.message);
+        let details = format!("{:?}", health.details);
+        self.add(format!("{label}: HealthCheck details"), details);
+    }
+
+    /// SIGTERMs the plugin and records everything it printed.
+    async fn stop(&mut self, label: &str, mut plugin: Plugin) {
+        plugin.process.sigterm().expect("SIGTERM");
+        let exit = plugin.process.wait_exit(WAIT).await;
+        eprintln!("[{label}] exit {:?}", exit.expect("the plugin exits"));
+        self.add(format!("{label}: stdout+stderr"), plugin.process.logs());
+    }
+
+    /// Panics naming the output and the secret's label if any secret
+    /// (`(label, secret)`) occurs.
+    fn assert_free_of<L: AsRef<str>, S: AsRef<str>>(
+        &self,
+        secrets: impl IntoIterator<Item = (L, S)>,
+    ) {
+        let (name, secrets) = (self.name, secrets.into_iter().collect::<Vec<_>>());
+        let bytes: usize = self.texts.iter().map(|(_, t)| t.len()).sum();
+        eprintln!(
+            "[{name}] searched {} outputs ({bytes} bytes) for {} secrets",
+            self.texts.len(),
+            secrets.len()
+        );
+        for (label, secret) in &secrets {
+            let (label, secret) = (label.as_ref(), secret.as_ref());
+            assert!(secret.len() >= 8, "secret {label} is distinctive");
+            for (source, text) in &self.texts {
+                assert!(
+                    !text.contains(secret),
+                    "[{name}] secret {label} appears in {source}"
+                );
+            }
+        }
+    }
 }
 
 /// A port nothing listens on.
@@ -162,65 +179,82 @@ async fn kv_round_trip(plugin: Plugin) -> Plugin {
     plugin
 }
 
+async fn publish_once(plugin: Plugin) -> Plugin {
+    let request = publish_request("faults-secrets", "x", "");
+    plugin.pubsub().publish(request).await.expect("Publish");
+    plugin
+}
+
+/// Waits until the plugin has swapped its pool twice (two Vault rotations
+/// or re-issues), then does a KV round trip.
+async fn two_swaps_then_kv(plugin: Plugin) -> Plugin {
+    let swapped = prism_faults::poll_until(WAIT, || async {
+        plugin
+            .health_details()
+            .await
+            .get("vault_pool_swaps")
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n >= 2)
+    })
+    .await;
+    assert!(swapped, "two pool swaps");
+    kv_round_trip(plugin).await
+}
+
+/// `(label, line)` for each line of key material in a PEM private key (each
+/// is distinctive; a log that quoted any of them would leak part of the key).
+fn key_lines(label: &str, pem: &str) -> Vec<(String, String)> {
+    let lines = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----") && line.len() >= 8);
+    lines
+        .map(|line| (label.to_string(), line.to_string()))
+        .collect()
+}
+
+/// `(label #i, value)` for each of `values`.
+fn numbered(label: &str, values: &[String]) -> Vec<(String, String)> {
+    let each = values.iter().enumerate();
+    each.map(|(i, v)| (format!("{label} #{i}"), v.clone()))
+        .collect()
+}
+
+/// `env` with its values borrowed, as the spawning helpers take it.
+fn borrowed<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_never_prints_or_reports_a_password() {
     const WRONG: &str = "Wr0ng-pg-S3cret-7e1f";
     const UNREACHABLE: &str = "Unreach-pg-S3cret-29ab";
     const INIT: &str = "Init-override-pg-S3cret-5c2d";
     let pg = Postgres::start().await.expect("postgres starts");
-    let mut out = Output::default();
+    let url =
+        |password: &str, port: u16| format!("postgres://prism:{password}@127.0.0.1:{port}/prism");
+    let mut out = Output::new("postgres", Kind::Postgres);
     let good = pg.url();
-    observe(
-        &mut out,
-        "postgres good password",
-        Kind::Postgres,
-        &[("DATABASE_URL", good.as_str())],
-        true,
-        // Re-initialize with a URL whose password is wrong.
-        &[(
-            "database_url",
-            &format!("postgres://prism:{INIT}@127.0.0.1:{}/prism", pg.port()),
-        )],
-        kv_round_trip,
-    )
-    .await;
-    let wrong = format!("postgres://prism:{WRONG}@127.0.0.1:{}/prism", pg.port());
-    let case = [("DATABASE_URL", wrong.as_str())];
-    observe_plain(
-        &mut out,
-        "postgres wrong password",
-        Kind::Postgres,
-        &case,
-        false,
-    )
-    .await;
-    let unreachable = format!(
-        "postgres://prism:{UNREACHABLE}@127.0.0.1:{}/prism",
-        closed_port()
-    );
+    let good = [("DATABASE_URL", good.as_str())];
+    // Re-initialized with a URL whose password is wrong.
+    let init = [("database_url", url(INIT, pg.port()))];
+    out.serving("good password", &good, &borrowed(&init), kv_round_trip)
+        .await;
+    let wrong = url(WRONG, pg.port());
+    out.failing("wrong password", &[("DATABASE_URL", &wrong)])
+        .await;
+    let unreachable = url(UNREACHABLE, closed_port());
     let case = [
         ("DATABASE_URL", unreachable.as_str()),
         ("PRISM_BACKEND__CONNECT_TIMEOUT", "1s"),
     ];
-    observe_plain(
-        &mut out,
-        "postgres unreachable",
-        Kind::Postgres,
-        &case,
-        false,
-    )
-    .await;
-    let case = [("DATABASE_URL", good.as_str())];
-    check_config(&mut out, "postgres", Kind::Postgres, &case).await;
-    out.assert_free_of(
-        "postgres",
-        &[
-            ("the PostgreSQL password", pg.password()),
-            ("a wrong password", WRONG),
-            ("the password of an unreachable server", UNREACHABLE),
-            ("a password in an Initialize override", INIT),
-        ],
-    );
+    out.failing("unreachable", &case).await;
+    out.check_config(&good).await;
+    out.assert_free_of([
+        ("the PostgreSQL password", pg.password()),
+        ("a wrong password", WRONG),
+        ("the password of an unreachable server", UNREACHABLE),
+        ("a password in an Initialize override", INIT),
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,54 +268,34 @@ async fn redis_never_prints_or_reports_a_password() {
         .await
         .expect("redis starts");
     let addr = redis.addr();
-    let mut out = Output::default();
-    observe(
-        &mut out,
-        "redis good password",
-        Kind::Redis,
-        &[
-            ("REDIS_ADDRESS", addr.as_str()),
-            ("REDIS_PASSWORD", PASSWORD),
-        ],
-        true,
-        &[("password", INIT)],
-        kv_round_trip,
-    )
-    .await;
+    let mut out = Output::new("redis", Kind::Redis);
+    let good = [
+        ("REDIS_ADDRESS", addr.as_str()),
+        ("REDIS_PASSWORD", PASSWORD),
+    ];
+    out.serving("good password", &good, &[("password", INIT)], kv_round_trip)
+        .await;
     let case = [("REDIS_ADDRESS", addr.as_str()), ("REDIS_PASSWORD", WRONG)];
-    observe_plain(&mut out, "redis wrong password", Kind::Redis, &case, false).await;
+    out.failing("wrong password", &case).await;
     let url = format!("redis://:{IN_URL}@{addr}");
-    let case = [("REDIS_ADDRESS", url.as_str())];
-    observe_plain(
-        &mut out,
-        "redis wrong password in the URL",
-        Kind::Redis,
-        &case,
-        false,
-    )
-    .await;
+    out.failing("wrong password in the URL", &[("REDIS_ADDRESS", &url)])
+        .await;
     let unreachable = format!("127.0.0.1:{}", closed_port());
     let case = [
         ("REDIS_ADDRESS", unreachable.as_str()),
         ("REDIS_PASSWORD", UNREACHABLE),
         ("PRISM_BACKEND__CONNECTION_TIMEOUT", "1s"),
     ];
-    observe_plain(&mut out, "redis unreachable", Kind::Redis, &case, false).await;
-    let case = [
-        ("REDIS_ADDRESS", url.as_str()),
-        ("REDIS_PASSWORD", PASSWORD),
-    ];
-    check_config(&mut out, "redis", Kind::Redis, &case).await;
-    out.assert_free_of(
-        "redis",
-        &[
-            ("the Redis password", PASSWORD),
-            ("a wrong password", WRONG),
-            ("a password inside the URL", IN_URL),
-            ("the password of an unreachable server", UNREACHABLE),
-            ("a password in an Initialize override", INIT),
-        ],
-    );
+    out.failing("unreachable", &case).await;
+    out.check_config(&[("REDIS_ADDRESS", &url), ("REDIS_PASSWORD", PASSWORD)])
+        .await;
+    out.assert_free_of([
+        ("the Redis password", PASSWORD),
+        ("a wrong password", WRONG),
+        ("a password inside the URL", IN_URL),
+        ("the password of an unreachable server", UNREACHABLE),
+        ("a password in an Initialize override", INIT),
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,82 +304,46 @@ async fn kafka_never_prints_or_reports_the_sasl_password() {
     const UNREACHABLE: &str = "Unreach-kafka-S3cret-c5e8";
     let kafka = Kafka::start().await.expect("tansu starts");
     let brokers = kafka.bootstrap();
-    let mut out = Output::default();
+    let mut out = Output::new("kafka", Kind::Kafka);
+    let sasl = |brokers: &str, password: &'static str| {
+        vec![
+            ("KAFKA_BROKERS", brokers.to_string()),
+            ("KAFKA_SASL_USERNAME", "prism".to_string()),
+            ("KAFKA_SASL_PASSWORD", password.to_string()),
+        ]
+    };
     // The broker is plaintext: with security_protocol plaintext the SASL
     // settings are configured but unused, and publishing works.
-    observe(
-        &mut out,
-        "kafka plaintext with a SASL password",
-        Kind::Kafka,
-        &[
-            ("KAFKA_BROKERS", brokers.as_str()),
-            ("KAFKA_SASL_USERNAME", "prism"),
-            ("KAFKA_SASL_PASSWORD", PASSWORD),
-        ],
-        true,
-        &[],
-        |plugin| async move {
-            plugin
-                .pubsub()
-                .publish(publish_request("faults-secrets", "x", ""))
-                .await
-                .expect("Publish");
-            plugin
-        },
-    )
-    .await;
+    let plain = sasl(&brokers, PASSWORD);
+    let label = "plaintext with a SASL password";
+    out.serving(label, &borrowed(&plain), &[], publish_once)
+        .await;
     // SASL against the plaintext broker: the handshake fails.
-    let sasl = [
-        ("KAFKA_BROKERS", brokers.as_str()),
-        ("KAFKA_SASL_USERNAME", "prism"),
-        ("KAFKA_SASL_PASSWORD", PASSWORD),
-        ("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_plaintext"),
-        ("PRISM_BACKEND__SASL__MECHANISM", "PLAIN"),
-    ];
-    let mut probe = PluginProcess::spawn(binary("prism-kafka"), &["--check-config"], &sasl)
+    let mut handshake = borrowed(&plain);
+    handshake.push(("PRISM_BACKEND__SECURITY_PROTOCOL", "sasl_plaintext"));
+    handshake.push(("PRISM_BACKEND__SASL__MECHANISM", "PLAIN"));
+    let mut probe = PluginProcess::spawn(binary("prism-kafka"), &["--check-config"], &handshake)
         .await
         .expect("spawn");
     let sasl_supported = probe.wait_exit(WAIT).await.expect("exits").success();
     out.add("kafka sasl_plaintext --check-config", probe.logs());
     if sasl_supported {
-        observe_plain(
-            &mut out,
-            "kafka sasl_plaintext against a plaintext broker",
-            Kind::Kafka,
-            &sasl,
-            false,
-        )
-        .await;
+        let label = "sasl_plaintext against a plaintext broker";
+        out.failing(label, &handshake).await;
     } else {
         eprintln!("[kafka] this build refuses sasl_plaintext; its refusal output was checked");
     }
-    let unreachable = format!("127.0.0.1:{}", closed_port());
-    let case = [
-        ("KAFKA_BROKERS", unreachable.as_str()),
-        ("KAFKA_SASL_USERNAME", "prism"),
-        ("KAFKA_SASL_PASSWORD", UNREACHABLE),
-    ];
-    observe_plain(&mut out, "kafka unreachable", Kind::Kafka, &case, false).await;
-    let case = [
-        ("KAFKA_BROKERS", brokers.as_str()),
+    let unreachable = sasl(&format!("127.0.0.1:{}", closed_port()), UNREACHABLE);
+    out.failing("unreachable", &borrowed(&unreachable)).await;
+    out.check_config(&[
+        ("KAFKA_BROKERS", &brokers),
         ("KAFKA_SASL_PASSWORD", PASSWORD),
-    ];
-    check_config(&mut out, "kafka", Kind::Kafka, &case).await;
-    out.assert_free_of(
-        "kafka",
-        &[
-            ("the SASL password", PASSWORD),
-            ("the SASL password for an unreachable broker", UNREACHABLE),
-        ],
-    );
-}
-
-/// The lines of key material in a PEM private key (each is distinctive;
-/// a log that quoted any of them would leak part of the key).
-fn key_lines(pem: &str) -> Vec<&str> {
-    pem.lines()
-        .filter(|line| !line.starts_with("-----") && line.len() >= 8)
-        .collect()
+    ])
+    .await;
+    out.assert_free_of([
+        ("the SASL password", PASSWORD),
+        ("the SASL password for an unreachable broker", UNREACHABLE),
+    ]);
 }
 
 /// prism-kafka authenticating with SCRAM-SHA-512 over mTLS (client
@@ -421,49 +399,25 @@ async fn kafka_never_prints_a_scram_password_or_a_client_private_key() {
         ]
     };
     let good = envs(PASSWORD, &cert_file, &key_file);
-    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut out = Output::default();
-    observe(
-        &mut out,
-        "kafka scram over mtls",
-        Kind::Kafka,
-        &good,
-        true,
-        &[],
-        |plugin| async move {
-            plugin
-                .pubsub()
-                .publish(publish_request("faults-scram", "x", ""))
-                .await
-                .expect("Publish");
-            plugin
-        },
-    )
-    .await;
+    let good = borrowed(&good);
+    let mut out = Output::new("kafka scram over mtls", Kind::Kafka);
+    out.serving("as configured", &good, &[], publish_once).await;
     assert!(proxy.authenticated().iter().any(|u| u == USER));
     assert!(proxy.client_certificates().contains(&client.cert_der()));
     let wrong = envs(WRONG, &cert_file, &key_file);
-    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let label = "kafka wrong scram password";
-    observe_plain(&mut out, label, Kind::Kafka, &wrong, false).await;
+    out.failing("wrong password", &borrowed(&wrong)).await;
     assert!(proxy.rejected().iter().any(|u| u == USER));
     let refused = envs(PASSWORD, &foreign_cert, &foreign_key);
-    let refused: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let label = "kafka client certificate from another CA";
-    observe_plain(&mut out, label, Kind::Kafka, &refused, false).await;
+    let label = "client certificate from another CA";
+    out.failing(label, &borrowed(&refused)).await;
     assert!(proxy.failed_handshakes() > 0);
-    check_config(&mut out, "kafka scram over mtls", Kind::Kafka, &good).await;
-    let mut secrets = vec![
-        ("the SCRAM password", PASSWORD),
-        ("a wrong SCRAM password", WRONG),
-    ];
-    for line in key_lines(&client.key_pem) {
-        secrets.push(("a line of the client private key", line));
-    }
-    for line in key_lines(&foreign.key_pem) {
-        secrets.push(("a line of the refused client's private key", line));
-    }
-    out.assert_free_of("kafka scram over mtls", &secrets);
+    out.check_config(&good).await;
+    let mut secrets = key_lines("a line of the client private key", &client.key_pem);
+    let refused_key = "a line of the refused client's private key";
+    secrets.extend(key_lines(refused_key, &foreign.key_pem));
+    secrets.push(("the SCRAM password".into(), PASSWORD.into()));
+    secrets.push(("a wrong SCRAM password".into(), WRONG.into()));
+    out.assert_free_of(secrets);
 }
 
 /// prism-postgres on Vault credentials rotated every ~4 s: neither the Vault
@@ -472,60 +426,24 @@ async fn kafka_never_prints_a_scram_password_or_a_client_private_key() {
 /// `--check-config` with the token in the environment.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_on_vault_never_prints_the_token_or_a_minted_password_across_rotations() {
-    let (pg, vault) = tokio::join!(Postgres::start(), Vault::start());
-    let (pg, vault) = (pg.expect("postgres starts"), vault.expect("vault starts"));
-    vault::setup_postgres_role(&pg, &vault, "6s", "6s").await;
+    let (pg, vault) = vault::postgres_and_vault("6s", "6s").await;
     let tee = Tee::start(vault.port()).await;
-    let url = format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database());
-    let tee_addr = tee.addr();
-    let envs = [
-        ("DATABASE_URL", url.as_str()),
-        ("VAULT_ADDR", tee_addr.as_str()),
-        ("VAULT_TOKEN", vault.root_token()),
-        ("PRISM_VAULT__SECRET__ENGINE", "database"),
-        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
-    ];
-    let mut out = Output::default();
-    observe(
-        &mut out,
-        "postgres on vault",
-        Kind::Postgres,
-        &envs,
-        true,
-        &[],
-        |plugin| async move {
-            let swapped = prism_faults::poll_until(WAIT, || async {
-                plugin
-                    .health_details()
-                    .await
-                    .get("vault_pool_swaps")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|n| n >= 2)
-            })
-            .await;
-            assert!(swapped, "two rotations");
-            kv_round_trip(plugin).await
-        },
-    )
-    .await;
-    check_config(&mut out, "postgres on vault", Kind::Postgres, &envs).await;
+    let (url, tee_addr) = (vault::url_without_credentials(&pg), tee.addr());
+    let envs = vault::plugin_env(&vault, &tee_addr, "database", &[("DATABASE_URL", &url)]);
+    let mut out = Output::new("postgres on vault", Kind::Postgres);
+    out.serving("across rotations", &envs, &[], two_swaps_then_kv)
+        .await;
+    out.check_config(&envs).await;
     let minted = tee.json_strings("password");
     assert!(
         minted.len() >= 3,
         "Vault minted 3 passwords: {}",
         minted.len()
     );
-    let mut secrets = vec![
-        ("the Vault token", vault.root_token()),
-        ("the admin password", pg.password()),
-    ];
-    let labels: Vec<String> = (0..minted.len())
-        .map(|i| format!("minted password #{i}"))
-        .collect();
-    for (label, password) in labels.iter().zip(&minted) {
-        secrets.push((label.as_str(), password.as_str()));
-    }
-    out.assert_free_of("postgres on vault", &secrets);
+    let mut secrets = numbered("minted password", &minted);
+    secrets.push(("the Vault token".into(), vault.root_token().into()));
+    secrets.push(("the admin password".into(), pg.password().into()));
+    out.assert_free_of(secrets);
 }
 
 /// prism-postgres logging in by client certificate (`backend.tls` files,
@@ -535,7 +453,7 @@ async fn postgres_on_vault_never_prints_the_token_or_a_minted_password_across_ro
 /// across re-issues.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_never_prints_a_client_certificate_key_from_a_file_or_vault_pki() {
-    use prism_testkit::{ClientOptions, PgTls, TestCa};
+    use prism_testkit::{ClientOptions, IssuedCert, PgTls, TestCa};
     let (vault, ca) = (
         Vault::start().await.expect("vault starts"),
         TestCa::new("faults CA").unwrap(),
@@ -579,92 +497,46 @@ async fn postgres_never_prints_a_client_certificate_key_from_a_file_or_vault_pki
         pg.database()
     );
     let pki_url = format!("postgres://localhost:{}/{}", pg.port(), pg.database());
-    let mut out = Output::default();
-    for (label, cert, ready) in [("good", &good, true), ("expired", &expired, false)] {
-        let (cert_file, key_file) = (
-            file(&format!("{label}.pem"), &cert.cert_pem),
-            file(&format!("{label}.key"), &cert.key_pem),
-        );
-        let envs = [
-            ("DATABASE_URL", url.as_str()),
-            ("PRISM_BACKEND__TLS__CA_FILE", ca_file.as_str()),
-            ("PRISM_BACKEND__TLS__CERT_FILE", cert_file.as_str()),
-            ("PRISM_BACKEND__TLS__KEY_FILE", key_file.as_str()),
-        ];
-        let name = format!("postgres {label} client certificate");
-        if ready {
-            observe(
-                &mut out,
-                &name,
-                Kind::Postgres,
-                &envs,
-                true,
-                &[],
-                kv_round_trip,
-            )
-            .await;
-            check_config(&mut out, &name, Kind::Postgres, &envs).await;
-        } else {
-            observe_plain(&mut out, &name, Kind::Postgres, &envs, false).await;
-        }
-    }
+    let mut out = Output::new("postgres client certificates", Kind::Postgres);
+    let cert_env = |label: &str, cert: &IssuedCert| {
+        vec![
+            ("DATABASE_URL", url.clone()),
+            ("PRISM_BACKEND__TLS__CA_FILE", ca_file.clone()),
+            (
+                "PRISM_BACKEND__TLS__CERT_FILE",
+                file(&format!("{label}.pem"), &cert.cert_pem),
+            ),
+            (
+                "PRISM_BACKEND__TLS__KEY_FILE",
+                file(&format!("{label}.key"), &cert.key_pem),
+            ),
+        ]
+    };
+    let good_env = cert_env("good", &good);
+    let label = "good client certificate";
+    out.serving(label, &borrowed(&good_env), &[], kv_round_trip)
+        .await;
+    out.check_config(&borrowed(&good_env)).await;
+    let expired_env = cert_env("expired", &expired);
+    out.failing("expired client certificate", &borrowed(&expired_env))
+        .await;
 
     let tee = Tee::start(vault.port()).await;
     let tee_addr = tee.addr();
-    let envs = [
+    let extra = [
         ("DATABASE_URL", pki_url.as_str()),
         ("PRISM_BACKEND__TLS__CA_FILE", ca_file.as_str()),
-        ("VAULT_ADDR", tee_addr.as_str()),
-        ("VAULT_TOKEN", vault.root_token()),
-        ("PRISM_VAULT__SECRET__ENGINE", "pki"),
-        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
         ("PRISM_VAULT__SECRET__COMMON_NAME", "prism_cert"),
     ];
-    observe(
-        &mut out,
-        "postgres on Vault PKI",
-        Kind::Postgres,
-        &envs,
-        true,
-        &[],
-        |plugin| async move {
-            let swapped = prism_faults::poll_until(WAIT, || async {
-                plugin
-                    .health_details()
-                    .await
-                    .get("vault_pool_swaps")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|n| n >= 2)
-            })
-            .await;
-            assert!(swapped, "two re-issues");
-            kv_round_trip(plugin).await
-        },
-    )
-    .await;
+    let envs = vault::plugin_env(&vault, &tee_addr, "pki", &extra);
+    out.serving("on Vault PKI", &envs, &[], two_swaps_then_kv)
+        .await;
     let issued = tee.json_strings("private_key");
     assert!(issued.len() >= 3, "Vault issued 3 keys: {}", issued.len());
-    let mut lines: Vec<(String, String)> = Vec::new();
-    for (name, pem) in [
-        ("the file key", &good.key_pem),
-        ("the expired certificate's key", &expired.key_pem),
-    ] {
-        lines.extend(
-            key_lines(pem)
-                .into_iter()
-                .map(|l| (name.to_string(), l.to_string())),
-        );
+    let mut secrets = key_lines("the file key", &good.key_pem);
+    secrets.extend(key_lines("the expired certificate's key", &expired.key_pem));
+    for (label, pem) in numbered("issued key", &issued) {
+        secrets.extend(key_lines(&label, &pem));
     }
-    for (i, pem) in issued.iter().enumerate() {
-        lines.extend(
-            key_lines(pem)
-                .into_iter()
-                .map(|l| (format!("issued key #{i}"), l.to_string())),
-        );
-    }
-    let secrets: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|(n, l)| (n.as_str(), l.as_str()))
-        .collect();
-    out.assert_free_of("postgres client certificates", &secrets);
+    out.assert_free_of(secrets);
 }

@@ -15,27 +15,15 @@ use prism_testkit::{Postgres, ServingStatus, Vault};
 /// Generous bound for waits.
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn servers(ttl: &str, max_ttl: &str) -> (Postgres, Vault) {
-    let (pg, vault) = tokio::join!(Postgres::start(), Vault::start());
-    let (pg, vault) = (pg.expect("postgres starts"), vault.expect("vault starts"));
-    vault::setup_postgres_role(&pg, &vault, ttl, max_ttl).await;
-    (pg, vault)
-}
-
 async fn plugin_on_vault(pg: &Postgres, vault: &Vault) -> Plugin {
-    // No credentials in the URL: only Vault's can work.
-    let url = format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database());
-    let addr = vault.addr();
+    let (url, addr) = (vault::url_without_credentials(pg), vault.addr());
+    let extra = [
+        ("DATABASE_URL", url.as_str()),
+        ("PRISM_VAULT__REQUEST_TIMEOUT", "800ms"),
+    ];
     Plugin::start(
         Kind::Postgres,
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("VAULT_ADDR", addr.as_str()),
-            ("VAULT_TOKEN", vault.root_token()),
-            ("PRISM_VAULT__SECRET__ENGINE", "database"),
-            ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
-            ("PRISM_VAULT__REQUEST_TIMEOUT", "800ms"),
-        ],
+        &vault::plugin_env(vault, &addr, "database", &extra),
     )
     .await
 }
@@ -52,7 +40,7 @@ fn kv_load(plugin: &Plugin) -> Load {
 /// PostgreSQL and Vault (15 s leases), the plugin on Vault credentials, and
 /// KV load that has made 20 successful calls.
 async fn serving_under_load() -> (Postgres, Vault, Plugin, Load) {
-    let (pg, vault) = servers("15s", "10m").await;
+    let (pg, vault) = vault::postgres_and_vault("15s", "10m").await;
     let plugin = plugin_on_vault(&pg, &vault).await;
     let load = kv_load(&plugin);
     let started = Instant::now();

@@ -467,22 +467,15 @@ mod tests {
         let ws = workspace();
         let all = ws.plugins.clone();
         let every = ["kafka", "postgres", "redis"];
-        assert_eq!(
-            names(ws.affected_by(Path::new("/w/core/src/lib.rs"), &all)),
-            every
-        );
-        assert_eq!(
-            names(ws.affected_by(Path::new("/w/core/build.rs"), &all)),
-            every
-        );
-        assert_eq!(
-            names(ws.affected_by(Path::new("/w/proto/prism/interfaces/kv.proto"), &all)),
-            every
-        );
-        assert_eq!(
-            names(ws.affected_by(Path::new("/w/Cargo.toml"), &all)),
-            every
-        );
+        for path in [
+            "/w/core/src/lib.rs",
+            "/w/core/build.rs",
+            "/w/proto/prism/interfaces/kv.proto",
+            "/w/Cargo.toml",
+        ] {
+            let affected = names(ws.affected_by(Path::new(path), &all));
+            assert_eq!(affected, every, "{path}");
+        }
     }
 
     #[test]

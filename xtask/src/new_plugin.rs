@@ -1,7 +1,7 @@
 //! `new-plugin NAME [--port N]`: writes a compiling plugin crate from
 //! `templates/plugin/` (core's KeyValue services over an in-memory store, its
-//! config, its tests), adds it to the workspace members and regenerates compose.yaml
-//! and deploy/kubernetes/. The places it touches are the ones
+//! config, its tests) and its `config.yaml`, adds it to the workspace members and
+//! regenerates compose.yaml and deploy/kubernetes/. The places it touches are the ones
 //! docs/adding-a-plugin.md names; the generator test in .ci/run checks that.
 
 use std::path::Path;
@@ -49,6 +49,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../templates/plugin/tests/plugin.rs.tmpl"),
     ),
 ];
+
+/// The `backend:` section of the new plugin's `config.yaml`; core's sections
+/// come from an existing plugin's file ([`config_yaml`]).
+const CONFIG_BACKEND: &str = include_str!("../templates/plugin/config.backend.yaml.tmpl");
 
 /// The names a template's placeholders stand for.
 struct Names {
@@ -101,7 +105,9 @@ pub(crate) fn create(root: &Path, name: &str, port: Option<u16>) -> anyhow::Resu
     // The manifest is checked before anything is written (name rules).
     let manifest_text = names.fill(FILES[1].1);
     Manifest::parse(&manifest_text, "the new plugin.toml")?;
-    for (path, template) in FILES {
+    let config = config_yaml(root, &existing)?;
+    let config = [("config.yaml", config.as_str())];
+    for (path, template) in FILES.iter().chain(&config) {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
@@ -119,6 +125,51 @@ pub(crate) fn create(root: &Path, name: &str, port: Option<u16>) -> anyhow::Resu
         eprintln!("warning: `cargo fmt -p prism-{name}` failed; run it before committing");
     }
     Ok(port)
+}
+
+/// The template of the new plugin's `config.yaml`: core's sections as the
+/// first existing plugin's file documents them (every plugin has the same, and
+/// `xtask/tests/config_files.rs` keeps each file complete, so core's keys
+/// need no copy here), with that plugin's names and port turned into
+/// placeholders and its `backend:` section replaced by [`CONFIG_BACKEND`].
+fn config_yaml(root: &Path, existing: &[Manifest]) -> anyhow::Result<String> {
+    let Some((source, text)) = existing.iter().find_map(|m| {
+        let text = std::fs::read_to_string(root.join(&m.name).join("config.yaml"));
+        text.ok().map(|text| (m, text))
+    }) else {
+        bail!("no plugin with a config.yaml to take core's sections from");
+    };
+    let (name, port) = (&source.name, source.port);
+    let template = text
+        .replace(&format!("prism-{name}"), "prism-__NAME__")
+        .replace(&format!("{name}/config.yaml"), "__NAME__/config.yaml")
+        .replace(&format!("`{name}`"), "`__NAME__`")
+        .replace(&format!("  port: {port}  #"), "  port: __PORT__  #");
+    replace_section(&template, "backend", CONFIG_BACKEND)
+        .with_context(|| format!("{name}/config.yaml has no top-level `backend:` section"))
+}
+
+/// `yaml` with its top-level section `key` (with the comment lines right above
+/// it) replaced by `with`.
+fn replace_section(yaml: &str, key: &str, with: &str) -> Option<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let top_level = |line: &&str| line.starts_with(|c: char| c.is_ascii_lowercase());
+    // A section starts at the comment lines right above its key.
+    let comments_above = |mut at: usize| {
+        while at > 0 && lines[at - 1].starts_with('#') {
+            at -= 1;
+        }
+        at
+    };
+    let at = lines
+        .iter()
+        .position(|l| l.strip_prefix(key) == Some(":"))?;
+    let next = lines[at + 1..].iter().position(top_level);
+    let end = next.map_or(lines.len(), |n| comments_above(at + 1 + n));
+    let mut out: Vec<&str> = lines[..comments_above(at)].to_vec();
+    out.extend(with.lines());
+    out.extend(&lines[end..]);
+    Some(out.join("\n") + "\n")
 }
 
 /// Appends `name` to `[workspace] members` in the root Cargo.toml, keeping the
@@ -164,6 +215,53 @@ mod tests {
                 "{path} keeps a placeholder"
             );
         }
+    }
+
+    #[test]
+    fn the_config_template_has_cores_sections_of_an_existing_plugin_and_its_own_backend() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let existing = workspace_manifests(&root).unwrap();
+        let names = Names {
+            name: "demo-kv".into(),
+            port: 9200,
+        };
+        let yaml = names.fill(&config_yaml(&root, &existing).unwrap());
+        for section in ["plugin:", "control_plane:", "backend:", "log:", "vault:"] {
+            assert!(yaml.lines().any(|l| l == section), "{section}\n{yaml}");
+        }
+        assert!(yaml.contains("\n  port: 9200  # gRPC port"), "{yaml}");
+        assert!(yaml.contains("  max_keys: 100000  #"), "{yaml}");
+        assert!(
+            yaml.contains("prism-demo-kv --config demo-kv/config.yaml"),
+            "{yaml}"
+        );
+        // No key of the source's backend is left.
+        let source = std::fs::read_to_string(root.join(&existing[0].name).join("config.yaml"));
+        let source = source.unwrap();
+        let backend = source.split("\nbackend:\n").nth(1).unwrap();
+        let first = backend
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .split(':')
+            .next()
+            .unwrap();
+        assert!(
+            !yaml.contains(&format!("\n  {first}:")),
+            "{first} left: {yaml}"
+        );
+    }
+
+    #[test]
+    fn replacing_a_section_keeps_the_others_and_their_comments() {
+        let yaml = "# head\n\n# a's\na:\n  x: 1  # x\n# b's\nb:\n  y: 2  # y\n# c's\nc: 3  # c\n";
+        let got = replace_section(yaml, "b", "# new b\nb:\n  z: 4  # z").unwrap();
+        assert_eq!(
+            got,
+            "# head\n\n# a's\na:\n  x: 1  # x\n# new b\nb:\n  z: 4  # z\n# c's\nc: 3  # c\n"
+        );
+        assert_eq!(replace_section(yaml, "missing", "x: 1"), None);
     }
 
     #[test]

@@ -115,19 +115,6 @@ fn jaas_users(kafka: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The body of `GET path` on 127.0.0.1:port (HTTP/1.0, so the server closes).
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
-}
-
 async fn grpc(port: u16, args: &[&str]) -> String {
     let target = format!("127.0.0.1:{port}");
     let mut full = vec!["-plaintext"];
@@ -406,7 +393,7 @@ async fn compose_init_steps_and_plugins_come_up_on_vault_credentials() {
             _ => {}
         }
         // Metrics on by default: the scrape port answers.
-        let body = http_get(metrics.parse().unwrap(), "/metrics").await;
+        let body = prism_testkit::scrape::scrape(metrics.parse().unwrap()).await;
         assert!(body.contains("# TYPE"), "prism-{plugin} /metrics: {body}");
         eprintln!("prism-{plugin}: serving on Vault credentials, /metrics up");
     }

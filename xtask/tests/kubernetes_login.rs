@@ -15,9 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use prism_testkit::{
-    PluginProcess, Redis, ServingStatus, Vault, free_port, grpcurl, wait_for_health,
-};
+use prism_testkit::lifecycle::spawn_plugin_on;
+use prism_testkit::{Redis, ServingStatus, Vault, free_port, grpcurl, wait_for_health};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::json;
@@ -259,15 +258,9 @@ async fn a_plugin_logs_in_to_vault_with_the_kubernetes_auth_method_of_its_manife
         };
         envs.push((key.as_str(), value));
     }
+    // Built by `cargo build --bins` (the spawn fails naming the path otherwise).
     let binary = root().join("target/debug/prism-redis");
-    assert!(
-        binary.is_file(),
-        "{} missing: cargo build --bins",
-        binary.display()
-    );
-    let plugin = PluginProcess::spawn(&binary, &["--grpc-port", &port.to_string()], &envs)
-        .await
-        .unwrap();
+    let plugin = spawn_plugin_on(&binary, port, &[], &envs).await;
     wait_for_health(
         port,
         "readiness",

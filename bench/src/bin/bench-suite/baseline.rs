@@ -9,29 +9,23 @@ use prism_testkit::Postgres;
 
 use crate::args::Args;
 use crate::load::run_plugin;
+use crate::pgbench::Statement;
 use crate::processes::Running;
+use crate::redis::RedisCommand;
 use crate::results::{Measure, Pair};
 use crate::table::pair_line;
-use crate::{atomic, kafka, pgbench, redis};
+use crate::{kafka, pgbench, redis};
 
 /// The backend's own tool doing what one plugin scenario does.
 #[derive(Clone, Copy)]
 pub(crate) enum Baseline<'a> {
-    /// `redis-benchmark` GET (`get`) or SET on the plugin's keys.
-    RedisBenchmark { port: u16, get: bool },
-    /// `pgbench` running the plugin's SELECT (`get`) or upsert.
+    /// `redis-benchmark` running one command on the plugin's keys.
+    RedisBenchmark { port: u16, command: RedisCommand },
+    /// `pgbench` running one of the plugin's statements.
     Pgbench {
         pg: &'a Postgres,
         work: &'a Path,
-        get: bool,
-    },
-    /// `redis-benchmark` INCR, or EVAL of the plugin's swap script (`cas`).
-    RedisAtomic { port: u16, cas: bool },
-    /// `pgbench` running the plugin's Increment or swap (`cas`) statement.
-    PgbenchAtomic {
-        pg: &'a Postgres,
-        work: &'a Path,
-        cas: bool,
+        statement: Statement,
     },
     /// A librdkafka producer, with `end_to_end` also a consumer.
     Librdkafka {
@@ -45,10 +39,8 @@ impl Baseline<'_> {
     /// The "direct tool" column.
     pub(crate) fn tool(self) -> &'static str {
         match self {
-            Baseline::RedisBenchmark { .. } => "redis-benchmark",
-            Baseline::Pgbench { .. } | Baseline::PgbenchAtomic { .. } => "pgbench -M prepared",
-            Baseline::RedisAtomic { cas: false, .. } => "redis-benchmark INCR",
-            Baseline::RedisAtomic { cas: true, .. } => "redis-benchmark EVAL (the plugin's script)",
+            Baseline::RedisBenchmark { command, .. } => command.tool(),
+            Baseline::Pgbench { .. } => "pgbench -M prepared",
             Baseline::Librdkafka { .. } => "librdkafka producer (rdkafka)",
         }
     }
@@ -56,18 +48,14 @@ impl Baseline<'_> {
     /// Runs the baseline at `in_flight`.
     pub(crate) async fn run(self, args: &Args, in_flight: usize) -> anyhow::Result<Measure> {
         match self {
-            Baseline::RedisBenchmark { port, get } => {
-                redis::direct(args, port, get, in_flight).await
+            Baseline::RedisBenchmark { port, command } => {
+                redis::direct(args, port, command, in_flight).await
             }
-            Baseline::Pgbench { pg, work, get } => {
-                pgbench::direct(args, pg, get, in_flight, work).await
-            }
-            Baseline::RedisAtomic { port, cas } => {
-                atomic::redis_direct(args, port, cas, in_flight).await
-            }
-            Baseline::PgbenchAtomic { pg, work, cas } => {
-                atomic::pgbench_direct(args, pg, cas, in_flight, work).await
-            }
+            Baseline::Pgbench {
+                pg,
+                work,
+                statement,
+            } => pgbench::direct(args, pg, statement, in_flight, work).await,
             Baseline::Librdkafka {
                 bootstrap,
                 extra,
@@ -80,6 +68,21 @@ impl Baseline<'_> {
 /// One row of a backend's comparison table: the report's op name, the plugin
 /// scenario, the requests in flight, and the direct baseline.
 pub(crate) type Comparison<'a> = (&'static str, Scenario, usize, Baseline<'a>);
+
+/// The Increment and CAS rows of one backend at `in_flight`: the plugin's
+/// atomics against the backend's tool running the same operations
+/// (`redis-benchmark` INCR and EVAL of the plugin's script, `pgbench` of the
+/// plugin's statements) on the same keys.
+pub(crate) fn atomic_rows<'a>(
+    in_flight: usize,
+    increment: Baseline<'a>,
+    cas: Baseline<'a>,
+) -> [Comparison<'a>; 2] {
+    [
+        ("Increment", Scenario::KvIncrement, in_flight, increment),
+        ("CAS", Scenario::KvCas, in_flight, cas),
+    ]
+}
 
 /// Runs each comparison of one backend in order: the plugin scenario, then
 /// right after it the direct baseline at the same concurrency.

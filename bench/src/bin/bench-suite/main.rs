@@ -28,15 +28,16 @@
 //! Modules: `args` (flags, settings, the workload both sides share),
 //! `processes` (backend servers, plugin processes, RSS), `load` (plugin
 //! scenarios), `baseline` with one module per direct tool (`redis`,
-//! `pgbench`, `kafka`, and `atomic` for Increment and CAS; `tool` runs one),
-//! `timeseries` (Insert/Query vs librdkafka, its own section), `results`, `table` and `fmt` (the
-//! numbers and their text), `machine` and `report` (the markdown file).
+//! `pgbench`, `kafka`; `tool` runs one), `timeseries` (Insert/Query vs
+//! librdkafka, its own section), `results`, `table`, `grid` and `fmt` (the
+//! numbers and their text: one table formatter for the terminal and the
+//! report), `machine` and `report` (the markdown file).
 
 mod args;
-mod atomic;
 mod baseline;
 mod floor;
 mod fmt;
+mod grid;
 mod kafka;
 mod load;
 mod machine;
@@ -60,10 +61,12 @@ use clap::Parser;
 use prism_bench::Scenario;
 
 use crate::args::{Args, Settings};
-use crate::baseline::{Baseline, compare};
+use crate::baseline::{Baseline, atomic_rows, compare};
 use crate::load::run_solos;
 use crate::machine::{loadavg, machine_info, tool_versions};
+use crate::pgbench::Statement;
 use crate::processes::{Backends, Running, bin_dir, sample_rss, stop_plugins};
+use crate::redis::RedisCommand;
 use crate::report::Markdown;
 use crate::results::{Pair, Solo};
 use crate::table::summary_table;
@@ -196,25 +199,43 @@ async fn scenarios(
     let mut pairs = Vec::new();
     if let (Some(r), Some(redis)) = (running.get("redis"), &backends.redis) {
         let port = redis.port();
-        let redis_benchmark = |get| Baseline::RedisBenchmark { port, get };
+        let redis_benchmark = |command| Baseline::RedisBenchmark { port, command };
         let table = levels.iter().flat_map(|&n| {
             [
-                ("Get", Scenario::CacheGet, n, redis_benchmark(true)),
-                ("Set", Scenario::CacheSet, n, redis_benchmark(false)),
+                (
+                    "Get",
+                    Scenario::CacheGet,
+                    n,
+                    redis_benchmark(RedisCommand::Get),
+                ),
+                (
+                    "Set",
+                    Scenario::CacheSet,
+                    n,
+                    redis_benchmark(RedisCommand::Set),
+                ),
             ]
         });
-        let table = table.chain(atomic::redis_rows(port, first_level));
+        let (incr, cas) = (RedisCommand::Incr, RedisCommand::Cas);
+        let atomics = atomic_rows(first_level, redis_benchmark(incr), redis_benchmark(cas));
+        let table = table.chain(atomics);
         pairs.extend(compare(args, "Redis", r, table).await);
     }
     if let (Some(r), Some(pg)) = (running.get("postgres"), &backends.pg) {
-        let pgbench = |get| Baseline::Pgbench { pg, work, get };
+        let pgbench = |statement| Baseline::Pgbench {
+            pg,
+            work,
+            statement,
+        };
         let table = levels.iter().flat_map(|&n| {
             [
-                ("Get", Scenario::KvGet, n, pgbench(true)),
-                ("Set", Scenario::KvSet, n, pgbench(false)),
+                ("Get", Scenario::KvGet, n, pgbench(Statement::Get)),
+                ("Set", Scenario::KvSet, n, pgbench(Statement::Set)),
             ]
         });
-        let table = table.chain(atomic::pg_rows(pg, work, first_level));
+        let (increment, cas) = (Statement::Increment, Statement::Cas);
+        let atomics = atomic_rows(first_level, pgbench(increment), pgbench(cas));
+        let table = table.chain(atomics);
         pairs.extend(compare(args, "PostgreSQL", r, table).await);
     }
     solos.extend(

@@ -1,54 +1,99 @@
 //! The PostgreSQL baseline: `pgbench -M prepared` running prism-postgres's
-//! own Get or Set statement (from the `prism_postgres` crate, so the two can
-//! never drift apart) on the plugin's table, namespace and key format.
+//! own Get, Set, Increment or CompareAndSwap statement (from the
+//! `prism_postgres` crate, so the two can never drift apart) on the plugin's
+//! table, namespace and key format.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use prism_postgres::{get_statement, increment_statement, set_statement, swap_statement};
 use prism_testkit::Postgres;
 
 use crate::args::{Args, NAMESPACE, PG_SCHEMA, PG_TABLE};
 use crate::results::Measure;
 use crate::tool::{run_tool, tool_cpu};
 
-/// The pgbench script doing what prism-postgres does for a Get (`get`) or a
-/// Set of a `value_size`-byte value without expiry, on one of `keys` keys
-/// chosen uniformly at random.
-pub(crate) fn pgbench_script(get: bool, keys: u64, value_size: usize) -> String {
-    let statement = if get {
-        prism_postgres::get_statement(PG_SCHEMA, PG_TABLE)
-    } else {
-        prism_postgres::set_statement(PG_SCHEMA, PG_TABLE)
-    };
-    // The plugin binds its parameters; the script puts the same values in
-    // their place: the namespace, the key (`bench-` + 12 digits, as
-    // prism-bench writes them), the value, and a TTL of 0 (none).
-    let body = statement
-        .replace("$1", &format!("'{NAMESPACE}'"))
-        .replace("$2", "'bench-' || lpad(:k::text, 12, '0')")
-        .replace("$3", &format!("decode(repeat('78', {value_size}), 'hex')"))
-        .replace("$4", "0");
-    format!("\\set k random(0, {})\n{body};\n", keys.saturating_sub(1))
+/// The prism-postgres statement a pgbench script runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Statement {
+    Get,
+    /// A Set without expiry.
+    Set,
+    /// Increment(+1) of a counter.
+    Increment,
+    /// CompareAndSwap of a key from the run's value to itself.
+    Cas,
 }
 
-/// `pgbench` at `in_flight` connections for the suite's duration, in `work`
-/// (script and latency logs).
+impl Statement {
+    /// The script's file name (and the latency logs' prefix).
+    fn name(self) -> &'static str {
+        match self {
+            Statement::Get => "get",
+            Statement::Set => "set",
+            Statement::Increment => "increment",
+            Statement::Cas => "cas",
+        }
+    }
+
+    /// The pgbench script doing what prism-postgres does for this call on
+    /// one of `keys` keys chosen uniformly at random, with a
+    /// `value_size`-byte value.
+    pub(crate) fn script(self, keys: u64, value_size: usize) -> String {
+        let value = format!("decode(repeat('78', {value_size}), 'hex')");
+        // The statement, its key's prefix (as prism-bench writes keys: the
+        // prefix + 12 digits) and its parameters after namespace and key.
+        let (sql, key, rest) = match self {
+            Statement::Get => (get_statement(PG_SCHEMA, PG_TABLE), "bench", vec![]),
+            // The value and a TTL of 0 (none).
+            Statement::Set => (
+                set_statement(PG_SCHEMA, PG_TABLE),
+                "bench",
+                vec![&*value, "0"],
+            ),
+            // The delta and a TTL of 0.
+            Statement::Increment => (
+                increment_statement(PG_SCHEMA, PG_TABLE),
+                "counter",
+                vec!["1", "0"],
+            ),
+            // Expected value, new value and a TTL of 0.
+            Statement::Cas => (
+                swap_statement(PG_SCHEMA, PG_TABLE),
+                "bench",
+                vec![&*value, &*value, "0"],
+            ),
+        };
+        // The plugin binds its parameters; the script puts the same values
+        // in their place.
+        let namespace = format!("'{NAMESPACE}'");
+        let key = format!("'{key}-' || lpad(:k::text, 12, '0')");
+        let params = [namespace.as_str(), key.as_str()].into_iter().chain(rest);
+        let mut body = sql;
+        for (i, value) in params.enumerate() {
+            body = body.replace(&format!("${}", i + 1), value);
+        }
+        format!("\\set k random(0, {})\n{body};\n", keys.saturating_sub(1))
+    }
+}
+
+/// `pgbench` running `statement` at `in_flight` connections for the suite's
+/// duration, in `work` (script and latency logs).
 pub(crate) async fn direct(
     args: &Args,
     pg: &Postgres,
-    get: bool,
+    statement: Statement,
     in_flight: usize,
     work: &Path,
 ) -> anyhow::Result<Measure> {
-    let name = if get { "get" } else { "set" };
-    let script = pgbench_script(get, args.keys, args.value_size);
-    run_script(args, pg, name, &script, in_flight, work).await
+    let script = statement.script(args.keys, args.value_size);
+    run_script(args, pg, statement.name(), &script, in_flight, work).await
 }
 
 /// `pgbench -M prepared` running `script` (saved as `<name>.sql` in `work`)
 /// at `in_flight` connections for the suite's duration.
-pub(crate) async fn run_script(
+async fn run_script(
     args: &Args,
     pg: &Postgres,
     name: &str,
@@ -158,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_scripts_run_the_plugins_statements_with_every_parameter_filled_in() {
-        let set = pgbench_script(false, 10_000, 100);
+        let set = Statement::Set.script(10_000, 100);
         assert!(set.starts_with("\\set k random(0, 9999)\n"), "{set}");
         assert!(set.contains("INSERT INTO \"public\".\"prism_kv\""), "{set}");
         assert!(
@@ -166,7 +211,7 @@ mod tests {
             "{set}"
         );
         assert!(set.contains("decode(repeat('78', 100), 'hex')"), "{set}");
-        let get = pgbench_script(true, 10, 100);
+        let get = Statement::Get.script(10, 100);
         assert!(
             get.contains("SELECT value FROM \"public\".\"prism_kv\""),
             "{get}"
@@ -176,5 +221,17 @@ mod tests {
             assert!(!script.contains('$'), "a parameter left unbound: {script}");
             assert!(script.trim_end().ends_with(';'), "{script}");
         }
+    }
+
+    #[test]
+    fn the_atomic_scripts_bind_every_parameter() {
+        for statement in [Statement::Increment, Statement::Cas] {
+            let script = statement.script(100, 8);
+            let unbound = (1..=5).any(|i| script.contains(&format!("${i}")));
+            assert!(!unbound, "a parameter left unbound: {script}");
+            assert!(script.starts_with("\\set k random(0, 99)\n"), "{script}");
+        }
+        assert!(Statement::Increment.script(1, 1).contains("'counter-'"));
+        assert!(Statement::Cas.script(1, 1).contains("FOR UPDATE"));
     }
 }

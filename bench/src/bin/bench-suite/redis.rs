@@ -1,5 +1,6 @@
-//! The Redis baseline: `redis-benchmark` GET or SET on exactly the keys
-//! prism-redis uses (`<prefix><namespace>:<key>`).
+//! The Redis baseline: `redis-benchmark` GET, SET, INCR, or EVAL of the
+//! plugin's compare-and-swap script, on exactly the keys prism-redis uses
+//! (`<prefix><namespace>:<key>`).
 
 use anyhow::{Context, bail};
 
@@ -7,28 +8,69 @@ use crate::args::{Args, NAMESPACE, REDIS_PREFIX};
 use crate::results::Measure;
 use crate::tool::{run_tool, tool_cpu};
 
-/// `redis-benchmark` with the plugin's exact key layout; the request count is
-/// calibrated so the run takes about `duration`.
+/// What a `redis-benchmark` baseline runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RedisCommand {
+    Get,
+    Set,
+    /// `INCR` on the counters' keys (the plugin's Increment is a script
+    /// around `INCRBY`).
+    Incr,
+    /// `EVAL` of the plugin's own compare-and-swap script
+    /// (`prism_redis::SWAP_SCRIPT_SOURCE`), from the run's value to itself.
+    Cas,
+}
+
+impl RedisCommand {
+    /// The "direct tool" column.
+    pub(crate) fn tool(self) -> &'static str {
+        match self {
+            RedisCommand::Get | RedisCommand::Set => "redis-benchmark",
+            RedisCommand::Incr => "redis-benchmark INCR",
+            RedisCommand::Cas => "redis-benchmark EVAL (the plugin's script)",
+        }
+    }
+
+    /// The command line, on the plugin's keys (`<prefix><namespace>:<key>`)
+    /// with a `value_size`-byte value.
+    fn args(self, value_size: usize) -> Vec<String> {
+        let key = |kind: &str| format!("{REDIS_PREFIX}{NAMESPACE}:{kind}-__rand_int__");
+        let value = "x".repeat(value_size);
+        match self {
+            RedisCommand::Get => vec!["GET".into(), key("bench")],
+            RedisCommand::Set => vec!["SET".into(), key("bench"), value],
+            RedisCommand::Incr => vec!["INCR".into(), key("counter")],
+            RedisCommand::Cas => {
+                // On one line: redis-benchmark's CSV names the test by its
+                // command line, which must stay one line to be parsed (Lua
+                // needs no newlines).
+                let script = prism_redis::SWAP_SCRIPT_SOURCE.replace('\n', " ");
+                let rest = ["value", &value, "write", &value, "0"].map(String::from);
+                let mut args = vec!["EVAL".into(), script, "1".into(), key("bench")];
+                args.extend(rest);
+                args
+            }
+        }
+    }
+}
+
+/// `redis-benchmark` running `command`; the request count is calibrated so
+/// the run takes about the suite's duration.
 pub(crate) async fn direct(
     args: &Args,
     port: u16,
-    get: bool,
+    command: RedisCommand,
     in_flight: usize,
 ) -> anyhow::Result<Measure> {
-    let key = format!("{REDIS_PREFIX}{NAMESPACE}:bench-__rand_int__");
-    let value = "x".repeat(args.value_size);
-    let command: Vec<&str> = if get {
-        vec!["GET", &key]
-    } else {
-        vec!["SET", &key, &value]
-    };
+    let command = command.args(args.value_size);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let calibration = redis_benchmark(port, in_flight, 20_000, args.keys, &command).await?;
     let n = (calibration.ops_per_sec * args.duration().as_secs_f64()).max(20_000.0) as u64;
     redis_benchmark(port, in_flight, n, args.keys, &command).await
 }
 
 /// One `redis-benchmark` run of `requests` commands from `clients` connections.
-pub(crate) async fn redis_benchmark(
+async fn redis_benchmark(
     port: u16,
     clients: usize,
     requests: u64,

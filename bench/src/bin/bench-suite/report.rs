@@ -5,16 +5,16 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prism_bench::Scenario;
 
 use crate::args::{Args, NAMESPACE, PG_SCHEMA, PG_TABLE, REDIS_PREFIX, Settings};
-use crate::fmt::{affix, dash, indent, median, mib, mib_bytes, scenario_name, yes};
-use crate::pgbench::pgbench_script;
+use crate::fmt::{affix, dash, indent, median, yes};
+use crate::grid::Grid;
+use crate::pgbench::Statement;
 use crate::results::{Measure, Pair, ProcessFacts, Solo};
-use crate::table::{cpu, lat, ops};
+use crate::table::{self, millis};
 
 /// The markdown report.
 pub(crate) struct Markdown<'a> {
@@ -130,12 +130,9 @@ impl Markdown<'_> {
              with the plugin's statements (p50/p99 from a 20 % sample of `--log`):\n",
             self.args.duration().as_secs()
         );
-        for get in [true, false] {
-            let _ = writeln!(
-                md,
-                "  ```sql\n{}  ```",
-                indent(&pgbench_script(get, self.args.keys, self.args.value_size))
-            );
+        for statement in [Statement::Get, Statement::Set] {
+            let script = statement.script(self.args.keys, self.args.value_size);
+            let _ = writeln!(md, "  ```sql\n{}  ```", indent(&script));
         }
         let _ = writeln!(
             md,
@@ -162,32 +159,7 @@ impl Markdown<'_> {
 
     /// The plugin-vs-direct table.
     fn comparisons(&self, md: &mut String) {
-        table_head(
-            md,
-            "Results: plugin vs direct",
-            "| backend | op | in flight | plugin ops/s | direct ops/s | **plugin / direct** | plugin p50 / p99 ms | direct p50 / p99 ms | added p99 | CPU µs/op plugin / client | plugin errors | direct tool |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
-        );
-        for p in self.pairs {
-            let _ = writeln!(
-                md,
-                "| {} | {} (`{}`) | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {}{} |",
-                p.backend,
-                p.op,
-                scenario_name(p.scenario),
-                p.in_flight,
-                ops(&p.plugin),
-                ops(&p.direct),
-                p.ratio_text(),
-                lat(&p.plugin),
-                lat(&p.direct),
-                p.added_p99_text(" ms"),
-                cpu(p.plugin.as_ref()),
-                dash(p.plugin.as_ref().map(Measure::errors_text)),
-                p.direct_tool,
-                affix(" (", p.note.trim(), ")")
-            );
-        }
+        table::comparisons(self.pairs, true).section(md, "Results: plugin vs direct");
         let _ = writeln!(
             md,
             "\n`added p99` = plugin p99 − direct p99 at the same number of requests in flight. \
@@ -198,40 +170,7 @@ impl Markdown<'_> {
 
     /// The plugin-only scenarios.
     fn solos(&self, md: &mut String) {
-        table_head(
-            md,
-            "Plugin-only scenarios",
-            "| plugin | scenario | in flight | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op plugin / client | errors |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|",
-        );
-        for s in self.solos {
-            match &s.result {
-                Ok(m) => {
-                    let _ = writeln!(
-                        md,
-                        "| prism-{} | `{}` | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
-                        s.plugin,
-                        scenario_name(s.scenario),
-                        s.in_flight,
-                        m.ops_per_sec,
-                        m.p50_us as f64 / 1e3,
-                        m.p99_us as f64 / 1e3,
-                        m.p999_us as f64 / 1e3,
-                        cpu(Some(m)),
-                        m.errors_text()
-                    );
-                }
-                Err(e) => {
-                    let _ = writeln!(
-                        md,
-                        "| prism-{} | `{}` | {} | failed: {e} | | | | | |",
-                        s.plugin,
-                        scenario_name(s.scenario),
-                        s.in_flight
-                    );
-                }
-            }
-        }
+        table::solos(self.solos).section(md, "Plugin-only scenarios");
         let _ = writeln!(
             md,
             "\n`health` is `grpc.health.v1.Health/Check` (no backend): the gRPC floor of this client + \
@@ -242,27 +181,7 @@ impl Markdown<'_> {
 
     /// Start times, RSS, binary and image sizes.
     fn processes(&self, md: &mut String) {
-        table_head(
-            md,
-            "Processes",
-            "| plugin | start → SERVING, first | start → SERVING, restart (median of 2) | idle RSS | max RSS under load | release binary | image |",
-            "|---|--:|--:|--:|--:|--:|--:|",
-        );
-        for f in self.facts {
-            let _ = writeln!(
-                md,
-                "| prism-{} | {} | {} | {} | {} | {} | {} |",
-                f.name,
-                f.first_start(" ms"),
-                f.restart(" ms"),
-                mib(f.idle_rss_kb),
-                mib(Some(f.max_rss_kb.load(Ordering::Relaxed))),
-                dash(f.binary_bytes.map(mib_bytes)),
-                f.image_bytes
-                    .map(mib_bytes)
-                    .unwrap_or("not built (`make images`, then `make sizes`)".into()),
-            );
-        }
+        table::processes(self.facts).section(md, "Processes");
         let _ = writeln!(
             md,
             "\nstart → SERVING: from spawning the process to the first `grpc.health.v1` SERVING answer \
@@ -274,62 +193,62 @@ impl Markdown<'_> {
 
     /// Each target of the design, met or not, with what bounds it.
     fn targets(&self, md: &mut String) {
-        table_head(
-            md,
-            "Targets",
+        let mut grid = Grid::new(
             "| target | measured | met | bound measured in this run (see CPU budget) |",
             "|---|---|---|---|",
         );
-        for p in self.pairs {
-            if p.scenario == Scenario::PublishSubscribe {
-                continue;
-            }
+        let comparisons = self
+            .pairs
+            .iter()
+            .filter(|p| p.scenario != Scenario::PublishSubscribe);
+        for p in comparisons {
             if let Some(r) = p.ratio() {
-                let _ = writeln!(
-                    md,
-                    "| {} {} throughput ≥ 0.8× direct (@{}) | {r:.2}× | {} | {} |",
-                    p.backend,
-                    p.op,
-                    p.in_flight,
-                    yes(r >= 0.8),
-                    self.ceiling_text(p)
+                let what = format!(
+                    "{} {} throughput ≥ 0.8× direct (@{})",
+                    p.backend, p.op, p.in_flight
+                );
+                target(
+                    &mut grid,
+                    what,
+                    format!("{r:.2}×"),
+                    r >= 0.8,
+                    self.ceiling_text(p),
                 );
             }
         }
         for p in self.pairs.iter().filter(|p| p.in_flight == 64) {
             if let Some(a) = p.added_p99_ms() {
-                let _ = writeln!(
-                    md,
-                    "| {} {} added p99 ≤ 2 ms @64 | {a:+.2} ms | {} | {} |",
-                    p.backend,
-                    p.op,
-                    yes(a <= 2.0),
-                    dash(self.floor(p.in_flight).map(|f| format!(
-                        "`health` alone (no backend): p99 {:.2} ms @{}",
-                        f.p99_us as f64 / 1e3,
-                        p.in_flight
-                    )))
+                let floor = self.floor(p.in_flight).map(|f| {
+                    let p99 = millis(f.p99_us);
+                    format!("`health` alone (no backend): p99 {p99} ms @{}", p.in_flight)
+                });
+                let what = format!("{} {} added p99 ≤ 2 ms @64", p.backend, p.op);
+                target(
+                    &mut grid,
+                    what,
+                    format!("{a:+.2} ms"),
+                    a <= 2.0,
+                    dash(floor),
                 );
             }
         }
         for f in self.facts {
             if let Some(kb) = f.idle_rss_kb {
                 let m = kb as f64 / 1024.0;
-                let _ = writeln!(
-                    md,
-                    "| prism-{} idle RSS ≤ 15 MB | {m:.1} MiB | {} | |",
-                    f.name,
-                    yes(m <= 15.0)
+                let what = format!("prism-{} idle RSS ≤ 15 MB", f.name);
+                target(
+                    &mut grid,
+                    what,
+                    format!("{m:.1} MiB"),
+                    m <= 15.0,
+                    String::new(),
                 );
             }
             if let Some(ms) = median(&f.start_restart_ms) {
-                let _ = writeln!(
-                    md,
-                    "| prism-{} start → SERVING ≤ 100 ms | {ms:.0} ms (first {:.0} ms) | {} | |",
-                    f.name,
-                    f.start_first_ms.unwrap_or(0.0),
-                    yes(ms <= 100.0)
-                );
+                let what = format!("prism-{} start → SERVING ≤ 100 ms", f.name);
+                let first = f.start_first_ms.unwrap_or(0.0);
+                let measured = format!("{ms:.0} ms (first {first:.0} ms)");
+                target(&mut grid, what, measured, ms <= 100.0, String::new());
             }
         }
         let e2e = self
@@ -339,26 +258,29 @@ impl Markdown<'_> {
         match e2e.and_then(|p| p.plugin.as_ref().map(|m| (p, m))) {
             Some((p, m)) => {
                 let ms = m.p99_us as f64 / 1e3;
-                let _ = writeln!(
-                    md,
-                    "| Kafka publish→deliver p99 ≤ 10 ms (@{}) | {ms:.2} ms | {} | the direct librdkafka consumer: p99 {} |\n",
-                    p.in_flight,
-                    yes(ms <= 10.0),
-                    dash(
-                        p.direct
-                            .as_ref()
-                            .map(|d| format!("{:.2} ms", d.p99_us as f64 / 1e3))
-                    )
-                );
+                let what = format!("Kafka publish→deliver p99 ≤ 10 ms (@{})", p.in_flight);
+                let direct = p
+                    .direct
+                    .as_ref()
+                    .map(|d| format!("{} ms", millis(d.p99_us)));
+                let bound = format!("the direct librdkafka consumer: p99 {}", dash(direct));
+                target(&mut grid, what, format!("{ms:.2} ms"), ms <= 10.0, bound);
             }
-            None => {
-                let _ = writeln!(
-                    md,
-                    "| Kafka publish ≥ 0.8× librdkafka; publish→deliver p99 ≤ 10 ms | not measured | – | |\n"
-                );
-            }
+            None => grid.row([
+                "Kafka publish ≥ 0.8× librdkafka; publish→deliver p99 ≤ 10 ms",
+                "not measured",
+                "–",
+                "",
+            ]),
         }
+        grid.section(md, "Targets");
+        let _ = writeln!(md);
     }
+}
+
+/// A row of the targets table.
+fn target(grid: &mut Grid, what: String, measured: String, met: bool, bound: String) {
+    grid.row([what, measured, yes(met).to_string(), bound]);
 }
 
 /// A plugin run counts as CPU-bound when the machine was this busy: then its
@@ -406,9 +328,7 @@ impl Markdown<'_> {
     /// The "CPU budget" section: where each side's CPU time per operation
     /// goes, and the ceiling that sets on the ratio.
     fn cpu_budget(&self, md: &mut String) {
-        table_head(
-            md,
-            "CPU budget: what bounds the ratio",
+        let mut grid = Grid::new(
             "| backend | op | in flight | machine busy plugin run / direct run | plugin path µs/op: plugin + client + rest = machine | direct µs/op: tool + rest = machine | gRPC floor µs/op (`health`: server + client) | **CPU ceiling** | measured ratio |",
             "|---|---|--:|--:|--:|--:|--:|--:|--:|",
         );
@@ -439,21 +359,19 @@ impl Markdown<'_> {
             let floor = self
                 .floor(p.in_flight)
                 .and_then(|f| Some(format!("{:.0} + {:.0}", f.plugin_cpu_us?, f.client_cpu_us?)));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} / {} | {} | {} | {} | **{}** | {} |",
-                p.backend,
-                p.op,
-                p.in_flight,
-                pct(p.plugin.as_ref()),
-                pct(p.direct.as_ref()),
+            grid.row([
+                p.backend.to_string(),
+                p.op.to_string(),
+                p.in_flight.to_string(),
+                format!("{} / {}", pct(p.plugin.as_ref()), pct(p.direct.as_ref())),
                 dash(plugin),
                 dash(direct),
                 dash(floor),
-                self.ceiling_text(p),
+                format!("**{}**", self.ceiling_text(p)),
                 p.ratio_text(),
-            );
+            ]);
         }
+        grid.section(md, "CPU budget: what bounds the ratio");
         let _ = writeln!(
             md,
             "\nCPU time per completed operation over each measured window, in µs: `machine` is all \
@@ -471,11 +389,6 @@ impl Markdown<'_> {
             CPU_BOUND * 100.0
         );
     }
-}
-
-/// A `## title` section starting with a table's header and alignment rows.
-fn table_head(md: &mut String, title: &str, header: &str, align: &str) {
-    let _ = writeln!(md, "## {title}\n\n{header}\n{align}");
 }
 
 /// The hand-written `## Analysis` section (to the end of the file) of an

@@ -1,10 +1,11 @@
-//! Results as text: the line printed after each scenario, the summary
-//! table at the end, and the cells the markdown report shares with them.
+//! Results as text: the line printed after each scenario, and the tables
+//! (comparisons, plugin-only scenarios, processes) that the summary at the
+//! end and the markdown report both render.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::fmt::{affix, dash, mib, scenario_name};
+use crate::fmt::{affix, dash, mib, mib_bytes, scenario_name};
+use crate::grid::Grid;
 use crate::results::{Measure, Pair, ProcessFacts, Solo};
 
 /// Ops/s, or a dash.
@@ -14,13 +15,10 @@ pub(crate) fn ops(m: &Option<Measure>) -> String {
 
 /// "p50 / p99" in ms, or a dash.
 pub(crate) fn lat(m: &Option<Measure>) -> String {
-    dash(m.as_ref().map(|m| {
-        format!(
-            "{:.2} / {:.2}",
-            m.p50_us as f64 / 1e3,
-            m.p99_us as f64 / 1e3
-        )
-    }))
+    dash(
+        m.as_ref()
+            .map(|m| format!("{} / {}", millis(m.p50_us), millis(m.p99_us))),
+    )
 }
 
 /// "plugin / client" CPU µs per op.
@@ -61,13 +59,13 @@ pub(crate) fn pair_line(p: &Pair) -> String {
 pub(crate) fn solo_line(s: &Solo) -> String {
     match &s.result {
         Ok(m) => format!(
-            "   prism-{:<9} {:<12} @{:<3} {:>8.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  CPU µs/op plugin/client {}  errors {}{}",
+            "   prism-{:<9} {:<12} @{:<3} {:>8.0} ops/s  p50 {} ms  p99 {} ms  CPU µs/op plugin/client {}  errors {}{}",
             s.plugin,
             scenario_name(s.scenario),
             s.in_flight,
             m.ops_per_sec,
-            m.p50_us as f64 / 1e3,
-            m.p99_us as f64 / 1e3,
+            millis(m.p50_us),
+            millis(m.p99_us),
             cpu(Some(m)),
             m.errors,
             affix(" ", &m.detail, "")
@@ -81,50 +79,107 @@ pub(crate) fn solo_line(s: &Solo) -> String {
     }
 }
 
-/// The table printed at the end of the run.
-pub(crate) fn summary_table(pairs: &[Pair], solos: &[Solo], facts: &[ProcessFacts]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<10} {:<4} {:>9} {:>11} {:>11} {:>6} {:>15} {:>15} {:>10}",
-        "backend",
-        "op",
-        "in flight",
-        "plugin/s",
-        "direct/s",
-        "ratio",
-        "plugin p50/p99",
-        "direct p50/p99",
-        "added p99"
+/// The plugin-vs-direct comparisons; with `detail` also the CPU per
+/// operation, the plugin's errors and the direct tool (the report's columns).
+pub(crate) fn comparisons(pairs: &[Pair], detail: bool) -> Grid {
+    let mut grid = Grid::new(
+        "| backend | op | in flight | plugin ops/s | direct ops/s | **plugin / direct** | plugin p50 / p99 ms | direct p50 / p99 ms | added p99 |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     );
+    if detail {
+        grid.add_columns(
+            "| CPU µs/op plugin / client | plugin errors | direct tool |",
+            "|--:|--:|---|",
+        );
+    }
     for p in pairs {
-        let _ = writeln!(
-            out,
-            "{:<10} {:<4} {:>9} {:>11} {:>11} {:>6} {:>15} {:>15} {:>10}",
-            p.backend,
-            p.op,
-            p.in_flight,
+        let mut cells = vec![
+            p.backend.to_string(),
+            format!("{} (`{}`)", p.op, scenario_name(p.scenario)),
+            p.in_flight.to_string(),
             ops(&p.plugin),
             ops(&p.direct),
-            p.ratio_text(),
+            format!("**{}**", p.ratio_text()),
             lat(&p.plugin),
             lat(&p.direct),
-            p.added_p99_text("ms"),
-        );
+            p.added_p99_text(" ms"),
+        ];
+        if detail {
+            cells.extend([
+                cpu(p.plugin.as_ref()),
+                dash(p.plugin.as_ref().map(Measure::errors_text)),
+                format!("{}{}", p.direct_tool, affix(" (", p.note.trim(), ")")),
+            ]);
+        }
+        grid.row(cells);
     }
+    grid
+}
+
+/// The plugin-only scenarios.
+pub(crate) fn solos(solos: &[Solo]) -> Grid {
+    let mut grid = Grid::new(
+        "| plugin | scenario | in flight | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op plugin / client | errors |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    );
     for s in solos {
-        let _ = writeln!(out, "{}", solo_line(s).trim_start());
+        let mut cells = vec![
+            format!("prism-{}", s.plugin),
+            format!("`{}`", scenario_name(s.scenario)),
+            s.in_flight.to_string(),
+        ];
+        match &s.result {
+            Ok(m) => cells.extend([
+                format!("{:.0}", m.ops_per_sec),
+                millis(m.p50_us),
+                millis(m.p99_us),
+                millis(m.p999_us),
+                cpu(Some(m)),
+                m.errors_text(),
+            ]),
+            Err(e) => cells.push(format!("failed: {e}")),
+        }
+        grid.row(cells);
     }
+    grid
+}
+
+/// Start times, RSS, binary and image sizes of each plugin.
+pub(crate) fn processes(facts: &[ProcessFacts]) -> Grid {
+    let mut grid = Grid::new(
+        "| plugin | start → SERVING, first | start → SERVING, restart (median of 2) | idle RSS | max RSS under load | release binary | image |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    );
     for f in facts {
-        let _ = writeln!(
-            out,
-            "prism-{:<9} start→SERVING first {} ms, restart {} ms; idle RSS {}; max RSS {}",
-            f.name,
-            f.first_start(""),
-            f.restart(""),
+        grid.row([
+            format!("prism-{}", f.name),
+            f.first_start(" ms"),
+            f.restart(" ms"),
             mib(f.idle_rss_kb),
-            mib(Some(f.max_rss_kb.load(Ordering::Relaxed)))
-        );
+            mib(Some(f.max_rss_kb.load(Ordering::Relaxed))),
+            dash(f.binary_bytes.map(mib_bytes)),
+            f.image_bytes
+                .map(mib_bytes)
+                .unwrap_or("not built (`make images`, then `make sizes`)".into()),
+        ]);
     }
-    out
+    grid
+}
+
+/// The tables printed at the end of the run.
+pub(crate) fn summary_table(pairs: &[Pair], solos: &[Solo], facts: &[ProcessFacts]) -> String {
+    [
+        comparisons(pairs, false),
+        self::solos(solos),
+        processes(facts),
+    ]
+    .iter()
+    .map(Grid::text)
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// Microseconds in ms with two decimals.
+pub(crate) fn millis(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1e3)
 }

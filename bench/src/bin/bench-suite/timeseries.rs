@@ -30,6 +30,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::grid::Grid;
+
 /// Events per Insert.
 const BATCH: usize = 1000;
 /// Inserts in flight.
@@ -85,17 +87,27 @@ pub(crate) async fn run(
             direct: text(direct_query),
         },
     ];
-    for row in &rows {
-        println!(
-            "   timeseries {:<6} {:>8} events: plugin {} events/s, librdkafka {} events/s, ratio {}",
-            row.op,
-            row.events,
+    print!("{}", grid(&rows).text());
+    rows
+}
+
+/// Both operations' events/s on both sides, and their ratio.
+fn grid(rows: &[TsRow]) -> Grid {
+    let mut grid = Grid::new(
+        "| op | events | prism-kafka events/s | librdkafka events/s | ratio |",
+        "|---|---|---|---|---|",
+    );
+    for row in rows {
+        let events = row.events.to_string();
+        grid.row([
+            row.op.to_string(),
+            events,
             eps(&row.plugin),
             eps(&row.direct),
-            ratio(row)
-        );
+            ratio(row),
+        ]);
     }
-    rows
+    grid
 }
 
 fn eps(r: &Result<f64, String>) -> String {
@@ -286,21 +298,6 @@ pub(crate) fn section(md: &mut String, rows: &[TsRow], note: &str) {
          one tag, in time order (one pass plus the look-ahead's first read when they exceed it).\n",
         BATCH * IN_FLIGHT
     );
-    let _ = writeln!(
-        md,
-        "| op | events | prism-kafka events/s | librdkafka events/s | ratio |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|");
-    for row in rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} |",
-            row.op,
-            row.events,
-            eps(&row.plugin),
-            eps(&row.direct),
-            ratio(row)
-        );
-    }
+    grid(rows).markdown(md);
     let _ = writeln!(md);
 }
