@@ -79,8 +79,17 @@ pub(crate) async fn measure(
         }
         .encode_to_vec();
         let floor = h2(HEALTH, health).await;
-        let set = h2(SET, set_message).await;
-        let get = h2(GET, get_message).await;
+        let mut set = h2(SET, set_message).await;
+        // h2load sees HTTP statuses only; a gRPC error is an HTTP 200 too.
+        // The key its Sets wrote must read back with a gRPC client, or
+        // neither rate measured a served call.
+        if let Err(e) = check_written(r.port, args.value_size).await {
+            set = Err(e);
+        }
+        let get = match &set {
+            Ok(_) => h2(GET, get_message).await,
+            Err(e) => Err(format!("not measured: {e}")),
+        };
         rows.push(Row {
             plugin,
             tool: "h2load",
@@ -169,6 +178,36 @@ async fn h2load(
     Err("h2load did not run".to_string())
 }
 
+/// Reads [`KEY`] back through a tonic client: the h2load Sets must have
+/// stored a value of `value_size` bytes.
+async fn check_written(port: u16, value_size: usize) -> Result<(), String> {
+    use prism_plugin_core::proto::keyvalue::GetRequest;
+    use prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyValueBasicInterfaceClient;
+    let mut client = KeyValueBasicInterfaceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .map_err(|e| format!("gRPC check: {e}"))?;
+    let mut request = tonic::Request::new(GetRequest {
+        key: KEY.to_string(),
+    });
+    request.metadata_mut().insert(
+        "x-prism-namespace",
+        tonic::metadata::MetadataValue::from_static(NAMESPACE),
+    );
+    let reply = client
+        .get(request)
+        .await
+        .map_err(|s| format!("gRPC check: Get {KEY}: {s}"))?
+        .into_inner();
+    if !reply.found || reply.value.len() != value_size {
+        return Err(format!(
+            "gRPC check: Get {KEY} after the h2load Sets: found {}, {} bytes (want {value_size})",
+            reply.found,
+            reply.value.len()
+        ));
+    }
+    Ok(())
+}
+
 /// `(req/s, succeeded)` from h2load's summary.
 fn parse(text: &str) -> Option<(f64, u64)> {
     let rate = text
@@ -232,8 +271,8 @@ pub(crate) fn markdown(rows: &[Row], md: &mut String) {
         "Each plugin's Get and Set against `grpc.health.v1.Health/Check` on the **same process** \
          (every layer of the plugin, no backend), {} calls in flight; plugin CPU per call from \
          `/proc/<pid>/stat`. `h2load` is nghttp2's C load generator sending raw gRPC frames \
-         (`-c {H2LOAD_CONNECTIONS} -m {H2LOAD_STREAMS}`; it checks HTTP status only, the calls were \
-         checked once with a gRPC client); `prism-bench` is the tonic client. Targets (issue 19): \
+         (`-c {H2LOAD_CONNECTIONS} -m {H2LOAD_STREAMS}`; it checks HTTP status only, so the key its \
+         Sets wrote is read back with a gRPC client before its Gets run); `prism-bench` is the tonic client. Targets (issue 19): \
          prism-redis Get ≥ 0.8×, prism-postgres Get ≥ 0.6×.\n",
         H2LOAD_CONNECTIONS * H2LOAD_STREAMS
     );
