@@ -29,7 +29,8 @@
 //! `processes` (backend servers, plugin processes, RSS), `load` (plugin
 //! scenarios), `baseline` with one module per direct tool (`redis`,
 //! `pgbench`, `kafka`, and `atomic` for Increment and CAS; `tool` runs one),
-//! `timeseries` (Insert/Query vs librdkafka, its own section), `results`, `table` and `fmt` (the
+//! `timeseries` (Insert/Query vs librdkafka, its own section), `tracing`
+//! (the cost of OpenTelemetry tracing, its own section), `results`, `table` and `fmt` (the
 //! numbers and their text), `machine` and `report` (the markdown file).
 
 mod args;
@@ -48,6 +49,7 @@ mod results;
 mod table;
 mod timeseries;
 mod tool;
+mod tracing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let (pairs, solos, kafka_note, timeseries) =
         scenarios(&args, &settings, &backends, &running, work.path()).await;
     let floor_rows = floor::measure(&args, &running, work.path()).await;
+    let tracing_runs = tracing::measure(&args, &settings, &backends, &bins).await;
     if let Some(r) = running.get_mut("kafka") {
         r.facts.note = kafka_note.clone();
     }
@@ -128,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         kafka_note: &kafka_note,
         timeseries: &timeseries,
         floor: &floor_rows,
+        tracing: &tracing_runs,
         total,
     }
     .render(&out_path);
