@@ -446,17 +446,21 @@ pub(crate) fn markdown(runs: &[Run], md: &mut String) {
 }
 
 /// Each variant's mean against "off": Δ ops/s, Δ CPU per call, Δ p99, and
-/// whether throughput or p99 is worse beyond the noise of "off".
+/// what is worse beyond the noise of "off"; for a collector that is down or
+/// black-holing also against the live collector (same spans, only the
+/// collector differs).
 fn against_off(runs: &[Run], keys: &[(&str, &str)], md: &mut String) {
     let _ = writeln!(
         md,
-        "\nAgainst tracing off (means of the rounds; **beyond noise** = worse than off by more than \
-         off's own spread between its rounds or 10 % of off, whichever is larger):\n\n\
-         | plugin | op | tracing | ops/s vs off | plugin CPU µs/call vs off | p99 vs off | worse beyond noise |\n\
-         |---|---|---|--:|--:|--:|---|"
+        "\nAgainst tracing off (means of the rounds; **beyond noise** = worse than the baseline by \
+         more than the baseline's own spread between its rounds or 10 % of it, whichever is larger; \
+         the last column compares a dead collector with the live one at the same `sample_ratio`):\n\n\
+         | plugin | op | tracing | ops/s vs off | plugin CPU µs/call vs off | p99 vs off | worse than off beyond noise | worse than the live collector beyond noise |\n\
+         |---|---|---|--:|--:|--:|---|---|"
     );
     for &(plugin, op) in keys {
         let off = rounds(runs, plugin, op, VARIANTS[0].label);
+        let live = rounds(runs, plugin, op, VARIANTS[2].label);
         for v in &VARIANTS[1..] {
             let rs = rounds(runs, plugin, op, v.label);
             if rs.is_empty() || off.is_empty() {
@@ -476,35 +480,49 @@ fn against_off(runs: &[Run], keys: &[(&str, &str)], md: &mut String) {
                         .map(|(a, b)| format!("{:.1} → {:.1}{unit} ({:+.1})", a, b, b - a)),
                 )
             };
-            let mut worse = Vec::new();
-            if beyond_noise(&off, &rs, ops, false) == Some(true) {
-                worse.push("ops/s");
-            }
-            if beyond_noise(&off, &rs, p99, true) == Some(true) {
-                worse.push("p99");
-            }
-            let failed: u64 = rs
-                .iter()
-                .filter_map(|r| r.result.as_ref().ok())
-                .map(|m| m.errors)
-                .sum();
-            if failed > 0 {
-                worse.push("failed calls");
-            }
+            let dead = matches!(v.collector, Collector::Down | Collector::BlackHole);
             let _ = writeln!(
                 md,
-                "| prism-{plugin} | {op} | {} | {} | {} | {} | {} |",
+                "| prism-{plugin} | {op} | {} | {} | {} | {} | {} | {} |",
                 v.label,
                 rel(ops),
                 abs(cpu, ""),
                 abs(p99, " ms"),
-                if worse.is_empty() {
-                    "no".to_string()
+                verdict(&off, &rs),
+                if dead {
+                    verdict(&live, &rs)
                 } else {
-                    format!("**{}**", worse.join(", "))
-                }
+                    "–".to_string()
+                },
             );
         }
     }
     md.push('\n');
+}
+
+/// What of `runs` is worse than `base` beyond noise: ops/s, p99, failed calls.
+fn verdict(base: &[&Run], runs: &[&Run]) -> String {
+    if base.is_empty() {
+        return "–".to_string();
+    }
+    let mut worse = Vec::new();
+    if beyond_noise(base, runs, ops, false) == Some(true) {
+        worse.push("ops/s");
+    }
+    if beyond_noise(base, runs, p99, true) == Some(true) {
+        worse.push("p99");
+    }
+    let failed: u64 = runs
+        .iter()
+        .filter_map(|r| r.result.as_ref().ok())
+        .map(|m| m.errors)
+        .sum();
+    if failed > 0 || runs.iter().any(|r| r.result.is_err()) {
+        worse.push("failed calls");
+    }
+    if worse.is_empty() {
+        "no".to_string()
+    } else {
+        format!("**{}**", worse.join(", "))
+    }
 }
