@@ -54,7 +54,8 @@ pub(crate) struct Args {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) keys: u64,
-    /// Only these plugins (postgres, redis, kafka); default all.
+    /// Only these plugins (postgres, redis, kafka), and `tracing` for the
+    /// tracing-overhead section (on Redis/PostgreSQL when named); default all.
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Extra environment for every plugin process, e.g.

@@ -29,9 +29,10 @@
 //! `processes` (backend servers, plugin processes, RSS), `load` (plugin
 //! scenarios), `baseline` with one module per direct tool (`redis`,
 //! `pgbench`, `kafka`; `tool` runs one), `timeseries` (Insert/Query vs
-//! librdkafka, its own section), `results`, `table`, `grid` and `fmt` (the
-//! numbers and their text: one table formatter for the terminal and the
-//! report), `machine` and `report` (the markdown file).
+//! librdkafka, its own section), `tracing` (the cost of OpenTelemetry tracing,
+//! its own section), `results`, `table`, `grid` and `fmt` (the numbers and
+//! their text: one table formatter for the terminal and the report), `machine`
+//! and `report` (the markdown file).
 
 mod args;
 mod baseline;
@@ -49,6 +50,7 @@ mod results;
 mod table;
 mod timeseries;
 mod tool;
+mod tracing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let (pairs, solos, kafka_note, timeseries) =
         scenarios(&args, &settings, &backends, &running, work.path()).await;
     let floor_rows = floor::measure(&args, &running, work.path()).await;
+    let tracing_runs = tracing::measure(&args, &settings, &backends, &bins).await;
     if let Some(r) = running.get_mut("kafka") {
         r.facts.note = kafka_note.clone();
     }
@@ -131,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         kafka_note: &kafka_note,
         timeseries: &timeseries,
         floor: &floor_rows,
+        tracing: &tracing_runs,
         total,
     }
     .render(&out_path);

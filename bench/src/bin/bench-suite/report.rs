@@ -30,6 +30,8 @@ pub(crate) struct Markdown<'a> {
     pub(crate) timeseries: &'a [crate::timeseries::TsRow],
     /// Calls/s as a fraction of the gRPC floor (`floor`).
     pub(crate) floor: &'a [crate::floor::Row],
+    /// Tracing off vs on (`tracing`).
+    pub(crate) tracing: &'a [crate::tracing::Run],
     pub(crate) total: Duration,
 }
 
@@ -46,6 +48,7 @@ impl Markdown<'_> {
         self.cpu_budget(&mut md);
         crate::floor::markdown(self.floor, &mut md);
         self.solos(&mut md);
+        crate::tracing::markdown(self.tracing, &mut md);
         self.processes(&mut md);
         self.targets(&mut md);
         md.push_str(&kept_analysis(out_path));
