@@ -190,7 +190,12 @@ async fn exchange(
     };
     let (response, mut stream) = send.send_request(request, false)?;
     opened.get_or_insert_with(Instant::now);
-    stream.send_data(body, true)?;
+    // A server may answer before it has read the request (a refusal does) and then
+    // reset the stream with NO_ERROR (RFC 9113 §8.1); sending the body then fails
+    // although the answer is there, so the answer decides, as in every gRPC client.
+    // A failed send that matters (a refused stream, a lost connection) fails the
+    // answer too, with its reason.
+    let _ = stream.send_data(body, true);
     let response = response.await?;
     if let Some(code) = status(response.headers()) {
         // Trailers-only: refused or failed.
