@@ -33,7 +33,7 @@ pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// `VmRSS` of a process in KiB.
-fn rss_kb(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -250,7 +250,7 @@ async fn one_run(
         },
     };
     run.result = run_plugin(args, &running, spec.scenario, spec.in_flight).await;
-    run.rss_after_kb = rss_kb(running.process.pid());
+    run.rss_after_kb = crate::processes::rss_kb(running.process.pid());
     stop_sampling.store(true, Ordering::Relaxed);
     run.peak_rss_kb = peak
         .load(Ordering::Relaxed)
@@ -269,16 +269,6 @@ async fn stop(mut process: PluginProcess) {
     {
         eprintln!("   {} did not exit: {e}", process.name());
     }
-}
-
-/// `VmRSS` of a process in KiB.
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// The line printed after a run.
