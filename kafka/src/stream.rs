@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, mpsc, watch};
@@ -274,24 +275,20 @@ pub(crate) async fn forward(
                 Err(_) => break Ended::ClientGone,
             },
             () = tx.closed(), if !waiting => break Ended::ClientGone,
-            message = consumer.recv(), if !waiting || flow.paused => match message {
-                Ok(message) => {
-                    let delivery = Delivery::from_kafka(&message, &topic);
-                    drop(message);
-                    if let Some(not_before) = options.not_before_ms
-                        && !reached.contains(&delivery.partition)
-                    {
-                        if delivery.timestamp_ms < not_before {
-                            continue;
-                        }
-                        reached.insert(delivery.partition);
+            message = consumer.recv(), if !waiting || flow.paused => {
+                let Some(delivery) = received(message, &topic) else {
+                    continue;
+                };
+                if let Some(not_before) = options.not_before_ms
+                    && !reached.contains(&delivery.partition)
+                {
+                    if delivery.timestamp_ms < not_before {
+                        continue;
                     }
-                    queue.push_back(delivery);
+                    reached.insert(delivery.partition);
                 }
-                // Transport errors while a broker is down: librdkafka
-                // reconnects on its own and reports them at a bounded rate.
-                Err(err) => tracing::debug!(topic = %topic, error = %err, "consumer error"),
-            },
+                queue.push_back(delivery);
+            }
             () = flow.pause_timer(), if flow.blocked_since.is_some() && !flow.paused => {
                 flow.pause(&consumer);
             }
@@ -300,10 +297,7 @@ pub(crate) async fn forward(
                     if let Some(handoff) = &handoff {
                         store_handed(&consumer, &topic, handoff);
                     }
-                    let old = std::mem::replace(&mut consumer, new);
-                    queue.clear();
-                    flow = Flow::default();
-                    close(old, options.group).await;
+                    switch(&mut consumer, new, &mut queue, &mut flow, options.group).await;
                     tracing::info!(topic = %topic, generation, "subscription switched to the rotated credentials");
                 }
             }
@@ -355,6 +349,36 @@ fn store(consumer: &KafkaConsumer, topic: &str, offsets: impl IntoIterator<Item 
             tracing::debug!(topic, error = %err, "storing offsets failed (partition revoked?)");
         }
     }
+}
+
+/// What the consumer handed to either loop: a [`Delivery`], or `None` for a
+/// transport error while a broker is down, logged (librdkafka reconnects on
+/// its own and reports them at a bounded rate).
+fn received(message: KafkaResult<BorrowedMessage<'_>>, topic: &Arc<str>) -> Option<Delivery> {
+    match message {
+        Ok(message) => Some(Delivery::from_kafka(&message, topic)),
+        Err(err) => {
+            tracing::debug!(topic = %topic, error = %err, "consumer error");
+            None
+        }
+    }
+}
+
+/// Either loop's switch to a consumer rebuilt with rotated credentials: what
+/// the old one fetched but did not hand over is dropped (the new one reads it
+/// again), and so is its pause state; closing the old one commits what was
+/// stored.
+async fn switch(
+    consumer: &mut KafkaConsumer,
+    new: KafkaConsumer,
+    queue: &mut VecDeque<Delivery>,
+    flow: &mut Flow,
+    group: bool,
+) {
+    let old = std::mem::replace(consumer, new);
+    queue.clear();
+    *flow = Flow::default();
+    close(old, group).await;
 }
 
 /// Pause bookkeeping shared by both loops.
@@ -530,24 +554,14 @@ where
             },
             () = tx.closed(), if !sending => break Ended::ClientGone,
             message = consumer.recv(), if (queue.is_empty() && credit > 0) || flow.paused => {
-                match message {
-                    Ok(message) => {
-                        let delivery = Delivery::from_kafka(&message, &topic);
-                        drop(message);
-                        queue.push_back(delivery);
-                    }
-                    Err(err) => tracing::debug!(topic = %topic, error = %err, "consumer error"),
-                }
+                queue.extend(received(message, &topic));
             }
             () = flow.pause_timer(), if flow.blocked_since.is_some() && !flow.paused => {
                 flow.pause(&consumer);
             }
             generation = Rebuild::changed(&mut rebuild) => {
                 if let Some(new) = Rebuild::connect(&rebuild, &topic, generation).await {
-                    let old = std::mem::replace(&mut consumer, new);
-                    queue.clear();
-                    flow = Flow::default();
-                    close(old, true).await;
+                    switch(&mut consumer, new, &mut queue, &mut flow, true).await;
                     tracing::info!(topic = %topic, generation, "consume stream switched to the rotated credentials");
                 }
             }
