@@ -1,8 +1,9 @@
 //! What every KeyValue plugin declares and serves alike: the five KeyValue
 //! interfaces (basic, batch, TTL, scan, atomic) with their protos, and core's
 //! services for them ([`kv::KvService`](crate::kv::KvService), `ScanService`,
-//! `AtomicService`) over the plugin's one backend slot. A plugin's
-//! `interfaces()` and `register()` are then one line each.
+//! `AtomicService`) over the plugin's one backend slot, and their interface
+//! metadata. A plugin's `interfaces()`, `register()` and
+//! `interface_metadata()` are then one line each.
 
 use std::sync::Arc;
 
@@ -33,6 +34,18 @@ pub fn interfaces() -> Vec<Interface> {
         version: INTERFACE_VERSION,
     })
     .collect()
+}
+
+/// `InterfaceDeclaration.metadata` of the interface `name` served over a
+/// store `S`: the Scan's `ordered` ([`ScanStore::ORDERED`]) and the atomics'
+/// `counter` kind (`decimal`: core's `AtomicService` keeps a counter as a
+/// decimal integer in the value).
+pub fn interface_metadata<S: ScanStore>(name: &str) -> Vec<(&'static str, &'static str)> {
+    match name {
+        "KeyValueScanInterface" => vec![("ordered", if S::ORDERED { "true" } else { "false" })],
+        "KeyValueAtomicInterface" => vec![("counter", "decimal")],
+        _ => Vec::new(),
+    }
 }
 
 /// Adds the services of the five interfaces, each serving from `backend`

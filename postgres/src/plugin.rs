@@ -79,12 +79,7 @@ impl Plugin for PostgresPlugin {
     }
 
     fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {
-        match name {
-            // Pages in byte order; every key present for the whole scan exactly once.
-            "KeyValueScanInterface" => vec![("ordered", "true")],
-            "KeyValueAtomicInterface" => vec![("counter", "decimal")],
-            _ => Vec::new(),
-        }
+        prism_plugin_core::kv_plugin::interface_metadata::<Backend>(name)
     }
 
     async fn initialize(&self, config: PostgresConfig, ctx: &Context) -> Result<(), CoreError> {

@@ -121,6 +121,9 @@ impl Store for Backend {
 /// `ordered=true`), the cursor being the last key returned.
 #[tonic::async_trait]
 impl ScanStore for Backend {
+    /// Pages in byte order; every key present for the whole scan exactly once.
+    const ORDERED: bool = true;
+
     fn scan_max_limit(&self) -> u32 {
         self.settings().scan_max_limit
     }

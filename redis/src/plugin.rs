@@ -47,13 +47,7 @@ impl Plugin for RedisPlugin {
     }
 
     fn interface_metadata(&self, name: &str) -> Vec<(&'static str, &'static str)> {
-        match name {
-            // SCAN: no order; every key present for the whole scan at least
-            // once, never twice within one page.
-            "KeyValueScanInterface" => vec![("ordered", "false")],
-            "KeyValueAtomicInterface" => vec![("counter", "decimal")],
-            _ => Vec::new(),
-        }
+        prism_plugin_core::kv_plugin::interface_metadata::<Backend>(name)
     }
 
     fn register(&self, services: &mut ServiceRegistry) {

@@ -177,6 +177,10 @@ impl AtomicStore for Backend {
 /// with one `MGET` per page (a key deleted in between is left out).
 #[tonic::async_trait]
 impl ScanStore for Backend {
+    /// SCAN: no order; every key present for the whole scan at least once,
+    /// never twice within one page.
+    const ORDERED: bool = false;
+
     async fn scan(&self, scope: Scope, query: ScanQuery) -> Result<ScanPage, Status> {
         let ns = scope.namespace.as_str();
         let from =

@@ -4,10 +4,11 @@
 //! its cursor format (a key for PostgreSQL, a node and a Redis cursor for
 //! Redis), which stays opaque to clients.
 //!
-//! What a page guarantees differs by backend, and each plugin declares it in
-//! its interface metadata: `ordered=true` (byte order, every key present for
-//! the whole scan exactly once) or `ordered=false` (no order; every key
-//! present for the whole scan at least once, never twice within one page).
+//! What a page guarantees differs by backend: each store says which
+//! ([`ScanStore::ORDERED`]) and `kv_plugin` declares it in the interface
+//! metadata as `ordered=true` (byte order, every key present for the whole
+//! scan exactly once) or `ordered=false` (no order; every key present for
+//! the whole scan at least once, never twice within one page).
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
@@ -49,6 +50,12 @@ pub struct ScanPage {
 /// A KV backend that can list a namespace's keys by prefix, page by page.
 #[tonic::async_trait]
 pub trait ScanStore: Rules + Send + Sync + 'static {
+    /// True when pages come in byte order with every key present for the
+    /// whole scan exactly once; false when in no order, every such key at
+    /// least once and never twice within one page. Declared to clients as
+    /// the interface's `ordered` metadata.
+    const ORDERED: bool;
+
     /// Largest page; larger limits are clamped to it.
     fn scan_max_limit(&self) -> u32 {
         DEFAULT_SCAN_MAX_LIMIT
