@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod otel;
 mod plugin;
+pub mod probe;
 pub mod proto;
 mod reload;
 mod rotated;

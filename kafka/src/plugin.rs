@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prism_plugin_core::probe;
 use prism_plugin_core::proto::pubsub::pub_sub_basic_interface_server::PubSubBasicInterfaceServer;
 use prism_plugin_core::proto::pubsub::stream_interface_server::StreamInterfaceServer;
 use prism_plugin_core::proto::timeseries::time_series_basic_interface_server::TimeSeriesBasicInterfaceServer;
@@ -184,31 +185,23 @@ async fn cluster_health(backend: &Backend) -> HealthReport {
     backend.broker_answers(health.is_ok());
     match health {
         Ok(info) => {
-            let (status, message) = if info.latency > backend.degraded_latency() {
-                (
-                    HealthStatus::Degraded,
-                    format!(
-                        "kafka metadata took {} ms (over {} ms)",
-                        info.latency.as_millis(),
-                        backend.degraded_latency().as_millis()
-                    ),
+            let queued = (info.queued > backend.queue_degraded()).then(|| {
+                format!(
+                    "{} messages wait in the producer queue (over {})",
+                    info.queued,
+                    backend.queue_degraded()
                 )
-            } else if info.queued > backend.queue_degraded() {
-                (
-                    HealthStatus::Degraded,
-                    format!(
-                        "{} messages wait in the producer queue (over {})",
-                        info.queued,
-                        backend.queue_degraded()
-                    ),
-                )
-            } else {
-                (HealthStatus::Healthy, "kafka cluster answers".to_string())
-            };
-            HealthReport::new(status, message)
-                .detail("brokers", info.brokers)
-                .detail("latency_ms", info.latency.as_millis())
-                .detail("producer_queue", info.queued)
+            });
+            let (latency, limit) = (info.latency, backend.degraded_latency());
+            probe::answered(
+                "kafka metadata",
+                latency,
+                limit,
+                queued,
+                "kafka cluster answers",
+            )
+            .detail("brokers", info.brokers)
+            .detail("producer_queue", info.queued)
         }
         Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
     }

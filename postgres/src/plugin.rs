@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use prism_plugin_core::probe;
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
@@ -123,32 +124,15 @@ async fn backend_health(backend: Arc<Backend>) -> HealthReport {
     let pool = backend.pool_stats();
     let report = match backend.ping().await {
         Ok(latency) => {
-            let slow = latency > backend.degraded_latency();
-            let (status, message) = if slow {
-                (
-                    HealthStatus::Degraded,
-                    format!(
-                        "postgres SELECT 1 took {} ms (over {} ms)",
-                        latency.as_millis(),
-                        backend.degraded_latency().as_millis()
-                    ),
+            let busy = pool.nearly_exhausted().then(|| {
+                format!(
+                    "postgres pool nearly exhausted: {} of {} connections busy",
+                    pool.busy(),
+                    pool.max
                 )
-            } else if pool.nearly_exhausted() {
-                (
-                    HealthStatus::Degraded,
-                    format!(
-                        "postgres pool nearly exhausted: {} of {} connections busy",
-                        pool.busy(),
-                        pool.max
-                    ),
-                )
-            } else {
-                (
-                    HealthStatus::Healthy,
-                    "postgres answers SELECT 1".to_string(),
-                )
-            };
-            HealthReport::new(status, message).detail("latency_ms", latency.as_millis())
+            });
+            let (limit, healthy) = (backend.degraded_latency(), "postgres answers SELECT 1");
+            probe::answered("postgres SELECT 1", latency, limit, busy, healthy)
         }
         Err(err) => HealthReport::new(HealthStatus::Unhealthy, err.to_string()),
     };

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use prism_plugin_core::probe;
 use prism_plugin_core::rotation::Connect;
 use prism_plugin_core::{
     Context, Error as CoreError, HealthReport, HealthStatus, Interface, ManifestSource, Plugin,
@@ -77,20 +78,8 @@ async fn backend_health(backend: Arc<Backend>) -> HealthReport {
     let degraded_latency = backend.degraded_latency();
     match backend.health_ping().await {
         Ok(latency) => {
-            let (status, message) = if latency > degraded_latency {
-                (
-                    HealthStatus::Degraded,
-                    format!(
-                        "redis PING took {} ms (over {} ms)",
-                        latency.as_millis(),
-                        degraded_latency.as_millis()
-                    ),
-                )
-            } else {
-                (HealthStatus::Healthy, "redis answers PING".to_string())
-            };
-            let report = HealthReport::new(status, message)
-                .detail("latency_ms", latency.as_millis())
+            let healthy = "redis answers PING";
+            let report = probe::answered("redis PING", latency, degraded_latency, None, healthy)
                 .detail("latency_us", latency.as_micros())
                 .detail("degraded_latency_ms", degraded_latency.as_millis())
                 .detail("address", backend.address())
