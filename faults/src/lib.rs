@@ -11,15 +11,16 @@
 //!   a hang limit, and keeps a [`CallRecord`] per call so a test can count
 //!   outcomes per phase ([`Counts`]) and check what was acknowledged;
 //! - [`flood`] offers many raw HTTP/2 gRPC calls at once and times each one
-//!   (the overload test);
-//! - [`vault`] configures OpenBao for prism-postgres (`prism_testkit::Tee`
-//!   records the plugin's Vault traffic for the secrets test).
+//!   (the overload test).
+//!
+//! Vault for prism-postgres comes from `prism_testkit::Vault`
+//! (`start_with_postgres`, `postgres_plugin_env`); `prism_testkit::Tee`
+//! records the plugin's Vault traffic for the secrets test.
 
 mod backend;
 pub mod flood;
 mod load;
 mod plugin;
-pub mod vault;
 
 pub use backend::Backend;
 pub use load::{CallOutcome, CallRecord, Counts, Load, LoadOptions, Report};

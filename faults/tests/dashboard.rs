@@ -7,12 +7,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use prism_faults::{Kind, Plugin, binary, kv_set, vault};
+use prism_faults::{Kind, Plugin, binary, kv_set};
 use prism_plugin_core::proto::pubsub::{
     Ack, ConsumeRequest, MessageRef, PublishRequest, consume_request, consume_response,
 };
 use prism_testkit::scrape::{sample_names, try_scrape};
-use prism_testkit::{Kafka, PluginProcess, Redis, TestCa, free_port};
+use prism_testkit::{Kafka, PluginProcess, Redis, TestCa, Vault, borrowed_env, free_port};
 
 /// Every `prism_*` metric name in the dashboard's queries.
 fn dashboard_metrics() -> BTreeSet<String> {
@@ -65,27 +65,20 @@ async fn exported(port: u16, want: &[&str]) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_dashboard_query_names_an_exported_metric() {
     let wanted = dashboard_metrics();
-    let ((pg, vault), redis, kafka) = tokio::join!(
-        vault::postgres_and_vault("1m", "10m"),
+    let (servers, redis, kafka) = tokio::join!(
+        Vault::start_with_postgres("1m", "10m", &[]),
         Redis::start(),
         Kafka::start()
     );
+    let (pg, vault, _) = servers.unwrap_or_else(|e| panic!("postgres and vault: {e}"));
     let (redis, kafka) = (redis.expect("redis"), kafka.expect("tansu"));
     let mut names = BTreeSet::new();
 
     // prism-postgres on Vault credentials.
     let port = free_port();
-    let (metrics, url, addr) = (
-        port.to_string(),
-        vault::url_without_credentials(&pg),
-        vault.addr(),
-    );
-    let extra = [
-        ("DATABASE_URL", url.as_str()),
-        ("PRISM_METRICS_PORT", metrics.as_str()),
-    ];
-    let env = vault::plugin_env(&vault, &addr, "database", &extra);
-    let postgres = Plugin::start(Kind::Postgres, &env).await;
+    let mut env = vault.postgres_plugin_env(&pg, &vault.addr());
+    env.push(("PRISM_METRICS_PORT", port.to_string()));
+    let postgres = Plugin::start(Kind::Postgres, &borrowed_env(&env)).await;
     postgres.kv().set(kv_set("k", "v")).await.expect("set");
     let want = [
         "prism_vault_lease_remaining_seconds",

@@ -9,23 +9,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use prism_faults::{Kind, Load, LoadOptions, Plugin, Report, vault};
-use prism_testkit::{Postgres, ServingStatus, Vault};
+use prism_faults::{Kind, Load, LoadOptions, Plugin, Report};
+use prism_testkit::{Postgres, ServingStatus, Vault, borrowed_env};
 
 /// Generous bound for waits.
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn plugin_on_vault(pg: &Postgres, vault: &Vault) -> Plugin {
-    let (url, addr) = (vault::url_without_credentials(pg), vault.addr());
-    let extra = [
-        ("DATABASE_URL", url.as_str()),
-        ("PRISM_VAULT__REQUEST_TIMEOUT", "800ms"),
-    ];
-    Plugin::start(
-        Kind::Postgres,
-        &vault::plugin_env(vault, &addr, "database", &extra),
-    )
-    .await
+    let mut env = vault.postgres_plugin_env(pg, &vault.addr());
+    env.push(("PRISM_VAULT__REQUEST_TIMEOUT", "800ms".into()));
+    Plugin::start(Kind::Postgres, &borrowed_env(&env)).await
 }
 
 fn kv_load(plugin: &Plugin) -> Load {
@@ -40,7 +33,9 @@ fn kv_load(plugin: &Plugin) -> Load {
 /// PostgreSQL and Vault (15 s leases), the plugin on Vault credentials, and
 /// KV load that has made 20 successful calls.
 async fn serving_under_load() -> (Postgres, Vault, Plugin, Load) {
-    let (pg, vault) = vault::postgres_and_vault("15s", "10m").await;
+    let (pg, vault, _) = Vault::start_with_postgres("15s", "10m", &[])
+        .await
+        .unwrap_or_else(|e| panic!("postgres and vault: {e}"));
     let plugin = plugin_on_vault(&pg, &vault).await;
     let load = kv_load(&plugin);
     let started = Instant::now();
@@ -146,7 +141,10 @@ async fn vault_restart_keeps_serving_and_switches_to_new_credentials_when_back()
     .await;
     let readiness = plugin.health("readiness").await.expect("health answers");
     vault.start_again().await.expect("vault restarts");
-    vault::setup_postgres_role(&pg, &vault, "15s", "10m").await;
+    vault
+        .setup_postgres(&pg, "15s", "10m", &[])
+        .await
+        .unwrap_or_else(|e| panic!("vault-dev-setup.sh failed: {e}"));
     let back = Instant::now();
     let after = wait_details(&plugin, "new credentials in use", |d| {
         d.get("vault_reachable").map(String::as_str) == Some("true")

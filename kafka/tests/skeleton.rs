@@ -61,8 +61,7 @@ async fn misspelt_key_and_unknown_security_protocol_exit_64_naming_the_key() {
 
 #[tokio::test]
 async fn reinitialize_swaps_the_producer_and_a_failed_one_keeps_the_old() {
-    let (first, second) = tokio::join!(Kafka::start(), Kafka::start());
-    let (first, second) = (first.expect("tansu starts"), second.expect("tansu starts"));
+    let (first, second) = skeleton::two_backends::<Kafka>().await;
     let dead = format!("127.0.0.1:{}", free_port());
     let swap = Swap {
         detail: "bootstrap",
@@ -74,6 +73,5 @@ async fn reinitialize_swaps_the_producer_and_a_failed_one_keeps_the_old() {
         invalid: vec![("security_protocol", text("tls"))],
         invalid_key: "backend.security_protocol",
     };
-    let envs = [("KAFKA_BROKERS", &*first.bootstrap())];
-    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &envs, swap).await;
+    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &first, swap).await;
 }

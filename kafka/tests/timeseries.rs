@@ -684,28 +684,10 @@ async fn the_readme_grpcurl_examples_work_and_initialize_declares_the_interface(
         .filter(|l| l.starts_with("grpcurl "))
         .collect();
     assert_eq!(commands.len(), 2, "an Insert and a Query example");
-    let grpcurl = prism_testkit::grpcurl().expect("grpcurl (scripts/install-deps.sh)");
-    let dir = grpcurl.parent().expect("dir").to_path_buf();
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let mut outputs = Vec::new();
     for command in commands {
         let command = command.replace("localhost:9091", &format!("127.0.0.1:{}", h.port));
-        let out = tokio::process::Command::new("sh")
-            .args(["-c", &command])
-            .env("PATH", &path)
-            .output()
-            .await
-            .expect("sh runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{command}: {}{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = prism_testkit::grpcurl_cmd::run_shell(&command).await;
         eprintln!("[grpcurl] {stdout}");
         outputs.push(stdout);
     }

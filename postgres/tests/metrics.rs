@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{pg_and_plugin, req, set, start_plugin};
 use prism_testkit::scrape::{MetricsPort, sample, scrape, wait_for_sample};
-use prism_testkit::{Postgres, Vault, borrowed_env};
+use prism_testkit::{Vault, borrowed_env};
 
 const MOVES: Duration = Duration::from_secs(20);
 
@@ -67,12 +67,9 @@ async fn pool_and_statement_metrics_move_with_the_load() {
 
 #[tokio::test]
 async fn vault_lease_remaining_falls_then_jumps_at_renewal() {
-    let (pg, vault) = tokio::join!(Postgres::start(), Vault::start());
-    let (pg, vault) = (pg.expect("postgres starts"), vault.expect("vault starts"));
-    vault
-        .setup_postgres(&pg, "6s", "1m", &[])
+    let (pg, vault, _) = Vault::start_with_postgres("6s", "1m", &[])
         .await
-        .unwrap_or_else(|e| panic!("setup script failed: {e}"));
+        .unwrap_or_else(|e| panic!("postgres and vault: {e}"));
     let metrics = MetricsPort::free();
     let env = vault.postgres_plugin_env(&pg, &vault.addr());
     let mut env = borrowed_env(&env);

@@ -53,6 +53,5 @@ async fn reinitialize_swaps_the_pool_and_a_failed_one_keeps_the_old() {
         invalid: vec![("database_url", text("mysql://u:pw@h/db"))],
         invalid_key: "backend.database_url",
     };
-    let envs = [("DATABASE_URL", &*pg.url())];
-    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &envs, swap).await;
+    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &pg, swap).await;
 }

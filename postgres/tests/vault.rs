@@ -14,57 +14,28 @@ use common::{Plugin, poll_until, req, set, start_plugin};
 use prism_testkit::lifecycle::expect_serving;
 use prism_testkit::load::Load;
 use prism_testkit::rotation::{self, MintedUsers};
-use prism_testkit::{Postgres, Tee, Vault};
+use prism_testkit::{Postgres, Tee, Vault, borrowed_env};
 
 /// PostgreSQL and OpenBao, configured by the setup script with the given
 /// role TTLs. Returns the script's stdout.
 async fn servers(ttl: &str, max_ttl: &str, extra: &[(&str, &str)]) -> (Postgres, Vault, String) {
-    let (pg, vault) = tokio::join!(Postgres::start(), Vault::start());
-    let (pg, vault) = (pg.expect("postgres starts"), vault.expect("vault starts"));
-    let out = run_setup(&pg, &vault, ttl, max_ttl, extra).await;
-    (pg, vault, out)
-}
-
-async fn run_setup(
-    pg: &Postgres,
-    vault: &Vault,
-    ttl: &str,
-    max_ttl: &str,
-    extra: &[(&str, &str)],
-) -> String {
-    vault
-        .setup_postgres(pg, ttl, max_ttl, extra)
+    Vault::start_with_postgres(ttl, max_ttl, extra)
         .await
-        .unwrap_or_else(|e| panic!("setup script failed: {e}"))
+        .unwrap_or_else(|e| panic!("postgres and vault: {e}"))
 }
 
-/// Environment for a plugin using Vault with `auth` settings; the
-/// `DATABASE_URL` carries no credentials, so only Vault's can work.
-fn vault_envs<'a>(
-    pg_url: &'a str,
-    vault_addr: &'a str,
-    auth: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut envs = vec![
-        ("DATABASE_URL", pg_url),
-        ("VAULT_ADDR", vault_addr),
-        ("PRISM_VAULT__SECRET__ENGINE", "database"),
-        ("PRISM_VAULT__SECRET__ROLE", "prism-postgres"),
-        ("PRISM_VAULT__REQUEST_TIMEOUT", "800ms"),
-    ];
+/// The plugin on Vault credentials fetched through `vault_addr` (the
+/// server's or a pass-through's), logging in with `auth`.
+async fn start_vault_plugin_at(pg: &Postgres, vault_addr: &str, auth: &[(&str, &str)]) -> Plugin {
+    let env = Vault::postgres_secret_env(pg, vault_addr);
+    let mut envs = borrowed_env(&env);
+    envs.push(("PRISM_VAULT__REQUEST_TIMEOUT", "800ms"));
     envs.extend_from_slice(auth);
-    envs
-}
-
-fn bare_url(pg: &Postgres) -> String {
-    format!("postgres://127.0.0.1:{}/{}", pg.port(), pg.database())
+    start_plugin(pg, &envs).await
 }
 
 async fn start_vault_plugin(pg: &Postgres, vault: &Vault, auth: &[(&str, &str)]) -> Plugin {
-    let url = bare_url(pg);
-    let addr = vault.addr();
-    let envs = vault_envs(&url, &addr, auth);
-    start_plugin(pg, &envs).await
+    start_vault_plugin_at(pg, &vault.addr(), auth).await
 }
 
 fn token_auth(vault: &Vault) -> [(&'static str, &str); 1] {
@@ -113,10 +84,7 @@ async fn rotations_under_load_fail_no_call_and_leave_no_old_user_and_no_secret_i
     // The plugin talks to Vault through a recording pass-through, so the test
     // knows every secret Vault handed out.
     let tee = Tee::start(vault.port()).await;
-    let url = bare_url(&pg);
-    let tee_addr = tee.addr();
-    let envs = vault_envs(&url, &tee_addr, &token_auth(&vault));
-    let plugin = start_plugin(&pg, &envs).await;
+    let plugin = start_vault_plugin_at(&pg, &tee.addr(), &token_auth(&vault)).await;
     let secrets = [vault.root_token(), pg.password()];
     rotation::under_load(&Users(&pg), plugin, &tee, &secrets).await;
 }
@@ -186,7 +154,8 @@ async fn approle_from_the_setup_script_and_a_token_file_both_log_in() {
         .expect("the script prints the role_id")
         .to_string();
     // Running it again changes nothing that breaks (idempotent).
-    let again = run_setup(&pg, &vault, "1m", "10m", &[]).await;
+    let again = vault.setup_postgres(&pg, "1m", "10m", &[]).await;
+    let again = again.unwrap_or_else(|e| panic!("setup script failed: {e}"));
     assert!(again.contains(&role_id), "{again}");
 
     let approle = [

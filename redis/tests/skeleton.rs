@@ -47,8 +47,7 @@ async fn misspelt_key_in_the_config_file_exits_64_naming_it() {
 
 #[tokio::test]
 async fn reinitialize_swaps_the_connection_and_a_failed_one_keeps_the_old() {
-    let (first, second) = tokio::join!(Redis::start(), Redis::start());
-    let (first, second) = (first.expect("redis starts"), second.expect("redis starts"));
+    let (first, second) = skeleton::two_backends::<Redis>().await;
     let dead = format!("redis://:pw-in-url@127.0.0.1:{}", free_port());
     let swap = Swap {
         detail: "address",
@@ -60,8 +59,7 @@ async fn reinitialize_swaps_the_connection_and_a_failed_one_keeps_the_old() {
         invalid: vec![("address", text("http://cache:6380"))],
         invalid_key: "backend.address",
     };
-    let envs = [("REDIS_ADDRESS", &*first.addr())];
-    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &envs, swap).await;
+    skeleton::reinitialize_swaps_and_a_failed_one_keeps_the_old(&PLUGIN, &first, swap).await;
 }
 
 #[tokio::test]

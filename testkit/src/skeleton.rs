@@ -12,7 +12,7 @@ use ServingStatus::{NotServing, Serving};
 use prism_plugin_core::proto::lifecycle::{HealthCheckResponse, HealthStatus};
 
 use crate::lifecycle::{health_check, health_detail, initialize, spawn_plugin, wait_all_health};
-use crate::{PluginProcess, Server, ServingStatus};
+use crate::{PluginProcess, Result, Server, ServingStatus};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -49,17 +49,19 @@ impl<S: Server> Subject<S> {
         ["", "readiness", self.backend]
     }
 
+    /// The plugin spawned on `backend` (not waited for).
+    async fn spawn_on(&self, backend: &S) -> (PluginProcess, u16) {
+        let envs = (self.envs)(backend);
+        spawn_plugin(self.bin, &crate::borrowed_env(&envs)).await
+    }
+
     /// A fresh backend and the plugin spawned on it (not waited for).
     async fn spawn_on_a_backend(&self, stopped: bool) -> (S, PluginProcess, u16) {
-        let mut backend = S::start()
-            .await
-            .unwrap_or_else(|e| panic!("{} starts: {e}", S::NAME));
+        let mut backend = started(S::start().await);
         if stopped {
             backend.stop().await.expect("backend stops");
         }
-        let envs = (self.envs)(&backend);
-        let envs = crate::borrowed_env(&envs);
-        let (process, port) = spawn_plugin(self.bin, &envs).await;
+        let (process, port) = self.spawn_on(&backend).await;
         (backend, process, port)
     }
 }
@@ -198,17 +200,30 @@ pub struct Swap<'a> {
     pub invalid_key: &'a str,
 }
 
-/// `Initialize` with `swap.to` replaces the backend connection (the detail
-/// changes); an unreachable backend fails retriably ("unavailable", no secret
-/// quoted) and an invalid setting fails naming its key, and after both the
-/// plugin still serves on the swapped-in connection.
-pub async fn reinitialize_swaps_and_a_failed_one_keeps_the_old<S>(
+/// Two fresh backends, started together (a plugin starts on the first and
+/// is re-`Initialize`d onto the second).
+pub async fn two_backends<S: Server>() -> (S, S) {
+    let (first, second) = tokio::join!(S::start(), S::start());
+    (started(first), started(second))
+}
+
+/// The started backend, or a panic naming the server and why.
+fn started<S: Server>(backend: Result<S>) -> S {
+    backend.unwrap_or_else(|e| panic!("{} starts: {e}", S::NAME))
+}
+
+/// Started on `backend`, the plugin serves; `Initialize` with `swap.to`
+/// replaces the backend connection (the detail changes); an unreachable
+/// backend fails retriably ("unavailable", no secret quoted) and an invalid
+/// setting fails naming its key, and after both the plugin still serves on
+/// the swapped-in connection.
+pub async fn reinitialize_swaps_and_a_failed_one_keeps_the_old<S: Server>(
     plugin: &Subject<S>,
-    envs: &[(&str, &str)],
+    backend: &S,
     swap: Swap<'_>,
 ) {
-    let ready = ["", "readiness", plugin.backend];
-    let (_process, port) = spawn_plugin(plugin.bin, envs).await;
+    let ready = plugin.ready();
+    let (_process, port) = plugin.spawn_on(backend).await;
     wait_all_health(port, &ready, Serving, plugin.startup).await;
     let in_use = || health_detail(port, swap.detail);
     assert_eq!(in_use().await, swap.before);

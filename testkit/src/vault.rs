@@ -176,24 +176,56 @@ impl Vault {
         Ok((redis, vault))
     }
 
+    /// PostgreSQL and a Vault server started together, the Vault configured
+    /// for it by [`setup_postgres`](Self::setup_postgres) with leases of
+    /// `ttl`/`max_ttl` and the `extra` settings; also the setup script's stdout.
+    pub async fn start_with_postgres(
+        ttl: &str,
+        max_ttl: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(crate::Postgres, Vault, String)> {
+        let (pg, vault) = tokio::join!(crate::Postgres::start(), Vault::start());
+        let (pg, vault) = (pg?, vault?);
+        let out = vault.setup_postgres(&pg, ttl, max_ttl, extra).await?;
+        Ok((pg, vault, out))
+    }
+
+    /// The settings that make a plugin take its credentials from `role` of
+    /// the secrets `engine` (`database`, `pki`), asking Vault at `vault_addr`
+    /// (a server's [`addr`](Self::addr) or a pass-through in front of it).
+    /// No login: add `VAULT_TOKEN` or the AppRole settings.
+    pub fn secret_env(vault_addr: &str, engine: &str, role: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("VAULT_ADDR", vault_addr.to_owned()),
+            ("PRISM_VAULT__SECRET__ENGINE", engine.to_owned()),
+            ("PRISM_VAULT__SECRET__ROLE", role.to_owned()),
+        ]
+    }
+
     /// The settings that put `prism-postgres` on `pg` with credentials from
-    /// this server's database engine (role `prism-postgres`, as
-    /// [`setup_postgres`](Self::setup_postgres) makes it), reached at
-    /// `vault_addr` (this server's [`addr`](Self::addr) or a pass-through in
-    /// front of it) with the root token; the `DATABASE_URL` carries no
-    /// credentials.
+    /// the database engine's role `prism-postgres` (as
+    /// [`setup_postgres`](Self::setup_postgres) makes it) at `vault_addr`;
+    /// the `DATABASE_URL` carries no credentials, so only Vault's can work.
+    /// No login: add `VAULT_TOKEN` or the AppRole settings.
+    pub fn postgres_secret_env(
+        pg: &crate::Postgres,
+        vault_addr: &str,
+    ) -> Vec<(&'static str, String)> {
+        let mut env = vec![("DATABASE_URL", pg.url_without_credentials())];
+        env.extend(Vault::secret_env(vault_addr, "database", "prism-postgres"));
+        env
+    }
+
+    /// [`postgres_secret_env`](Self::postgres_secret_env) logging in with
+    /// this server's root token.
     pub fn postgres_plugin_env(
         &self,
         pg: &crate::Postgres,
         vault_addr: &str,
     ) -> Vec<(&'static str, String)> {
-        vec![
-            ("DATABASE_URL", pg.url_without_credentials()),
-            ("VAULT_ADDR", vault_addr.to_owned()),
-            ("VAULT_TOKEN", VAULT_ROOT_TOKEN.to_owned()),
-            ("PRISM_VAULT__SECRET__ENGINE", "database".to_owned()),
-            ("PRISM_VAULT__SECRET__ROLE", "prism-postgres".to_owned()),
-        ]
+        let mut env = Vault::postgres_secret_env(pg, vault_addr);
+        env.push(("VAULT_TOKEN", self.root_token().to_owned()));
+        env
     }
 
     /// Like [`bao`](Self::bao), parsing stdout as JSON; put `-format=json` in

@@ -30,13 +30,12 @@ impl Vault {
         role: &str,
         common_name: &str,
     ) -> Vec<(&'static str, String)> {
-        vec![
-            ("VAULT_ADDR", vault_addr.to_owned()),
+        let mut env = Vault::secret_env(vault_addr, "pki", role);
+        env.extend([
             ("VAULT_TOKEN", self.root_token().to_owned()),
-            ("PRISM_VAULT__SECRET__ENGINE", "pki".to_owned()),
-            ("PRISM_VAULT__SECRET__ROLE", role.to_owned()),
             ("PRISM_VAULT__SECRET__COMMON_NAME", common_name.to_owned()),
-        ]
+        ]);
+        env
     }
 
     /// Enables the PKI engine at `mount`, generates its root CA and creates

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prism_testkit::{
-    Kafka, PluginProcess, Postgres, Redis, ServingStatus, grpcurl, wait_for_health, workspace_root,
+    Kafka, PluginProcess, Postgres, Redis, ServingStatus, grpcurl_cmd, wait_for_health,
+    workspace_root,
 };
 
 const SKIP_MARKER: &str = "# grpcurl-test: skip";
@@ -159,21 +160,10 @@ async fn every_readme_grpcurl_command_runs_as_written_against_the_demo_stack() {
             .unwrap();
     }
 
-    let grpcurl_dir = grpcurl().unwrap().parent().unwrap().to_path_buf();
-    let path = format!(
-        "{}:{}",
-        grpcurl_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let mut failures = Vec::new();
     for found in &commands {
         let command = retarget(&found.command, &ports);
-        let run = tokio::process::Command::new("bash")
-            .args(["-c", &command])
-            .env("PATH", &path)
-            .current_dir(&root)
-            .kill_on_drop(true)
-            .output();
+        let run = grpcurl_cmd::shell(&command).current_dir(&root).output();
         let place = format!("{}:{}: {}", found.file, found.line, found.command);
         match tokio::time::timeout(Duration::from_secs(30), run).await {
             Ok(Ok(out)) if out.status.success() => eprintln!("ok   {place}"),

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use prism_testkit::grpcurl_cmd::call as grpcurl;
 use prism_testkit::{Kafka, Postgres, Redis, ServingStatus, free_port, wait_for_health};
 use tokio::process::Command;
 
@@ -102,27 +103,6 @@ impl Drop for Container {
             .args(["rm", "--force", "--ignore", &self.name])
             .output();
     }
-}
-
-/// grpcurl against 127.0.0.1:`port`; the reply (fails the test on error).
-async fn grpcurl(port: u16, args: &[&str]) -> String {
-    let target = format!("127.0.0.1:{port}");
-    let (method, flags) = args.split_last().expect("a method");
-    let out = Command::new(prism_testkit::grpcurl().expect("grpcurl (scripts/install-deps.sh)"))
-        .arg("-plaintext")
-        .args(flags)
-        .arg(&target)
-        .arg(method)
-        .output()
-        .await
-        .expect("grpcurl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "grpcurl {args:?}: {}{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 /// Starts `plugin`'s image, checks health, lifecycle, `data_call`, and a clean stop.

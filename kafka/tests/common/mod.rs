@@ -2,14 +2,13 @@
 //! waited for, a refused backend seen from outside, a clean stop, and no
 //! key material in logs. [`harness`] starts tansu and a
 //! ready plugin; [`secured`] starts tansu behind the TLS/mTLS/SASL test
-//! proxy ([`sasl`] is the SASL suite on it); [`pubsub`] publishes and
-//! subscribes.
+//! proxy (`tests/sasl.rs` runs the SASL suite on it); [`pubsub`] publishes
+//! and subscribes.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
 pub mod harness;
 pub mod pubsub;
-pub mod sasl;
 pub mod secured;
 
 use std::time::{Duration, Instant};
@@ -120,18 +119,10 @@ pub async fn wait_for_report(
     }
 }
 
-/// The lines of key material in a PEM private key (each is distinctive; a
-/// text that quoted any of them would leak part of the key).
-pub fn key_lines(pem: &str) -> Vec<&str> {
-    pem.lines()
-        .filter(|l| !l.starts_with("-----") && l.len() >= 8)
-        .collect()
-}
-
 /// No line of any of the PEM private `keys` appears in `text` (`what` names it).
 pub fn assert_no_key_in<'a>(text: &str, what: &str, keys: impl IntoIterator<Item = &'a str>) {
     for key in keys {
-        for line in key_lines(key) {
+        for line in prism_testkit::key_lines(key) {
             assert!(!text.contains(line), "private key material in the {what}");
         }
     }

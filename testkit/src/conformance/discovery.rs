@@ -72,18 +72,10 @@ pub async fn interface_metadata(channel: &Channel, name: &str) -> Option<HashMap
 /// plugin at `port`, in namespace `cli`; asserts it succeeds and returns the
 /// JSON reply.
 pub async fn grpcurl(port: u16, method: &str, body: &str) -> serde_json::Value {
-    let grpcurl = crate::grpcurl().expect("grpcurl installed");
     let method = format!("prism.interfaces.keyvalue.{method}");
-    let out = tokio::process::Command::new(grpcurl)
-        .args(["-plaintext", "-H", "x-prism-namespace: cli", "-d", body])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(&method)
-        .output()
-        .await
-        .expect("grpcurl runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "grpcurl {method} failed: {stderr}");
-    serde_json::from_slice(&out.stdout).expect("JSON reply")
+    let args = ["-H", "x-prism-namespace: cli", "-d", body, &method];
+    let reply = crate::grpcurl_cmd::call(port, &args).await;
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{method}: {e}: {reply}"))
 }
 
 /// Sets `key` to "hello" through `grpcurl` (in its namespace `cli`, with

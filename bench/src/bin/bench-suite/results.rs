@@ -112,20 +112,8 @@ impl Pair {
         direct_tool: &'static str,
     ) -> Pair {
         let mut note = String::new();
-        let plugin = match plugin {
-            Ok(m) => Some(m),
-            Err(e) => {
-                note.push_str(&format!("plugin: {e}. "));
-                None
-            }
-        };
-        let direct = match direct {
-            Ok(m) => Some(m),
-            Err(e) => {
-                note.push_str(&format!("direct: {e:#}. "));
-                None
-            }
-        };
+        let plugin = measured("plugin", plugin, &mut note);
+        let direct = measured("direct", direct, &mut note);
         Pair {
             backend,
             op,
@@ -162,6 +150,22 @@ impl Pair {
     }
 }
 
+/// The measure of one side (`name`), or `None` with why in `note`
+/// (`{:#}`: an error's whole chain).
+fn measured<E: std::fmt::Display>(
+    name: &str,
+    outcome: Result<Measure, E>,
+    note: &mut String,
+) -> Option<Measure> {
+    match outcome {
+        Ok(m) => Some(m),
+        Err(e) => {
+            note.push_str(&format!("{name}: {e:#}. "));
+            None
+        }
+    }
+}
+
 /// A plugin-only scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct Solo {
@@ -194,5 +198,43 @@ impl ProcessFacts {
     /// Median restart → SERVING, `unit` after the number.
     pub(crate) fn restart(&self, unit: &str) -> String {
         dash(median(&self.start_restart_ms).map(|v| format!("{v:.0}{unit}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_side_is_noted_with_its_whole_error_chain_and_gives_no_ratio() {
+        let plugin = Measure {
+            ops_per_sec: 50.0,
+            ..Measure::default()
+        };
+        let direct = Err(anyhow::anyhow!("connection refused").context("pgbench"));
+        let pair = Pair::new(
+            "postgres",
+            "get",
+            Scenario::KvGet,
+            1,
+            Ok(plugin),
+            direct,
+            "x",
+        );
+        assert!(pair.plugin.is_some() && pair.direct.is_none());
+        assert_eq!(pair.note, "direct: pgbench: connection refused. ");
+        assert_eq!(pair.ratio(), None);
+
+        let both = Pair::new(
+            "redis",
+            "set",
+            Scenario::KvSet,
+            1,
+            Err("no SERVING".into()),
+            Ok(Measure::default()),
+            "y",
+        );
+        assert_eq!(both.note, "plugin: no SERVING. ");
+        assert!(both.plugin.is_none() && both.direct.is_some());
     }
 }
