@@ -114,6 +114,7 @@ async fn overload(target: Target) {
         assert!(flood::pin("self", "1"), "taskset the generator");
     }
     let cpu_before = (flood::cpu_time(&pid), flood::cpu_time("self"));
+    let waited_before = flood::run_queue_wait(&pid);
     let started = Instant::now();
     let outcome = Flood {
         port: plugin.port,
@@ -130,6 +131,7 @@ async fn overload(target: Target) {
         flood::cpu_time(&pid) - cpu_before.0,
         flood::cpu_time("self") - cpu_before.1,
     );
+    let waited_for_cpu = flood::run_queue_wait(&pid).saturating_sub(waited_before);
     if pinned {
         flood::pin(&pid, "0-1");
         flood::pin("self", "0-1");
@@ -149,7 +151,8 @@ async fn overload(target: Target) {
     let run_p99 = bucket_quantile(&metrics, "prism_admission_run_seconds_bucket", "", 0.99);
     let name = target.kind.name();
     println!(
-        "{name} (pinned: {pinned}, {streams_per_connection} streams/connection): {} calls in \
+        "{name} ({PROFILE} build, pinned: {pinned}, {streams_per_connection} streams/connection): \
+         {} calls in \
          {elapsed:.1?}, CPU plugin {:.1?} generator {:.1?}; RSS {rss_before} KiB before, peak \
          {peak} KiB\n  flood  {flood}\n  probe  {probe}\n  in the plugin: OK p99 ≤ \
          {admitted_p99:?} (queue ≤ {queue_p99:?}, run ≤ {run_p99:?}), RESOURCE_EXHAUSTED p99 ≤ \
@@ -157,6 +160,16 @@ async fn overload(target: Target) {
         outcome.calls.len(),
         cpu.0,
         cpu.1,
+    );
+    println!(
+        "  {}",
+        Little {
+            calls: outcome.calls.len(),
+            outstanding: CONNECTIONS * streams_per_connection,
+            elapsed,
+            cpu: cpu.0,
+            waited_for_cpu,
+        }
     );
     assert_eq!(outcome.calls.len(), CONNECTIONS * CALLS_PER_CONNECTION);
     flood.assert_outcomes("the flood");
@@ -362,6 +375,48 @@ impl std::fmt::Display for Summary {
             self.other,
             self.waited_p99,
             self.resent,
+        )
+    }
+}
+
+/// The build profile of this test, hence of the plugin binaries it spawns
+/// (`target/<profile>/`, next to the test executable).
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// Why calls wait as long as they do, as the client sees them: with
+/// `outstanding` streams always open and the plugin answering `calls /
+/// elapsed` per second, each call takes `outstanding / throughput` on
+/// average (Little's law), whatever admission does; the plugin's CPU per
+/// call says what that would be on a core of its own, and its run-queue
+/// wait how long it was runnable but given no CPU by the OS.
+struct Little {
+    calls: usize,
+    outstanding: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    waited_for_cpu: Duration,
+}
+
+impl std::fmt::Display for Little {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let calls = self.calls.max(1) as f64;
+        let throughput = calls / self.elapsed.as_secs_f64().max(1e-9);
+        let per_call = self.cpu.as_secs_f64() / calls;
+        write!(
+            f,
+            "Little's law: {} streams outstanding / {throughput:.0} calls/s = {:.1?} per call \
+             (mean); plugin CPU {:.1} µs per call, {:.2} of a core, its threads runnable but waiting for a \
+             CPU {:.1?}; on a core of its own: ≥ {:.1?} per call",
+            self.outstanding,
+            Duration::from_secs_f64(self.outstanding as f64 / throughput),
+            per_call * 1e6,
+            self.cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9),
+            self.waited_for_cpu,
+            Duration::from_secs_f64(self.outstanding as f64 * per_call),
         )
     }
 }
