@@ -20,10 +20,18 @@
 //!   close);
 //! - 1,000 idle connections do not take RSS past the bound.
 //!
+//! The plugin binaries are the ones next to this test's executable
+//! (`target/<profile>/`), so `make test` measures debug builds; to measure
+//! release ones (generator included):
+//! `cargo build --release -p prism-redis -p prism-postgres -p prism-kafka --bins`
+//! then `cargo nextest run --release -p prism-faults --test overload --no-capture`.
 //! `PRISM_OVERLOAD_PIN=1` pins the plugin to CPU 0 and this test (the load
 //! generator) to CPU 1 during the flood; `PRISM_OVERLOAD_STREAMS=n` sets the
-//! plugin's `max_concurrent_streams_per_connection` (measurements in the
-//! root README).
+//! plugin's `max_concurrent_streams_per_connection`. Each run prints a
+//! Little's-law line: the latency that `connections × streams` outstanding
+//! calls imply at the throughput reached, the plugin's CPU per call, the share
+//! of a core it got and how long its threads were runnable but given no CPU
+//! (measurements in the root README, "Admission control").
 //!
 //! The tests share one nextest group of one thread (`.config/nextest.toml`):
 //! each floods the machine's two cores for several seconds, and two at once
@@ -54,14 +62,18 @@ const REFUSAL_TARGET: Duration = Duration::from_millis(10);
 const ADMITTED_TARGET: Duration = Duration::from_millis(50);
 /// Every call's client-side p99, refused or admitted, and the admitted
 /// calls' p99 in the plugin: a safety bound (no call hangs), not the target.
-/// Measured while writing this test (debug builds, load average ~20 from
-/// other jobs on the 2 cores): the plugin got ~0.25 of a core (10 s of CPU
-/// in a 40 s flood), ~100 µs per call; with 3,200 streams outstanding
-/// (100 connections × 32) every call waits ~3,200 × 100 µs / 0.25 core ≈
-/// 1.3 s (Little's law): refused p50 1.0 s / p99 3.2 s, admitted p50 2.2 s /
-/// p99 5.7 s, the probe's refusals p50 0.17 s / p99 1.7 s. Admitted calls
-/// fare worse than refusals because each makes ~4 task hops (handler,
-/// backend connection, back, response), each behind the same run queue.
+/// With 3,200 streams outstanding (100 connections × 32) every call waits
+/// `3,200 × CPU per call / share of a core` (Little's law). Measured (load
+/// average 10-20 from other jobs on the 2 cores): debug builds ~100-115 µs
+/// per call at 0.25-0.4 of a core, refused p50 0.6-1.1 s / p99 2-4.5 s,
+/// admitted p99 4-7.5 s; release builds 12-14.5 µs per call at 0.14-0.43
+/// of a core (the plugin's threads runnable but given no CPU for 3-16 s of
+/// a 3-10 s flood), refused p50 17-100 ms / p99 0.3-1.8 s, admitted p99
+/// 0.33-1.8 s. Even on a core of its own a release plugin needs ≥ 3,200 ×
+/// 12 µs ≈ 39 ms per call here, so the 10 ms target needs ≤ ~800 streams
+/// outstanding as well as an unshared core. Admitted calls fare worse than
+/// refusals: each makes ~4 task hops (handler, backend connection, back,
+/// response), each behind the same run queue.
 const CLIENT_SAFETY_BOUND: Duration = Duration::from_secs(30);
 const ADMITTED_P99: Duration = Duration::from_secs(15);
 /// Admitted calls that may end DEADLINE_EXCEEDED or UNAVAILABLE (prism-redis's
