@@ -257,6 +257,22 @@ pub fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(total * 10)
 }
 
+/// Time the threads of `pid` (`"self"`: this process) have spent runnable
+/// but waiting for a CPU, summed over its threads (the second field of
+/// `/proc/<pid>/task/<tid>/schedstat`): on a machine shared with other jobs,
+/// the latency the OS scheduler adds. Threads that already ended are not
+/// counted; zero if it cannot be read.
+pub fn run_queue_wait(pid: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
 /// Pins every thread of `pid` (`"self"`: this process) to `cpus` (a
 /// `taskset` list such as `"0"`), so a load generator and the plugin it
 /// measures do not share a core; false if `taskset` failed.

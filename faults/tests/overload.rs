@@ -20,10 +20,18 @@
 //!   close);
 //! - 1,000 idle connections do not take RSS past the bound.
 //!
+//! The plugin binaries are the ones next to this test's executable
+//! (`target/<profile>/`), so `make test` measures debug builds; to measure
+//! release ones (generator included):
+//! `cargo build --release -p prism-redis -p prism-postgres -p prism-kafka --bins`
+//! then `cargo nextest run --release -p prism-faults --test overload --no-capture`.
 //! `PRISM_OVERLOAD_PIN=1` pins the plugin to CPU 0 and this test (the load
 //! generator) to CPU 1 during the flood; `PRISM_OVERLOAD_STREAMS=n` sets the
-//! plugin's `max_concurrent_streams_per_connection` (measurements in the
-//! root README).
+//! plugin's `max_concurrent_streams_per_connection`. Each run prints a
+//! Little's-law line: the latency that `connections × streams` outstanding
+//! calls imply at the throughput reached, the plugin's CPU per call, the share
+//! of a core it got and how long its threads were runnable but given no CPU
+//! (measurements in the root README, "Admission control").
 //!
 //! The tests share one nextest group of one thread (`.config/nextest.toml`):
 //! each floods the machine's two cores for several seconds, and two at once
@@ -54,14 +62,18 @@ const REFUSAL_TARGET: Duration = Duration::from_millis(10);
 const ADMITTED_TARGET: Duration = Duration::from_millis(50);
 /// Every call's client-side p99, refused or admitted, and the admitted
 /// calls' p99 in the plugin: a safety bound (no call hangs), not the target.
-/// Measured while writing this test (debug builds, load average ~20 from
-/// other jobs on the 2 cores): the plugin got ~0.25 of a core (10 s of CPU
-/// in a 40 s flood), ~100 µs per call; with 3,200 streams outstanding
-/// (100 connections × 32) every call waits ~3,200 × 100 µs / 0.25 core ≈
-/// 1.3 s (Little's law): refused p50 1.0 s / p99 3.2 s, admitted p50 2.2 s /
-/// p99 5.7 s, the probe's refusals p50 0.17 s / p99 1.7 s. Admitted calls
-/// fare worse than refusals because each makes ~4 task hops (handler,
-/// backend connection, back, response), each behind the same run queue.
+/// With 3,200 streams outstanding (100 connections × 32) every call waits
+/// `3,200 × CPU per call / share of a core` (Little's law). Measured (load
+/// average 10-20 from other jobs on the 2 cores): debug builds ~100-115 µs
+/// per call at 0.25-0.4 of a core, refused p50 0.6-1.1 s / p99 2-4.5 s,
+/// admitted p99 4-7.5 s; release builds 12-14.5 µs per call at 0.14-0.43
+/// of a core (the plugin's threads runnable but given no CPU for 3-16 s of
+/// a 3-10 s flood), refused p50 17-100 ms / p99 0.3-1.8 s, admitted p99
+/// 0.33-1.8 s. Even on a core of its own a release plugin needs ≥ 3,200 ×
+/// 12 µs ≈ 39 ms per call here, so the 10 ms target needs ≤ ~800 streams
+/// outstanding as well as an unshared core. Admitted calls fare worse than
+/// refusals: each makes ~4 task hops (handler, backend connection, back,
+/// response), each behind the same run queue.
 const CLIENT_SAFETY_BOUND: Duration = Duration::from_secs(30);
 const ADMITTED_P99: Duration = Duration::from_secs(15);
 /// Admitted calls that may end DEADLINE_EXCEEDED or UNAVAILABLE (prism-redis's
@@ -114,6 +126,7 @@ async fn overload(target: Target) {
         assert!(flood::pin("self", "1"), "taskset the generator");
     }
     let cpu_before = (flood::cpu_time(&pid), flood::cpu_time("self"));
+    let waited_before = flood::run_queue_wait(&pid);
     let started = Instant::now();
     let outcome = Flood {
         port: plugin.port,
@@ -130,6 +143,7 @@ async fn overload(target: Target) {
         flood::cpu_time(&pid) - cpu_before.0,
         flood::cpu_time("self") - cpu_before.1,
     );
+    let waited_for_cpu = flood::run_queue_wait(&pid).saturating_sub(waited_before);
     if pinned {
         flood::pin(&pid, "0-1");
         flood::pin("self", "0-1");
@@ -149,7 +163,8 @@ async fn overload(target: Target) {
     let run_p99 = bucket_quantile(&metrics, "prism_admission_run_seconds_bucket", "", 0.99);
     let name = target.kind.name();
     println!(
-        "{name} (pinned: {pinned}, {streams_per_connection} streams/connection): {} calls in \
+        "{name} ({PROFILE} build, pinned: {pinned}, {streams_per_connection} streams/connection): \
+         {} calls in \
          {elapsed:.1?}, CPU plugin {:.1?} generator {:.1?}; RSS {rss_before} KiB before, peak \
          {peak} KiB\n  flood  {flood}\n  probe  {probe}\n  in the plugin: OK p99 ≤ \
          {admitted_p99:?} (queue ≤ {queue_p99:?}, run ≤ {run_p99:?}), RESOURCE_EXHAUSTED p99 ≤ \
@@ -157,6 +172,16 @@ async fn overload(target: Target) {
         outcome.calls.len(),
         cpu.0,
         cpu.1,
+    );
+    println!(
+        "  {}",
+        Little {
+            calls: outcome.calls.len(),
+            outstanding: CONNECTIONS * streams_per_connection,
+            elapsed,
+            cpu: cpu.0,
+            waited_for_cpu,
+        }
     );
     assert_eq!(outcome.calls.len(), CONNECTIONS * CALLS_PER_CONNECTION);
     flood.assert_outcomes("the flood");
@@ -362,6 +387,48 @@ impl std::fmt::Display for Summary {
             self.other,
             self.waited_p99,
             self.resent,
+        )
+    }
+}
+
+/// The build profile of this test, hence of the plugin binaries it spawns
+/// (`target/<profile>/`, next to the test executable).
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// Why calls wait as long as they do, as the client sees them: with
+/// `outstanding` streams always open and the plugin answering `calls /
+/// elapsed` per second, each call takes `outstanding / throughput` on
+/// average (Little's law), whatever admission does; the plugin's CPU per
+/// call says what that would be on a core of its own, and its run-queue
+/// wait how long it was runnable but given no CPU by the OS.
+struct Little {
+    calls: usize,
+    outstanding: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    waited_for_cpu: Duration,
+}
+
+impl std::fmt::Display for Little {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let calls = self.calls.max(1) as f64;
+        let throughput = calls / self.elapsed.as_secs_f64().max(1e-9);
+        let per_call = self.cpu.as_secs_f64() / calls;
+        write!(
+            f,
+            "Little's law: {} streams outstanding / {throughput:.0} calls/s = {:.1?} per call \
+             (mean); plugin CPU {:.1} µs per call, {:.2} of a core, its threads runnable but waiting for a \
+             CPU {:.1?}; on a core of its own: ≥ {:.1?} per call",
+            self.outstanding,
+            Duration::from_secs_f64(self.outstanding as f64 / throughput),
+            per_call * 1e6,
+            self.cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9),
+            self.waited_for_cpu,
+            Duration::from_secs_f64(self.outstanding as f64 * per_call),
         )
     }
 }
