@@ -27,9 +27,11 @@ use redis::{Cmd, FromRedisValue, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::error::{Error, is_auth_error};
+use key::Key;
 use prism_plugin_core::rotation::{AuthHook, Drain};
 
 mod atomic;
+mod key;
 mod scan;
 
 pub use atomic::{INCREMENT_SCRIPT_SOURCE, SWAP_SCRIPT_SOURCE};
@@ -259,16 +261,9 @@ impl Backend {
             })?;
         // Unlike the standalone manager, the cluster connection dials the seeds
         // (and reads the slot map) up front; bound that like any first connect.
-        let connection = match tokio::time::timeout(op_timeout, client.get_async_connection()).await
-        {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(source)) => return Err(Error::Redis { address, source }),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    address,
-                    timeout: op_timeout,
-                });
-            }
+        let connection = match timed(&address, op_timeout, client.get_async_connection()).await? {
+            Ok(connection) => connection,
+            Err(source) => return Err(Error::Redis { address, source }),
         };
         let target = Target::Cluster {
             client,
@@ -333,13 +328,25 @@ impl Backend {
     }
 
     /// `<key_prefix><namespace>:<key>`.
+    fn key<'a>(&'a self, namespace: &'a str, key: &'a str) -> Key<'a> {
+        Key {
+            prefix: &self.key_prefix,
+            namespace,
+            key,
+        }
+    }
+
+    /// `<key_prefix><namespace>:<key>` as bytes.
     fn redis_key(&self, namespace: &str, key: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.key_prefix.len() + namespace.len() + 1 + key.len());
-        out.extend_from_slice(self.key_prefix.as_bytes());
-        out.extend_from_slice(namespace.as_bytes());
-        out.push(b':');
-        out.extend_from_slice(key.as_bytes());
-        out
+        self.key(namespace, key).to_vec()
+    }
+
+    /// `name <key>`, its buffer sized once for `extra` more bytes of arguments.
+    fn key_command(&self, name: &str, namespace: &str, key: &str, extra: usize) -> Cmd {
+        let key = self.key(namespace, key);
+        let mut cmd = Cmd::with_capacity(4, name.len() + key.len() + extra);
+        cmd.arg(name).arg(key);
+        cmd
     }
 
     /// Runs one command under the operation deadline.
@@ -353,7 +360,7 @@ impl Backend {
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        let result = tokio::time::timeout(self.op_timeout, fut).await;
+        let result = timed(&self.address, self.op_timeout, fut).await;
         let timed_out = match &result {
             Ok(Err(source)) => source.is_timeout(),
             Err(_) => true,
@@ -367,16 +374,14 @@ impl Backend {
                 reason: "a cluster node is unreachable; the connection is being rebuilt",
             });
         }
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(Error::Redis {
-                address: self.address.clone(),
-                source: self.check_auth(source),
-            }),
-            Err(_) => Err(Error::Timeout {
-                address: self.address.clone(),
-                timeout: self.op_timeout,
-            }),
+        result?.map_err(|source| self.redis_error(self.check_auth(source)))
+    }
+
+    /// A client error, naming the server.
+    fn redis_error(&self, source: redis::RedisError) -> Error {
+        Error::Redis {
+            address: self.address.clone(),
+            source,
         }
     }
 
@@ -406,8 +411,9 @@ impl Backend {
         value: &[u8],
         ttl_seconds: u64,
     ) -> Result<(), Error> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.redis_key(namespace, key)).arg(value);
+        // Room for the value and `EX <ttl>`.
+        let mut cmd = self.key_command("SET", namespace, key, value.len() + 24);
+        cmd.arg(value);
         if ttl_seconds > 0 {
             cmd.arg("EX").arg(ttl_seconds);
         }
@@ -416,23 +422,22 @@ impl Backend {
 
     /// `GET key`; `None` when the key does not exist.
     pub(crate) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.redis_key(namespace, key));
-        self.query(&cmd).await
+        self.query(&self.key_command("GET", namespace, key, 0))
+            .await
     }
 
     /// `UNLINK key` (the value is freed off the main thread); a missing key is fine.
     pub(crate) async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(self.redis_key(namespace, key));
-        self.query::<i64>(&cmd).await.map(drop)
+        self.query::<i64>(&self.key_command("UNLINK", namespace, key, 0))
+            .await
+            .map(drop)
     }
 
     /// `EXISTS key`.
     pub(crate) async fn exists(&self, namespace: &str, key: &str) -> Result<bool, Error> {
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.redis_key(namespace, key));
-        self.query::<i64>(&cmd).await.map(|n| n > 0)
+        self.query::<i64>(&self.key_command("EXISTS", namespace, key, 0))
+            .await
+            .map(|n| n > 0)
     }
 
     /// `EXPIRE key ttl`; 0 deletes the key at once (Redis treats a non-positive
@@ -443,23 +448,22 @@ impl Backend {
         key: &str,
         ttl_seconds: u64,
     ) -> Result<bool, Error> {
-        let mut cmd = redis::cmd("EXPIRE");
-        cmd.arg(self.redis_key(namespace, key)).arg(ttl_seconds);
+        let mut cmd = self.key_command("EXPIRE", namespace, key, 20);
+        cmd.arg(ttl_seconds);
         self.query::<i64>(&cmd).await.map(|n| n == 1)
     }
 
     /// `TTL key`: seconds left, -1 = no expiry, -2 = no such key.
     pub(crate) async fn ttl(&self, namespace: &str, key: &str) -> Result<i64, Error> {
-        let mut cmd = redis::cmd("TTL");
-        cmd.arg(self.redis_key(namespace, key));
-        self.query(&cmd).await
+        self.query(&self.key_command("TTL", namespace, key, 0))
+            .await
     }
 
     /// `PERSIST key`; returns whether an expiry was removed.
     pub(crate) async fn persist(&self, namespace: &str, key: &str) -> Result<bool, Error> {
-        let mut cmd = redis::cmd("PERSIST");
-        cmd.arg(self.redis_key(namespace, key));
-        self.query::<i64>(&cmd).await.map(|n| n == 1)
+        self.query::<i64>(&self.key_command("PERSIST", namespace, key, 0))
+            .await
+            .map(|n| n == 1)
     }
 
     /// Groups request positions so each group may go into one multi-key
@@ -616,14 +620,13 @@ impl Backend {
         let pings = try_join_all(conns.into_iter().map(|mut conn| async move {
             redis::cmd("PING").query_async::<String>(&mut conn).await
         }));
-        let reply = tokio::time::timeout(timeout, pings).await;
-        match reply {
-            Ok(Ok(_)) => Ok(started.elapsed()),
+        match timed(&self.address, timeout, pings).await? {
+            Ok(_) => Ok(started.elapsed()),
             // An ACL user limited to data commands (e.g. `+@read ~prism:*`) may
             // not run PING; the refusal still proves the server is up and
             // answering, and its round trip is the latency we want.
-            Ok(Err(source)) if crate::error::is_noperm(&source) => Ok(started.elapsed()),
-            Ok(Err(source)) => {
+            Err(source) if crate::error::is_noperm(&source) => Ok(started.elapsed()),
+            Err(source) => {
                 // The manager re-dials only after I/O errors; after anything else
                 // (e.g. an auth failure while reconnecting, once credentials were
                 // rotated) it would keep returning that error forever. A fresh
@@ -631,15 +634,8 @@ impl Backend {
                 if !source.is_io_error() {
                     self.renew_manager();
                 }
-                Err(Error::Redis {
-                    address: self.address.clone(),
-                    source: self.check_auth(source),
-                })
+                Err(self.redis_error(self.check_auth(source)))
             }
-            Err(_) => Err(Error::Timeout {
-                address: self.address.clone(),
-                timeout,
-            }),
         }
     }
 
@@ -647,28 +643,16 @@ impl Backend {
     /// slots are unserved). A user whose ACL forbids `CLUSTER` passes.
     async fn check_cluster_state(&self, timeout: Duration) -> Result<(), Error> {
         let mut conn = self.connection();
-        let reply = tokio::time::timeout(
-            timeout,
-            redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async::<String>(&mut conn),
-        )
-        .await;
-        match reply {
-            Ok(Ok(info)) if info.contains("cluster_state:ok") => Ok(()),
-            Ok(Ok(_)) => Err(Error::Unavailable {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("INFO");
+        match timed(&self.address, timeout, cmd.query_async::<String>(&mut conn)).await? {
+            Ok(info) if info.contains("cluster_state:ok") => Ok(()),
+            Ok(_) => Err(Error::Unavailable {
                 address: self.address.clone(),
                 reason: "CLUSTER INFO does not report cluster_state:ok",
             }),
-            Ok(Err(source)) if crate::error::is_noperm(&source) => Ok(()),
-            Ok(Err(source)) => Err(Error::Redis {
-                address: self.address.clone(),
-                source,
-            }),
-            Err(_) => Err(Error::Timeout {
-                address: self.address.clone(),
-                timeout,
-            }),
+            Err(source) if crate::error::is_noperm(&source) => Ok(()),
+            Err(source) => Err(self.redis_error(source)),
         }
     }
 
@@ -686,21 +670,12 @@ impl Backend {
         if !broken.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match tokio::time::timeout(timeout, client.get_async_connection()).await {
-            Ok(Ok(fresh)) => {
-                *connection.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-                tracing::info!(address = %self.address, "rebuilt the redis cluster connection");
-                Ok(())
-            }
-            Ok(Err(source)) => Err(Error::Redis {
-                address: self.address.clone(),
-                source,
-            }),
-            Err(_) => Err(Error::Timeout {
-                address: self.address.clone(),
-                timeout,
-            }),
-        }
+        let fresh = timed(&self.address, timeout, client.get_async_connection())
+            .await?
+            .map_err(|source| self.redis_error(source))?;
+        *connection.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        tracing::info!(address = %self.address, "rebuilt the redis cluster connection");
+        Ok(())
     }
 
     fn renew_manager(&self) {
@@ -730,6 +705,21 @@ impl Backend {
 impl Drain for Backend {
     /// Dropping the last handle closes the connection; nothing to wait for.
     async fn close(&self) {}
+}
+
+/// `fut` for at most `timeout`: its own result, or [`Error::Timeout`]
+/// naming `address` when the time ran out first.
+async fn timed<T>(
+    address: &str,
+    timeout: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<redis::RedisResult<T>, Error> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout {
+            address: address.to_string(),
+            timeout,
+        })
 }
 
 /// For `rediss://`: makes sure rustls has its crypto provider (ring) and
