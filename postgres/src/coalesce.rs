@@ -16,7 +16,9 @@
 //! (alone, with the point statement, when nothing is queued), so an idle
 //! plugin's latency is unchanged. Batches form only from calls that arrive
 //! while [`SLOTS`] statements run — the busier the plugin, the larger they
-//! get. Leaders await their connection to the end (nothing races it, so no
+//! get. With fewer than [`BATCH_FROM`] calls of a kind in the plugin there is
+//! no slot limit at all: each runs at once on a connection of its own.
+//! Leaders await their connection to the end (nothing races it, so no
 //! connect is ever abandoned half-way).
 //!
 //! A call taken into a batch that does not complete (an SQL error, a lost
@@ -48,6 +50,13 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// 3, 4 and the pool size (batches too small to spare PostgreSQL's CPU).
 pub(crate) const SLOTS: usize = 2;
 
+/// Fewer calls of one kind than this in the plugin: every one runs at once
+/// on a connection of its own (no slot limit). Batching pays only when calls
+/// outnumber what the connections can run in parallel; with a handful in
+/// flight, two slots measured slower than one statement each
+/// (BENCHMARKS.md, issue 19).
+pub(crate) const BATCH_FROM: usize = 8;
+
 /// What a queued call hears back.
 pub(crate) enum Reply<J, R> {
     /// Its result, from another call's statement.
@@ -62,9 +71,18 @@ pub(crate) enum Reply<J, R> {
 pub(crate) struct Queue<J, R> {
     waiting: Mutex<VecDeque<Waiting<J, R>>>,
     next_id: AtomicU64,
-    /// Slots taken (at most `slots`).
+    /// Slots taken (at most `slots` while batching).
     running: AtomicUsize,
     slots: usize,
+    /// Calls of this kind in the plugin now (see [`Queue::enter`]).
+    calls: AtomicUsize,
+    /// Below this many `calls`, slots are unlimited.
+    batch_from: usize,
+}
+
+/// A call counted in [`Queue::enter`] until dropped.
+pub(crate) struct Entered<'q, J, R> {
+    queue: &'q Queue<J, R>,
 }
 
 /// A queued call. Dropped without an answer, it hands its job back to its
@@ -95,7 +113,9 @@ pub(crate) struct Slot<'q, J, R> {
 
 impl<J, R> Default for Queue<J, R> {
     fn default() -> Self {
-        Queue::with_slots(SLOTS)
+        let mut queue = Queue::with_slots(SLOTS);
+        queue.batch_from = BATCH_FROM;
+        queue
     }
 }
 
@@ -107,6 +127,23 @@ impl<J, R> Queue<J, R> {
             next_id: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             slots: slots.max(1),
+            calls: AtomicUsize::new(0),
+            batch_from: 0,
+        }
+    }
+
+    /// Counts a call of this kind until the guard drops (see [`BATCH_FROM`]).
+    pub(crate) fn enter(&self) -> Entered<'_, J, R> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Entered { queue: self }
+    }
+
+    /// Slots that may be taken now.
+    fn limit(&self) -> usize {
+        if self.calls.load(Ordering::SeqCst) < self.batch_from {
+            usize::MAX
+        } else {
+            self.slots
         }
     }
 
@@ -114,7 +151,7 @@ impl<J, R> Queue<J, R> {
     pub(crate) fn claim(&self) -> Option<Slot<'_, J, R>> {
         self.running
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.slots).then_some(n + 1)
+                (n < self.limit()).then_some(n + 1)
             })
             .ok()
             .map(|_| Slot { queue: self })
@@ -164,7 +201,10 @@ impl<J, R> Queue<J, R> {
     /// is always seen by one of the two.
     fn vacate(&self) {
         loop {
-            let next = self.lock().pop_front();
+            // More slots out than batching allows (taken while few calls
+            // were in): this one is freed, not handed on.
+            let over = self.running.load(Ordering::SeqCst) > self.limit();
+            let next = if over { None } else { self.lock().pop_front() };
             if let Some(next) = next {
                 if next.lead() {
                     return;
@@ -186,6 +226,12 @@ impl<J, R> Queue<J, R> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting<J, R>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<J, R> Drop for Entered<'_, J, R> {
+    fn drop(&mut self) {
+        self.queue.calls.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -461,6 +507,30 @@ mod tests {
         // "next" is done.
         drop(queue.adopt());
         assert_eq!(queue.running.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn few_calls_take_slots_freely_and_give_back_the_extra_ones() {
+        let queue: Queue<&str, ()> = Queue::default();
+        let few: Vec<_> = (0..BATCH_FROM - 1).map(|_| queue.enter()).collect();
+        let slots: Vec<_> = (0..BATCH_FROM - 1).map(|_| queue.claim()).collect();
+        assert!(
+            slots.iter().all(Option::is_some),
+            "no limit below BATCH_FROM"
+        );
+        let busy: Vec<_> = (0..2).map(|_| queue.enter()).collect();
+        assert!(queue.claim().is_none(), "batching from BATCH_FROM calls on");
+        let mut waiting = queue.push("queued", None);
+        let mut slots = slots.into_iter();
+        // Over the limit: freed, not handed on, until SLOTS remain.
+        for _ in 0..BATCH_FROM - 1 - SLOTS {
+            drop(slots.next());
+            assert!(waiting.reply.try_recv().is_err());
+        }
+        drop(slots.next());
+        assert!(matches!(answer(&mut waiting), Some(Reply::Lead("queued"))));
+        drop((few, busy));
+        assert_eq!(queue.calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]

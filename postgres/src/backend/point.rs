@@ -50,6 +50,7 @@ impl Backend {
             return Err(self.link.unreachable());
         }
         let queue = J::queue(&self.queues);
+        let _counted = queue.enter();
         if let Some(slot) = queue.claim() {
             return self.lead(queue, slot, job, deadline).await;
         }
