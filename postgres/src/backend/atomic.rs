@@ -132,7 +132,6 @@ impl Backend {
         deadline: Deadline,
     ) -> Result<Swapped, Error> {
         let sql = &self.sql.atomic;
-        let mut conn = self.acquire(deadline).await?;
         let query = match write {
             Write::Value { value, ttl_seconds } => {
                 sqlx::query_as::<_, (bool, Option<Vec<u8>>)>(&sql.swap_value)
@@ -147,8 +146,9 @@ impl Backend {
                 .bind(key)
                 .bind(&expected[..]),
         };
-        let done = prism_plugin_core::within(deadline, query.fetch_one(&mut *conn)).await;
-        let (swapped, current) = self.settle(conn, done)?;
+        let (swapped, current) = self
+            .run(deadline, async |conn| query.fetch_one(conn).await)
+            .await?;
         Ok(match swapped {
             true => Swapped::Yes,
             false => Swapped::No(current.map(Bytes::from)),
@@ -165,14 +165,14 @@ impl Backend {
         ttl_seconds: u64,
         deadline: Deadline,
     ) -> Result<(bool, Option<Bytes>), Error> {
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query_as::<_, (bool, Option<Vec<u8>>)>(&self.sql.atomic.insert_absent)
             .bind(ns)
             .bind(key)
             .bind(&value[..])
             .bind(seconds(ttl_seconds));
-        let done = prism_plugin_core::within(deadline, query.fetch_one(&mut *conn)).await;
-        let (swapped, current) = self.settle(conn, done)?;
+        let (swapped, current) = self
+            .run(deadline, async |conn| query.fetch_one(conn).await)
+            .await?;
         Ok((swapped, current.map(Bytes::from)))
     }
 
@@ -184,12 +184,13 @@ impl Backend {
         key: &str,
         deadline: Deadline,
     ) -> Result<Option<Bytes>, Error> {
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query_scalar::<_, Vec<u8>>(&self.sql.get)
             .bind(ns)
             .bind(key);
-        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
-        Ok(self.settle(conn, done)?.map(Bytes::from))
+        let found = self
+            .run(deadline, async |conn| query.fetch_optional(conn).await)
+            .await?;
+        Ok(found.map(Bytes::from))
     }
 
     /// Adds `counter.delta` in one upsert; `Refused` when the live value is
@@ -201,14 +202,15 @@ impl Backend {
         deadline: Deadline,
     ) -> Result<Counted, Error> {
         let _key = self.lock_key(ns, &counter.key, deadline).await?;
-        let mut conn = self.acquire(deadline).await?;
         let query = sqlx::query_scalar::<_, i64>(&self.sql.atomic.increment)
             .bind(ns)
             .bind(&counter.key)
             .bind(counter.delta)
             .bind(seconds(counter.ttl_seconds));
-        let done = prism_plugin_core::within(deadline, query.fetch_optional(&mut *conn)).await;
-        Ok(match self.settle(conn, done)? {
+        let done = self
+            .run(deadline, async |conn| query.fetch_optional(conn).await)
+            .await?;
+        Ok(match done {
             Some(value) => Counted::Value(value),
             None => Counted::Refused,
         })

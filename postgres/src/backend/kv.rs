@@ -7,12 +7,25 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use prism_plugin_core::deadline::Deadline;
 use sqlx::Row;
+use sqlx::postgres::{PgArguments, Postgres};
 
 use super::{Backend, Item, Page};
 use crate::error::Error;
 use crate::schema::{ordinal_slot, scan_index};
 
+/// A statement with its arguments bound.
+type Statement<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
 impl Backend {
+    /// Runs `query` (no rows back) on a connection of its own, bounded by
+    /// the call's deadline; how many rows it changed.
+    async fn execute(&self, query: Statement<'_>, deadline: Deadline) -> Result<u64, Error> {
+        let done = self
+            .run(deadline, async |conn| query.execute(conn).await)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Whether `key` holds a live value.
     pub(crate) async fn exists(
         &self,
@@ -35,9 +48,7 @@ impl Backend {
         deadline: Deadline,
     ) -> Result<(), Error> {
         let query = sqlx::query(&self.sql.delete).bind(ns).bind(key);
-        self.run(deadline, async |conn| query.execute(conn).await)
-            .await
-            .map(drop)
+        self.execute(query, deadline).await.map(drop)
     }
 
     /// Upserts every item in one statement. A key given twice keeps its last
@@ -68,9 +79,7 @@ impl Backend {
             .bind(keys)
             .bind(values)
             .bind(ttls);
-        self.run(deadline, async |conn| query.execute(conn).await)
-            .await
-            .map(drop)
+        self.execute(query, deadline).await.map(drop)
     }
 
     /// The live values of `keys`, in the order asked (duplicates included),
@@ -110,9 +119,7 @@ impl Backend {
             return Ok(());
         }
         let query = sqlx::query(&self.sql.batch_delete).bind(ns).bind(keys);
-        self.run(deadline, async |conn| query.execute(conn).await)
-            .await
-            .map(drop)
+        self.execute(query, deadline).await.map(drop)
     }
 
     /// Sets a live key to expire `ttl_seconds` from now (0 = remove it now);
@@ -140,10 +147,7 @@ impl Backend {
             .bind(ns)
             .bind(key)
             .bind(ttl_seconds);
-        let done = self
-            .run(deadline, async |conn| query.execute(conn).await)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.execute(query, deadline).await? > 0)
     }
 
     /// Remaining seconds to live (rounded up): -1 = no expiry, -2 = no such key.
@@ -165,10 +169,7 @@ impl Backend {
         deadline: Deadline,
     ) -> Result<bool, Error> {
         let query = sqlx::query(&self.sql.persist).bind(ns).bind(key);
-        let done = self
-            .run(deadline, async |conn| query.execute(conn).await)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.execute(query, deadline).await? > 0)
     }
 
     /// One page of live keys starting with `prefix`, in byte order, strictly
