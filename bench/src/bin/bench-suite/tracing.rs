@@ -166,67 +166,72 @@ pub(crate) async fn measure(
         hole: BlackHole::start().await,
         down: format!("http://127.0.0.1:{}", prism_testkit::free_port()),
     };
-    let paced_variants: Vec<Variant> = PACED_VARIANTS.iter().map(|&i| VARIANTS[i]).collect();
+    let ctx = Context {
+        args,
+        settings,
+        bins,
+        dead,
+        in_flight,
+    };
     for target in plugins(backends) {
-        for round in 0..ROUNDS {
-            for variant in ordered(&VARIANTS, round) {
-                for scenario in target.3 {
-                    let spec = RunSpec {
-                        plugin: target.0,
-                        variant,
-                        round,
-                        scenario,
-                        in_flight,
-                        rate: None,
-                    };
-                    let run = variant_run(args, settings, bins, &target, &dead, spec).await;
-                    println!("{}", run_line(&run));
-                    runs.push(run);
-                }
-            }
-        }
-        for round in 0..ROUNDS {
-            for variant in ordered(&paced_variants, round) {
-                for scenario in target.3 {
-                    let op = op_name(scenario);
-                    let off = rounds(&runs, target.0, op, VARIANTS[0].label, false);
-                    let Some(max) = median_of(&off, ops) else {
-                        continue;
-                    };
-                    let spec = RunSpec {
-                        plugin: target.0,
-                        variant,
-                        round,
-                        scenario,
-                        in_flight,
-                        rate: Some(max * PACED_SHARE),
-                    };
-                    let run = variant_run(args, settings, bins, &target, &dead, spec).await;
-                    println!("{}", run_line(&run));
-                    runs.push(run);
-                }
-            }
+        for paced in [false, true] {
+            pass(&ctx, &target, paced, &mut runs).await;
         }
     }
     runs
 }
 
+/// What every run of the section shares.
+struct Context<'a> {
+    args: &'a Args,
+    settings: &'a Settings,
+    bins: &'a Path,
+    dead: Dead,
+    in_flight: usize,
+}
+
+/// The interleaved rounds of `target`, saturated or `paced` (at
+/// [`PACED_SHARE`] of the saturated "off" median in `runs`).
+async fn pass(ctx: &Context<'_>, target: &Target, paced: bool, runs: &mut Vec<Run>) {
+    let variants: Vec<Variant> = match paced {
+        false => VARIANTS.to_vec(),
+        true => PACED_VARIANTS.iter().map(|&i| VARIANTS[i]).collect(),
+    };
+    for round in 0..ROUNDS {
+        for variant in ordered(&variants, round) {
+            for scenario in target.3 {
+                let off = rounds(runs, target.0, op_name(scenario), VARIANTS[0].label, false);
+                let rate = match median_of(&off, ops) {
+                    Some(max) if paced => Some(max * PACED_SHARE),
+                    None if paced => continue,
+                    _ => None,
+                };
+                let spec = RunSpec {
+                    plugin: target.0,
+                    variant,
+                    round,
+                    scenario,
+                    in_flight: ctx.in_flight,
+                    rate,
+                };
+                let run = variant_run(ctx, target, spec).await;
+                println!("{}", run_line(&run));
+                runs.push(run);
+            }
+        }
+    }
+}
+
 /// One run of `spec` against `target`, with its collector.
-async fn variant_run(
-    args: &Args,
-    settings: &Settings,
-    bins: &Path,
-    (plugin, var, addr, _): &Target,
-    dead: &Dead,
-    spec: RunSpec,
-) -> Run {
+async fn variant_run(ctx: &Context<'_>, (plugin, var, addr, _): &Target, spec: RunSpec) -> Run {
+    let dead = &ctx.dead;
     let endpoint = match spec.variant.collector {
         Collector::None => None,
         Collector::Live => Some(Endpoint::Live(OtlpReceiver::start().await)),
         Collector::Down => Some(Endpoint::Fixed(dead.down.clone())),
         Collector::BlackHole => Some(Endpoint::Fixed(dead.hole.endpoint().to_string())),
     };
-    let mut env = settings.plugin_env(plugin);
+    let mut env = ctx.settings.plugin_env(plugin);
     env.push((var.to_string(), addr.clone()));
     // The default log format, which with tracing on adds trace ids to lines
     // (the testkit's spawn asks for text).
@@ -238,7 +243,7 @@ async fn variant_run(
             spec.variant.sample_ratio.into(),
         ));
     }
-    one_run(args, bins, &spec, &env, endpoint.as_ref()).await
+    one_run(ctx.args, ctx.bins, &spec, &env, endpoint.as_ref()).await
 }
 
 fn op_name(scenario: Scenario) -> &'static str {
