@@ -24,7 +24,7 @@ use crate::args::NAMESPACE;
 
 /// Calls outstanding at once before a due call is counted as not sent
 /// (the plugin has stalled; queueing more would only measure the queue).
-const MAX_OUTSTANDING: usize = 2_000;
+pub(crate) const MAX_OUTSTANDING: usize = 2_000;
 /// Untimed start, so connections and pools are warm.
 const WARMUP: Duration = Duration::from_secs(1);
 /// How often the generator wakes to send what has come due.
@@ -35,9 +35,12 @@ const TICK: Duration = Duration::from_millis(1);
 pub(crate) struct Paced {
     /// Calls answered OK in the measured window.
     pub(crate) ok: u64,
-    /// Calls that failed, or were not sent because [`MAX_OUTSTANDING`] were
-    /// already waiting.
+    /// Calls that failed.
     pub(crate) failed: u64,
+    /// Calls not sent because [`MAX_OUTSTANDING`] were already waiting (the
+    /// plugin, or the machine, fell that far behind): not a failed call, but
+    /// the run did not offer its rate.
+    pub(crate) unsent: u64,
     pub(crate) p50_us: u64,
     pub(crate) p99_us: u64,
     pub(crate) p999_us: u64,
@@ -62,6 +65,7 @@ pub(crate) struct Load {
 struct Tally {
     hist: Histogram<u64>,
     failed: u64,
+    unsent: u64,
 }
 
 /// Runs `load`: a warm-up, then the measured window.
@@ -81,6 +85,7 @@ pub(crate) async fn run(load: &Load) -> Result<Paced, String> {
     let tally = Arc::new(Mutex::new(Tally {
         hist: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
         failed: 0,
+        unsent: 0,
     }));
     let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
     let interval = Duration::from_secs_f64(1.0 / load.rate.max(1.0));
@@ -108,7 +113,7 @@ pub(crate) async fn run(load: &Load) -> Result<Paced, String> {
             sent += 1;
             let Ok(permit) = outstanding.clone().try_acquire_owned() else {
                 if measured {
-                    lock(&tally).failed += 1;
+                    lock(&tally).unsent += 1;
                 }
                 continue;
             };
@@ -157,6 +162,7 @@ pub(crate) async fn run(load: &Load) -> Result<Paced, String> {
     Ok(Paced {
         ok,
         failed: t.failed,
+        unsent: t.unsent,
         p50_us: t.hist.value_at_quantile(0.50),
         p99_us: t.hist.value_at_quantile(0.99),
         p999_us: t.hist.value_at_quantile(0.999),

@@ -362,6 +362,14 @@ async fn paced_run(
         p99_us: p.p99_us,
         p999_us: p.p999_us,
         errors: p.failed,
+        detail: match p.unsent {
+            0 => String::new(),
+            n => format!(
+                "{} ({n} not sent: {} outstanding)",
+                p.failed,
+                crate::paced::MAX_OUTSTANDING
+            ),
+        },
         plugin_cpu_us: p.cpu_us,
         ..Measure::default()
     })
