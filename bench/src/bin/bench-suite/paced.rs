@@ -21,32 +21,15 @@ use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::NAMESPACE;
+use crate::results::Measure;
 
 /// Calls outstanding at once before a due call is counted as not sent
 /// (the plugin has stalled; queueing more would only measure the queue).
-pub(crate) const MAX_OUTSTANDING: usize = 2_000;
+const MAX_OUTSTANDING: usize = 2_000;
 /// Untimed start, so connections and pools are warm.
 const WARMUP: Duration = Duration::from_secs(1);
 /// How often the generator wakes to send what has come due.
 const TICK: Duration = Duration::from_millis(1);
-
-/// What one paced run measured.
-#[derive(Debug, Clone)]
-pub(crate) struct Paced {
-    /// Calls answered OK in the measured window.
-    pub(crate) ok: u64,
-    /// Calls that failed.
-    pub(crate) failed: u64,
-    /// Calls not sent because [`MAX_OUTSTANDING`] were already waiting (the
-    /// plugin, or the machine, fell that far behind): not a failed call, but
-    /// the run did not offer its rate.
-    pub(crate) unsent: u64,
-    pub(crate) p50_us: u64,
-    pub(crate) p99_us: u64,
-    pub(crate) p999_us: u64,
-    /// Plugin CPU per answered call over the window, µs.
-    pub(crate) cpu_us: Option<f64>,
-}
 
 /// The load: `rate` calls/s of Set (`set`) or Get for `duration` against the
 /// plugin on `port` (process `pid`), over `connections` HTTP/2 connections.
@@ -68,8 +51,10 @@ struct Tally {
     unsent: u64,
 }
 
-/// Runs `load`: a warm-up, then the measured window.
-pub(crate) async fn run(load: &Load) -> Result<Paced, String> {
+/// Runs `load`: a warm-up, then the measured window. Calls not sent because
+/// [`MAX_OUTSTANDING`] were already waiting (the plugin, or the machine, fell
+/// that far behind) are not failed calls: they are named in the error detail.
+pub(crate) async fn run(load: &Load) -> Result<Measure, String> {
     let mut clients = Vec::new();
     for _ in 0..load.connections.max(1) {
         let channel = connect(load.port).await?;
@@ -159,14 +144,18 @@ pub(crate) async fn run(load: &Load) -> Result<Paced, String> {
     let cpu_us = cpu_start
         .zip(cpu_end)
         .map(|(a, b)| cpu::per_op(b.saturating_sub(a), ok));
-    Ok(Paced {
-        ok,
-        failed: t.failed,
-        unsent: t.unsent,
+    Ok(Measure {
+        ops_per_sec: ok as f64 / load.duration.as_secs_f64(),
         p50_us: t.hist.value_at_quantile(0.50),
         p99_us: t.hist.value_at_quantile(0.99),
         p999_us: t.hist.value_at_quantile(0.999),
-        cpu_us,
+        errors: t.failed,
+        detail: match t.unsent {
+            0 => String::new(),
+            n => format!("{} ({n} not sent: {MAX_OUTSTANDING} outstanding)", t.failed),
+        },
+        plugin_cpu_us: cpu_us,
+        ..Measure::default()
     })
 }
 

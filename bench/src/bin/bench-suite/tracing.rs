@@ -355,24 +355,7 @@ async fn paced_run(
         keys: args.keys,
         value_size: args.value_size,
     };
-    let p = crate::paced::run(&load).await?;
-    Ok(Measure {
-        ops_per_sec: p.ok as f64 / load.duration.as_secs_f64(),
-        p50_us: p.p50_us,
-        p99_us: p.p99_us,
-        p999_us: p.p999_us,
-        errors: p.failed,
-        detail: match p.unsent {
-            0 => String::new(),
-            n => format!(
-                "{} ({n} not sent: {} outstanding)",
-                p.failed,
-                crate::paced::MAX_OUTSTANDING
-            ),
-        },
-        plugin_cpu_us: p.cpu_us,
-        ..Measure::default()
-    })
+    crate::paced::run(&load).await
 }
 
 /// SIGTERM and wait (the exporter's shutdown is bounded at 3 s).
@@ -403,7 +386,7 @@ fn run_line(r: &Run) -> String {
             m.p50_us as f64 / 1e3,
             m.p99_us as f64 / 1e3,
             dash(m.plugin_cpu_us.map(|c| format!("{c:.1}"))),
-            m.errors,
+            m.errors_text(),
             mib(r.rss_after_kb),
             mib(Some(r.peak_rss_kb)),
             r.spans
