@@ -8,6 +8,8 @@ use std::sync::{Arc, OnceLock};
 use opentelemetry::trace::TraceContextExt;
 use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{Filtered, LevelFilter};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
@@ -23,9 +25,19 @@ pub(crate) struct WithTraceIds<F> {
 
 impl<F> WithTraceIds<F> {
     /// Wraps `format`; install the returned layer in the same subscriber.
-    pub(crate) fn new(format: F) -> (Self, DispatchLayer) {
+    pub(crate) fn new<S>(format: F) -> (Self, Filtered<DispatchLayer, LevelFilter, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let dispatch = Arc::new(OnceLock::new());
-        let layer = DispatchLayer(dispatch.clone());
+        // Filtered to nothing: the layer wants no span or event, only the
+        // dispatcher. Unfiltered, it would count as a layer that wants every
+        // callsite, which turns the other layers' "never" into "sometimes":
+        // every `trace!` span and event of h2, hyper and tonic would then be
+        // built and registered on each call only to be filtered out per
+        // layer, which made a traced call cost twice the CPU of an untraced
+        // one (BENCHMARKS.md, tracing section).
+        let layer = DispatchLayer(dispatch.clone()).with_filter(LevelFilter::OFF);
         (WithTraceIds { format, dispatch }, layer)
     }
 }
@@ -140,5 +152,37 @@ mod tests {
         assert_eq!(lines[1]["trace_id"], trace_id.as_str());
         assert_eq!(lines[1]["span_id"], span_id.as_str());
         assert_eq!(lines[1]["answer"], 42);
+    }
+    #[test]
+    fn a_dependencys_trace_spans_stay_disabled_while_tracing_is_on() {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::filter::{EnvFilter, Targets};
+        // Composed as `telemetry::init` does with tracing on: JSON lines at
+        // `warn` plus the dispatch layer, and the exporter's layer fed only
+        // core's own spans.
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let format = tracing_subscriber::fmt::format().json().flatten_event(true);
+        let (format, dispatch) = WithTraceIds::new(format);
+        let fmt = tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(format)
+            .with_writer(std::io::sink)
+            .with_filter(EnvFilter::new("warn"))
+            .and_then(dispatch);
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_filter(Targets::new().with_target(crate::otel::TARGET, tracing::Level::TRACE));
+        let subscriber = tracing_subscriber::registry().with(fmt).with(otel);
+        tracing::subscriber::with_default(subscriber, || {
+            // What h2 opens around every frame it writes: no layer wants it,
+            // so it must not be built.
+            let h2 = tracing::trace_span!(target: "h2::proto::streams::prioritize", "popped");
+            assert!(h2.is_disabled(), "a dependency's trace span was enabled");
+            let call = tracing::info_span!(target: crate::otel::TARGET, "call");
+            assert!(
+                !call.is_disabled(),
+                "the server span must still be recorded"
+            );
+        });
     }
 }

@@ -42,6 +42,7 @@ mod grid;
 mod kafka;
 mod load;
 mod machine;
+mod paced;
 mod pgbench;
 mod processes;
 mod redis;

@@ -4,14 +4,21 @@
 //! (testkit's), to a collector that is down (a closed port) and to one that
 //! black-holes (accepts TCP, never answers). Each (variant, op) runs in a
 //! fresh plugin process so the exporter's queue and the RSS start clean; the
-//! variants are interleaved in two rounds, the second in reverse order, so
-//! the spread between rounds shows the machine's noise and a drift in load
-//! over the section falls on every variant alike.
+//! variants are interleaved in [`ROUNDS`] rounds, every other one in reverse
+//! order, so the spread between rounds shows the machine's noise and a drift
+//! in load over the section falls on every variant alike.
+//!
+//! Measured twice: at saturation (the suite's closed-loop load generator,
+//! where any extra CPU per call shows as lower ops/s and higher latency), and
+//! at a fixed offered rate of half the untraced plugin's saturated ops/s
+//! ([`paced`](crate::paced), open loop), where a call is slowed only by what
+//! it waits for.
 //!
 //! Calls carry no `traceparent`: at `sample_ratio` 0 nothing is sampled, at 1
 //! every call is a new sampled trace (a server span and a backend span).
 
-use std::fmt::Write as _;
+mod report;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,13 +29,20 @@ use prism_testkit::otlp::{BlackHole, OtlpReceiver};
 use prism_testkit::{PluginProcess, ServingStatus};
 
 use crate::args::{Args, Settings};
-use crate::fmt::{dash, mib};
+use crate::fmt::{dash, median, mib};
 use crate::load::run_plugin;
 use crate::processes::{Backends, Running, sample_rss};
 use crate::results::{Measure, ProcessFacts};
 
+pub(crate) use report::markdown;
+
 /// Rounds of the interleaved variants.
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
+/// The fixed offered rate, as a share of the untraced plugin's saturated ops/s.
+const PACED_SHARE: f64 = 0.5;
+/// The variants of the fixed-rate rounds (`VARIANTS` indices): off and the
+/// three collectors at `sample_ratio` 1.
+const PACED_VARIANTS: [usize; 4] = [0, 2, 3, 4];
 
 /// Where a variant's plugin sends its spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +101,8 @@ pub(crate) struct Run {
     variant: Variant,
     round: usize,
     in_flight: usize,
+    /// The fixed offered rate, calls/s; None at saturation.
+    rate: Option<f64>,
     result: Result<Measure, String>,
     /// `VmRSS` right after the run.
     rss_after_kb: Option<u64>,
@@ -96,30 +112,41 @@ pub(crate) struct Run {
     spans: Option<usize>,
 }
 
-/// The plugins measured: name, backend address variable, Get and Set scenarios.
-fn plugins(backends: &Backends) -> Vec<(&'static str, &'static str, String, [Scenario; 2])> {
-    let mut out = Vec::new();
-    if let Some(redis) = &backends.redis {
-        out.push((
-            "redis",
-            "REDIS_ADDRESS",
-            redis.addr(),
-            [Scenario::CacheSet, Scenario::CacheGet],
-        ));
+/// A plugin measured: name, backend address variable, backend address, Set
+/// and Get scenarios.
+type Target = (&'static str, &'static str, String, [Scenario; 2]);
+
+/// The plugins whose backend runs.
+fn plugins(backends: &Backends) -> Vec<Target> {
+    let redis = backends.redis.as_ref().map(|r| {
+        let ops = [Scenario::CacheSet, Scenario::CacheGet];
+        ("redis", "REDIS_ADDRESS", r.addr(), ops)
+    });
+    let pg = backends.pg.as_ref().map(|pg| {
+        let ops = [Scenario::KvSet, Scenario::KvGet];
+        ("postgres", "DATABASE_URL", pg.url(), ops)
+    });
+    redis.into_iter().chain(pg).collect()
+}
+
+/// The variants in round `round`'s order: forward, then reversed, ...
+fn ordered(variants: &[Variant], round: usize) -> Vec<Variant> {
+    let mut order = variants.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
     }
-    if let Some(pg) = &backends.pg {
-        out.push((
-            "postgres",
-            "DATABASE_URL",
-            pg.url(),
-            [Scenario::KvSet, Scenario::KvGet],
-        ));
-    }
-    out
+    order
+}
+
+/// Where the dead collectors are.
+struct Dead {
+    hole: BlackHole,
+    down: String,
 }
 
 /// Runs every variant of every KeyValue plugin whose backend runs, when
-/// `--only` is empty or names `tracing`.
+/// `--only` is empty or names `tracing`: first at saturation, then at a fixed
+/// rate.
 pub(crate) async fn measure(
     args: &Args,
     settings: &Settings,
@@ -132,50 +159,98 @@ pub(crate) async fn measure(
     }
     let in_flight = args.in_flight.first().copied().unwrap_or(32);
     println!(
-        "== tracing overhead ({in_flight} in flight, {} rounds, a fresh plugin per run)",
-        ROUNDS
+        "== tracing overhead ({in_flight} in flight, then {:.0} % of untraced ops/s; {ROUNDS} rounds, a fresh plugin per run)",
+        PACED_SHARE * 100.0
     );
-    let hole = BlackHole::start().await;
-    let down = format!("http://127.0.0.1:{}", prism_testkit::free_port());
-    for (plugin, var, addr, scenarios) in plugins(backends) {
-        for round in 0..ROUNDS {
-            let order: Vec<Variant> = if round % 2 == 0 {
-                VARIANTS.to_vec()
-            } else {
-                VARIANTS.iter().rev().copied().collect()
-            };
-            for variant in order {
-                for scenario in scenarios {
-                    let endpoint = match variant.collector {
-                        Collector::None => None,
-                        Collector::Live => Some(Endpoint::Live(OtlpReceiver::start().await)),
-                        Collector::Down => Some(Endpoint::Fixed(down.clone())),
-                        Collector::BlackHole => Some(Endpoint::Fixed(hole.endpoint().to_string())),
-                    };
-                    let mut env = settings.plugin_env(plugin);
-                    env.push((var.to_string(), addr.clone()));
-                    if let Some(endpoint) = &endpoint {
-                        env.push(("PRISM_TELEMETRY__OTLP_ENDPOINT".into(), endpoint.url()));
-                        env.push((
-                            "PRISM_TELEMETRY__SAMPLE_RATIO".into(),
-                            variant.sample_ratio.into(),
-                        ));
-                    }
-                    let spec = RunSpec {
-                        plugin,
-                        variant,
-                        round,
-                        scenario,
-                        in_flight,
-                    };
-                    let run = one_run(args, bins, &spec, &env, endpoint.as_ref()).await;
-                    println!("{}", run_line(&run));
-                    runs.push(run);
-                }
-            }
+    let dead = Dead {
+        hole: BlackHole::start().await,
+        down: format!("http://127.0.0.1:{}", prism_testkit::free_port()),
+    };
+    let ctx = Context {
+        args,
+        settings,
+        bins,
+        dead,
+        in_flight,
+    };
+    for target in plugins(backends) {
+        for paced in [false, true] {
+            pass(&ctx, &target, paced, &mut runs).await;
         }
     }
     runs
+}
+
+/// What every run of the section shares.
+struct Context<'a> {
+    args: &'a Args,
+    settings: &'a Settings,
+    bins: &'a Path,
+    dead: Dead,
+    in_flight: usize,
+}
+
+/// The interleaved rounds of `target`, saturated or `paced` (at
+/// [`PACED_SHARE`] of the saturated "off" median in `runs`).
+async fn pass(ctx: &Context<'_>, target: &Target, paced: bool, runs: &mut Vec<Run>) {
+    let variants: Vec<Variant> = match paced {
+        false => VARIANTS.to_vec(),
+        true => PACED_VARIANTS.iter().map(|&i| VARIANTS[i]).collect(),
+    };
+    for round in 0..ROUNDS {
+        for variant in ordered(&variants, round) {
+            for scenario in target.3 {
+                let off = rounds(runs, target.0, op_name(scenario), VARIANTS[0].label, false);
+                let rate = match median_of(&off, ops) {
+                    Some(max) if paced => Some(max * PACED_SHARE),
+                    None if paced => continue,
+                    _ => None,
+                };
+                let spec = RunSpec {
+                    plugin: target.0,
+                    variant,
+                    round,
+                    scenario,
+                    in_flight: ctx.in_flight,
+                    rate,
+                };
+                let run = variant_run(ctx, target, spec).await;
+                println!("{}", run_line(&run));
+                runs.push(run);
+            }
+        }
+    }
+}
+
+/// One run of `spec` against `target`, with its collector.
+async fn variant_run(ctx: &Context<'_>, (plugin, var, addr, _): &Target, spec: RunSpec) -> Run {
+    let dead = &ctx.dead;
+    let endpoint = match spec.variant.collector {
+        Collector::None => None,
+        Collector::Live => Some(Endpoint::Live(OtlpReceiver::start().await)),
+        Collector::Down => Some(Endpoint::Fixed(dead.down.clone())),
+        Collector::BlackHole => Some(Endpoint::Fixed(dead.hole.endpoint().to_string())),
+    };
+    let mut env = ctx.settings.plugin_env(plugin);
+    env.push((var.to_string(), addr.clone()));
+    // The default log format, which with tracing on adds trace ids to lines
+    // (the testkit's spawn asks for text).
+    env.push(("PRISM_LOG_FORMAT".into(), "json".into()));
+    if let Some(endpoint) = &endpoint {
+        env.push(("PRISM_TELEMETRY__OTLP_ENDPOINT".into(), endpoint.url()));
+        env.push((
+            "PRISM_TELEMETRY__SAMPLE_RATIO".into(),
+            spec.variant.sample_ratio.into(),
+        ));
+    }
+    one_run(ctx.args, ctx.bins, &spec, &env, endpoint.as_ref()).await
+}
+
+fn op_name(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::CacheGet | Scenario::KvGet => "Get",
+        _ => "Set",
+    }
 }
 
 /// Where one run's plugin exports.
@@ -200,6 +275,7 @@ struct RunSpec {
     round: usize,
     scenario: Scenario,
     in_flight: usize,
+    rate: Option<f64>,
 }
 
 /// Starts the plugin, drives the scenario, reads RSS, stops the plugin (its
@@ -211,16 +287,13 @@ async fn one_run(
     env: &[(String, String)],
     endpoint: Option<&Endpoint>,
 ) -> Run {
-    let op = match spec.scenario {
-        Scenario::CacheGet | Scenario::KvGet => "Get",
-        _ => "Set",
-    };
     let mut run = Run {
         plugin: spec.plugin,
-        op,
+        op: op_name(spec.scenario),
         variant: spec.variant,
         round: spec.round,
         in_flight: spec.in_flight,
+        rate: spec.rate,
         result: Err(String::new()),
         rss_after_kb: None,
         peak_rss_kb: 0,
@@ -249,7 +322,10 @@ async fn one_run(
             ..ProcessFacts::default()
         },
     };
-    run.result = run_plugin(args, &running, spec.scenario, spec.in_flight).await;
+    run.result = match spec.rate {
+        None => run_plugin(args, &running, spec.scenario, spec.in_flight).await,
+        Some(rate) => paced_run(args, &running, spec, rate).await,
+    };
     run.rss_after_kb = crate::processes::rss_kb(running.process.pid());
     stop_sampling.store(true, Ordering::Relaxed);
     run.peak_rss_kb = peak
@@ -260,6 +336,26 @@ async fn one_run(
         run.spans = Some(receiver.spans().len());
     }
     run
+}
+
+/// Drives `running` at `rate` calls/s for the suite's measured seconds.
+async fn paced_run(
+    args: &Args,
+    running: &Running,
+    spec: &RunSpec,
+    rate: f64,
+) -> Result<Measure, String> {
+    let load = crate::paced::Load {
+        port: running.port,
+        pid: running.process.pid(),
+        set: matches!(spec.scenario, Scenario::CacheSet | Scenario::KvSet),
+        rate,
+        duration: args.duration(),
+        connections: args.connections,
+        keys: args.keys,
+        value_size: args.value_size,
+    };
+    crate::paced::run(&load).await
 }
 
 /// SIGTERM and wait (the exporter's shutdown is bounded at 3 s).
@@ -274,11 +370,14 @@ async fn stop(mut process: PluginProcess) {
 /// The line printed after a run.
 fn run_line(r: &Run) -> String {
     let head = format!(
-        "   prism-{:<8} {:<3} round {} {:<31}",
+        "   prism-{:<8} {:<3} round {} {:<31}{}",
         r.plugin,
         r.op,
         r.round + 1,
-        r.variant.label
+        r.variant.label,
+        r.rate
+            .map(|rate| format!(" at {rate:.0}/s"))
+            .unwrap_or_default()
     );
     match &r.result {
         Ok(m) => format!(
@@ -287,7 +386,7 @@ fn run_line(r: &Run) -> String {
             m.p50_us as f64 / 1e3,
             m.p99_us as f64 / 1e3,
             dash(m.plugin_cpu_us.map(|c| format!("{c:.1}"))),
-            m.errors,
+            m.errors_text(),
             mib(r.rss_after_kb),
             mib(Some(r.peak_rss_kb)),
             r.spans
@@ -298,221 +397,29 @@ fn run_line(r: &Run) -> String {
     }
 }
 
-/// The two rounds of one (plugin, op, variant).
-fn rounds<'a>(runs: &'a [Run], plugin: &str, op: &str, label: &str) -> Vec<&'a Run> {
+/// The rounds of one (plugin, op, variant), at saturation or at a fixed rate.
+fn rounds<'a>(runs: &'a [Run], plugin: &str, op: &str, label: &str, paced: bool) -> Vec<&'a Run> {
     let mut v: Vec<&Run> = runs
         .iter()
         .filter(|r| r.plugin == plugin && r.op == op && r.variant.label == label)
+        .filter(|r| r.rate.is_some() == paced)
         .collect();
     v.sort_by_key(|r| r.round);
     v
 }
 
-/// RSS after each round, and the highest sampled in either, MiB.
-fn rss_cell(runs: &[&Run]) -> String {
-    let after: Vec<String> = runs
-        .iter()
-        .map(|r| {
-            dash(
-                r.rss_after_kb
-                    .map(|kb| format!("{:.1}", kb as f64 / 1024.0)),
-            )
-        })
-        .collect();
-    let peak = runs.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0);
-    format!("{} (peak {})", after.join(" / "), mib(Some(peak)))
-}
-
-/// `f` of each round's measure, joined with " / ".
-fn per_round(runs: &[&Run], f: impl Fn(&Measure) -> String) -> String {
+/// `f` of the rounds that succeeded.
+fn values(runs: &[&Run], f: impl Fn(&Measure) -> Option<f64>) -> Vec<f64> {
     runs.iter()
-        .map(|r| {
-            r.result
-                .as_ref()
-                .map(&f)
-                .unwrap_or_else(|e| format!("failed: {e}"))
-        })
-        .collect::<Vec<_>>()
-        .join(" / ")
+        .filter_map(|r| r.result.as_ref().ok().and_then(&f))
+        .collect()
 }
 
-/// The mean of `f` over the rounds that succeeded.
-fn mean(runs: &[&Run], f: impl Fn(&Measure) -> Option<f64>) -> Option<f64> {
-    let values: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| r.result.as_ref().ok().and_then(&f))
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// The spread between the rounds of `f`: max − min.
-fn spread(runs: &[&Run], f: impl Fn(&Measure) -> Option<f64>) -> Option<f64> {
-    let values: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| r.result.as_ref().ok().and_then(&f))
-        .collect();
-    let max = values.iter().copied().reduce(f64::max)?;
-    let min = values.iter().copied().reduce(f64::min)?;
-    Some(max - min)
+/// The median of `f` over the rounds that succeeded.
+fn median_of(runs: &[&Run], f: impl Fn(&Measure) -> Option<f64>) -> Option<f64> {
+    median(&values(runs, f))
 }
 
 fn ops(m: &Measure) -> Option<f64> {
     Some(m.ops_per_sec)
-}
-fn p99(m: &Measure) -> Option<f64> {
-    Some(m.p99_us as f64 / 1e3)
-}
-fn cpu(m: &Measure) -> Option<f64> {
-    m.plugin_cpu_us
-}
-
-/// Worse than off beyond noise: the mean is further from off's mean, in the
-/// bad direction, than off's own spread between rounds or 10 % of off's mean,
-/// whichever is larger.
-fn beyond_noise(
-    off: &[&Run],
-    v: &[&Run],
-    f: fn(&Measure) -> Option<f64>,
-    higher_worse: bool,
-) -> Option<bool> {
-    let (base, m) = (mean(off, f)?, mean(v, f)?);
-    let band = spread(off, f)?.max(0.1 * base);
-    let worse = if higher_worse { m - base } else { base - m };
-    Some(worse > band)
-}
-
-/// The report section: every run, then each variant against "off".
-pub(crate) fn markdown(runs: &[Run], md: &mut String) {
-    if runs.is_empty() {
-        return;
-    }
-    let in_flight = runs.first().map_or(0, |r| r.in_flight);
-    let _ = writeln!(
-        md,
-        "## Tracing overhead (issue #18)\n\n\
-         Release plugin, real backend, one scenario per fresh plugin process, variants interleaved \
-         in {ROUNDS} rounds (the second in reverse order), {in_flight} calls in flight over the suite's connections; values are round 1 / round 2. \
-         Calls carry no `traceparent`: at `sample_ratio` 1 each is a new sampled trace (server span + \
-         backend span), at 0 none is traced. Live collector: testkit's OTLP/gRPC receiver in the \
-         load generator's process (its CPU counts as client CPU); down: a closed port; \
-         black-holing: accepts TCP, never answers. Exporter settings are the defaults \
-         (`max_queue_size` 2048, `export_timeout` 5 s). Plugin CPU per call: `/proc/<pid>/stat` \
-         over the measured window, exporter thread included.\n\n\
-         | plugin | op | tracing | ops/s | p50 ms | p99 ms | plugin CPU µs/call | failed calls | RSS after, MiB | spans received |\n\
-         |---|---|---|--:|--:|--:|--:|--:|--:|--:|"
-    );
-    let mut keys: Vec<(&str, &str)> = Vec::new();
-    for r in runs {
-        if !keys.contains(&(r.plugin, r.op)) {
-            keys.push((r.plugin, r.op));
-        }
-    }
-    for &(plugin, op) in &keys {
-        for v in VARIANTS {
-            let rs = rounds(runs, plugin, op, v.label);
-            if rs.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                md,
-                "| prism-{plugin} | {op} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                v.label,
-                per_round(&rs, |m| format!("{:.0}", m.ops_per_sec)),
-                per_round(&rs, |m| format!("{:.2}", m.p50_us as f64 / 1e3)),
-                per_round(&rs, |m| format!("{:.2}", m.p99_us as f64 / 1e3)),
-                per_round(&rs, |m| dash(m.plugin_cpu_us.map(|c| format!("{c:.1}")))),
-                per_round(&rs, Measure::errors_text),
-                rss_cell(&rs),
-                dash((v.collector == Collector::Live).then(|| {
-                    rs.iter()
-                        .map(|r| dash(r.spans.map(|s| s.to_string())))
-                        .collect::<Vec<_>>()
-                        .join(" / ")
-                })),
-            );
-        }
-    }
-    against_off(runs, &keys, md);
-}
-
-/// Each variant's mean against "off": Δ ops/s, Δ CPU per call, Δ p99, and
-/// what is worse beyond the noise of "off"; for a collector that is down or
-/// black-holing also against the live collector (same spans, only the
-/// collector differs).
-fn against_off(runs: &[Run], keys: &[(&str, &str)], md: &mut String) {
-    let _ = writeln!(
-        md,
-        "\nAgainst tracing off (means of the rounds; **beyond noise** = worse than the baseline by \
-         more than the baseline's own spread between its rounds or 10 % of it, whichever is larger; \
-         the last column compares a dead collector with the live one at the same `sample_ratio`):\n\n\
-         | plugin | op | tracing | ops/s vs off | plugin CPU µs/call vs off | p99 vs off | worse than off beyond noise | worse than the live collector beyond noise |\n\
-         |---|---|---|--:|--:|--:|---|---|"
-    );
-    for &(plugin, op) in keys {
-        let off = rounds(runs, plugin, op, VARIANTS[0].label);
-        let live = rounds(runs, plugin, op, VARIANTS[2].label);
-        for v in &VARIANTS[1..] {
-            let rs = rounds(runs, plugin, op, v.label);
-            if rs.is_empty() || off.is_empty() {
-                continue;
-            }
-            let rel = |f: fn(&Measure) -> Option<f64>| {
-                dash(
-                    mean(&off, f)
-                        .zip(mean(&rs, f))
-                        .map(|(a, b)| format!("{:+.0} %", (b / a - 1.0) * 100.0)),
-                )
-            };
-            let abs = |f: fn(&Measure) -> Option<f64>, unit: &str| {
-                dash(
-                    mean(&off, f)
-                        .zip(mean(&rs, f))
-                        .map(|(a, b)| format!("{:.1} → {:.1}{unit} ({:+.1})", a, b, b - a)),
-                )
-            };
-            let dead = matches!(v.collector, Collector::Down | Collector::BlackHole);
-            let _ = writeln!(
-                md,
-                "| prism-{plugin} | {op} | {} | {} | {} | {} | {} | {} |",
-                v.label,
-                rel(ops),
-                abs(cpu, ""),
-                abs(p99, " ms"),
-                verdict(&off, &rs),
-                if dead {
-                    verdict(&live, &rs)
-                } else {
-                    "–".to_string()
-                },
-            );
-        }
-    }
-    md.push('\n');
-}
-
-/// What of `runs` is worse than `base` beyond noise: ops/s, p99, failed calls.
-fn verdict(base: &[&Run], runs: &[&Run]) -> String {
-    if base.is_empty() {
-        return "–".to_string();
-    }
-    let mut worse = Vec::new();
-    if beyond_noise(base, runs, ops, false) == Some(true) {
-        worse.push("ops/s");
-    }
-    if beyond_noise(base, runs, p99, true) == Some(true) {
-        worse.push("p99");
-    }
-    let failed: u64 = runs
-        .iter()
-        .filter_map(|r| r.result.as_ref().ok())
-        .map(|m| m.errors)
-        .sum();
-    if failed > 0 || runs.iter().any(|r| r.result.is_err()) {
-        worse.push("failed calls");
-    }
-    if worse.is_empty() {
-        "no".to_string()
-    } else {
-        format!("**{}**", worse.join(", "))
-    }
 }
