@@ -157,12 +157,14 @@ fn next_random(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-async fn connect(opts: &Options) -> Result<Vec<Channel>, Error> {
-    let mut channels = Vec::with_capacity(opts.connections);
-    for _ in 0..opts.connections {
-        let channel = Endpoint::from_shared(opts.target.clone())
+/// `connections` HTTP/2 connections to `target` (nodelay, 5 s connect
+/// timeout): the load generator's, shared with the bench suite's paced load.
+pub async fn connect(target: &str, connections: usize) -> Result<Vec<Channel>, Error> {
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let channel = Endpoint::from_shared(target.to_string())
             .map_err(|source| Error::Connect {
-                target: opts.target.clone(),
+                target: target.to_string(),
                 source,
             })?
             .tcp_nodelay(true)
@@ -170,7 +172,7 @@ async fn connect(opts: &Options) -> Result<Vec<Channel>, Error> {
             .connect()
             .await
             .map_err(|source| Error::Connect {
-                target: opts.target.clone(),
+                target: target.to_string(),
                 source,
             })?;
         channels.push(channel);
@@ -421,7 +423,7 @@ pub async fn run(
     opts: Options,
     progress: impl Fn(Duration, u64) + Send + 'static,
 ) -> Result<Report, Error> {
-    let channels = connect(&opts).await?;
+    let channels = connect(&opts.target, opts.connections).await?;
     if matches!(
         opts.scenario,
         Scenario::KvGet

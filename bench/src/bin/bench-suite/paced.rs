@@ -18,7 +18,6 @@ use prism_bench::cpu;
 use prism_plugin_core::proto::keyvalue::key_value_basic_interface_client::KeyValueBasicInterfaceClient;
 use prism_plugin_core::proto::keyvalue::{GetRequest, SetRequest};
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::args::NAMESPACE;
 use crate::results::Measure;
@@ -55,15 +54,17 @@ struct Tally {
 /// [`MAX_OUTSTANDING`] were already waiting (the plugin, or the machine, fell
 /// that far behind) are not failed calls: they are named in the error detail.
 pub(crate) async fn run(load: &Load) -> Result<Measure, String> {
-    let mut clients = Vec::new();
-    for _ in 0..load.connections.max(1) {
-        let channel = connect(load.port).await?;
-        clients.push(
+    let target = format!("http://127.0.0.1:{}", load.port);
+    let clients: Vec<_> = prism_bench::connect(&target, load.connections.max(1))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?
+        .into_iter()
+        .map(|channel| {
             KeyValueBasicInterfaceClient::new(channel)
                 .max_encoding_message_size(usize::MAX)
-                .max_decoding_message_size(usize::MAX),
-        );
-    }
+                .max_decoding_message_size(usize::MAX)
+        })
+        .collect();
     let namespace: tonic::metadata::MetadataValue<_> =
         NAMESPACE.parse().map_err(|e| format!("namespace: {e}"))?;
     let value = Bytes::from(vec![b'p'; load.value_size]);
@@ -161,14 +162,4 @@ pub(crate) async fn run(load: &Load) -> Result<Measure, String> {
 
 fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     tally.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-async fn connect(port: u16) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .map_err(|e| e.to_string())?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))
 }
